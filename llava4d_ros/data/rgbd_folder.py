@@ -2,10 +2,10 @@
 
 Layout (TUM-style lists, ROS camera_calibration YAML):
 
-    root/associations.txt               "rgb_stamp rgb/NNNNNN.jpg depth_stamp depth/NNNNNN.png"
-    root/poses_T_world_camera_4x4.txt   "stamp r00 r01 r02 tx ... 0 0 0 1" (row-major world_from_cam)
-    root/camera_info.yaml               image_width/height, camera_matrix, distortion_model/coeffs
-    root/rgb/*.jpg, root/depth/*.png    colour 8-bit RGB; depth uint16 millimetres (0, 65535 invalid)
+    associations.txt              "rgb_stamp rgb/NNNNNN.jpg depth_stamp depth/NNNNNN.png"
+    poses_T_world_camera_4x4.txt  "stamp r00 r01 r02 tx ... 0 0 0 1" (row-major world_from_cam)
+    camera_info.yaml              image_width/height, camera_matrix, distortion_model/coeffs
+    rgb/*.jpg, depth/*.png        colour 8-bit RGB; depth uint16 millimetres (0, 65535 invalid)
 
 Poses are matched to frames by the rgb stamp (nearest within `max_pose_dt_s`). The pose files
 are ~1e-4 off orthonormal; `world_from_cam` is projected onto the nearest rotation (SVD) so that

@@ -508,7 +508,9 @@ def _pixel_rect(
     Conservative: the bounding rectangle of the projected corners, one pixel of margin; the whole
     image when a corner is behind the camera.
     """
-    corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T  # (8, 3)
+    corners = (
+        np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
+    )  # (8, 3)
     p_cam = corners @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
     w, h = int(cam.width), int(cam.height)
     if np.all(p_cam[:, 2] <= 0):
@@ -713,4 +715,56 @@ def gt_track(obj: ObjectSpec, times_s: Sequence[float]) -> np.ndarray:
 def visible_object_ids(frame: RenderedFrame, min_pixels: int = 20) -> list[int]:
     """Ids of objects with at least `min_pixels` pixels in `frame.instance`, ascending."""
     ids, counts = np.unique(frame.instance[frame.instance >= 0], return_counts=True)
-    return [int(i) for i, n in zip(ids, counts) if n >= min_pixels]
+    return [int(i) for i, n in zip(ids, counts, strict=True) if n >= min_pixels]
+
+
+def scene_to_dict(scene: SceneSpec) -> dict:
+    """JSON-serialisable description of a scene; `scene_from_dict` rebuilds it exactly."""
+    cam = scene.cam
+    return {
+        "seed": scene.seed,
+        "room_size": list(scene.room_size),
+        "fps": scene.fps,
+        "duration_s": scene.duration_s,
+        "cam": {k: getattr(cam, k) for k in ("fx", "fy", "cx", "cy", "width", "height")},
+        "camera_waypoints": [
+            {"t_s": w.t_s, "eye_world": list(w.eye_world), "target_world": list(w.target_world)}
+            for w in scene.camera_waypoints
+        ],
+        "objects": [
+            {
+                "object_id": o.object_id,
+                "colour": o.colour,
+                "shape": o.shape,
+                "size_xyz": list(o.size_xyz),
+                "waypoints": [[t, list(p)] for t, p in o.waypoints],
+                "start_moving_s": o.start_moving_s,
+            }
+            for o in scene.objects
+        ],
+    }
+
+
+def scene_from_dict(d: dict) -> SceneSpec:
+    """Inverse of `scene_to_dict`."""
+    return SceneSpec(
+        seed=int(d["seed"]),
+        objects=tuple(
+            ObjectSpec(
+                object_id=int(o["object_id"]),
+                colour=o["colour"],
+                shape=o["shape"],
+                size_xyz=tuple(o["size_xyz"]),
+                waypoints=tuple((float(t), tuple(p)) for t, p in o["waypoints"]),
+            )
+            for o in d["objects"]
+        ),
+        room_size=tuple(d["room_size"]),
+        camera_waypoints=tuple(
+            CameraWaypoint(w["t_s"], tuple(w["eye_world"]), tuple(w["target_world"]))
+            for w in d["camera_waypoints"]
+        ),
+        cam=PinholeCamera(**d["cam"]),
+        fps=float(d["fps"]),
+        duration_s=float(d["duration_s"]),
+    )
