@@ -1,0 +1,87 @@
+"""The node's settings: one frozen dataclass, declared once as ROS parameters with descriptions.
+
+Defaults live here and are mirrored in config/llava4d.yaml (a test checks the two agree), so the
+offline replay, the node and the launch file all start from the same values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+
+def _p(default: Any, description: str) -> Any:
+    return field(default=default, metadata={"description": description})
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    world_frame: str = _p("map", "Fixed frame the 4D buffer, tracks and answers live in "
+                                 "(REP 105: map, or odom).")
+    window_s: float = _p(30.0, "Sliding window length [s]; older keyframes are dropped.")
+    max_buffer_mb: float = _p(512.0, "Memory cap of the 4D buffer [MiB]; oldest dropped first.")
+    patch_rows: int = _p(24, "Patch grid rows per image (each patch becomes one 4D point).")
+    patch_cols: int = _p(32, "Patch grid columns per image.")
+    keyframe_min_interval_s: float = _p(0.1, "Never take keyframes closer than this [s].")
+    keyframe_max_interval_s: float = _p(0.5, "Take a keyframe at least this often [s], "
+                                             "even with a still camera (objects may move).")
+    keyframe_min_translation_m: float = _p(0.05, "Camera motion that triggers a keyframe [m].")
+    keyframe_min_rotation_deg: float = _p(5.0, "Camera rotation that triggers a keyframe [deg].")
+    voxel_m: float = _p(0.2, "Voxel size for pooling patches into visual tokens [m].")
+    token_budget: int = _p(2560, "Most visual tokens given to the model per question.")
+    sync_slop_s: float = _p(0.02, "Largest stamp difference for rgb/depth/camera_info to match.")
+    sync_queue_size: int = _p(10, "Messages kept per stream while waiting for partners.")
+    tf_timeout_s: float = _p(0.25, "How long (in data time) a frame waits for its TF [s].")
+    tf_cache_s: float = _p(30.0, "How much TF history is kept [s].")
+    time_jump_reset_s: float = _p(1.0, "A stamp this far behind the newest resets the buffer "
+                                       "(a bag restarting); smaller steps back are dropped.")
+    model_path: str = _p("", "Local model directory (safetensors). Empty: the embedded default.")
+    device: str = _p("auto", "auto, cpu, cuda or cuda:N. auto picks cuda when available.")
+    dtype: str = _p("float32", "float32, float16 or bfloat16 (the latter two on GPU).")
+    max_question_chars: int = _p(500, "Longer questions are refused.")
+    max_new_tokens: int = _p(96, "Longest answer the model may generate [tokens].")
+    cloud_period_s: float = _p(1.0, "Period of ~/cloud (the window's points) [s]; 0 disables.")
+    tracks_period_s: float = _p(0.2, "Period of ~/tracks and track markers [s].")
+
+    def __post_init__(self) -> None:
+        positive = ("window_s", "max_buffer_mb", "keyframe_max_interval_s", "voxel_m",
+                    "sync_slop_s", "tf_timeout_s", "tf_cache_s", "time_jump_reset_s",
+                    "tracks_period_s")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("patch_rows", "patch_cols", "token_budget", "sync_queue_size",
+                     "max_question_chars", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
+            raise ValueError("keyframe_min_interval_s must not exceed keyframe_max_interval_s")
+        if self.cloud_period_s < 0:
+            raise ValueError("cloud_period_s must be >= 0")
+        if not self.world_frame:
+            raise ValueError("world_frame must not be empty")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @classmethod
+    def descriptions(cls) -> dict[str, str]:
+        return {f.name: f.metadata["description"] for f in fields(cls)}
+
+    @classmethod
+    def from_yaml(cls, path: str, node_name: str = "llava4d") -> NodeConfig:
+        """Read a ROS 2 params file (`<node>: ros__parameters: {...}`) or a flat mapping."""
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        for key in (node_name, f"/{node_name}", "/**"):
+            if key in data and "ros__parameters" in data[key]:
+                data = data[key]["ros__parameters"]
+                break
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown parameters {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,161 @@
+"""The main job, end to end on the embedded default model, with real ROS 2 over loopback DDS:
+
+1. write a synthetic demo bag (a room, coloured objects, some moving, a moving camera) if absent;
+2. start the llava4d node in its own process;
+3. play the bag into it (rgb, depth, camera_info, /tf, /tf_static, /clock);
+4. ask questions through the `~/query` service and print the answers next to the truth;
+5. write answers.jsonl, tracks.jsonl and tracks.png (top-down, tracks coloured by time).
+
+    llava4d-demo [--out llava4d_demo] [--seed 7] [--rate 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TOPICS = {"rgb/image": "/camera/color/image_raw", "depth/image": "/camera/depth/image_raw",
+          "camera_info": "/camera/color/camera_info"}
+
+
+def keep_dds_local() -> None:
+    """Discovery on localhost only, loopback transports (config/fastdds_localhost.xml)."""
+    profile = REPO / "config" / "fastdds_localhost.xml"
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
+        if not profile.exists():
+            raise SystemExit(f"llava4d-demo: {profile} not found; set FASTDDS_DEFAULT_PROFILES_FILE"
+                             " to a loopback-only Fast DDS profile")
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(11 + os.getpid() % 80))
+    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+
+
+def demo_questions(scene) -> list[tuple[str, str]]:
+    """(question, the truth in words) pairs about this scene."""
+    qs = [("Which objects move?", ", ".join(o.label for o in scene.objects if o.is_dynamic)
+           or "none"),
+          ("How many objects are there?", str(len(scene.objects)))]
+    for o in scene.objects:
+        if o.is_dynamic:
+            t = round(min(scene.duration_s - 1.0, (o.start_moving_s or 0.0) + 1.5), 1)
+            box = [round(float(v), 2) for v in o.box_at(t)]
+            qs += [(f"Where is the {o.label} at {t}s?", f"{box}"),
+                   (f"When did the {o.label} start moving?", f"{o.start_moving_s:.1f}s")]
+            break
+    still = [o for o in scene.objects if not o.is_dynamic]
+    if still:
+        o = still[0]
+        qs.append((f"Where is the {o.label} now?",
+                   f"{[round(float(v), 2) for v in o.box_at(scene.duration_s)]}"))
+    return qs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("llava4d_demo"))
+    ap.add_argument("--seed", type=int, default=7, help="synthetic scene seed")
+    ap.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
+    ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node")
+    args = ap.parse_args(argv)
+    keep_dds_local()
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from llava4d_ros.data import bagtools
+    from llava4d_ros.data.scene import make_scene
+    from llava4d_ros.msg import Answer, ObjectTrackArray
+    from llava4d_ros.replay import plot_tracks
+    from llava4d_ros.ros import convert
+    from llava4d_ros.ros.bag_player import play
+    from llava4d_ros.srv import Query
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    scene = make_scene(args.seed)
+    bag = args.out / f"synthetic_seed{args.seed}"
+    if not bag.exists():
+        print(f"[demo] writing {bag}")
+        bagtools.write_scene_bag(bag, scene)
+    cmd = [sys.executable, "-m", "llava4d_ros.ros.node", "--ros-args", "-r", "__node:=llava4d",
+           "-p", "use_sim_time:=true", "-p", "device:=cpu"]
+    for src, dst in TOPICS.items():
+        cmd += ["-r", f"{src}:={dst}"]
+    print(f"[demo] starting the node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']})")
+    node_log = open(args.out / "node.log", "w", encoding="utf-8")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT)
+    rclpy.init()
+    client_node = rclpy.create_node("llava4d_demo")
+    latest_tracks: list = []
+    client_node.create_subscription(ObjectTrackArray, "/llava4d/tracks",
+                                    lambda m: latest_tracks.append(m), 10)
+    client_node.create_subscription(Answer, "/llava4d/answers", lambda m: None, 10)
+    query = client_node.create_client(Query, "/llava4d/query")
+    executor = SingleThreadedExecutor()
+    executor.add_node(client_node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + args.timeout
+        while not query.service_is_ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                node_log.flush()
+                print((args.out / "node.log").read_text()[-3000:], file=sys.stderr)
+                print("[demo] the node did not come up (log above)", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        print("[demo] node active; playing the bag")
+        sent = play(bag, rate=args.rate, node=client_node, log=lambda s: print(f"[demo] {s}"))
+        time.sleep(1.0)
+        print(f"[demo] played {sent} messages; asking questions")
+        answers = []
+        for question, truth in demo_questions(scene):
+            future = query.call_async(Query.Request(question=question))
+            t_end = time.monotonic() + 60.0
+            while not future.done() and time.monotonic() < t_end:
+                time.sleep(0.02)
+            resp = future.result() if future.done() else None
+            if resp is None or not resp.success:
+                why = "timeout" if resp is None else resp.message
+                print(f"Q: {question}\n   refused: {why}")
+                continue
+            a = convert.answer_dict(resp.answer)
+            answers.append(a)
+            print(f"Q: {question}\nA: {a['text']}\n   truth: {truth}   "
+                  f"({a['latency_s'] * 1000:.0f} ms, {a['num_visual_tokens']} tokens, "
+                  f"tracks {[o['track_id'] for o in a['objects']]})")
+        tracks = convert.track_dicts(latest_tracks[-1]) if latest_tracks else []
+        with open(args.out / "answers.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(a) + "\n" for a in answers)
+        with open(args.out / "tracks.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(t) + "\n" for t in tracks)
+        plot_tracks(args.out / "tracks.png", tracks, answers,
+                    f"demo scene {args.seed}: {len(tracks)} tracks "
+                    f"({sum(t['is_dynamic'] for t in tracks)} moving); truth: "
+                    + ", ".join(f"{o.label}{' (moving)' if o.is_dynamic else ''}"
+                                for o in scene.objects))
+        print(f"[demo] {len(tracks)} tracks; wrote {args.out}/answers.jsonl, tracks.jsonl, "
+              "tracks.png, node.log")
+        return 0 if answers else 1
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        node_log.close()
+        executor.shutdown()
+        client_node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Everything between parsed sensor data and answers, with no ROS: the node and the offline
+replay both drive this one class, so there is one code path to test.
+
+    rgb/depth/info --ApproximateTimeSync--> matched frame --TF at its stamp--> world_from_cam
+      --> Ingestor (patches, motion, features, Buffer4D, Tracker)
+    question --> Buffer4D.tokens --> model --> text + grounded boxes --> matched to tracks
+
+Frames wait for their transform in *data time* (up to `tf_timeout_s` after their stamp, measured
+by the newest sensor stamp), so a bag replayed faster than real time behaves like a live robot.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from llava4d_ros.config import NodeConfig
+from llava4d_ros.core.buffer4d import EmptyBufferError, VisualTokens
+from llava4d_ros.core.geometry import PinholeCamera
+from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
+from llava4d_ros.core.sync import ApproximateTimeSync
+from llava4d_ros.core.tf_buffer import ExtrapolationError, TransformBuffer, TransformError
+from llava4d_ros.core.tracking import Track
+
+NS = 1_000_000_000
+
+
+class QueryError(ValueError):
+    """A question that cannot be answered now; the message says why, for the service reply."""
+
+
+@dataclass(frozen=True)
+class GroundedBox:
+    """A box the model's answer names. `t_s` is absolute (stamp seconds), box in world frame."""
+
+    label: str
+    t_s: float
+    box6: tuple[float, float, float, float, float, float]  # cx, cy, cz, sx, sy, sz [m]
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What a model returns: text, and boxes with `t_s` in seconds since the window start."""
+
+    text: str
+    boxes: tuple[GroundedBox, ...]
+    num_tokens: int = 0
+
+
+class SceneModel(Protocol):
+    """What the engine needs of a model (LLaVA4D implements it)."""
+
+    model_id: str
+
+    @property
+    def patch_encoder(self) -> PatchEncoder: ...
+
+    def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
+               max_new_tokens: int) -> ModelAnswer: ...
+
+
+@dataclass(frozen=True)
+class GroundedObject:
+    track_id: int  # -1 when no track matched
+    label: str
+    stamp_s: float
+    center: np.ndarray  # (3,) world [m]
+    size: np.ndarray  # (3,) [m]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    question: str
+    text: str
+    objects: list[GroundedObject]
+    window_start_s: float
+    window_end_s: float
+    num_visual_tokens: int
+    latency_s: float
+    model_id: str
+
+
+@dataclass
+class _Pending:
+    stamp_ns: int
+    frame_id: str
+    rgb: np.ndarray
+    depth_m: np.ndarray
+    cam: PinholeCamera
+
+
+@dataclass
+class FrameOutcome:
+    stamp_ns: int
+    status: str  # keyframe | skipped | dropped | reset
+    reason: str = ""
+
+
+@dataclass
+class EngineStats:
+    ingested: int = 0
+    keyframes: int = 0
+    resets: int = 0
+    drops: Counter = field(default_factory=Counter)
+
+
+def ingest_config(cfg: NodeConfig) -> IngestConfig:
+    return IngestConfig(
+        patch_grid=(cfg.patch_rows, cfg.patch_cols),
+        window_s=cfg.window_s,
+        max_buffer_mb=cfg.max_buffer_mb,
+        keyframe_min_interval_s=cfg.keyframe_min_interval_s,
+        keyframe_max_interval_s=cfg.keyframe_max_interval_s,
+        keyframe_min_translation_m=cfg.keyframe_min_translation_m,
+        keyframe_min_rotation_deg=cfg.keyframe_min_rotation_deg,
+        voxel_m=cfg.voxel_m,
+        token_budget=cfg.token_budget,
+    )
+
+
+class Engine:
+    """Thread-safe: sensor input and questions may come from different threads."""
+
+    def __init__(self, cfg: NodeConfig, model: SceneModel | None = None):
+        self.cfg = cfg
+        self.model = model
+        self.tf = TransformBuffer(cache_s=cfg.tf_cache_s)
+        self.sync = ApproximateTimeSync(slop_s=cfg.sync_slop_s, queue_size=cfg.sync_queue_size)
+        self.ingestor = Ingestor(ingest_config(cfg),
+                                 encoder=model.patch_encoder if model is not None else None)
+        self.stats = EngineStats()
+        self._pending: deque[_Pending] = deque()
+        self._newest_ns: int | None = None  # newest sensor stamp seen (data time)
+        self._last_ingested_ns: int | None = None
+        self._data_lock = threading.RLock()  # sync, TF, buffer, tracker
+        self._model_lock = threading.Lock()  # one generation at a time
+
+    # ----------------------------------------------------------------- inputs
+    def add_transform(self, parent: str, child: str, stamp_ns: int, translation, quat_xyzw,
+                      is_static: bool) -> None:
+        with self._data_lock:
+            self.tf.set_transform(parent, child, stamp_ns, translation, quat_xyzw, is_static)
+
+    def add_image(self, kind: str, stamp_ns: int, item) -> list[FrameOutcome]:
+        """`kind` rgb: (frame_id, rgb (H,W,3) uint8); depth: depth_m (H,W) float32 metres;
+        info: PinholeCamera. Returns what happened to every frame this completed."""
+        with self._data_lock:
+            outcomes = self._check_time(stamp_ns)
+            for matched in self.sync.add(kind, stamp_ns, item):
+                frame_id, rgb = matched.rgb
+                self._pending.append(_Pending(matched.stamp_ns, frame_id, rgb, matched.depth,
+                                              matched.info))
+            self._newest_ns = max(stamp_ns, self._newest_ns or stamp_ns)
+            return outcomes + self.process_pending()
+
+    def drop(self, reason: str) -> FrameOutcome:
+        """Count a message the adapter refused before it reached the engine (bad encoding...)."""
+        with self._data_lock:
+            self.stats.drops[reason] += 1
+        return FrameOutcome(0, "dropped", reason)
+
+    def _check_time(self, stamp_ns: int) -> list[FrameOutcome]:
+        """A stamp far behind the newest one (a bag looping) resets everything but static TF."""
+        if self._newest_ns is None or stamp_ns >= self._newest_ns - self.cfg.time_jump_reset_s * NS:
+            return []
+        self.reset()
+        self.stats.resets += 1
+        return [FrameOutcome(stamp_ns, "reset", "time jumped backwards")]
+
+    def reset(self) -> None:
+        with self._data_lock:
+            self.tf.clear_dynamic()
+            self.sync.clear()
+            self.ingestor.reset()
+            self._pending.clear()
+            self._newest_ns = None
+            self._last_ingested_ns = None
+
+    def process_pending(self) -> list[FrameOutcome]:
+        """Ingest every waiting frame whose transform is known; drop those that waited too long."""
+        outcomes: list[FrameOutcome] = []
+        with self._data_lock:
+            keep: deque[_Pending] = deque()
+            while self._pending:
+                p = self._pending.popleft()
+                try:
+                    world_from_cam = self.tf.lookup(self.cfg.world_frame, p.frame_id, p.stamp_ns)
+                except ExtrapolationError as exc:
+                    waited_s = ((self._newest_ns or p.stamp_ns) - p.stamp_ns) / NS
+                    if exc.is_future and waited_s < self.cfg.tf_timeout_s:
+                        keep.append(p)
+                        continue
+                    outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
+                    continue
+                except TransformError as exc:
+                    outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
+                    continue
+                outcomes.append(self._ingest(p, world_from_cam))
+            self._pending = keep
+        return outcomes
+
+    def _dropped(self, stamp_ns: int, reason: str) -> FrameOutcome:
+        self.stats.drops[reason.split(":")[0]] += 1
+        return FrameOutcome(stamp_ns, "dropped", reason)
+
+    def _ingest(self, p: _Pending, world_from_cam: np.ndarray) -> FrameOutcome:
+        if self._last_ingested_ns is not None and p.stamp_ns <= self._last_ingested_ns:
+            return self._dropped(p.stamp_ns, "out of order: stamp not newer than the last frame")
+        result = self.ingestor.ingest(p.stamp_ns / NS, p.rgb, p.depth_m, p.cam, world_from_cam)
+        if result.status == "dropped":
+            return self._dropped(p.stamp_ns, result.reason)
+        self._last_ingested_ns = p.stamp_ns
+        self.stats.ingested += 1
+        self.stats.keyframes += result.status in ("keyframe", "reset")
+        return FrameOutcome(p.stamp_ns, result.status, result.reason)
+
+    # ---------------------------------------------------------------- outputs
+    def tracks(self) -> list[Track]:
+        with self._data_lock:
+            return list(self.ingestor.tracker.tracks)
+
+    def window(self) -> tuple[float, float] | None:
+        with self._data_lock:
+            return self.ingestor.buffer.time_range()
+
+    def cloud(self) -> tuple[np.ndarray, np.ndarray]:
+        """The window's valid world points (N, 3) and a dynamic flag (N,) per point."""
+        with self._data_lock:
+            kfs = list(self.ingestor.buffer.keyframes)
+            thr = self.ingestor.cfg.motion_threshold_m
+        if not kfs:
+            return np.zeros((0, 3), np.float32), np.zeros((0,), bool)
+        xyz = np.concatenate([k.xyz_world for k in kfs])
+        dyn = np.concatenate([k.motion > thr for k in kfs])
+        ok = np.isfinite(xyz).all(axis=1)
+        return xyz[ok].astype(np.float32), dyn[ok]
+
+    def ask(self, question: str, t_start_s: float | None = None,
+            t_end_s: float | None = None) -> QueryResult:
+        """Answer a question over the window (optionally restricted to [t_start_s, t_end_s])."""
+        t0 = time.perf_counter()
+        question = question.strip()
+        if not question:
+            raise QueryError("empty question")
+        if len(question) > self.cfg.max_question_chars:
+            raise QueryError(f"question has {len(question)} characters; the limit is "
+                             f"{self.cfg.max_question_chars} (max_question_chars)")
+        if t_start_s is not None and t_end_s is not None and t_end_s < t_start_s:
+            raise QueryError(f"window_end {t_end_s:.3f} is before window_start {t_start_s:.3f}")
+        if self.model is None:
+            raise QueryError("no model is loaded")
+        with self._data_lock:
+            try:
+                tokens = self.ingestor.buffer.tokens(self.cfg.token_budget, self.cfg.voxel_m,
+                                                     t_start_s=t_start_s, t_end_s=t_end_s)
+            except EmptyBufferError as exc:
+                raise QueryError(f"no observations in the window yet ({exc})") from None
+            tracks = list(self.ingestor.tracker.tracks)
+        t_ref = float(tokens.t_s.min())
+        with self._model_lock:
+            out = self.model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
+        objects = [self._ground(b, t_ref, tracks) for b in out.boxes]
+        return QueryResult(question=question, text=out.text, objects=objects,
+                           window_start_s=t_ref, window_end_s=float(tokens.t_s.max()),
+                           num_visual_tokens=int(len(tokens.t_s)),
+                           latency_s=time.perf_counter() - t0,
+                           model_id=self.model.model_id)
+
+    @staticmethod
+    def _ground(box: GroundedBox, t_ref_s: float, tracks: list[Track]) -> GroundedObject:
+        """Name the track whose position at the box's time is nearest its centre, if close."""
+        stamp_s = t_ref_s + box.t_s
+        center = np.asarray(box.box6[:3], np.float64)
+        size = np.asarray(box.box6[3:], np.float64)
+        best, best_d = -1, max(0.5, float(size.max()))
+        for tr in tracks:
+            if not tr.history:
+                continue
+            times = np.array([h[0] for h in tr.history])
+            pos = np.array([h[1] for h in tr.history])
+            d = float(np.linalg.norm(pos[int(np.argmin(np.abs(times - stamp_s)))] - center))
+            if d < best_d:
+                best, best_d = tr.track_id, d
+        return GroundedObject(best, box.label, stamp_s, center, size, box.confidence)

@@ -1,0 +1,302 @@
+"""The llava4d lifecycle node: a thin adapter between ROS messages and the Engine.
+
+configure: read parameters, create publishers and TF subscriptions, check the model path.
+activate:  load the model on its device, subscribe to the cameras, offer `~/query`.
+deactivate: unsubscribe, withdraw the service, free the model (and the GPU memory).
+
+Sensor callbacks and the query service run in separate callback groups on a multi-threaded
+executor, so a slow answer never stalls ingestion. Every message it cannot use is dropped with a
+throttled warning and a counter; nothing here raises out of a callback.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import traceback
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rcl_interfaces.msg import ParameterDescriptor
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tf2_msgs.msg import TFMessage
+from visualization_msgs.msg import MarkerArray
+
+from llava4d_ros.config import NodeConfig
+from llava4d_ros.engine import Engine, QueryError
+from llava4d_ros.msg import Answer, ObjectTrackArray
+from llava4d_ros.ros import convert
+from llava4d_ros.srv import Query
+
+WARN_PERIOD_S = 5.0
+TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                    reliability=ReliabilityPolicy.RELIABLE)
+TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class Llava4dNode(LifecycleNode):
+    def __init__(self, node_name: str = "llava4d", **kwargs):
+        super().__init__(node_name, **kwargs)
+        for name, desc in NodeConfig.descriptions().items():
+            self.declare_parameter(name, getattr(NodeConfig(), name),
+                                   ParameterDescriptor(description=desc))
+        self.declare_parameter("autostart", True, ParameterDescriptor(
+            description="Configure and activate on start (without a lifecycle manager)."))
+        self.cfg: NodeConfig | None = None
+        self.engine: Engine | None = None
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._query_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._sensor_subs: list = []
+        self._tf_subs: list = []
+        self._timers: list = []
+        self._service = None
+        self._answer_markers = 0
+        self.counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            values = {n: self.get_parameter(n).value for n in NodeConfig.descriptions()}
+            self.cfg = NodeConfig(**values)
+        except (TypeError, ValueError) as exc:
+            self.get_logger().error(f"configure failed: bad parameter: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        if self.cfg.model_path and not os.path.isdir(self.cfg.model_path):
+            self.get_logger().error(
+                f"configure failed: model_path {self.cfg.model_path!r} is not a directory; "
+                "set it to a local model directory, or leave it empty for the embedded default")
+            return TransitionCallbackReturn.FAILURE
+        self.engine = Engine(self.cfg, model=None)
+        self._pub_answers = self.create_lifecycle_publisher(Answer, "~/answers", 10)
+        self._pub_tracks = self.create_lifecycle_publisher(ObjectTrackArray, "~/tracks", 10)
+        self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/markers", 10)
+        self._pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/cloud", LATCHED)
+        self._pub_detections = None
+        if convert.detections_msg([], "", 0) is not None:
+            from vision_msgs.msg import Detection3DArray
+            self._pub_detections = self.create_lifecycle_publisher(
+                Detection3DArray, "~/detections", 10)
+        self._tf_subs = [
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
+                                     callback_group=self._sensor_group),
+            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                     TF_STATIC_QOS, callback_group=self._sensor_group),
+        ]
+        self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
+                               f"window={self.cfg.window_s}s budget={self.cfg.token_budget}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from llava4d_ros.runtime import load_model  # torch is imported only when activating
+
+        try:
+            model = load_model(self.cfg.model_path or None, self.cfg.device, self.cfg.dtype)
+        except Exception as exc:  # noqa: BLE001 - any load failure leaves the node inactive
+            self.get_logger().error(f"activate failed: could not load the model: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.engine = Engine(self.cfg, model=model)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self._sensor_subs = [
+            self.create_subscription(Image, "rgb/image", self._on_rgb, qos_profile_sensor_data,
+                                     callback_group=self._sensor_group,
+                                     qos_overriding_options=overrides),
+            self.create_subscription(Image, "depth/image", self._on_depth,
+                                     qos_profile_sensor_data, callback_group=self._sensor_group,
+                                     qos_overriding_options=overrides),
+            self.create_subscription(CameraInfo, "camera_info", self._on_info,
+                                     qos_profile_sensor_data, callback_group=self._sensor_group,
+                                     qos_overriding_options=overrides),
+        ]
+        self._service = self.create_service(Query, "~/query", self._on_query,
+                                            callback_group=self._query_group)
+        self._timers = [self.create_timer(self.cfg.tracks_period_s, self._publish_tracks,
+                                          callback_group=self._timer_group)]
+        if self.cfg.cloud_period_s > 0:
+            self._timers.append(self.create_timer(self.cfg.cloud_period_s, self._publish_cloud,
+                                                  callback_group=self._timer_group))
+        self.get_logger().info(f"active: model {model.model_id} on {model.device}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_active()
+        self.get_logger().info("inactive: unsubscribed, model freed")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_active()
+        for sub in self._tf_subs:
+            self.destroy_subscription(sub)
+        self._tf_subs = []
+        for pub in (self._pub_answers, self._pub_tracks, self._pub_markers, self._pub_cloud,
+                    self._pub_detections):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.engine = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown_active()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown_active(self) -> None:
+        for sub in self._sensor_subs:
+            self.destroy_subscription(sub)
+        self._sensor_subs = []
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        if self._service is not None:
+            self.destroy_service(self._service)
+            self._service = None
+        if self.engine is not None and self.engine.model is not None:
+            # Keep the buffer (nothing observed is lost), drop the model and its memory.
+            self.engine.model = None
+            gc.collect()
+            try:
+                import torch
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+
+    # ------------------------------------------------------------- inputs
+    def _count(self, reason: str, detail: str) -> None:
+        key = reason.split(":")[0]
+        self.counters[key] = self.counters.get(key, 0) + 1
+        self.get_logger().warning(f"dropped ({key}, {self.counters[key]} so far): {detail}",
+                                  throttle_duration_sec=WARN_PERIOD_S)
+
+    def _report(self, outcomes) -> None:
+        for o in outcomes:
+            if o.status == "dropped":
+                self._count(o.reason, o.reason)
+            elif o.status == "reset":
+                self.get_logger().warning(f"buffer reset: {o.reason}")
+
+    def _on_tf(self, msg: TFMessage, is_static: bool) -> None:
+        if self.engine is None:
+            return
+        for parent, child, t_ns, trans, quat in convert.transforms(msg):
+            try:
+                self.engine.add_transform(parent, child, t_ns, trans, quat, is_static)
+            except ValueError as exc:
+                self._count("bad_tf", f"{parent}->{child}: {exc}")
+        self._report(self.engine.process_pending())
+
+    def _on_image(self, kind: str, msg, parse) -> None:
+        if self.engine is None:
+            return
+        try:
+            item = parse(msg)
+        except ValueError as exc:
+            self._count(f"bad_{kind}", f"{kind} on {msg.header.frame_id!r}: {exc}")
+            return
+        try:
+            self._report(self.engine.add_image(kind, convert.stamp_ns(msg.header.stamp), item))
+        except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the node
+            self._count("error", f"{kind}: {exc}")
+            self.get_logger().debug(traceback.format_exc())
+
+    def _on_rgb(self, msg: Image) -> None:
+        self._on_image("rgb", msg, lambda m: (m.header.frame_id.lstrip("/"),
+                                              convert.image_to_rgb(m)))
+
+    def _on_depth(self, msg: Image) -> None:
+        self._on_image("depth", msg, convert.image_to_depth_m)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._on_image("info", msg, convert.camera_info_to_camera)
+
+    # ------------------------------------------------------------ outputs
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
+        engine = self.engine
+        if engine is None or engine.model is None:
+            response.success, response.message = False, "node is not active (no model loaded)"
+            return response
+        t_start = convert.stamp_ns(request.window_start) / 1e9 or None
+        t_end = convert.stamp_ns(request.window_end) / 1e9 or None
+        try:
+            result = engine.ask(request.question, t_start, t_end)
+        except QueryError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().info(f"query refused: {exc}")
+            return response
+        except Exception as exc:  # noqa: BLE001 - the service must answer, the node live on
+            response.success, response.message = False, f"internal error: {exc}"
+            self.get_logger().error(f"query failed: {traceback.format_exc()}")
+            return response
+        now = self._now_ns()
+        answer = convert.answer_msg(result, self.cfg.world_frame, now)
+        response.success, response.message, response.answer = True, "ok", answer
+        self._pub_answers.publish(answer)
+        self._pub_markers.publish(convert.answer_markers(result, self.cfg.world_frame, now,
+                                                         self._answer_markers))
+        self._answer_markers = len(result.objects)
+        self.get_logger().info(f"Q: {result.question!r} -> A: {result.text!r} "
+                               f"({result.latency_s * 1000:.0f} ms, "
+                               f"{result.num_visual_tokens} tokens)")
+        return response
+
+    def _publish_tracks(self) -> None:
+        if self.engine is None:
+            return
+        tracks = self.engine.tracks()
+        now = self._now_ns()
+        frame = self.cfg.world_frame
+        self._pub_tracks.publish(convert.tracks_msg(tracks, frame, now))
+        self._pub_markers.publish(convert.track_markers(tracks, frame, now,
+                                                        lifetime_s=3 * self.cfg.tracks_period_s))
+        if self._pub_detections is not None:
+            self._pub_detections.publish(convert.detections_msg(tracks, frame, now))
+
+    def _publish_cloud(self) -> None:
+        if self.engine is None:
+            return
+        xyz, dyn = self.engine.cloud()
+        self._pub_cloud.publish(convert.cloud_msg(xyz, dyn, self.cfg.world_frame,
+                                                  self._now_ns()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: `llava4d-node --ros-args -p model_path:=... -r rgb/image:=...`."""
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = Llava4dNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("staying unconfigured (see the error above); fix the "
+                                        "parameters and call the configure transition")
+            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().error("staying inactive (see the error above)")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
