@@ -58,7 +58,7 @@ _CABINET_RGB = (128.0, 104.0, 84.0)
 
 # Where objects may be (x0, x1, y0, y1): clear of the cabinet and in view of the default cameras.
 _OBJECT_AREA = (-0.9, 1.7, -1.5, 1.5)
-_MIN_GAP_M = 0.15  # clearance between footprints' bounding circles at every time
+_MIN_GAP_M = 0.1  # clearance between footprints' bounding circles at every time
 
 
 def _as_vec3(v: Sequence[float], name: str) -> tuple[float, float, float]:
@@ -331,7 +331,7 @@ def _sample_trajectory(
     x0, x1, y0, y1 = _OBJECT_AREA
     lo = np.array([x0 + radius, y0 + radius])
     hi = np.array([x1 - radius, y1 - radius])
-    t = round(float(rng.uniform(0.5, 0.45 * duration_s)), 1)
+    t = round(float(rng.uniform(min(0.5, 0.1 * duration_s), 0.45 * duration_s)), 1)
     pos = start_xy.copy()
     wps: list[tuple[float, tuple[float, float]]] = [(t, (float(pos[0]), float(pos[1])))]
     for leg in range(int(rng.integers(1, 4))):
@@ -343,7 +343,9 @@ def _sample_trajectory(
         for _ in range(20):  # a heading and length that stay inside the area
             heading = float(rng.uniform(0, 2 * np.pi))
             speed = float(rng.uniform(0.3, 0.6))
-            dt = round(float(rng.uniform(1.0, 2.5)), 1)
+            dt = round(
+                float(rng.uniform(min(1.0, 0.3 * duration_s), min(2.5, 0.5 * duration_s))), 1
+            )
             end = pos + speed * dt * np.array([np.cos(heading), np.sin(heading)])
             if np.all(end >= lo) and np.all(end <= hi):
                 break
@@ -398,11 +400,13 @@ def _place_objects(
     check_times = np.arange(0.0, duration_s + 0.05, 0.05)
     x0, x1, y0, y1 = _OBJECT_AREA
     objects: list[ObjectSpec] = []
-    for oid in range(len(colours)):
+    # Movers first: their paths are the hard constraint, static objects fill the gaps.
+    order = sorted(range(len(colours)), key=lambda i: (i not in moving_ids, i))
+    for oid in order:
         size = _sample_object_size(rng, shapes[oid])
         r = _footprint_radius(size)
         z = size[2] / 2.0
-        for _ in range(50):
+        for _ in range(100):
             start = np.round([rng.uniform(x0 + r, x1 - r), rng.uniform(y0 + r, y1 - r)], 3)
             if oid in moving_ids:
                 wps_xy = _sample_trajectory(rng, start, r, duration_s)
@@ -422,7 +426,7 @@ def _place_objects(
                 break
         else:
             return None
-    return objects
+    return sorted(objects, key=lambda o: o.object_id)
 
 
 def make_scene(
