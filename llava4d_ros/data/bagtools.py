@@ -130,7 +130,10 @@ def stamp_ns(epoch_s: float, t_s: float) -> int:
 
 
 def depth_m_to_mm(depth_m: np.ndarray) -> np.ndarray:
-    """(H, W) metres -> uint16 millimetres; invalid (NaN, <= 0, beyond 65.534 m) -> 0."""
+    """(H, W) metres -> uint16 millimetres; invalid (NaN, <= 0, beyond 65.534 m) -> 0.
+
+    A valid depth under half a millimetre becomes 1 mm rather than the invalid 0.
+    """
     d = np.asarray(depth_m, dtype=np.float64)
     valid = np.isfinite(d) & (d > 0) & (d * 1000.0 < 65534.5)
     mm = np.zeros(d.shape, dtype=np.uint16)
