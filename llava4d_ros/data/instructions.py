@@ -448,8 +448,9 @@ def samples_for_scene(
         movers = [o for o in objs if _moves_in(o, t0, t1)] or list(objs)
         while added < n_heading and tries < 10 * n_heading:
             tries += 1
-            pool = movers if rng.random() < 0.8 else list(objs)  # mostly ask about movers
-            when = str(rng.choice(["moving", "moving", "moving", "any", "now"]))
+            # Mostly about movers while they move, so "none" is about a quarter of the answers.
+            pool = movers if rng.random() < 0.9 else list(objs)
+            when = str(rng.choice(["moving", "any", "now"], p=[0.85, 0.1, 0.05]))
             added += b.heading(pool[int(rng.integers(len(pool)))], when)
     if "count" in tasks:
         b.count("all")
