@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llava4d_ros.core.colors import PALETTE, colour_name
+from llava4d_ros.core.geometry import backproject, transform_points
 from llava4d_ros.data.scene import (
     CameraWaypoint,
     ObjectSpec,
@@ -21,12 +22,8 @@ from llava4d_ros.data.scene import (
 
 
 def _backproject_world(frame, cam) -> np.ndarray:
-    """p_world (H, W, 3) of every pixel: x = (u - cx) z / fx, y = (v - cy) z / fy."""
-    h, w = frame.depth_m.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
-    z = frame.depth_m.astype(np.float64)
-    p_cam = np.stack([(u - cam.cx) * z / cam.fx, (v - cam.cy) * z / cam.fy, z], axis=-1)
-    return p_cam @ frame.world_from_cam[:3, :3].T + frame.world_from_cam[:3, 3]
+    """p_world (H, W, 3) of every pixel, through the core's back-projection."""
+    return transform_points(frame.world_from_cam, backproject(frame.depth_m, cam))
 
 
 def _one_object_scene(obj: ObjectSpec, eye, target, width=160, height=120) -> SceneSpec:

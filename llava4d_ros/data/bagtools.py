@@ -37,7 +37,8 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.interfaces import QosTime as _QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
-from scipy.spatial.transform import Rotation
+
+from llava4d_ros.core.geometry import quat_from_matrix
 
 TOPIC_RGB = "/camera/color/image_raw"
 TOPIC_DEPTH = "/camera/depth/image_raw"
@@ -198,7 +199,7 @@ class _Msgs:
     def tf(self, stamp: int, parent: str, child: str, parent_from_child: np.ndarray):
         t = self.t
         x, y, z = (float(v) for v in parent_from_child[:3, 3])
-        qx, qy, qz, qw = Rotation.from_matrix(parent_from_child[:3, :3]).as_quat()
+        qx, qy, qz, qw = (float(v) for v in quat_from_matrix(parent_from_child))
         transform = t["geometry_msgs/msg/TransformStamped"](
             header=self.header(stamp, parent),
             child_frame_id=child,

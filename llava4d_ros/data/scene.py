@@ -30,20 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llava4d_ros.core.colors import PALETTE
-
-try:  # the core camera model; a minimal stand-in keeps this module usable while core lands
-    from llava4d_ros.core.geometry import PinholeCamera
-except ImportError:  # pragma: no cover - removed once core/geometry.py exists
-
-    @dataclass(frozen=True)
-    class PinholeCamera:  # type: ignore[no-redef]
-        fx: float
-        fy: float
-        cx: float
-        cy: float
-        width: int
-        height: int
-
+from llava4d_ros.core.geometry import PinholeCamera
 
 SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder")
 
