@@ -106,6 +106,17 @@ def test_instance_pixels_back_project_into_the_box_at_that_time():
             assert np.all(np.abs(q - box[:3]) <= box[3:] / 2 + 2e-3), (oid, t_s)
 
 
+def test_objects_stay_mostly_in_view():
+    for seed in range(0, 60, 6):
+        scene = make_scene(seed, width=160, height=120)
+        seen = {o.object_id: 0 for o in scene.objects}
+        times = scene.frame_times_s[::10]
+        for t_s in times:
+            for oid in visible_object_ids(render(scene, float(t_s)), min_pixels=10):
+                seen[oid] += 1
+        assert min(seen.values()) >= 0.75 * len(times), (seed, seen)
+
+
 def test_colours_render_as_their_palette_names_and_background_is_gray():
     scene = make_scene(5, width=160, height=120)
     frame = render(scene, 3.0)

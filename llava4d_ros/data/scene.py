@@ -481,6 +481,15 @@ class RenderedFrame:
     instance: np.ndarray
     world_from_cam: np.ndarray
 
+    def __post_init__(self) -> None:
+        h, w = self.depth_m.shape
+        if self.rgb.shape != (h, w, 3) or self.rgb.dtype != np.uint8:
+            raise ValueError(f"rgb must be ({h}, {w}, 3) uint8, got {self.rgb.shape}")
+        if self.instance.shape != (h, w) or self.instance.dtype != np.int16:
+            raise ValueError(f"instance must be ({h}, {w}) int16, got {self.instance.shape}")
+        if self.world_from_cam.shape != (4, 4):
+            raise ValueError(f"world_from_cam must be (4, 4), got {self.world_from_cam.shape}")
+
 
 @functools.lru_cache(maxsize=8)
 def _rays_cam(fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> np.ndarray:
