@@ -136,16 +136,40 @@ class Engine:
         self.ingestor = Ingestor(ingest_config(cfg),
                                  encoder=model.patch_encoder if model is not None else None)
         self.stats = EngineStats()
+        self._encoder_id = model.model_id if model is not None else None
         self._pending: deque[_Pending] = deque()
         self._newest_ns: int | None = None  # newest sensor stamp seen (data time)
         self._last_ingested_ns: int | None = None
+        self._newest_tf_ns: dict[tuple[str, str], int] = {}
         self._data_lock = threading.RLock()  # sync, TF, buffer, tracker
         self._model_lock = threading.Lock()  # one generation at a time
+
+    def set_model(self, model: SceneModel | None) -> None:
+        """Swap the model (activate/deactivate). The buffer is kept when the new model's patch
+        features are those already stored (same encoder); otherwise it starts over, since
+        features from two encoders cannot be mixed in one window."""
+        with self._data_lock, self._model_lock:
+            self.model = model
+            if model is None:
+                return
+            old_dim = self.ingestor.feature_dim
+            self.ingestor.encoder = model.patch_encoder
+            if self.ingestor.feature_dim != old_dim or self._encoder_id != model.model_id:
+                self.ingestor.reset()
+                self._last_ingested_ns = None
+            self._encoder_id = model.model_id
 
     # ----------------------------------------------------------------- inputs
     def add_transform(self, parent: str, child: str, stamp_ns: int, translation, quat_xyzw,
                       is_static: bool) -> None:
         with self._data_lock:
+            if not is_static:
+                newest = self._newest_tf_ns.get((parent, child))
+                if newest is not None and stamp_ns < newest - self.cfg.time_jump_reset_s * NS:
+                    self.reset()  # the TF source restarted (a bag looping)
+                    self.stats.resets += 1
+                key = (parent, child)
+                self._newest_tf_ns[key] = max(stamp_ns, self._newest_tf_ns.get(key, stamp_ns))
             self.tf.set_transform(parent, child, stamp_ns, translation, quat_xyzw, is_static)
 
     def add_image(self, kind: str, stamp_ns: int, item) -> list[FrameOutcome]:
@@ -182,6 +206,7 @@ class Engine:
             self._pending.clear()
             self._newest_ns = None
             self._last_ingested_ns = None
+            self._newest_tf_ns.clear()
 
     def process_pending(self) -> list[FrameOutcome]:
         """Ingest every waiting frame whose transform is known; drop those that waited too long."""
@@ -192,15 +217,15 @@ class Engine:
                 p = self._pending.popleft()
                 try:
                     world_from_cam = self.tf.lookup(self.cfg.world_frame, p.frame_id, p.stamp_ns)
-                except ExtrapolationError as exc:
-                    waited_s = ((self._newest_ns or p.stamp_ns) - p.stamp_ns) / NS
-                    if exc.is_future and waited_s < self.cfg.tf_timeout_s:
-                        keep.append(p)
-                        continue
-                    outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
-                    continue
                 except TransformError as exc:
-                    outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
+                    # The transform may still come (TF lags images, or the tree is not complete
+                    # yet at start-up); a stamp older than the TF cache never will.
+                    waited_s = ((self._newest_ns or p.stamp_ns) - p.stamp_ns) / NS
+                    too_old = isinstance(exc, ExtrapolationError) and not exc.is_future
+                    if not too_old and waited_s < self.cfg.tf_timeout_s:
+                        keep.append(p)
+                    else:
+                        outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
                     continue
                 outcomes.append(self._ingest(p, world_from_cam))
             self._pending = keep

@@ -105,7 +105,7 @@ class Llava4dNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node inactive
             self.get_logger().error(f"activate failed: could not load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.engine = Engine(self.cfg, model=model)
+        self.engine.set_model(model)
         overrides = QoSOverridingOptions.with_default_policies()
         self._sensor_subs = [
             self.create_subscription(Image, "rgb/image", self._on_rgb, qos_profile_sensor_data,
@@ -161,7 +161,7 @@ class Llava4dNode(LifecycleNode):
             self._service = None
         if self.engine is not None and self.engine.model is not None:
             # Keep the buffer (nothing observed is lost), drop the model and its memory.
-            self.engine.model = None
+            self.engine.set_model(None)
             gc.collect()
             try:
                 import torch

@@ -1,0 +1,127 @@
+"""The Engine (sync + TF + ingest + questions) without ROS: what the node and replay share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers.scene_feed import (EPOCH_S, OPTICAL, feed_frame, feed_scene, pose_tf, static_tf,
+                                stamp_ns)
+from llava4d_ros.config import NodeConfig
+from llava4d_ros.data.scene import frames, make_scene
+from llava4d_ros.engine import Engine, QueryError
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(3, duration_s=4.0)
+
+
+@pytest.fixture(scope="module")
+def scene_frames(scene):
+    return list(frames(scene))
+
+
+def test_every_frame_with_tf_is_ingested(scene, scene_frames):
+    engine = Engine(NodeConfig())
+    outcomes = feed_scene(engine, scene)
+    assert engine.stats.ingested == len(scene_frames)
+    assert not engine.stats.drops
+    assert engine.stats.keyframes >= scene.duration_s / NodeConfig().keyframe_max_interval_s - 1
+    t0, t1 = engine.window()
+    assert t0 == pytest.approx(EPOCH_S, abs=1e-3)
+    assert t1 == pytest.approx(EPOCH_S + scene_frames[-1].stamp_s, abs=1e-3)
+    assert all(o.status != "dropped" for o in outcomes)
+
+
+def test_tf_arriving_late_is_waited_for(scene, scene_frames):
+    """Images first, TF a few frames later (within tf_timeout_s): nothing is lost."""
+    engine = Engine(NodeConfig(tf_timeout_s=0.5))
+    static_tf(engine)
+    lag = 2  # frames at 10 fps: 0.2 s < 0.5 s
+    for i, f in enumerate(scene_frames):
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s), with_tf=False)
+        if i >= lag:
+            g = scene_frames[i - lag]
+            pose_tf(engine, g, stamp_ns(g.stamp_s))
+            engine.process_pending()
+    assert engine.stats.ingested == len(scene_frames) - lag
+    assert not engine.stats.drops
+
+
+def test_missing_tf_drops_with_a_reason_and_keeps_going(scene, scene_frames):
+    engine = Engine(NodeConfig(tf_timeout_s=0.2))
+    static_tf(engine)
+    for f in scene_frames[:10]:
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s), with_tf=False)
+    assert engine.stats.ingested == 0
+    assert engine.stats.drops["no TF"] >= 5
+    # TF appears: later frames are ingested
+    for f in scene_frames[10:20]:
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
+    assert engine.stats.ingested == 10
+
+
+def test_time_backwards_resets_and_small_steps_back_are_dropped(scene, scene_frames):
+    engine = Engine(NodeConfig())
+    feed_scene(engine, scene)
+    n_before = engine.stats.ingested
+    # one frame slightly in the past: dropped, not a reset
+    f = scene_frames[-1]
+    feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s - 0.05))
+    assert engine.stats.resets == 0
+    assert engine.stats.ingested == n_before
+    # the bag loops: time jumps back by the whole duration -> reset, window starts over
+    static_tf(engine)
+    feed_frame(engine, scene_frames[0], scene.cam, stamp_ns(scene_frames[0].stamp_s))
+    assert engine.stats.resets == 1
+    t0, t1 = engine.window()
+    assert t0 == t1 == pytest.approx(EPOCH_S, abs=1e-3)
+
+
+def test_mismatched_rgb_and_depth_sizes_are_dropped(scene, scene_frames):
+    engine = Engine(NodeConfig())
+    static_tf(engine)
+    f = scene_frames[0]
+    t = stamp_ns(f.stamp_s)
+    pose_tf(engine, f, t)
+    engine.add_image("info", t, scene.cam)
+    engine.add_image("depth", t, f.depth_m[:-10])
+    out = engine.add_image("rgb", t, (OPTICAL, f.rgb))
+    assert [o.status for o in out] == ["dropped"]
+    assert engine.stats.ingested == 0 and sum(engine.stats.drops.values()) == 1
+
+
+def test_all_invalid_depth_is_dropped(scene, scene_frames):
+    engine = Engine(NodeConfig())
+    static_tf(engine)
+    f = scene_frames[0]
+    t = stamp_ns(f.stamp_s)
+    pose_tf(engine, f, t)
+    engine.add_image("info", t, scene.cam)
+    engine.add_image("depth", t, np.full_like(f.depth_m, np.nan))
+    out = engine.add_image("rgb", t, (OPTICAL, f.rgb))
+    assert out and out[-1].status == "dropped"
+    assert engine.stats.ingested == 0
+
+
+def test_questions_are_validated_before_the_model(scene):
+    engine = Engine(NodeConfig(max_question_chars=50))
+    with pytest.raises(QueryError, match="empty"):
+        engine.ask("   ")
+    with pytest.raises(QueryError, match="limit"):
+        engine.ask("x" * 51)
+    with pytest.raises(QueryError, match="no model"):
+        engine.ask("Which objects move?")
+
+
+def test_cloud_marks_dynamic_points(scene):
+    engine = Engine(NodeConfig())
+    feed_scene(engine, scene)
+    xyz, dyn = engine.cloud()
+    assert xyz.shape[1] == 3 and len(xyz) == len(dyn) > 1000
+    assert np.isfinite(xyz).all()
+    if any(o.is_dynamic for o in scene.objects):
+        assert dyn.any()
+    assert not dyn.all()
+

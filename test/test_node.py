@@ -1,0 +1,221 @@
+"""The llava4d node over real rclpy and DDS on loopback: lifecycle, topics, service, bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import require_ros
+from helpers.scene_feed import stamp_ns
+from llava4d_ros.data.scene import frames, make_scene
+
+require_ros()
+
+import rclpy  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from helpers.publish import ScenePublisher, image_msg, info_msg  # noqa: E402
+from llava4d_ros.msg import ObjectTrackArray  # noqa: E402
+from llava4d_ros.ros.node import Llava4dNode  # noqa: E402
+from llava4d_ros.srv import Query  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(5, n_moving=1, duration_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def scene_frames(scene):
+    return list(frames(scene))
+
+
+class Harness:
+    """The node under test, a peer node (publishers, client, subscribers), one executor."""
+
+    def __init__(self, ctx, **params):
+        self.ctx = ctx
+        params.setdefault("device", "cpu")
+        params.setdefault("tracks_period_s", 0.1)
+        self.node = Llava4dNode(context=ctx, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        self.peer = rclpy.create_node("llava4d_test_peer", context=ctx)
+        self.tracks: list = []
+        self.markers: list = []
+        self.peer.create_subscription(ObjectTrackArray, "/llava4d/tracks", self.tracks.append, 10)
+        self.peer.create_subscription(MarkerArray, "/llava4d/markers", self.markers.append, 10)
+        self.client = self.peer.create_client(Query, "/llava4d/query")
+        self.pub = ScenePublisher(self.peer)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def start(self):
+        assert self.node.trigger_configure() == SUCCESS
+        assert self.node.trigger_activate() == SUCCESS
+        assert wait_for(self.client.service_is_ready, 20), "service never appeared"
+        assert wait_for(self.pub.matched, 20), "node never subscribed"
+        self.pub.send_static()
+        return self
+
+    def ask(self, question: str, timeout: float = 60.0) -> Query.Response:
+        future = self.client.call_async(Query.Request(question=question))
+        assert wait_for(future.done, timeout), f"no reply to {question!r}"
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+
+
+def wait_for(cond, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def harness(ros_context):
+    made = []
+
+    def make(**params):
+        h = Harness(ros_context, **params)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_missing_model_path_leaves_node_unconfigured_and_alive(harness):
+    h = harness(model_path="/definitely/not/a/model")
+    assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert h.node._state_machine.current_state[1] == "unconfigured"
+    # it still answers parameter requests and can be configured once fixed
+    h.node.set_parameters([Parameter("model_path", value="")])
+    assert h.node.trigger_configure() == SUCCESS
+
+
+def test_query_about_moving_object_grounds_to_its_track(harness, scene, scene_frames):
+    h = harness().start()
+    h.pub.send_scene(scene_frames, scene.cam, hz=20.0)
+    engine = h.node.engine
+    assert wait_for(lambda: engine.stats.ingested >= len(scene_frames) - 2, 20), engine.stats
+    mover = next(o for o in scene.objects if o.is_dynamic)
+    assert wait_for(lambda: h.tracks and any(t.is_dynamic for t in h.tracks[-1].tracks), 10)
+    dyn = [t for t in h.tracks[-1].tracks if t.is_dynamic]
+    assert len(dyn) == 1 and dyn[0].label == mover.colour
+    track_id = dyn[0].id
+    # ids stay the same from one tracks message to the next
+    n = len(h.tracks)
+    assert wait_for(lambda: len(h.tracks) >= n + 3, 5)
+    assert all(track_id in [t.id for t in m.tracks] for m in h.tracks[-3:])
+
+    t_ask = round(min(scene.duration_s - 0.5, (mover.start_moving_s or 0) + 1.0), 1)
+    resp = h.ask(f"Where is the {mover.label} at {t_ask}s?")
+    assert resp.success, resp.message
+    a = resp.answer
+    assert a.header.frame_id == "map" and a.num_visual_tokens > 0 and a.text
+    assert len(a.objects) == 1, a.text
+    obj = a.objects[0]
+    truth = mover.center_at(t_ask)
+    got = np.array([obj.center.x, obj.center.y, obj.center.z])
+    assert np.linalg.norm(got - truth) < 0.3, (a.text, truth)
+    assert obj.track_id == track_id, a.text
+    assert abs(obj.stamp.sec + obj.stamp.nanosec * 1e-9 - (stamp_ns(t_ask) / 1e9)) < 0.3
+    namespaces = {m.ns for arr in h.markers for m in arr.markers}
+    assert {"tracks", "track_labels", "trajectories", "answer", "answer_text"} <= namespaces
+
+
+def test_bad_input_is_counted_and_the_node_keeps_working(harness, scene, scene_frames):
+    h = harness().start()
+    f0 = scene_frames[0]
+    pub = h.pub
+    bad = [
+        ("bad_rgb", dict(rgb=image_msg(f0.rgb[..., 0], "yuv422", stamp_ns(0.0)))),
+        ("bad_depth", dict(depth=image_msg(f0.depth_m.astype(np.float64), "64FC1",
+                                           stamp_ns(0.1)))),
+    ]
+    for i, (_, kw) in enumerate(bad):
+        pub.send_frame(scene_frames[i], scene.cam, stamp_ns(scene_frames[i].stamp_s), **kw)
+    # all-NaN depth (32FC1): no valid depth
+    t = stamp_ns(scene_frames[2].stamp_s)
+    pub.send_frame(scene_frames[2], scene.cam, t,
+                   depth=image_msg(np.full_like(f0.depth_m, np.nan), "32FC1", t))
+    # rgb and depth of different sizes
+    t = stamp_ns(scene_frames[3].stamp_s)
+    pub.send_frame(scene_frames[3], scene.cam, t,
+                   depth=image_msg(f0.depth_m[::2, ::2].copy(), "32FC1", t))
+    # no TF for this one
+    t = stamp_ns(scene_frames[4].stamp_s)
+    pub.send_frame(scene_frames[4], scene.cam, t, with_tf=False)
+    engine = h.node.engine
+    assert wait_for(lambda: {"bad_rgb", "bad_depth"} <= set(h.node.counters), 10), \
+        h.node.counters
+    # then good frames: all go in, and a question is answered
+    good = scene_frames[10:]
+    pub.send_scene(good, scene.cam, hz=20.0)
+    assert wait_for(lambda: engine.stats.ingested >= len(good) - 2, 20), engine.stats
+    assert engine.stats.ingested <= len(good)
+    drops = engine.stats.drops
+    assert sum(drops.values()) >= 2, drops  # all-NaN depth and size mismatch at least
+    resp = h.ask("Which objects move?")
+    assert resp.success, resp.message
+
+
+def test_distorted_camera_info_is_refused(harness, scene, scene_frames):
+    h = harness().start()
+    f = scene_frames[0]
+    t = stamp_ns(f.stamp_s)
+    info = info_msg(scene.cam, t)
+    info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+    h.pub.send_frame(f, scene.cam, t)
+    h.pub.info.publish(info)
+    assert wait_for(lambda: "bad_info" in h.node.counters, 10), h.node.counters
+
+
+def test_questions_that_cannot_be_answered_get_a_reason(harness, scene, scene_frames):
+    h = harness(max_question_chars=100).start()
+    r = h.ask("Which objects move?")
+    assert not r.success and "no observations" in r.message
+    h.pub.send_scene(scene_frames[:10], scene.cam, hz=20.0)
+    assert wait_for(lambda: h.node.engine.stats.ingested >= 8, 20)
+    r = h.ask("")
+    assert not r.success and "empty" in r.message
+    r = h.ask("why " * 40)
+    assert not r.success and "limit" in r.message
+    # concurrent questions are both answered
+    futures = [h.client.call_async(Query.Request(question=q))
+               for q in ("Which objects move?", "How many objects are there?")]
+    assert wait_for(lambda: all(f.done() for f in futures), 60)
+    assert all(f.result().success for f in futures)
+
+
+def test_deactivate_and_activate_keep_the_buffer(harness, scene, scene_frames):
+    h = harness().start()
+    h.pub.send_scene(scene_frames[:10], scene.cam, hz=20.0)
+    engine = h.node.engine
+    assert wait_for(lambda: engine.stats.ingested >= 8, 20)
+    n = engine.stats.ingested
+    assert h.node.trigger_deactivate() == SUCCESS
+    assert engine.model is None
+    assert wait_for(lambda: not h.client.service_is_ready(), 10)
+    assert h.node.trigger_activate() == SUCCESS
+    assert wait_for(h.client.service_is_ready, 20)
+    assert h.node.engine.stats.ingested == n  # nothing observed was lost
+    assert h.ask("Which objects move?").success
