@@ -267,6 +267,26 @@ def detections_msg(tracks: Sequence, frame_id: str, now_ns: int):
     return out
 
 
+def diagnostics_msg(name: str, values: dict, now_ns: int, warn: bool):
+    """Counters -> diagnostic_msgs/DiagnosticArray with one DiagnosticStatus."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(
+        level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, name=name,
+        message="dropping input (see dropped_* / refused_*)" if warn else "ok",
+        hardware_id="llava4d",
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+    return DiagnosticArray(header=_header("", now_ns), status=[status])
+
+
+def diagnostics_values(msg, name: str) -> dict[str, str] | None:
+    """The key/values of the status called `name` in a DiagnosticArray, or None."""
+    for s in msg.status:
+        if s.name == name:
+            return {kv.key: kv.value for kv in s.values}
+    return None
+
+
 def cloud_msg(xyz_world: np.ndarray, dynamic: np.ndarray, frame_id: str, now_ns: int):
     """(N, 3) points + (N,) dynamic flags -> sensor_msgs/PointCloud2 with fields x, y, z and
     `dynamic` (float32 0/1, for RViz's Intensity colouring). Packed with numpy."""

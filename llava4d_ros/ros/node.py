@@ -24,6 +24,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rcl_interfaces.msg import ParameterDescriptor
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
@@ -62,7 +63,8 @@ class Llava4dNode(LifecycleNode):
         self._timers: list = []
         self._service = None
         self._answer_markers = 0
-        self.counters: dict[str, int] = {}
+        self.counters: dict[str, int] = {}  # dropped messages by reason
+        self.received: dict[str, int] = {}  # messages received by kind
 
     # ------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -82,6 +84,7 @@ class Llava4dNode(LifecycleNode):
         self._pub_tracks = self.create_lifecycle_publisher(ObjectTrackArray, "~/tracks", 10)
         self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/markers", 10)
         self._pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/cloud", LATCHED)
+        self._pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._pub_detections = None
         if convert.detections_msg([], "", 0) is not None:
             from vision_msgs.msg import Detection3DArray
@@ -121,6 +124,8 @@ class Llava4dNode(LifecycleNode):
         self._service = self.create_service(Query, "~/query", self._on_query,
                                             callback_group=self._query_group)
         self._timers = [self.create_timer(self.cfg.tracks_period_s, self._publish_tracks,
+                                          callback_group=self._timer_group),
+                        self.create_timer(1.0, self._publish_status,
                                           callback_group=self._timer_group)]
         if self.cfg.cloud_period_s > 0:
             self._timers.append(self.create_timer(self.cfg.cloud_period_s, self._publish_cloud,
@@ -139,7 +144,7 @@ class Llava4dNode(LifecycleNode):
             self.destroy_subscription(sub)
         self._tf_subs = []
         for pub in (self._pub_answers, self._pub_tracks, self._pub_markers, self._pub_cloud,
-                    self._pub_detections):
+                    self._pub_diag, self._pub_detections):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         self.engine = None
@@ -197,6 +202,7 @@ class Llava4dNode(LifecycleNode):
     def _on_image(self, kind: str, msg, parse) -> None:
         if self.engine is None:
             return
+        self.received[kind] = self.received.get(kind, 0) + 1
         try:
             item = parse(msg)
         except ValueError as exc:
@@ -262,6 +268,28 @@ class Llava4dNode(LifecycleNode):
                                                         lifetime_s=3 * self.cfg.tracks_period_s))
         if self._pub_detections is not None:
             self._pub_detections.publish(convert.detections_msg(tracks, frame, now))
+
+    def _publish_status(self) -> None:
+        """/diagnostics: counters a user (or bench/node.py) reads to see what was lost."""
+        if self.engine is None:
+            return
+        window = self.engine.window()
+        values = {
+            **{f"received_{k}": v for k, v in sorted(self.received.items())},
+            "ingested": self.engine.stats.ingested,
+            "keyframes": self.engine.stats.keyframes,
+            "resets": self.engine.stats.resets,
+            **{f"dropped_{k}": v for k, v in sorted(self.engine.stats.drops.items())},
+            **{f"refused_{k}": v for k, v in sorted(self.counters.items())},
+            "buffer_keyframes": len(self.engine.ingestor.buffer.keyframes),
+            "buffer_mb": round(self.engine.ingestor.buffer.nbytes / 2**20, 2),
+            "window_s": 0.0 if window is None else round(window[1] - window[0], 3),
+            "tracks": len(self.engine.tracks()),
+            "model": self.engine.model.model_id if self.engine.model else "none",
+        }
+        self._pub_diag.publish(convert.diagnostics_msg(
+            f"{self.get_fully_qualified_name()}", values, self._now_ns(),
+            warn=bool(self.engine.stats.drops or self.counters)))
 
     def _publish_cloud(self) -> None:
         if self.engine is None:
