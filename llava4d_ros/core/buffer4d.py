@@ -1,0 +1,334 @@
+"""The sliding-window 4D buffer: keyframes of patch points in the world frame, and the visual
+tokens a question is answered from.
+
+A keyframe is one RGB-D frame pooled to a `(Ph, Pw)` patch grid (row-major, `P = Ph * Pw`):
+each patch is a world point, a colour, a feature vector and a motion value. The buffer keeps the
+last `window_s` seconds under a memory cap and turns them into at most `token_budget` 4D tokens
+by voxel pooling, where static space collapses to one token per voxel and moving things keep one
+token per keyframe, so "where was it at t" stays answerable.
+
+Motion (the beta of the temporal encoding) is per patch: the new keyframe's patch point is
+projected into the previous keyframe's camera and compared with the depth that keyframe saw
+there (`MotionEstimator`, which can hold a few older keyframes as well: the tracker looks
+further back, so a slow object's whole body, not only its leading edge, counts as appeared). Something that appeared in front of the old surface is nearer than
+before; a patch an object has just left shows the background, farther than before. Both get a
+large |difference|: the revealed background behind a moving object is flagged too, for one
+keyframe. That is acceptable for tokens (it is where the change happened) and the tracker only
+follows the "appeared" sign, so it does not follow that trailing shadow.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+from llava4d_ros.core.geometry import PatchPooling, PinholeCamera, invert_se3, transform_points
+
+
+class EmptyBufferError(LookupError):
+    """No keyframe lies in the requested time range (or the buffer is empty)."""
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """One pooled RGB-D frame. `P` patches of a row-major `(Ph, Pw)` grid.
+
+    `world_from_cam (4, 4)`; `xyz_world (P, 3)` NaN = no valid depth; `rgb (P, 3)` 0..255;
+    `features (P, D)`; `depth_m (P,)` the patch depth; `motion (P,)` metres (|depth change|
+    against the previous keyframe, 0 where not comparable); `labels (P,) int32` or None.
+    """
+
+    stamp_s: float
+    world_from_cam: np.ndarray
+    xyz_world: np.ndarray
+    rgb: np.ndarray
+    features: np.ndarray
+    depth_m: np.ndarray
+    motion: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        p = self.xyz_world.shape[0]
+        checks = {
+            "world_from_cam": (self.world_from_cam.shape, (4, 4)),
+            "xyz_world": (self.xyz_world.shape, (p, 3)),
+            "rgb": (self.rgb.shape, (p, 3)),
+            "features": (self.features.shape[:1], (p,)),
+            "depth_m": (self.depth_m.shape, (p,)),
+            "motion": (self.motion.shape, (p,)),
+        }
+        if self.labels is not None:
+            checks["labels"] = (self.labels.shape, (p,))
+        for name, (got, want) in checks.items():
+            if tuple(got) != want:
+                raise ValueError(f"Keyframe.{name} has shape {tuple(got)}, expected {want}")
+        if self.features.ndim != 2:
+            raise ValueError(f"Keyframe.features must be (P, D), got {self.features.shape}")
+        if not np.isfinite(self.stamp_s) or not np.all(np.isfinite(self.world_from_cam)):
+            raise ValueError("Keyframe stamp and pose must be finite")
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.world_from_cam, self.xyz_world, self.rgb, self.features, self.depth_m,
+                  self.motion, self.labels)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    @property
+    def cam_center_world(self) -> np.ndarray:
+        """Optical centre (3,) in the world frame."""
+        return self.world_from_cam[:3, 3]
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """4D tokens for the model. N tokens; `t_s` absolute stamp seconds.
+
+    `xyz_world (N, 3)`, `t_s (N,)`, `features (N, D)`, `rgb (N, 3)` 0..255, `motion (N,)` the
+    largest patch motion pooled into the token (metres), `view_dir_world (N, 3)` unit vectors
+    camera -> point, `labels (N,) int32` (-1 unknown), `counts (N,)` patches pooled.
+    """
+
+    xyz_world: np.ndarray
+    t_s: np.ndarray
+    features: np.ndarray
+    rgb: np.ndarray
+    motion: np.ndarray
+    view_dir_world: np.ndarray
+    labels: np.ndarray
+    counts: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.t_s.shape[0]
+        for name in ("xyz_world", "features", "rgb", "motion", "view_dir_world", "labels",
+                     "counts"):
+            if getattr(self, name).shape[0] != n:
+                raise ValueError(f"VisualTokens.{name} has {getattr(self, name).shape[0]} rows, "
+                                 f"t_s has {n}")
+
+    def __len__(self) -> int:
+        return int(self.t_s.shape[0])
+
+
+class MotionEstimator:
+    """Per-patch depth change of a new keyframe against the previous ones.
+
+    Keeps the last `n_refs` keyframes' sub-sampled depth grids (finer than the patch grid, so a
+    patch point is compared with the depth seen within a few pixels of where it projects, not
+    with a whole patch's median), cameras and poses. A comparison takes the smallest
+    |difference| over the 3x3 neighbourhood of sub-samples: projection and sampling move a point
+    by a pixel or two, and at a depth edge that alone would look like metres of motion.
+    """
+
+    def __init__(self, n_refs: int = 1) -> None:
+        if n_refs < 1:
+            raise ValueError(f"n_refs must be >= 1, got {n_refs}")
+        self._refs: deque[tuple[np.ndarray, PinholeCamera, np.ndarray]] = deque(maxlen=n_refs)
+
+    def reset(self) -> None:
+        self._refs.clear()
+
+    def update(self, pooled: PatchPooling, cam: PinholeCamera,
+               world_from_cam: np.ndarray) -> None:
+        """Remember this keyframe as a reference for the next ones."""
+        self._refs.appendleft((pooled.sample_depth_m, cam, invert_se3(world_from_cam)))
+
+    def signed_change(self, xyz_world: np.ndarray) -> np.ndarray:
+        """`(P, R)` metres, R = references held (newest first, 0 columns before the first):
+        the depth reference r saw minus this point's depth in its camera.
+
+        Positive: the point is in front of what was there (something appeared); negative: it is
+        behind it (something left and revealed it). 0 where no comparison is possible (NaN
+        point, outside the old image, no old depth nearby).
+        """
+        out = np.zeros((xyz_world.shape[0], len(self._refs)), np.float32)
+        for r, (grid, cam, cam_from_world) in enumerate(self._refs):
+            out[:, r] = _depth_change(xyz_world, grid, cam, cam_from_world)
+        return out
+
+
+def _depth_change(xyz_world: np.ndarray, grid: np.ndarray, cam: PinholeCamera,
+                  cam_from_world: np.ndarray) -> np.ndarray:
+    """`grid` depth at the projection of each point minus the point's depth `(P,)`, or 0."""
+    out = np.zeros(xyz_world.shape[0], np.float32)
+    p_cam = transform_points(cam_from_world, xyz_world.astype(np.float64))
+    u, v, z = cam.project(p_cam)
+    nv, nu = grid.shape
+    with np.errstate(invalid="ignore"):
+        inside = (np.isfinite(u) & (u >= -0.5) & (u < cam.width - 0.5) & (v >= -0.5)
+                  & (v < cam.height - 0.5))
+    idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        return out
+    # nearest sub-sample: sample k sits at floor((k + 0.5) * W / n) ~ (k + 0.5) * W / n
+    ku = np.clip(np.rint((u[idx] + 0.5) * nu / cam.width - 0.5), 0, nu - 1).astype(np.intp)
+    kv = np.clip(np.rint((v[idx] + 0.5) * nv / cam.height - 0.5), 0, nv - 1).astype(np.intp)
+    padded = np.pad(grid, 1, constant_values=np.nan)  # (nv + 2, nu + 2)
+    offs = np.array([-1, 0, 1])
+    rows = kv[:, None, None] + 1 + offs[None, :, None]  # (n, 3, 1)
+    cols = ku[:, None, None] + 1 + offs[None, None, :]  # (n, 1, 3)
+    seen = padded[rows, cols].reshape(idx.size, 9)  # (n, 9)
+    diff = seen - z[idx, None].astype(np.float32)
+    absd = np.where(np.isfinite(diff), np.abs(diff), np.inf)
+    chosen = diff[np.arange(idx.size), np.argmin(absd, axis=1)]
+    out[idx] = np.where(np.isfinite(chosen), chosen, 0.0)
+    return out
+
+
+class Buffer4D:
+    """Keyframes of the last `window_s` seconds, at most `max_bytes` of arrays, oldest first.
+
+    Time going backwards (a bag looping, a simulator reset) clears the buffer: mixing two
+    timelines in one window would give tokens from different worlds the same time axis.
+    """
+
+    def __init__(self, window_s: float = 30.0, max_bytes: int = 512 * 2**20,
+                 motion_threshold_m: float = 0.1):
+        if not window_s > 0 or not max_bytes > 0 or not motion_threshold_m > 0:
+            raise ValueError(f"window_s, max_bytes, motion_threshold_m must be > 0, got "
+                             f"{window_s}, {max_bytes}, {motion_threshold_m}")
+        self.window_s = float(window_s)
+        self.max_bytes = int(max_bytes)
+        self.motion_threshold_m = float(motion_threshold_m)
+        self._kfs: deque[Keyframe] = deque()
+        self._nbytes = 0
+
+    @property
+    def keyframes(self) -> list[Keyframe]:
+        return list(self._kfs)
+
+    def __len__(self) -> int:
+        return len(self._kfs)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def clear(self) -> None:
+        self._kfs.clear()
+        self._nbytes = 0
+
+    def time_range(self) -> tuple[float, float] | None:
+        if not self._kfs:
+            return None
+        return (self._kfs[0].stamp_s, self._kfs[-1].stamp_s)
+
+    def add(self, kf: Keyframe) -> bool:
+        """Append `kf`; returns True when its stamp was older than the newest and reset first.
+
+        Then drops keyframes older than `window_s` before `kf`, and the oldest ones while the
+        arrays exceed `max_bytes` (the newest keyframe is always kept).
+        """
+        reset = bool(self._kfs) and kf.stamp_s < self._kfs[-1].stamp_s
+        if reset:
+            self.clear()
+        self._kfs.append(kf)
+        self._nbytes += kf.nbytes
+        while self._kfs[0].stamp_s < kf.stamp_s - self.window_s:
+            self._nbytes -= self._kfs.popleft().nbytes
+        while self._nbytes > self.max_bytes and len(self._kfs) > 1:
+            self._nbytes -= self._kfs.popleft().nbytes
+        return reset
+
+    def tokens(self, token_budget: int = 2560, voxel_m: float = 0.2,
+               t_start_s: float | None = None, t_end_s: float | None = None) -> VisualTokens:
+        """Voxel-pool the keyframes stamped in `[t_start_s, t_end_s]` into at most
+        `token_budget` tokens.
+
+        A voxel (edge `voxel_m`, world-aligned) is dynamic when any patch in it has motion above
+        `motion_threshold_m`; its patches are pooled per keyframe (one token per keyframe),
+        static voxels to one token stamped with their latest observation. Means for position,
+        colour and features, max for motion, majority for labels, normalised mean for the view
+        direction. Over budget, the voxel edge grows by sqrt(2) until the tokens fit (at most
+        24 times, deterministic); if even that is too many (a budget below the number of
+        keyframes with motion) tokens are taken at evenly spaced positions of the time-sorted
+        list. Tokens come sorted by time, then x, y, z.
+        """
+        if token_budget < 1 or not voxel_m > 0:
+            raise ValueError(f"token_budget must be >= 1 and voxel_m > 0, got {token_budget}, "
+                             f"{voxel_m}")
+        kfs = [k for k in self._kfs
+               if (t_start_s is None or k.stamp_s >= t_start_s)
+               and (t_end_s is None or k.stamp_s <= t_end_s)]
+        if not kfs:
+            raise EmptyBufferError(f"no keyframes in [{t_start_s}, {t_end_s}] (buffer holds "
+                                   f"{self.time_range()})")
+        ok = [np.isfinite(k.xyz_world).all(axis=1) for k in kfs]
+        xyz = np.concatenate([k.xyz_world[m] for k, m in zip(kfs, ok)]).astype(np.float64)
+        if xyz.shape[0] == 0:
+            raise EmptyBufferError(f"no valid points in the {len(kfs)} keyframes in range")
+        kf_idx = np.concatenate([np.full(int(m.sum()), i) for i, m in enumerate(ok)])
+        t = np.concatenate([np.full(int(m.sum()), k.stamp_s) for k, m in zip(kfs, ok)])
+        feats = np.concatenate([k.features[m] for k, m in zip(kfs, ok)]).astype(np.float32)
+        rgb = np.concatenate([k.rgb[m] for k, m in zip(kfs, ok)]).astype(np.float32)
+        motion = np.concatenate([k.motion[m] for k, m in zip(kfs, ok)]).astype(np.float32)
+        labels = np.concatenate([k.labels[m] if k.labels is not None
+                                 else np.full(int(m.sum()), -1) for k, m in zip(kfs, ok)])
+        centres = np.stack([k.cam_center_world for k in kfs])[kf_idx]
+        ray = xyz - centres
+        view = ray / np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-9)
+
+        moving = motion > self.motion_threshold_m
+        for step in range(25):
+            group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs))
+            n_groups = int(group.max()) + 1
+            if n_groups <= token_budget:
+                break
+        g = group
+        n = n_groups
+        counts = np.bincount(g, minlength=n)
+        agg = scipy.sparse.csr_matrix((np.ones_like(g, np.float32), (g, np.arange(g.size))),
+                                      shape=(n, g.size))
+        inv_c = (1.0 / counts)[:, None]
+        out_xyz = (agg @ xyz) * inv_c
+        out_feats = ((agg @ feats) * inv_c).astype(np.float32)
+        out_rgb = ((agg @ rgb) * inv_c).astype(np.float32)
+        vsum = agg @ view
+        out_view = vsum / np.maximum(np.linalg.norm(vsum, axis=1, keepdims=True), 1e-9)
+        out_t = np.full(n, -np.inf)
+        np.maximum.at(out_t, g, t)
+        out_motion = np.zeros(n, np.float32)
+        np.maximum.at(out_motion, g, motion)
+        out_labels = _majority_per_group(g, labels, n)
+
+        order = np.lexsort((out_xyz[:, 2], out_xyz[:, 1], out_xyz[:, 0], out_t))
+        if n > token_budget:
+            order = order[np.linspace(0, n - 1, token_budget).round().astype(np.intp)]
+        return VisualTokens(
+            xyz_world=out_xyz[order].astype(np.float32), t_s=out_t[order],
+            features=out_feats[order], rgb=out_rgb[order], motion=out_motion[order],
+            view_dir_world=out_view[order].astype(np.float32), labels=out_labels[order],
+            counts=counts[order].astype(np.int32))
+
+
+def _groups(xyz: np.ndarray, moving: np.ndarray, kf_idx: np.ndarray, voxel_m: float,
+            n_kf: int) -> np.ndarray:
+    """Token index (N,) of each point: its voxel, and for dynamic voxels also its keyframe."""
+    # pack the 3 cell indices into one int64 (21 bits each: +-1e6 cells) for a 1-D unique
+    cells = np.clip(np.floor(xyz / voxel_m), -(2**20), 2**20 - 1).astype(np.int64) + 2**20
+    key = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+    _, vox = np.unique(key, return_inverse=True)
+    vox = vox.reshape(-1)
+    dyn_vox = np.zeros(int(vox.max()) + 1, bool)
+    dyn_vox[vox[moving]] = True
+    sub = np.where(dyn_vox[vox], kf_idx + 1, 0)
+    _, group = np.unique(vox.astype(np.int64) * (n_kf + 1) + sub, return_inverse=True)
+    return group.reshape(-1)
+
+
+def _majority_per_group(group: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Most frequent known label (>= 0) per group, smallest on ties, -1 if none known."""
+    out = np.full(n, -1, np.int32)
+    known = labels >= 0
+    if not known.any():
+        return out
+    pairs, cnt = np.unique(np.stack([group[known], labels[known]], axis=1), axis=0,
+                           return_counts=True)
+    order = np.lexsort((pairs[:, 1], -cnt, pairs[:, 0]))  # by group, count desc, label asc
+    pairs = pairs[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    out[pairs[first, 0]] = pairs[first, 1]
+    return out

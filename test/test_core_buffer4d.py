@@ -1,0 +1,142 @@
+"""Buffer4D: window, memory cap, reset on time going backwards, token pooling; motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llava4d_ros.core.buffer4d import Buffer4D, EmptyBufferError, Keyframe, MotionEstimator
+from llava4d_ros.core.geometry import PinholeCamera, pool_patches, se3
+
+P = 12
+
+
+def _kf(stamp_s: float, xyz=None, motion=None, d: int = 4, labels=None) -> Keyframe:
+    rng = np.random.default_rng(int(stamp_s * 1000))
+    xyz = rng.uniform(0, 1, (P, 3)).astype(np.float32) if xyz is None else xyz
+    n = xyz.shape[0]
+    return Keyframe(stamp_s=stamp_s, world_from_cam=np.eye(4), xyz_world=xyz,
+                    rgb=np.full((n, 3), 100, np.float32),
+                    features=np.full((n, d), stamp_s, np.float32),
+                    depth_m=np.ones(n, np.float32),
+                    motion=np.zeros(n, np.float32) if motion is None else motion,
+                    labels=labels)
+
+
+def test_window_drops_old_keyframes():
+    buf = Buffer4D(window_s=2.0, max_bytes=2**30)
+    for k in range(10):
+        assert buf.add(_kf(k * 0.5)) is False
+    assert buf.time_range() == (2.5, 4.5)
+    assert len(buf.keyframes) == 5
+
+
+def test_memory_cap_drops_oldest_and_keeps_newest():
+    one = _kf(0.0).nbytes
+    buf = Buffer4D(window_s=100.0, max_bytes=3 * one)
+    for k in range(7):
+        buf.add(_kf(float(k)))
+        assert buf.nbytes <= 3 * one
+    assert [k.stamp_s for k in buf.keyframes] == [4.0, 5.0, 6.0]
+    tiny = Buffer4D(window_s=100.0, max_bytes=1)
+    tiny.add(_kf(0.0))
+    tiny.add(_kf(1.0))
+    assert [k.stamp_s for k in tiny.keyframes] == [1.0]
+
+
+def test_time_backwards_resets():
+    buf = Buffer4D(window_s=10.0, max_bytes=2**30)
+    for k in range(4):
+        buf.add(_kf(10.0 + k))
+    assert buf.add(_kf(1.0)) is True
+    assert buf.time_range() == (1.0, 1.0) and buf.nbytes == _kf(1.0).nbytes
+
+
+def test_keyframe_checks_shapes():
+    with pytest.raises(ValueError, match="rgb"):
+        Keyframe(stamp_s=0.0, world_from_cam=np.eye(4), xyz_world=np.zeros((3, 3)),
+                 rgb=np.zeros((2, 3)), features=np.zeros((3, 1)), depth_m=np.zeros(3),
+                 motion=np.zeros(3))
+
+
+def test_tokens_static_voxels_collapse_dynamic_keep_time():
+    buf = Buffer4D(window_s=100.0, max_bytes=2**30, motion_threshold_m=0.1)
+    static = np.array([[0.05, 0.05, 0.05], [0.06, 0.07, 0.08], [1.05, 0.05, 0.05]], np.float32)
+    for k in range(5):
+        mover = np.array([[2.05 + 0.3 * k, 0.05, 0.05]], np.float32)  # a new voxel each time
+        xyz = np.concatenate([static, mover, [[np.nan] * 3]]).astype(np.float32)
+        motion = np.array([0, 0, 0, 0.5, 0], np.float32)
+        buf.add(_kf(float(k), xyz=xyz, motion=motion, labels=np.array([1, 1, 2, 3, 4])))
+    tok = buf.tokens(token_budget=100, voxel_m=0.2)
+    # 2 static voxels + 5 dynamic (voxel, keyframe) tokens
+    assert len(tok) == 7
+    is_static = tok.motion < 0.1
+    assert is_static.sum() == 2 and np.all(tok.t_s[is_static] == 4.0)
+    np.testing.assert_allclose(np.sort(tok.t_s[~is_static]), [0, 1, 2, 3, 4])
+    assert np.all(tok.counts[is_static] == [10, 5]) or np.all(tok.counts[is_static] == [5, 10])
+    first = np.argmin(np.abs(tok.xyz_world[:, 0] - 0.055) + 10 * ~is_static)
+    np.testing.assert_allclose(tok.xyz_world[first], [0.055, 0.06, 0.065], atol=1e-6)
+    assert tok.labels[first] == 1 and set(tok.labels[~is_static]) == {3}
+    np.testing.assert_allclose(np.linalg.norm(tok.view_dir_world, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(tok.features[first], 2.0)  # mean of the stamps 0..4
+    assert np.all(np.diff(tok.t_s) >= 0)
+    # time range filter
+    tok2 = buf.tokens(100, 0.2, t_start_s=3.0, t_end_s=3.5)
+    assert set(tok2.t_s.tolist()) == {3.0}
+    with pytest.raises(EmptyBufferError):
+        buf.tokens(100, 0.2, t_start_s=50.0)
+    with pytest.raises(EmptyBufferError):
+        Buffer4D().tokens()
+
+
+def test_tokens_respect_budget_deterministically():
+    rng = np.random.default_rng(1)
+    buf = Buffer4D(window_s=100.0, max_bytes=2**30)
+    for k in range(6):
+        xyz = rng.uniform(-5, 5, (500, 3)).astype(np.float32)
+        motion = (rng.uniform(0, 1, 500) > 0.9).astype(np.float32)
+        buf.add(_kf(float(k), xyz=xyz, motion=motion))
+    full = buf.tokens(token_budget=10**6, voxel_m=0.2)
+    for budget in (2000, 300, 20, 3):
+        a = buf.tokens(budget, 0.2)
+        b = buf.tokens(budget, 0.2)
+        assert len(a) <= budget and len(a) < len(full)
+        np.testing.assert_array_equal(a.xyz_world, b.xyz_world)
+    assert buf.tokens(2000, 0.2).counts.sum() == 3000
+
+
+CAM = PinholeCamera(fx=200.0, fy=200.0, cx=79.5, cy=59.5, width=160, height=120)
+
+
+def _box_frame(cam_x: float, box_x0: float, box_x1: float):
+    """A camera at world (cam_x, 0, 0) looking along +z (identity rotation) at a wall at z = 3
+    with a slab [box_x0, box_x1] (all y) at z = 2 in front of it: ray-cast, then pooled."""
+    u = np.arange(CAM.width)[None, :].repeat(CAM.height, 0)
+    x_on_slab = cam_x + (u - CAM.cx) / CAM.fx * 2.0
+    depth = np.where((x_on_slab >= box_x0) & (x_on_slab < box_x1), 2.0, 3.0).astype(np.float32)
+    pose = se3([cam_x, 0, 0], [0, 0, 0, 1])
+    rgb = np.zeros((CAM.height, CAM.width, 3), np.uint8)
+    return pool_patches(depth, rgb, CAM, pose, (12, 16)), pose
+
+
+def test_motion_flags_appeared_and_revealed_with_sign():
+    est = MotionEstimator(n_refs=2)
+    f0, pose0 = _box_frame(0.0, -0.6, -0.2)
+    assert est.signed_change(f0.xyz_world).shape == (192, 0)
+    est.update(f0, CAM, pose0)
+    # static scene, camera moved sideways: parallax alone is not motion
+    still, _ = _box_frame(0.05, -0.6, -0.2)
+    assert np.abs(est.signed_change(still.xyz_world)[:, 0]).max() < 1e-4
+    # the slab jumps right: patches where it is now appeared (+1 m), where it was revealed (-1 m)
+    f1, pose1 = _box_frame(0.0, 0.3, 0.7)
+    change = est.signed_change(f1.xyz_world)[:, 0].reshape(12, 16)
+    slab_now = (f1.depth_m.reshape(12, 16) < 2.5)
+    slab_before = (f0.depth_m.reshape(12, 16) < 2.5)
+    assert slab_now.any() and slab_before.any()
+    np.testing.assert_allclose(change[slab_now], 1.0, atol=1e-4)
+    np.testing.assert_allclose(change[slab_before & ~slab_now], -1.0, atol=1e-4)
+    np.testing.assert_allclose(change[~slab_before & ~slab_now], 0.0, atol=1e-4)
+    est.update(f1, CAM, pose1)
+    both = est.signed_change(f1.xyz_world)  # newest reference first
+    assert both.shape == (192, 2) and np.abs(both[:, 0]).max() < 1e-4
+    np.testing.assert_allclose(both[:, 1].reshape(12, 16)[slab_now], 1.0, atol=1e-4)
