@@ -29,6 +29,35 @@ function(llava4d_fix_wheel_python_includes)
       endif()
     endif()
     message(STATUS "llava4d: ${_t} include dirs ${_dirs} do not exist; using ${_py_includes}")
-    set_target_properties(${_t} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_py_includes}")
+    # BUILD_INTERFACE: needed to compile here, never exported (the venv may lie inside the
+    # source tree, and CMake refuses to export include paths there).
+    set(_build_includes "")
+    foreach(_d IN LISTS _py_includes)
+      list(APPEND _build_includes "$<BUILD_INTERFACE:${_d}>")
+    endforeach()
+    set_target_properties(${_t} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_build_includes}")
   endforeach()
+endfunction()
+
+# rosidl_generator_py adds the Python and NumPy include dirs to the generated target's PUBLIC
+# include directories. When the interpreter's environment lies inside the source tree (a venv
+# at the repository root) CMake refuses to export them; they are build-time only, so keep
+# those entries as BUILD_INTERFACE. A normal ROS install (paths outside the source) is untouched.
+function(llava4d_build_only_source_includes target)
+  if(NOT TARGET ${target})
+    return()
+  endif()
+  get_target_property(_dirs ${target} INTERFACE_INCLUDE_DIRECTORIES)
+  if(NOT _dirs)
+    return()
+  endif()
+  set(_out "")
+  foreach(_d IN LISTS _dirs)
+    if(_d MATCHES "^\\$<" OR NOT _d MATCHES "^${CMAKE_SOURCE_DIR}/")
+      list(APPEND _out "${_d}")
+    else()
+      list(APPEND _out "$<BUILD_INTERFACE:${_d}>")
+    endif()
+  endforeach()
+  set_target_properties(${target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_out}")
 endfunction()
