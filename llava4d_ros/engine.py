@@ -141,6 +141,7 @@ class Engine:
         self._newest_ns: int | None = None  # newest sensor stamp seen (data time)
         self._last_ingested_ns: int | None = None
         self._newest_tf_ns: dict[tuple[str, str], int] = {}
+        self._track_log: dict[int, Track] = {}
         self._data_lock = threading.RLock()  # sync, TF, buffer, tracker
         self._model_lock = threading.Lock()  # one generation at a time
 
@@ -207,6 +208,7 @@ class Engine:
             self._newest_ns = None
             self._last_ingested_ns = None
             self._newest_tf_ns.clear()
+            self._track_log.clear()
 
     def process_pending(self) -> list[FrameOutcome]:
         """Ingest every waiting frame whose transform is known; drop those that waited too long."""
@@ -242,13 +244,27 @@ class Engine:
         if result.status == "dropped":
             return self._dropped(p.stamp_ns, result.reason)
         self._last_ingested_ns = p.stamp_ns
+        self._log_tracks()
         self.stats.ingested += 1
         self.stats.keyframes += result.status in ("keyframe", "reset")
         return FrameOutcome(p.stamp_ns, result.status, result.reason)
 
+    def _log_tracks(self) -> None:
+        """Keep the last snapshot of every track seen in the window, also after it ended (an
+        object that moved and stopped), so answers about the past can name its id."""
+        for tr in self.ingestor.tracker.tracks:
+            self._track_log[tr.track_id] = tr
+        window = self.ingestor.buffer.time_range()
+        if window is not None:
+            for tid in [t for t, tr in self._track_log.items() if tr.last_seen_s < window[0]]:
+                del self._track_log[tid]
+
     # ---------------------------------------------------------------- outputs
-    def tracks(self) -> list[Track]:
+    def tracks(self, include_ended: bool = False) -> list[Track]:
+        """Live tracks; with include_ended, also those that ended inside the window."""
         with self._data_lock:
+            if include_ended:
+                return sorted(self._track_log.values(), key=lambda t: t.track_id)
             return list(self.ingestor.tracker.tracks)
 
     def window(self) -> tuple[float, float] | None:
@@ -287,7 +303,7 @@ class Engine:
                                                      t_start_s=t_start_s, t_end_s=t_end_s)
             except EmptyBufferError as exc:
                 raise QueryError(f"no observations in the window yet ({exc})") from None
-            tracks = list(self.ingestor.tracker.tracks)
+            tracks = list(self._track_log.values())
         t_ref = float(tokens.t_s.min())
         with self._model_lock:
             out = self.model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   -> track {o.track_id} {o.label} at t={o.stamp_s:.2f}s "
                       f"center={np.round(o.center, 2).tolist()}")
             f.write(json.dumps(result_json(r)) + "\n")
-    tracks = engine.tracks()
+    tracks = engine.tracks(include_ended=True)
     with open(args.out / "tracks.jsonl", "w", encoding="utf-8") as f:
         for tr in tracks:
             f.write(json.dumps(track_json(tr)) + "\n")
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_tracks(args.out / "tracks.png", [track_json(t) for t in tracks],
                 [result_json(r) for r in results],
                 f"{args.bag.name}: {len(tracks)} tracks, "
-                f"{sum(t.is_dynamic for t in tracks)} dynamic", xyz, dyn)
+                f"{sum(t.is_dynamic for t in tracks)} moving at the end", xyz, dyn)
     print(f"wrote {args.out}/answers.jsonl, tracks.jsonl, tracks.png")
     return 0
 

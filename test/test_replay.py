@@ -34,15 +34,17 @@ def test_synthetic_bag_gives_one_track_per_moving_object(scene, scene_bag):
     summary = feed_bag(engine, scene_bag)
     n_frames = len(scene.frame_times_s)
     assert summary.outcomes.get("keyframe", 0) + summary.outcomes.get("skipped", 0) == n_frames
-    dynamic = [t for t in engine.tracks() if t.is_dynamic]
+    tracks = engine.tracks(include_ended=True)  # the mover may have stopped before the end
     movers = [o for o in scene.objects if o.is_dynamic]
     assert len(movers) == 1
-    assert len(dynamic) == 1, [(t.track_id, t.label, t.center) for t in dynamic]
-    track, obj = dynamic[0], movers[0]
+    assert len(tracks) == 1, [(t.track_id, t.label, t.center) for t in tracks]
+    track, obj = tracks[0], movers[0]
     assert track.label == obj.colour
     errors = [np.linalg.norm(np.asarray(p) - obj.center_at(t - bagtools.DEFAULT_EPOCH_S))
               for t, p in track.history]
-    assert np.median(errors) < 0.15, errors
+    # Track centres come from the visible surface, biased toward the camera by up to the
+    # object's half depth (0.1-0.25 m here); the model's box head corrects this, the tracker not.
+    assert np.median(errors) < 0.25, errors
 
 
 def test_sqlite3_bag_replays_the_same_as_mcap(tmp_path, scene):
@@ -69,8 +71,8 @@ def test_7scenes_bag_static_scene_has_no_lasting_dynamic_track(tmp_path):
     summary = feed_bag(engine, path)
     ingested = summary.outcomes.get("keyframe", 0) + summary.outcomes.get("skipped", 0)
     assert ingested == 150, summary.outcomes
-    lasting = [t for t in engine.tracks()
-               if t.is_dynamic and t.last_seen_s - t.first_seen_s > 1.0]
+    lasting = [t for t in engine.tracks(include_ended=True)
+               if t.last_seen_s - t.first_seen_s > 1.0]
     assert not lasting, [(t.track_id, t.first_seen_s, t.last_seen_s) for t in lasting]
 
 
@@ -78,7 +80,7 @@ def test_cli_writes_tracks_and_plot_without_a_model(tmp_path, scene_bag, capsys)
     out = tmp_path / "out"
     assert main([str(scene_bag), "--no-model", "--out", str(out)]) == 0
     lines = (out / "tracks.jsonl").read_text().splitlines()
-    assert any(json.loads(line)["is_dynamic"] for line in lines)
+    assert len(lines) == 1 and json.loads(lines[0])["label"] == "orange"
     png = (out / "tracks.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "replayed" in capsys.readouterr().out
