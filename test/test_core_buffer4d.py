@@ -140,3 +140,97 @@ def test_motion_flags_appeared_and_revealed_with_sign():
     both = est.signed_change(f1.xyz_world)  # newest reference first
     assert both.shape == (192, 2) and np.abs(both[:, 0]).max() < 1e-4
     np.testing.assert_allclose(both[:, 1].reshape(12, 16)[slab_now], 1.0, atol=1e-4)
+
+
+# ------------------------------------------------------------------ Ingestor (core/pipeline.py)
+
+def _ingest_inputs(depth_value: float = 2.0):
+    rgb = np.full((CAM.height, CAM.width, 3), 90, np.uint8)
+    depth = np.full((CAM.height, CAM.width), depth_value, np.float32)
+    return rgb, depth
+
+
+def test_ingest_config_is_validated():
+    from llava4d_ros.core.pipeline import IngestConfig
+
+    with pytest.raises(ValueError, match="keyframe_min_interval_s"):
+        IngestConfig(keyframe_min_interval_s=1.0, keyframe_max_interval_s=0.5)
+    with pytest.raises(ValueError, match="patch_grid"):
+        IngestConfig(patch_grid=(0, 4))
+    with pytest.raises(ValueError, match="voxel_m"):
+        IngestConfig(voxel_m=0.0)
+    assert IngestConfig(patch_grid=[6, 8]).patch_grid == (6, 8)
+
+
+def test_ingest_drops_bad_frames_with_reasons():
+    from llava4d_ros.core.pipeline import IngestConfig, Ingestor
+
+    ing = Ingestor(IngestConfig(patch_grid=(12, 16)))
+    rgb, depth = _ingest_inputs()
+    bad_pose = np.eye(4)
+    bad_pose[0, 3] = np.nan
+    skew = np.eye(4)
+    skew[0, 0] = 2.0
+    cases = [
+        (rgb[:-1], depth, np.eye(4), "shape mismatch"),
+        (rgb, np.full_like(depth, np.nan), np.eye(4), "no valid depth"),
+        (rgb, depth, bad_pose, "bad pose"),
+        (rgb, depth, skew, "bad pose"),
+    ]
+    for k, (r, d, pose, code) in enumerate(cases):
+        result = ing.ingest(float(k), r, d, CAM, pose)
+        assert result.status == "dropped" and result.reason.startswith(code + ":"), result
+    assert ing.counters == {"shape mismatch": 1, "no valid depth": 1, "bad pose": 2}
+    assert len(ing.buffer) == 0
+
+
+def test_keyframe_policy_time_and_camera_motion():
+    from llava4d_ros.core.pipeline import IngestConfig, Ingestor
+
+    ing = Ingestor(IngestConfig(patch_grid=(12, 16)))
+    rgb, depth = _ingest_inputs()
+    still = [ing.ingest(0.1 * k, rgb, depth, CAM, np.eye(4)).status for k in range(11)]
+    assert [k for k, s in enumerate(still) if s == "keyframe"] == [0, 5, 10]
+    assert set(ing.timings_ms) == {"backproject", "pool", "motion", "encode", "buffer", "track"}
+    ing = Ingestor(IngestConfig(patch_grid=(12, 16)))
+    moving = [ing.ingest(0.05 * k, rgb, depth, CAM, se3([0.1 * k, 0, 0], [0, 0, 0, 1])).status
+              for k in range(9)]  # 2 m/s: every frame moved enough, min interval 0.1 s rules
+    assert [k for k, s in enumerate(moving) if s == "keyframe"] == [0, 2, 4, 6, 8]
+    assert ing.counters["skipped"] == 4
+
+
+def test_time_backwards_resets_and_ingests():
+    from llava4d_ros.core.pipeline import IngestConfig, Ingestor
+
+    ing = Ingestor(IngestConfig(patch_grid=(12, 16)))
+    rgb, depth = _ingest_inputs()
+    for k in range(4):
+        ing.ingest(10.0 + k, rgb, depth, CAM, np.eye(4))
+    result = ing.ingest(2.0, rgb, depth, CAM, np.eye(4))
+    assert result.status == "reset"
+    assert ing.buffer.time_range() == (2.0, 2.0) and ing.counters["reset"] == 1
+
+
+def test_encoder_features_and_label_pooling():
+    from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
+
+    class Fake:
+        feature_dim = 8
+
+        def __call__(self, rgb, grid):
+            return np.ones((grid[0] * grid[1], 8), np.float32)
+
+    assert isinstance(Fake(), PatchEncoder)
+    rgb, depth = _ingest_inputs()
+    labels = np.full((CAM.height, CAM.width), 3)
+    labels[:, :80] = 7
+    ing = Ingestor(IngestConfig(patch_grid=(12, 16)), encoder=Fake())
+    ing.ingest(0.0, rgb, depth, CAM, np.eye(4), labels=labels)
+    kf = ing.buffer.keyframes[-1]
+    assert kf.features.shape == (192, 8)
+    assert (kf.labels.reshape(12, 16)[:, :8] == 7).all()
+    assert (kf.labels.reshape(12, 16)[:, 8:] == 3).all()
+    plain = Ingestor(IngestConfig(patch_grid=(12, 16)))
+    plain.ingest(0.0, rgb, depth, CAM, np.eye(4))
+    np.testing.assert_allclose(plain.buffer.keyframes[-1].features, 90 / 255, rtol=1e-6)
+    assert plain.buffer.keyframes[-1].labels is None

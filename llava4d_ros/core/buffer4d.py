@@ -19,6 +19,7 @@ follows the "appeared" sign, so it does not follow that trailing shadow.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,6 +27,13 @@ import numpy as np
 import scipy.sparse
 
 from llava4d_ros.core.geometry import PatchPooling, PinholeCamera, invert_se3, transform_points
+
+#: Sub-samples searched on each side of a projected point for the old depth (1: a 3x3 window,
+#: +-4 px at 640x480 with 5 samples per 20 px patch). Wider windows blind the comparison on
+#: oblique floors, where a few rows already span the height of a small object.
+NEIGHBOURHOOD = 1
+#: Share of the old window's depth relief that a change must exceed (see _depth_change).
+OLD_RELIEF_FACTOR = 0.25
 
 
 class EmptyBufferError(LookupError):
@@ -118,7 +126,7 @@ class MotionEstimator:
     Keeps the last `n_refs` keyframes' sub-sampled depth grids (finer than the patch grid, so a
     patch point is compared with the depth seen within a few pixels of where it projects, not
     with a whole patch's median), cameras and poses. A comparison takes the smallest
-    |difference| over the 3x3 neighbourhood of sub-samples: projection and sampling move a point
+    |difference| over the 5x5 neighbourhood of sub-samples: projection and sampling move a point
     by a pixel or two, and at a depth edge that alone would look like metres of motion.
     """
 
@@ -165,14 +173,21 @@ def _depth_change(xyz_world: np.ndarray, grid: np.ndarray, cam: PinholeCamera,
     # nearest sub-sample: sample k sits at floor((k + 0.5) * W / n) ~ (k + 0.5) * W / n
     ku = np.clip(np.rint((u[idx] + 0.5) * nu / cam.width - 0.5), 0, nu - 1).astype(np.intp)
     kv = np.clip(np.rint((v[idx] + 0.5) * nv / cam.height - 0.5), 0, nv - 1).astype(np.intp)
-    padded = np.pad(grid, 1, constant_values=np.nan)  # (nv + 2, nu + 2)
-    offs = np.array([-1, 0, 1])
-    rows = kv[:, None, None] + 1 + offs[None, :, None]  # (n, 3, 1)
-    cols = ku[:, None, None] + 1 + offs[None, None, :]  # (n, 1, 3)
-    seen = padded[rows, cols].reshape(idx.size, 9)  # (n, 9)
+    r = NEIGHBOURHOOD
+    padded = np.pad(grid, r, constant_values=np.nan)  # (nv + 2r, nu + 2r)
+    offs = np.arange(-r, r + 1)
+    rows = kv[:, None, None] + r + offs[None, :, None]  # (n, 2r+1, 1)
+    cols = ku[:, None, None] + r + offs[None, None, :]  # (n, 1, 2r+1)
+    seen = padded[rows, cols].reshape(idx.size, (2 * r + 1) ** 2)  # (n, (2r+1)^2)
     diff = seen - z[idx, None].astype(np.float32)
     absd = np.where(np.isfinite(diff), np.abs(diff), np.inf)
     chosen = diff[np.arange(idx.size), np.argmin(absd, axis=1)]
+    # Kinect-class depth edges wander by several pixels between frames: near an old depth edge
+    # (relief inside the window) only a change beyond a share of that relief counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: relief 0
+        relief = np.nan_to_num(np.nanmax(seen, axis=1) - np.nanmin(seen, axis=1))
+    chosen = np.sign(chosen) * np.maximum(np.abs(chosen) - OLD_RELIEF_FACTOR * relief, 0.0)
     out[idx] = np.where(np.isfinite(chosen), chosen, 0.0)
     return out
 

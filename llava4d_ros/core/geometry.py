@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -225,7 +226,9 @@ class PatchPooling:
 
     `xyz_world (P, 3)`, NaN where too few pixels had depth; `xyz_cam (P, 3)` the same points in
     the camera frame; `rgb (P, 3) float32` mean colour 0..255; `depth_m (P,)` the patch depth
-    (z of the chosen point; NaN when invalid); `valid_frac (P,)` share of sampled pixels with
+    (z of the chosen point; NaN when invalid); `depth_spread_m (P,)` the 10..90 % range of the
+    valid sample depths (the patch's own relief: large at depth edges and grazing surfaces,
+    where a pixel of misalignment changes depth a lot); `valid_frac (P,)` share of sampled pixels with
     depth; `labels (P,) int32` majority label of the valid samples (-1 if none) or None;
     `sample_depth_m (Ph * s, Pw * s)` the sub-sampled depth grid the patches were computed from,
     kept for motion estimation against the next keyframe; `sample_u (Pw * s,)`, `sample_v
@@ -237,6 +240,7 @@ class PatchPooling:
     xyz_cam: np.ndarray
     rgb: np.ndarray
     depth_m: np.ndarray
+    depth_spread_m: np.ndarray
     valid_frac: np.ndarray
     labels: np.ndarray | None
     sample_depth_m: np.ndarray
@@ -257,7 +261,8 @@ def sample_coords(size: int, patches: int, per_patch: int) -> np.ndarray:
 
 def pool_patches(depth_m: np.ndarray, rgb: np.ndarray, cam: PinholeCamera,
                  world_from_cam: np.ndarray, grid: tuple[int, int], samples_per_side: int = 5,
-                 min_valid_frac: float = 0.3, labels: np.ndarray | None = None) -> PatchPooling:
+                 min_valid_frac: float = 0.3, labels: np.ndarray | None = None,
+                 timings: dict[str, float] | None = None) -> PatchPooling:
     """Pool an RGB-D frame `depth_m (H, W)`, `rgb (H, W, 3) uint8` into a `(Ph, Pw)` patch grid.
 
     Why sub-sampling: the median of a 20x20 px patch costs as much as back-projecting the whole
@@ -269,6 +274,7 @@ def pool_patches(depth_m: np.ndarray, rgb: np.ndarray, cam: PinholeCamera,
     per-coordinate median would do), back-projected with `x = (u - cx) z / fx`,
     `y = (v - cy) z / fy` and mapped to the world with `world_from_cam (4, 4)`. A patch with
     fewer than `min_valid_frac` of its samples valid is NaN. Colour is the mean over all samples.
+    `timings`, when given, receives the milliseconds of the "backproject" and "pool" stages.
     """
     ph, pw = (int(grid[0]), int(grid[1]))
     s = int(samples_per_side)
@@ -280,26 +286,32 @@ def pool_patches(depth_m: np.ndarray, rgb: np.ndarray, cam: PinholeCamera,
                          f"({h}, {w}, 3)")
     if ph < 1 or pw < 1 or s < 1 or ph * s > h or pw * s > w:
         raise ValueError(f"grid {grid} with {s} samples per side does not fit a {w}x{h} image")
+    t0 = time.perf_counter()
     rows = sample_coords(h, ph, s)  # (Ph*s,)
     cols = sample_coords(w, pw, s)  # (Pw*s,)
     sub_d = depth_m[rows[:, None], cols[None, :]].astype(np.float32)  # (Ph*s, Pw*s)
+    xn = (cols.astype(np.float32) - np.float32(cam.cx)) / np.float32(cam.fx)  # (Pw*s,)
+    yn = (rows.astype(np.float32) - np.float32(cam.cy)) / np.float32(cam.fy)  # (Ph*s,)
+    sub_p = np.stack([xn[None, :] * sub_d, yn[:, None] * sub_d, sub_d], axis=-1)  # (.., .., 3)
+    t1 = time.perf_counter()
+
     blocks = sub_d.reshape(ph, s, pw, s).transpose(0, 2, 1, 3).reshape(ph * pw, s * s)  # (P,S)
+    p_blocks = sub_p.reshape(ph, s, pw, s, 3).transpose(0, 2, 1, 3, 4).reshape(ph * pw, s * s,
+                                                                               3)
     valid = np.isfinite(blocks)
     n_valid = valid.sum(axis=1)  # (P,)
     order = np.argsort(np.where(valid, blocks, np.inf), axis=1, kind="stable")  # NaN last
     med_k = np.maximum(n_valid - 1, 0) // 2  # lower median among the valid samples
     pick = order[np.arange(ph * pw), med_k]  # (P,) index of the median sample in its block
-    z = blocks[np.arange(ph * pw), pick]
-    # pixel of the picked sample: block-local (i, j) -> image (row, col)
-    bi, bj = pick // s, pick % s
-    pr, pc = np.divmod(np.arange(ph * pw), pw)
-    u = cols[pc * s + bj].astype(np.float32)
-    v = rows[pr * s + bi].astype(np.float32)
     valid_frac = n_valid.astype(np.float32) / float(s * s)
-    ok = valid_frac >= min_valid_frac
-    z = np.where(ok & (n_valid > 0), z, np.nan).astype(np.float32)
-    xyz_cam = np.stack([(u - np.float32(cam.cx)) * z / np.float32(cam.fx),
-                        (v - np.float32(cam.cy)) * z / np.float32(cam.fy), z], axis=-1)
+    sorted_d = np.take_along_axis(blocks, order, axis=1)  # (P, S), valid first, ascending
+    last = np.maximum(n_valid - 1, 0)
+    lo = sorted_d[np.arange(ph * pw), np.floor(0.1 * last).astype(np.intp)]
+    hi = sorted_d[np.arange(ph * pw), np.ceil(0.9 * last).astype(np.intp)]
+    ok = (valid_frac >= min_valid_frac) & (n_valid > 0)
+    xyz_cam = np.where(ok[:, None], p_blocks[np.arange(ph * pw), pick], np.nan)  # (P, 3)
+    z = xyz_cam[:, 2].copy()
+    spread = np.where(ok, hi - lo, np.nan).astype(np.float32)
     xyz_world = transform_points(world_from_cam, xyz_cam.astype(np.float64)).astype(np.float32)
 
     sub_rgb = rgb[rows[:, None], cols[None, :]].astype(np.float32)  # (Ph*s, Pw*s, 3)
@@ -313,8 +325,12 @@ def pool_patches(depth_m: np.ndarray, rgb: np.ndarray, cam: PinholeCamera,
         sub_l = labels[rows[:, None], cols[None, :]].astype(np.int64)
         lb = sub_l.reshape(ph, s, pw, s).transpose(0, 2, 1, 3).reshape(ph * pw, s * s)
         labels_p = majority_label(lb, valid)
+    if timings is not None:
+        timings["backproject"] = (t1 - t0) * 1e3
+        timings["pool"] = (time.perf_counter() - t1) * 1e3
     return PatchPooling(grid=(ph, pw), xyz_world=xyz_world, xyz_cam=xyz_cam.astype(np.float32),
-                        rgb=rgb_p.astype(np.float32), depth_m=z, valid_frac=valid_frac,
+                        rgb=rgb_p.astype(np.float32), depth_m=z, depth_spread_m=spread,
+                        valid_frac=valid_frac,
                         labels=labels_p, sample_depth_m=sub_d, sample_u=cols, sample_v=rows)
 
 

@@ -55,6 +55,8 @@ class IngestConfig:
     keyframe_min_rotation_deg: float = 5.0
     # depth change that counts as motion: well above Kinect-class noise (~1-3 cm at 3 m)
     motion_threshold_m: float = 0.1
+    # share of a patch's depth relief (10..90 % range) not counted as motion; see ingest()
+    motion_relief_factor: float = 0.5
     voxel_m: float = 0.2
     token_budget: int = 2560
     samples_per_patch_side: int = 5  # 25 depth samples per patch; see geometry.pool_patches
@@ -78,7 +80,7 @@ class IngestConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("keyframe_min_interval_s", "keyframe_min_translation_m",
-                     "keyframe_min_rotation_deg", "track_max_missed_s"):
+                     "keyframe_min_rotation_deg", "track_max_missed_s", "motion_relief_factor"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
@@ -140,7 +142,7 @@ class Ingestor:
     def _is_keyframe(self, stamp_s: float, world_from_cam: np.ndarray) -> bool:
         if self._last_kf_stamp_s is None or self._last_kf_pose is None:
             return True
-        dt = stamp_s - self._last_kf_stamp_s
+        dt = stamp_s - self._last_kf_stamp_s + 1e-6  # stamps from ns: 0.3 - 0.2 < 0.1
         if dt >= self.cfg.keyframe_max_interval_s:
             return True
         if dt < self.cfg.keyframe_min_interval_s:
@@ -179,7 +181,6 @@ class Ingestor:
         status = "keyframe"
         if self._last_stamp_s is not None and stamp_s < self._last_stamp_s:
             self.reset()
-            self.counters["reset"] += 1
             status = "reset"
         self._last_stamp_s = stamp_s
         if not self._is_keyframe(stamp_s, world_from_cam):
@@ -196,16 +197,20 @@ class Ingestor:
             self.timings_ms = timings
             return self._drop("no valid depth", "no patch has enough valid depth pixels")
 
+        p = pooled.xyz_world.shape[0]
         t0 = time.perf_counter()
         signed = self.motion.signed_change(pooled.xyz_world)  # (P, R), newest reference first
-        motion = (np.abs(signed[:, 0]) if signed.shape[1] else np.zeros(len(signed))).astype(
-            np.float32)
-        appeared = signed.max(axis=1) if signed.shape[1] else np.zeros(len(signed))
+        if signed.shape[1] == 0:
+            signed = np.zeros((p, 1), np.float32)
+        # what a patch's own depth relief explains is not motion: at a depth edge or on a
+        # grazing surface a few pixels of misalignment change depth by decimetres
+        slack = self.cfg.motion_relief_factor * np.nan_to_num(pooled.depth_spread_m)
+        motion = np.maximum(np.abs(signed[:, 0]) - slack, 0.0).astype(np.float32)
+        appeared = signed.max(axis=1) - slack
         self.motion.update(pooled, cam, world_from_cam)
         t1 = time.perf_counter()
         timings["motion"] = (t1 - t0) * 1e3
 
-        p = pooled.xyz_world.shape[0]
         if self.encoder is None:
             features = (pooled.rgb / 255.0).astype(np.float32)
         else:

@@ -6,7 +6,7 @@ Static structure is never tracked. Dynamic points are clustered (radius graph wi
 connected components), clusters are matched to the tracks' constant-velocity predictions with
 the Hungarian method inside a distance gate, unmatched clusters start tentative tracks, and a
 track is reported once it has `min_hits` matches (a single keyframe of depth noise at an edge
-never becomes a track). A track that is not matched coasts on its velocity for up to
+never becomes a track) and has travelled (see `Tracker._confirm`). A track that is not matched coasts on its velocity for up to
 `max_missed_s`, so an object passing behind another keeps its id.
 
 Positions are those of the visible patch points (a box's visible faces, not its hidden
@@ -72,6 +72,7 @@ class _State:
     hits: int = 1
     matched_now: bool = True
     weight: float = 0.0
+    confirmed: bool = False
 
 
 def cluster_points(xyz: np.ndarray, rgb: np.ndarray, radius_m: float,
@@ -108,7 +109,8 @@ class Tracker:
     def __init__(self, cluster_radius_m: float = 0.3, min_cluster_points: int = 3,
                  gate_m: float = 0.8, max_missed_s: float = 1.5, min_hits: int = 3,
                  history_len: int = 64, velocity_smoothing: float = 0.5,
-                 min_speed_mps: float = 0.05):
+                 min_speed_mps: float = 0.05, min_travel_m: float = 0.15,
+                 min_straightness: float = 0.5):
         if not (cluster_radius_m > 0 and gate_m > 0 and max_missed_s >= 0):
             raise ValueError("cluster_radius_m, gate_m must be > 0 and max_missed_s >= 0")
         if min_cluster_points < 1 or min_hits < 1 or history_len < 1:
@@ -123,6 +125,8 @@ class Tracker:
         self.history_len = int(history_len)
         self.velocity_smoothing = float(velocity_smoothing)
         self.min_speed_mps = float(min_speed_mps)
+        self.min_travel_m = float(min_travel_m)
+        self.min_straightness = float(min_straightness)
         self._states: list[_State] = []
         self._next_id = 1
         self._last_stamp_s: float | None = None
@@ -134,8 +138,8 @@ class Tracker:
 
     @property
     def tracks(self) -> list[Track]:
-        """Confirmed tracks (`hits >= min_hits`), oldest id first."""
-        return [self._snapshot(s) for s in self._states if s.hits >= self.min_hits]
+        """Confirmed tracks, oldest id first (see `_confirm`)."""
+        return [self._snapshot(s) for s in self._states if s.confirmed]
 
     @property
     def all_tracks(self) -> list[Track]:
@@ -181,11 +185,13 @@ class Tracker:
                     last_seen_s=stamp_s, history=deque([(stamp_s, c.center.copy())],
                                                        maxlen=self.history_len),
                     weight=float(c.n_points)))
+                self._states[-1].confirmed = self._confirm(self._states[-1])
                 self._next_id += 1
+        # a tentative track must be seen in consecutive keyframes: noise at depth edges comes
+        # and goes, a moving object does not
         self._states = [s for s in self._states
                         if stamp_s - s.last_seen_s <= self.max_missed_s
-                        and (s.hits >= self.min_hits or s.last_seen_s == stamp_s
-                             or stamp_s - s.last_seen_s <= self.max_missed_s / 3)]
+                        and (s.confirmed or s.last_seen_s == stamp_s)]
         self._last_stamp_s = stamp_s
         return self.tracks
 
@@ -197,7 +203,7 @@ class Tracker:
         obs = np.stack([c.center for c in clusters])  # (C, 3)
         cost = np.linalg.norm(pred[:, None, :] - obs[None, :, :], axis=-1)  # (T, C)
         # confirmed tracks first: a tiny bias resolves ties in their favour
-        bias = np.array([0.0 if s.hits >= self.min_hits else 1e-3 for s in self._states])
+        bias = np.array([0.0 if s.confirmed else 1e-3 for s in self._states])
         big = 1e6
         rows, cols = linear_sum_assignment(np.where(cost <= self.gate_m, cost + bias[:, None],
                                                     big))
@@ -217,3 +223,16 @@ class Tracker:
         s.hits += 1
         s.matched_now = True
         s.history.append((stamp_s, c.center.copy()))
+        if not s.confirmed:
+            s.confirmed = self._confirm(s)
+
+    def _confirm(self, s: _State) -> bool:
+        """A track is reported after `min_hits` consecutive matches that went somewhere: net
+        travel >= `min_travel_m` along a path at least `min_straightness` straight. Depth noise
+        at edges makes clusters that stay put or jump back and forth; objects move along."""
+        if s.hits < self.min_hits:
+            return False
+        pts = np.stack([c for _, c in s.history])  # (K, 3)
+        net = float(np.linalg.norm(pts[-1] - pts[0]))
+        path = float(np.linalg.norm(np.diff(pts, axis=0), axis=1).sum())
+        return net >= self.min_travel_m and net >= self.min_straightness * path
