@@ -1,0 +1,147 @@
+"""LLaVA-4D configuration: frozen dataclasses, validated on construction, round-trip to JSON.
+
+Odd defaults carry their reason on the same line. Sizes named `*_dim` are feature widths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+ENCODINGS = ("full", "none", "xyz", "time")  # the paper's ablation: 4D, none, 3D only, time only
+VISION_KINDS = ("colour_stats", "clip")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Which `PatchEncoder` makes the per-patch features, and their width."""
+
+    kind: str = "colour_stats"
+    feature_dim: int = 18  # ColourStatsEncoder.feature_dim
+    clip_layer: int = -2  # LLaVA-1.5 reads the second-to-last CLIP layer
+    clip_config: dict[str, Any] | None = None  # CLIPVisionConfig.to_dict() when kind == "clip"
+
+    def __post_init__(self) -> None:
+        if self.kind not in VISION_KINDS:
+            raise ValueError(f"vision kind must be one of {VISION_KINDS}, got {self.kind!r}")
+        if self.feature_dim < 1:
+            raise ValueError(f"feature_dim must be >= 1, got {self.feature_dim}")
+        if self.kind == "clip" and not self.clip_config:
+            raise ValueError("vision kind 'clip' needs clip_config (a CLIPVisionConfig dict)")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Spatiotemporal prompt p_4D = concat(PE(xyz), TE(t) * (1 + m(beta)))."""
+
+    spatial_freqs: int = 32
+    spatial_gamma_m: float = 0.5  # W ~ N(0, 1/gamma^2): ~2 rad/m, a room is a few periods
+    spatial_dim: int = 32
+    temporal_freqs: int = 16
+    temporal_gamma_s: float = 0.3  # ~3 rad/s: 0.1 s steps of an 8 s window stay apart
+    temporal_dim: int = 32
+    motion_tau_m: float = 0.1  # softmax temperature over the window's motion (see prompt.py)
+    motion_clip_m: float = 2.0  # occlusion edges report metres of "motion"; cap them
+    encoding: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        for name in ("spatial_freqs", "spatial_dim", "temporal_freqs", "temporal_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("spatial_gamma_m", "temporal_gamma_s", "motion_tau_m", "motion_clip_m"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def dim(self) -> int:
+        return self.spatial_dim + self.temporal_dim
+
+    @property
+    def use_space(self) -> bool:
+        return self.encoding in ("full", "xyz")
+
+    @property
+    def use_time(self) -> bool:
+        return self.encoding in ("full", "time")
+
+
+@dataclass(frozen=True)
+class LLaVA4DConfig:
+    """The whole model. `lm` is a Hugging Face config dict (`PretrainedConfig.to_dict()`), so
+    any causal LM `transformers` can build from a config fits."""
+
+    lm: dict[str, Any]
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    fusion_heads: int = 2
+    gate_hidden: int = 32
+    projector: str = "mlp2x_gelu"
+    token_budget: int = 2560  # LLaVA-3D's cap on visual tokens
+    voxel_m: float = 0.2  # LLaVA-3D's voxel edge
+    patch_grid: tuple[int, int] = (24, 32)  # the grid the weights were trained with
+    template: str = "{image}{question} ASSISTANT:"  # LLaVA-1.5: "USER: {image}\n{question} ..."
+    image_token: str = "<image>"
+    slot_heads: bool = True  # LM writes <box>/<time>, the pointer and box heads fill them in
+    pointer_dim: int = 64
+    box_hidden: int = 96
+    model_id: str = "llava4d-default"
+
+    def __post_init__(self) -> None:
+        if "model_type" not in self.lm:
+            raise ValueError("lm must be a transformers config dict with a 'model_type'")
+        if isinstance(self.vision, dict):
+            object.__setattr__(self, "vision", VisionConfig(**self.vision))
+        if isinstance(self.prompt, dict):
+            object.__setattr__(self, "prompt", PromptConfig(**self.prompt))
+        grid = tuple(int(g) for g in self.patch_grid)
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError(f"patch_grid must be two positive ints, got {self.patch_grid}")
+        object.__setattr__(self, "patch_grid", grid)
+        if self.projector != "mlp2x_gelu":
+            raise ValueError(f"only the mlp2x_gelu projector exists, got {self.projector!r}")
+        if self.token_budget < 1 or not self.voxel_m > 0:
+            raise ValueError(f"token_budget must be >= 1 and voxel_m > 0, got "
+                             f"{self.token_budget}, {self.voxel_m}")
+        if self.vision.feature_dim % self.fusion_heads:
+            raise ValueError(f"feature_dim {self.vision.feature_dim} must be divisible by "
+                             f"fusion_heads {self.fusion_heads}")
+        if self.template.count("{image}") != 1 or self.template.count("{question}") != 1:
+            raise ValueError("template needs exactly one {image} and one {question}")
+        if min(self.gate_hidden, self.pointer_dim, self.box_hidden) < 1:
+            raise ValueError("gate_hidden, pointer_dim and box_hidden must be >= 1")
+
+    @property
+    def lm_hidden(self) -> int:
+        return int(self.lm["hidden_size"])
+
+    def with_encoding(self, encoding: str) -> LLaVA4DConfig:
+        return replace(self, prompt=replace(self.prompt, encoding=encoding))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["patch_grid"] = list(self.patch_grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LLaVA4DConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown LLaVA4DConfig keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def tiny_llama(vocab_size: int, hidden: int = 128, layers: int = 3, heads: int = 4,
+               max_positions: int = 4096, bos: int = 1, eos: int = 2, pad: int = 0
+               ) -> dict[str, Any]:
+    """A small LlamaForCausalLM config dict (the shipped default's LM, trained from scratch)."""
+    return {
+        "model_type": "llama", "vocab_size": int(vocab_size), "hidden_size": hidden,
+        "intermediate_size": 3 * hidden, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": heads,
+        "max_position_embeddings": max_positions, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad,
+        "tie_word_embeddings": True,
+    }

@@ -1,0 +1,73 @@
+"""Slot heads of the shipped default: the LM writes `<box>` / `<time>`, these fill them in.
+
+    score_i = <W_q h_slot, W_k h_i> / sqrt(d)        h_i: LM hidden state of visual token i
+    w       = softmax_i(score)                         over the window's visual tokens
+    <time>  = t of the best-scoring token (training: the w-weighted mean, differentiable)
+    <box>   = centre: w-weighted mean xyz + MLP correction; size: MLP; the MLP sees the
+              weighted spread of xyz, the mean view direction (visible surfaces lie on the
+              camera's side of an object, so the mean is biased toward it), the mean height,
+              and the slot's hidden state (which names the shape)
+
+The numbers are then written into the answer text, and the grounding parser reads them back, so
+a checkpoint that writes digits itself and this one share one output path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class PointerHead(nn.Module):
+    """Scores visual tokens from a slot token's hidden state; one query map per slot kind."""
+
+    def __init__(self, lm_hidden: int, dim: int):
+        super().__init__()
+        self.q_box = nn.Linear(lm_hidden, dim)
+        self.q_time = nn.Linear(lm_hidden, dim)
+        self.k = nn.Linear(lm_hidden, dim)
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def forward(self, h_slot: torch.Tensor, is_time: torch.Tensor,
+                h_visual: torch.Tensor) -> torch.Tensor:
+        """`h_slot (S, H)`, `is_time (S,) bool`, `h_visual (N, H)` -> scores `(S, N)`."""
+        q = torch.where(is_time[:, None], self.q_time(h_slot), self.q_box(h_slot))  # (S, d)
+        return (q @ self.k(h_visual).T) * self.scale  # (S, N)
+
+
+class BoxHead(nn.Module):
+    """Box6 from pointer weights over token geometry; see the module docstring."""
+
+    def __init__(self, lm_hidden: int, hidden: int):
+        super().__init__()
+        self.h_proj = nn.Linear(lm_hidden, 32)
+        self.mlp = nn.Sequential(nn.Linear(32 + 7, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 6))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, h_slot: torch.Tensor, w: torch.Tensor, xyz: torch.Tensor,
+                view_dir: torch.Tensor) -> torch.Tensor:
+        """`h_slot (S, H)`, `w (S, N)` rows sum to 1, `xyz, view_dir (N, 3)` -> box6 `(S, 6)`."""
+        mu = w @ xyz  # (S, 3)
+        var = (w @ (xyz * xyz) - mu * mu).clamp_min(0.0)
+        sigma = torch.sqrt(var + 1e-6)  # (S, 3)
+        v = F.normalize(w @ view_dir, dim=-1)  # (S, 3)
+        inp = torch.cat([self.h_proj(h_slot), sigma * 4.0, v, mu[:, 2:3]], dim=-1)  # (S, 39)
+        out = self.mlp(inp)  # (S, 6)
+        centre = mu + 0.2 * out[:, :3]
+        size = 0.4 * torch.exp(0.5 * torch.tanh(out[:, 3:]))  # 0.24 .. 0.66 m
+        return torch.cat([centre, size], dim=-1)
+
+
+def decode_time(scores: torch.Tensor, t_s: torch.Tensor) -> torch.Tensor:
+    """`scores (S, N)`, `t_s (N,)` -> `(S,)` the time of each slot's best token."""
+    return t_s[scores.argmax(dim=-1)]
+
+
+def soft_time(w: torch.Tensor, t_s: torch.Tensor) -> torch.Tensor:
+    """Differentiable `(S,)` time: the w-weighted mean of token times."""
+    return w @ t_s

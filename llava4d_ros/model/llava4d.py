@@ -1,0 +1,467 @@
+"""LLaVA-4D: 4D visual tokens + a question in, text with 4D coordinates (and parsed boxes) out.
+
+    VisualTokens (N) --budget--> features f_s, f_t --fusion(p_4D)--> f_st --projector--> (N, D_lm)
+    "{image}{question} ASSISTANT:" with {image} = N placeholder tokens whose embeddings are the
+    projected visual tokens --any HF causal LM--> answer tokens
+    <box>/<time> slot tokens (shipped default) --pointer + box heads--> numbers in the text
+    text --grounding.parse_answer--> GroundedBox list
+
+`encode` (visual side) is separate from `generate` (language side), as `get_image_features` is
+from `forward` in transformers' LLaVA. `loss` is the training forward of one window with several
+questions: the visual prefix is run once and its KV cache shared by the batch of questions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from llava4d_ros.core.buffer4d import VisualTokens
+from llava4d_ros.model.config import LLaVA4DConfig
+from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
+from llava4d_ros.model.grounding import GroundedBox, parse_answer
+from llava4d_ros.model.heads import BoxHead, PointerHead, decode_time, soft_time
+from llava4d_ros.model.projector import Projector
+from llava4d_ros.model.prompt import (
+    SpatioTemporalPrompt,
+    TextCoordinateEmbedding,
+    find_text_coordinates,
+)
+from llava4d_ros.model.tokenizer import detokenize
+from llava4d_ros.model.vision import ClipPatchEncoder, ColourStatsEncoder
+
+SLOT_BOX = "<box>"
+SLOT_TIME = "<time>"
+
+
+class VisualTokenMismatchError(ValueError):
+    """The number of visual embeddings differs from the number of image placeholder tokens."""
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """`text`, the boxes parsed from it (`t_s` model seconds since the window start), the times
+    it mentions, the parser's warnings, and how many tokens were generated."""
+
+    text: str
+    boxes: tuple[GroundedBox, ...]
+    num_tokens: int = 0
+    times: tuple[float, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def objects(self) -> tuple[GroundedBox, ...]:
+        return self.boxes
+
+
+def apply_token_budget(tokens: VisualTokens, budget: int) -> VisualTokens:
+    """At most `budget` tokens, taken at evenly spaced positions (the buffer's rule when even its
+    coarsest voxels are too many); unchanged when within budget."""
+    n = len(tokens)
+    if n <= budget:
+        return tokens
+    keep = np.linspace(0, n - 1, budget).round().astype(np.intp)
+    return VisualTokens(**{k: getattr(tokens, k)[keep] for k in tokens.__dataclass_fields__})
+
+
+@dataclass
+class _Text:
+    """The text after the image placeholders, tokenised, with the question's coordinates."""
+
+    ids: list[int]
+    times: list[tuple[list[int], float]]  # (positions in ids, value)
+    coords: list[tuple[list[int], tuple[float, float, float]]]
+
+
+class LLaVA4D(nn.Module):
+    def __init__(self, cfg: LLaVA4DConfig, lm: nn.Module, tokenizer: Any,
+                 vision_tower: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.lm = lm
+        self.tokenizer = tokenizer
+        d_v, d_lm = cfg.vision.feature_dim, cfg.lm_hidden
+        self.prompt = SpatioTemporalPrompt(cfg.prompt)
+        self.fusion = SpatioTemporalFusion(d_v, cfg.prompt.dim, cfg.fusion_heads,
+                                           cfg.gate_hidden)
+        self.projector = Projector(d_v, d_lm)
+        self.text_coords = TextCoordinateEmbedding(self.prompt, d_lm)
+        if cfg.slot_heads:
+            self.pointer = PointerHead(d_lm, cfg.pointer_dim)
+            self.box_head = BoxHead(d_lm, cfg.box_hidden)
+        if cfg.vision.kind == "clip":
+            if vision_tower is None:
+                raise ValueError("vision kind 'clip' needs a vision_tower")
+            self.vision_tower = vision_tower
+            self._encoder: Any = ClipPatchEncoder(vision_tower, cfg.vision.clip_layer)
+        else:
+            self._encoder = ColourStatsEncoder()
+        if self._encoder.feature_dim != d_v:
+            raise ValueError(f"encoder gives {self._encoder.feature_dim} features, config says "
+                             f"{d_v}")
+        self.image_token_id = self._token_id(cfg.image_token)
+        self.box_token_id = self._token_id(SLOT_BOX) if cfg.slot_heads else -1
+        self.time_token_id = self._token_id(SLOT_TIME) if cfg.slot_heads else -1
+        self._cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
+                          else "past_key_values")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _token_id(self, token: str) -> int:
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == self.tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no {token!r} token")
+        return int(tid)
+
+    @property
+    def model_id(self) -> str:
+        return self.cfg.model_id
+
+    @property
+    def patch_encoder(self) -> Any:
+        """The `PatchEncoder` whose features this model was trained on; give it to the
+        `Ingestor` so the buffer holds the right features."""
+        if isinstance(self._encoder, ClipPatchEncoder):
+            self._encoder.device = self.device
+        return self._encoder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    def set_encoding(self, encoding: str) -> None:
+        """Switch the ablation mode (full, none, xyz, time) in place."""
+        self.cfg = self.cfg.with_encoding(encoding)
+        self.prompt.cfg = self.cfg.prompt
+
+    # ------------------------------------------------------------------ visual side
+
+    def encode(self, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
+        """Visual embeddings `(N, D_lm)` of `apply_token_budget(tokens)`; `t_ref_s` is the window
+        start (absolute stamp seconds): model time is seconds since it."""
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        dev = self.device
+        dtype = self.projector.linear_1.weight.dtype
+        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
+        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
+                            device=dev)
+        beta = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
+        f_s = torch.as_tensor(np.asarray(tokens.features), dtype=dtype, device=dev)
+        if f_s.ndim != 2 or f_s.shape[1] != self.cfg.vision.feature_dim:
+            raise ValueError(f"token features {tuple(f_s.shape)} do not match the model's "
+                             f"{self.cfg.vision.feature_dim}: were they made by "
+                             f"this model's patch_encoder?")
+        p4d = self.prompt(xyz, t, beta)  # (N, P)
+        f_t = temporal_features(f_s, xyz, t, self.cfg.voxel_m)  # (N, D)
+        f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
+        return self.projector(f_st)  # (N, D_lm)
+
+    # ------------------------------------------------------------------ language side
+
+    def _split_template(self, question: str) -> tuple[str, str]:
+        before, after = self.cfg.template.split("{image}")
+        return before, after.replace("{question}", question)
+
+    def prefix_ids(self, n_visual: int) -> list[int]:
+        """BOS + the template's text before the image + `n_visual` image placeholders."""
+        before, _ = self._split_template("")
+        ids = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        if before:
+            ids += self.tokenizer(before, add_special_tokens=False)["input_ids"]
+        return ids + [self.image_token_id] * n_visual
+
+    def text_after(self, question: str, answer: str | None = None) -> _Text:
+        """Token ids of the template after the image (with the question) and, for training, the
+        answer; positions of the question's times and coordinates."""
+        _, after = self._split_template(question)
+        enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        offsets = enc["offset_mapping"]
+        times, coords = find_text_coordinates(after)
+
+        def positions(a: int, b: int) -> list[int]:
+            return [i for i, (s, e) in enumerate(offsets) if s < b and e > a]
+
+        t_out = [(positions(s.start, s.end), s.value[0]) for s in times]
+        c_out = [(positions(s.start, s.end), s.value[:3]) for s in coords]
+        if answer is not None:
+            ids += self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        return _Text(ids, [x for x in t_out if x[0]], [x for x in c_out if x[0]])
+
+    def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None,
+              text: _Text | None = None, text_offset: int = 0) -> torch.Tensor:
+        """`input_ids (L,)` -> `(L, D_lm)`: image placeholders replaced by `visual (N, D_lm)`, the
+        question's times/coordinates (at `text_offset` + their positions) given TE/PE."""
+        emb = self.lm.get_input_embeddings()(input_ids)  # (L, D)
+        is_image = input_ids == self.image_token_id
+        n_img = int(is_image.sum())
+        n_vis = 0 if visual is None else int(visual.shape[0])
+        if n_img != n_vis:
+            raise VisualTokenMismatchError(
+                f"{n_vis} visual embeddings but {n_img} image placeholder tokens "
+                f"({self.cfg.image_token!r}) in the input")
+        if n_vis:
+            emb = emb.masked_scatter(is_image[:, None], visual.to(emb.dtype))
+        if text is not None and (text.times or text.coords):
+            shift = [([p + text_offset for p in pos], v) for pos, v in text.times]
+            shift_c = [([p + text_offset for p in pos], v) for pos, v in text.coords]
+            emb = self.text_coords(emb, self.prompt, shift, shift_c)
+        return emb
+
+    def logits(self, question: str, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
+        """Logits `(L, V)` of the whole prompt (for checks against a reference model)."""
+        visual = self.encode(tokens, t_ref_s)
+        prefix = self.prefix_ids(visual.shape[0])
+        text = self.text_after(question)
+        ids = torch.tensor(prefix + text.ids, device=self.device)
+        emb = self.embed(ids, visual, text, len(prefix))
+        return self.lm(inputs_embeds=emb[None]).logits[0]
+
+    def input_ids(self, question: str, n_visual: int) -> list[int]:
+        return self.prefix_ids(n_visual) + self.text_after(question).ids
+
+    @torch.no_grad()
+    def generate(self, question: str, tokens: VisualTokens, t_ref_s: float | None = None,
+                 max_new_tokens: int = 96) -> ModelAnswer:
+        """Greedy answer to `question` about `tokens`; `t_ref_s` (window start, absolute
+        seconds) defaults to the earliest token's stamp."""
+        return self.generate_batch([question], tokens, t_ref_s, max_new_tokens)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, questions: Sequence[str], tokens: VisualTokens,
+                       t_ref_s: float | None = None, max_new_tokens: int = 96
+                       ) -> list[ModelAnswer]:
+        """Answers to several questions about one window: the visual prefix runs once and its
+        KV cache is cropped back to it before each question."""
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        if len(tokens) == 0:
+            raise ValueError("no visual tokens")
+        if t_ref_s is None:
+            t_ref_s = float(np.min(tokens.t_s))
+        visual = self.encode(tokens, t_ref_s)
+        pre_ids = torch.tensor(self.prefix_ids(visual.shape[0]), device=self.device)
+        slots = self.cfg.slot_heads
+        out = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
+                      output_hidden_states=slots)
+        h_visual = out.hidden_states[-1][0, pre_ids == self.image_token_id] if slots else None
+        cache = out.past_key_values
+        answers = []
+        for question in questions:
+            extra = cache.get_seq_length() - len(pre_ids)
+            if extra > 0:
+                cache.crop(-extra)  # back to the visual prefix
+            text = self.text_after(question)
+            ids = torch.tensor(text.ids, device=self.device)
+            out = self.lm(inputs_embeds=self.embed(ids, None, text)[None], use_cache=True,
+                          output_hidden_states=slots, **{self._cache_kw: cache})
+            answers.append(self._decode(out, max_new_tokens, h_visual, tokens, t_ref_s))
+        return answers
+
+    def _decode(self, out: Any, max_new_tokens: int, h_visual: torch.Tensor | None,
+                tokens: VisualTokens, t_ref_s: float) -> ModelAnswer:
+        """Greedy continuation from `out` (the prompt's forward); slots filled as they come."""
+        slots = self.cfg.slot_heads
+        cache = out.past_key_values
+        embedding = self.lm.get_input_embeddings()
+        generated: list[int] = []
+        values: list[str] = []
+        for _ in range(max_new_tokens):
+            nxt = int(out.logits[0, -1].argmax())
+            if nxt == self.eos_token_id:
+                break
+            generated.append(nxt)
+            out = self.lm(inputs_embeds=embedding(torch.tensor([[nxt]], device=self.device)),
+                          use_cache=True, output_hidden_states=slots,
+                          **{self._cache_kw: cache})
+            cache = out.past_key_values
+            if slots and nxt in (self.box_token_id, self.time_token_id):
+                values.append(self._fill_slot(nxt, out.hidden_states[-1][0, -1], h_visual,
+                                              tokens, t_ref_s))
+        if slots:
+            text_out = detokenize(self.tokenizer.convert_ids_to_tokens(generated))
+            for v in values:
+                text_out = text_out.replace(SLOT_BOX if v.startswith("[") else SLOT_TIME, v, 1)
+        else:
+            text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
+        parsed = parse_answer(text_out)
+        return ModelAnswer(text=text_out, boxes=parsed.boxes, num_tokens=len(generated),
+                           times=parsed.times, warnings=parsed.warnings)
+
+    def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
+               max_new_tokens: int = 96) -> ModelAnswer:
+        """The engine's `SceneModel.answer`."""
+        return self.generate(question, tokens, t_ref_s, max_new_tokens)
+
+    def _fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
+                   tokens: VisualTokens, t_ref_s: float) -> str:
+        """The text a `<box>` / `<time>` slot becomes."""
+        is_time = token_id == self.time_token_id
+        dev, dtype = h_slot.device, h_slot.dtype
+        scores = self.pointer(h_slot[None], torch.tensor([is_time], device=dev), h_visual)
+        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
+                            device=dev)
+        if is_time:
+            return f"{round(float(decode_time(scores, t)[0]), 1) + 0.0:.1f}"
+        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
+        view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
+        box = self.box_head(h_slot[None], scores.softmax(dim=-1), xyz, view)[0]
+        return "[" + ", ".join(f"{round(float(v), 2) + 0.0:.2f}" for v in box) + "]"
+
+    # ------------------------------------------------------------------ training
+
+    def loss(self, tokens: VisualTokens, t_ref_s: float, samples: Sequence[dict[str, Any]],
+             lm_weight: float = 1.0, slot_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Losses of one window and a batch of its samples.
+
+        A sample: `question`, `answer_template` (with slot tokens; the target text when
+        `slot_heads`), `answer` (the target text otherwise), `slots` (kind, value) and
+        `targets` (per slot, the indices of the tokens the pointer should select).
+        Returns `lm` (next-token CE on answers), `pointer` (multi-positive CE + BCE),
+        `box` (L1 on box6, with the pointer's and the true weights), `time` (L1, soft) and
+        `total`.
+        """
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        dev = self.device
+        visual = self.encode(tokens, t_ref_s)  # (N, D)
+        n = visual.shape[0]
+        prefix = self.prefix_ids(n)
+        pre_ids = torch.tensor(prefix, device=dev)
+        pre = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
+                      output_hidden_states=True)
+        h_visual = pre.hidden_states[-1][0, pre_ids == self.image_token_id]  # (N, H)
+        cache = pre.past_key_values
+        b = len(samples)
+        cache.batch_repeat_interleave(b)
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        texts, n_prompt = [], []
+        for s in samples:
+            ans = s["answer_template"] if self.cfg.slot_heads else s["answer"]
+            prompt_only = self.text_after(s["question"])
+            full = self.text_after(s["question"], ans)
+            full.ids.append(self.eos_token_id)
+            texts.append(full)
+            n_prompt.append(len(prompt_only.ids))
+        length = max(len(t.ids) for t in texts)
+        ids = torch.full((b, length), pad, dtype=torch.long, device=dev)
+        mask = torch.zeros((b, length), dtype=torch.long, device=dev)
+        labels = torch.full((b, length), -100, dtype=torch.long, device=dev)
+        for i, t in enumerate(texts):
+            ids[i, :len(t.ids)] = torch.tensor(t.ids, device=dev)
+            mask[i, :len(t.ids)] = 1
+            labels[i, n_prompt[i]:len(t.ids)] = ids[i, n_prompt[i]:len(t.ids)]
+        emb = torch.stack([self.embed(ids[i], None, texts[i]) for i in range(b)])  # (B, L, D)
+        attn = torch.cat([torch.ones((b, len(prefix)), dtype=torch.long, device=dev), mask], 1)
+        out = self.lm(inputs_embeds=emb, attention_mask=attn, output_hidden_states=True,
+                      **{self._cache_kw: cache})
+        logits = out.logits[:, :-1]  # (B, L-1, V): position i predicts token i+1
+        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                             ignore_index=-100)
+        losses = {"lm": lm}
+        zero = lm.new_zeros(())
+        losses.update(pointer=zero, box=zero, time=zero)
+        if self.cfg.slot_heads and slot_weight > 0:
+            losses.update(self._slot_losses(out.hidden_states[-1], ids, labels, samples,
+                                            h_visual, tokens, t_ref_s))
+        losses["total"] = lm_weight * lm + slot_weight * (
+            losses["pointer"] + 5.0 * losses["box"] + 0.2 * losses["time"])
+        return losses
+
+    def _slot_losses(self, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
+                     samples: Sequence[dict[str, Any]], h_visual: torch.Tensor,
+                     tokens: VisualTokens, t_ref_s: float) -> dict[str, torch.Tensor]:
+        dev, dtype = hidden.device, hidden.dtype
+        h_list, is_time, targets, values = [], [], [], []
+        for i, s in enumerate(samples):
+            is_slot = ((ids[i] == self.box_token_id) | (ids[i] == self.time_token_id)) & (
+                labels[i] != -100)
+            pos = torch.nonzero(is_slot).flatten().tolist()
+            if len(pos) != len(s["slots"]):
+                raise ValueError(f"{len(pos)} slot tokens but {len(s['slots'])} slots in "
+                                 f"{s['answer_template']!r}")
+            for p, slot, tgt in zip(pos, s["slots"], s["targets"]):
+                h_list.append(hidden[i, p])
+                is_time.append(slot["kind"] == "time")
+                targets.append(tgt)
+                values.append(slot["value"])
+        zero = hidden.new_zeros(())
+        if not h_list:
+            return {"pointer": zero, "box": zero, "time": zero}
+        h_slot = torch.stack(h_list)  # (S, H)
+        is_time_t = torch.tensor(is_time, device=dev)
+        scores = self.pointer(h_slot, is_time_t, h_visual)  # (S, N)
+        n = scores.shape[1]
+        target = torch.zeros_like(scores)
+        for k, tgt in enumerate(targets):
+            if tgt:
+                target[k, tgt] = 1.0
+        has = target.sum(1) > 0
+        logp = scores.log_softmax(dim=-1)
+        ce = -(torch.logsumexp(logp.masked_fill(target == 0, -1e4), dim=-1))[has]
+        bce = F.binary_cross_entropy_with_logits(scores[has], target[has],
+                                                 pos_weight=scores.new_tensor(10.0))
+        pointer = (ce.mean() + bce) if bool(has.any()) else zero
+        w = logp.exp()  # (S, N)
+        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
+                            device=dev)
+        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
+        view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
+        box_rows = [k for k in range(len(values)) if not is_time[k]]
+        time_rows = [k for k in range(len(values)) if is_time[k]]
+        box_loss, time_loss = zero, zero
+        if box_rows:
+            rows = torch.tensor(box_rows, device=dev)
+            gt = torch.tensor([values[k] for k in box_rows], dtype=dtype, device=dev)
+            pred = self.box_head(h_slot[rows], w[rows], xyz, view)
+            box_loss = F.smooth_l1_loss(pred, gt, beta=0.05)
+            oracle_rows = [k for k in box_rows if targets[k]]
+            if oracle_rows:
+                r = torch.tensor(oracle_rows, device=dev)
+                w_true = target[r] / target[r].sum(1, keepdim=True)
+                gt_o = torch.tensor([values[k] for k in oracle_rows], dtype=dtype, device=dev)
+                pred_o = self.box_head(h_slot[r], w_true, xyz, view)
+                box_loss = box_loss + F.smooth_l1_loss(pred_o, gt_o, beta=0.05)
+        if time_rows:
+            rows = torch.tensor(time_rows, device=dev)
+            gt_t = torch.tensor([values[k] for k in time_rows], dtype=dtype, device=dev)
+            time_loss = F.smooth_l1_loss(soft_time(w[rows], t), gt_t, beta=0.2)
+        del n
+        return {"pointer": pointer, "box": box_loss, "time": time_loss}
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, path: str | None = None, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> LLaVA4D:
+        """Our format (config.json + model.safetensors + tokenizer files); `None`: the shipped
+        default in llava4d_ros/model/default/."""
+        from llava4d_ros.model.checkpoint import load_llava4d
+
+        return load_llava4d(path, device=device, dtype=dtype)
+
+    @classmethod
+    def from_llava_hf(cls, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                      **overrides: Any) -> LLaVA4D:
+        """A LLaVA-1.5 checkpoint in Hugging Face layout, with fresh (no-op) 4D parts."""
+        from llava4d_ros.model.checkpoint import load_llava_hf
+
+        return load_llava_hf(path, device=device, dtype=dtype, **overrides)
+
+    def save_pretrained(self, path: str) -> None:
+        from llava4d_ros.model.checkpoint import save_llava4d
+
+        save_llava4d(self, path)
+
+    def with_config(self, **changes: Any) -> LLaVA4DConfig:
+        return replace(self.cfg, **changes)

@@ -1,0 +1,141 @@
+"""Vision encoders behind core's `PatchEncoder` protocol: an image in, one feature per patch out.
+
+    rgb (H, W, 3) uint8, grid (Ph, Pw)  ->  features (Ph * Pw, D) float32, row-major patches
+
+Two implementations:
+- `ColourStatsEncoder`: fixed, parameter-free colour statistics per patch. The shipped default
+  uses it: the synthetic scenes are told apart by colour, it costs ~1 ms per frame on a CPU and
+  it has no weights to ship or to fine-tune.
+- `ClipPatchEncoder`: the paper's setting, a Hugging Face `CLIPVisionModel` read from a local
+  directory (CLIP-L/14-336, second-to-last layer, patch tokens without CLS), its patch grid
+  resampled to the requested one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_HUE_BINS = 8
+
+
+def _check_image(rgb: np.ndarray, grid: tuple[int, int]) -> tuple[int, int]:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    ph, pw = int(grid[0]), int(grid[1])
+    if ph < 1 or pw < 1 or ph > rgb.shape[0] or pw > rgb.shape[1]:
+        raise ValueError(f"grid {grid} does not fit an image of {rgb.shape[:2]}")
+    return ph, pw
+
+
+def _patch_means(x: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Mean of `x (H, W, C)` over each cell of a row-major `(Ph, Pw)` grid -> `(Ph * Pw, C)`.
+
+    Cell k along an axis of length L covers pixels [floor(k L / n), floor((k + 1) L / n)), the
+    same split `core.geometry.pool_patches` uses, so features and patch points line up.
+    """
+    h, w, c = x.shape
+    ph, pw = grid
+    r0 = (np.arange(ph) * h) // ph
+    c0 = (np.arange(pw) * w) // pw
+    rows = np.add.reduceat(x, r0, axis=0)  # (Ph, W, C)
+    cells = np.add.reduceat(rows, c0, axis=1)  # (Ph, Pw, C)
+    nr = np.diff(np.append(r0, h))
+    nc = np.diff(np.append(c0, w))
+    return (cells / (nr[:, None, None] * nc[None, :, None])).reshape(ph * pw, c)  # (P, C)
+
+
+class ColourStatsEncoder:
+    """Per-patch colour statistics, 18 numbers, no parameters.
+
+    mean rgb (3), std rgb (3), chromaticity r and g of the mean (2), mean saturation and value
+    (2), and a hue histogram of 8 bins weighted by saturation (8): shading in the scenes scales
+    brightness, so hue and chromaticity carry the colour name, the std marks patches that straddle
+    an object edge. All in [0, 1].
+    """
+
+    feature_dim = 10 + _HUE_BINS
+
+    def __call__(self, rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        ph, pw = _check_image(rgb, grid)
+        x = rgb.astype(np.float32) / 255.0  # (H, W, 3)
+        mx = x.max(axis=2)
+        mn = x.min(axis=2)
+        sat = np.where(mx > 1e-6, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
+        # hue in [0, 1) by the hexcone formula
+        r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        d = np.maximum(mx - mn, 1e-6)
+        hue = np.where(mx == r, ((g - b) / d) % 6.0,
+                       np.where(mx == g, (b - r) / d + 2.0, (r - g) / d + 4.0)) / 6.0
+        # soft (linear) assignment of hue to circular bins, weighted by saturation
+        pos = hue * _HUE_BINS
+        lo = np.floor(pos).astype(np.int64) % _HUE_BINS
+        frac = pos - np.floor(pos)
+        hist = np.zeros((*hue.shape, _HUE_BINS), np.float32)
+        ii, jj = np.indices(hue.shape)
+        hist[ii, jj, lo] = (1.0 - frac) * sat
+        hist[ii, jj, (lo + 1) % _HUE_BINS] += frac * sat
+        per_pixel = np.concatenate([x, x * x, sat[..., None], mx[..., None], hist], axis=2)
+        m = _patch_means(per_pixel, (ph, pw))  # (P, 3 + 3 + 2 + 8)
+        mean_rgb, mean_sq = m[:, 0:3], m[:, 3:6]
+        std_rgb = np.sqrt(np.maximum(mean_sq - mean_rgb**2, 0.0))
+        chroma = mean_rgb[:, :2] / np.maximum(mean_rgb.sum(axis=1, keepdims=True), 1e-6)
+        out = np.concatenate([mean_rgb, std_rgb, chroma, m[:, 6:8], m[:, 8:]], axis=1)
+        return out.astype(np.float32)  # (P, 18)
+
+
+class ClipPatchEncoder:
+    """A CLIP vision tower as a `PatchEncoder`.
+
+    `vision_tower` is a `transformers.CLIPVisionModel` (loaded by `checkpoint.py` from a local
+    directory, or the tower of a LLaVA-1.5 checkpoint). The image is resized to the tower's input
+    size (no crop: the patch grid must cover the whole image so patches keep their pixels'
+    depth), normalised with CLIP's mean/std, and the hidden state of `layer` (-2: second-to-last,
+    as LLaVA-1.5) without the CLS token is bilinearly resampled from the tower's native grid to
+    the requested one.
+    """
+
+    def __init__(self, vision_tower: torch.nn.Module, layer: int = -2,
+                 device: str | torch.device = "cpu"):
+        self.tower = vision_tower.eval().to(device)
+        cfg = vision_tower.config
+        self.image_size = int(cfg.image_size)
+        self.patch_size = int(cfg.patch_size)
+        self.feature_dim = int(cfg.hidden_size)
+        self.layer = int(layer)
+        self.device = torch.device(device)
+
+    @property
+    def native_grid(self) -> tuple[int, int]:
+        n = self.image_size // self.patch_size
+        return (n, n)
+
+    def pixel_values(self, rgb: np.ndarray) -> torch.Tensor:
+        """`rgb (H, W, 3) uint8` -> `(1, 3, S, S)` normalised, S = the tower's image size."""
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size),
+                                            mode="bicubic", align_corners=False).clamp(0, 1)
+        mean = torch.tensor(_CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(_CLIP_STD).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(self.device)
+
+    @torch.no_grad()
+    def features_from_pixels(self, pixel_values: torch.Tensor,
+                             grid: tuple[int, int]) -> torch.Tensor:
+        dtype = next(self.tower.parameters()).dtype
+        out = self.tower(pixel_values.to(dtype), output_hidden_states=True)
+        patches = out.hidden_states[self.layer][:, 1:]  # (1, n*n, D), CLS dropped
+        n = self.native_grid[0]
+        if tuple(grid) == (n, n):
+            return patches[0].float()  # (P, D)
+        fmap = patches.transpose(1, 2).reshape(1, self.feature_dim, n, n)  # (1, D, n, n)
+        fmap = torch.nn.functional.interpolate(fmap.float(), size=tuple(grid), mode="bilinear",
+                                               align_corners=False)  # (1, D, Ph, Pw)
+        return fmap.flatten(2)[0].transpose(0, 1)  # (Ph * Pw, D)
+
+    def __call__(self, rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        _check_image(rgb, grid)
+        feats = self.features_from_pixels(self.pixel_values(rgb), grid)
+        return feats.cpu().numpy().astype(np.float32)

@@ -1,0 +1,143 @@
+"""Loading: our format round trip, a tiny LLaVA-1.5 in HF layout, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from llava4d_ros.core.buffer4d import VisualTokens
+from llava4d_ros.model.checkpoint import CheckpointError, build_model, load_llava4d
+from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.llava4d import LLaVA4D
+from llava4d_ros.model.tokenizer import build_tokenizer
+
+WORDS = ["where", "is", "the", "red", "cube", "at", "s", ".", "it", "a", "b", "c", "d", "e"]
+
+
+def _tokens(features: np.ndarray, seed: int = 0) -> VisualTokens:
+    rng = np.random.default_rng(seed)
+    n = features.shape[0]
+    view = rng.normal(size=(n, 3)).astype(np.float32)
+    return VisualTokens(
+        xyz_world=rng.uniform(-2, 2, (n, 3)).astype(np.float32),
+        t_s=np.sort(rng.uniform(100.0, 108.0, n)), features=features.astype(np.float32),
+        rgb=rng.uniform(0, 255, (n, 3)).astype(np.float32),
+        motion=rng.uniform(0, 0.5, n).astype(np.float32),
+        view_dir_world=view / np.linalg.norm(view, axis=1, keepdims=True),
+        labels=np.full(n, -1, np.int32), counts=np.ones(n, np.int32))
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_dir(tmp_path_factory):
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    path = str(tmp_path_factory.mktemp("tiny_llava"))
+    tok = build_tokenizer(WORDS)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=30, patch_size=6)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)
+    cfg = LlavaConfig(vision_config=vision, text_config=text,
+                      image_token_id=tok.convert_tokens_to_ids("<image>"),
+                      vision_feature_layer=-2, vision_feature_select_strategy="default",
+                      projector_hidden_act="gelu")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path, model
+
+
+def test_llava_hf_equivalence_at_init(tiny_llava_dir):
+    path, ref = tiny_llava_dir
+    ours = LLaVA4D.from_llava_hf(path)
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    enc = ours.patch_encoder
+    grid = enc.native_grid
+    tokens = _tokens(enc(rgb, grid))
+    question = "where is the red cube at 2.5 s ."
+    ids = torch.tensor([ours.input_ids(question, len(tokens))])
+    with torch.no_grad():
+        ref_logits = ref(input_ids=ids, pixel_values=enc.pixel_values(rgb)).logits[0]
+        our_logits = ours.logits(question, tokens, t_ref_s=100.0)
+    assert our_logits.shape == ref_logits.shape
+    torch.testing.assert_close(our_logits, ref_logits, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        ref_ids = ref.generate(input_ids=ids, pixel_values=enc.pixel_values(rgb),
+                               max_new_tokens=6, do_sample=False)[0, ids.shape[1]:]
+    answer = ours.generate(question, tokens, t_ref_s=100.0, max_new_tokens=6)
+    want = ours.tokenizer.decode(
+        [i for i in ref_ids.tolist() if i != ours.eos_token_id], skip_special_tokens=True)
+    assert answer.text == want.strip()
+    # once the 4D fusion is trained (out-projection non-zero) the answer depends on p_4D
+    with torch.no_grad():
+        ours.fusion.out_proj.weight.normal_()
+        changed = ours.logits(question, tokens, t_ref_s=100.0)
+    assert not torch.allclose(changed, ref_logits, atol=1e-4)
+
+
+def _small_cfg(vocab: int) -> LLaVA4DConfig:
+    return LLaVA4DConfig(lm=tiny_llama(vocab, hidden=32, layers=2, heads=4), pointer_dim=16,
+                         box_hidden=16)
+
+
+def test_our_format_round_trip(tmp_path):
+    tok = build_tokenizer(WORDS)
+    torch.manual_seed(0)
+    model = build_model(_small_cfg(len(tok)), tok).eval()
+    with torch.no_grad():
+        model.fusion.out_proj.weight.normal_()
+    model.save_pretrained(str(tmp_path))
+    again = load_llava4d(str(tmp_path))
+    tokens = _tokens(np.random.default_rng(2).uniform(0, 1, (12, 18)))
+    with torch.no_grad():
+        a = model.logits("where is the red cube", tokens, 100.0)
+        b = again.logits("where is the red cube", tokens, 100.0)
+    torch.testing.assert_close(a, b)
+
+
+def test_missing_dir_and_files(tmp_path):
+    with pytest.raises(CheckpointError, match="no such model directory"):
+        load_llava4d(str(tmp_path / "nope"))
+    with pytest.raises(CheckpointError, match="missing config.json"):
+        load_llava4d(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        load_llava4d(str(tmp_path))
+
+
+def test_bin_only_weights_refused(tmp_path):
+    tok = build_tokenizer(WORDS)
+    tok.save_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    torch.save({"w": torch.zeros(1)}, str(tmp_path / "pytorch_model.bin"))
+    with pytest.raises(CheckpointError, match="pickle"):
+        LLaVA4D.from_llava_hf(str(tmp_path))
+    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+        load_llava4d(str(tmp_path))
+
+
+def test_mismatched_shapes(tmp_path):
+    tok = build_tokenizer(WORDS)
+    model = build_model(_small_cfg(len(tok)), tok)
+    model.save_pretrained(str(tmp_path))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["pointer_dim"] = 8
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape mismatch") as err:
+        load_llava4d(str(tmp_path))
+    assert str(tmp_path) in str(err.value)
+    assert os.path.isfile(tmp_path / "model.safetensors")

@@ -1,0 +1,198 @@
+"""Model parts on tiny inputs: encoders, prompt, fusion, heads, tokenizer, budget, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llava4d_ros.core.buffer4d import VisualTokens
+from llava4d_ros.model.checkpoint import build_model
+from llava4d_ros.model.config import LLaVA4DConfig, PromptConfig, VisionConfig, tiny_llama
+from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
+from llava4d_ros.model.heads import BoxHead, PointerHead, decode_time
+from llava4d_ros.model.llava4d import VisualTokenMismatchError, apply_token_budget
+from llava4d_ros.model.prompt import SpatioTemporalPrompt, find_text_coordinates
+from llava4d_ros.model.tokenizer import build_tokenizer, detokenize
+from llava4d_ros.model.vision import ColourStatsEncoder
+
+WORDS = ["where", "is", "the", "red", "cube", "at", "s", ".", "now", "blue", "sphere", "was"]
+
+
+def make_tokens(n: int, d: int = 18, seed: int = 0) -> VisualTokens:
+    rng = np.random.default_rng(seed)
+    view = rng.normal(size=(n, 3))
+    return VisualTokens(
+        xyz_world=rng.uniform(-2, 2, (n, 3)).astype(np.float32),
+        t_s=np.sort(rng.uniform(50.0, 58.0, n)), features=rng.uniform(0, 1, (n, d)),
+        rgb=rng.uniform(0, 255, (n, 3)).astype(np.float32),
+        motion=rng.uniform(0, 0.5, n).astype(np.float32),
+        view_dir_world=(view / np.linalg.norm(view, axis=1, keepdims=True)).astype(np.float32),
+        labels=np.full(n, -1, np.int32), counts=np.ones(n, np.int32))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    tok = build_tokenizer(WORDS)
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=2, heads=4), pointer_dim=16,
+                        box_hidden=16, token_budget=40)
+    torch.manual_seed(0)
+    return build_model(cfg, tok).eval()
+
+
+def test_colour_stats_encoder_separates_colours():
+    enc = ColourStatsEncoder()
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :20] = (220, 30, 30)  # red left half
+    img[:, 20:] = (30, 60, 220)  # blue right half
+    f = enc(img, (2, 4))
+    assert f.shape == (8, enc.feature_dim) and f.dtype == np.float32
+    assert np.allclose(f[0], f[4]) and not np.allclose(f[0], f[3])
+    assert f[0, 0] > f[0, 2] and f[3, 2] > f[3, 0]  # mean rgb
+    assert np.allclose(f[:, 3:6], 0, atol=1e-3)  # uniform patches: no std
+    with pytest.raises(ValueError):
+        enc(img.astype(np.float32), (2, 4))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="encoding"):
+        PromptConfig(encoding="4d")
+    with pytest.raises(ValueError, match="model_type"):
+        LLaVA4DConfig(lm={})
+    with pytest.raises(ValueError, match="clip_config"):
+        VisionConfig(kind="clip")
+    cfg = LLaVA4DConfig(lm=tiny_llama(50))
+    assert LLaVA4DConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        LLaVA4DConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize("encoding", ["full", "none", "xyz", "time"])
+def test_ablation_zeroes_the_right_parts(encoding):
+    torch.manual_seed(0)
+    prompt = SpatioTemporalPrompt(PromptConfig(encoding=encoding))
+    xyz, t, beta = torch.randn(7, 3), torch.rand(7) * 8, torch.rand(7)
+    p = prompt(xyz, t, beta)
+    ds = prompt.cfg.spatial_dim
+    assert p.shape == (7, prompt.cfg.dim)
+    assert bool(p[:, :ds].abs().sum() > 0) == (encoding in ("full", "xyz"))
+    assert bool(p[:, ds:].abs().sum() > 0) == (encoding in ("full", "time"))
+    prompt.zeroed = True
+    assert torch.count_nonzero(prompt(xyz, t, beta)) == 0
+
+
+def test_motion_weight_in_unit_interval():
+    prompt = SpatioTemporalPrompt(PromptConfig())
+    m = prompt.motion_weight(torch.tensor([0.0, 0.05, 0.5, 10.0]))
+    assert float(m.max()) == pytest.approx(1.0) and float(m[-1]) == pytest.approx(1.0)
+    assert bool((m > 0).all()) and float(m[0]) < 1e-3
+    assert torch.allclose(prompt.motion_weight(torch.zeros(5)), torch.ones(5))
+
+
+def test_fusion_is_exact_noop_at_init_and_not_after():
+    torch.manual_seed(0)
+    fusion = SpatioTemporalFusion(18, 64, 2, 16)
+    f_s, f_t, p = torch.randn(9, 18), torch.randn(9, 18), torch.randn(9, 64)
+    assert torch.equal(fusion(f_s, f_t, p), f_s)
+    with torch.no_grad():
+        fusion.out_proj.weight.normal_()
+    assert not torch.allclose(fusion(f_s, f_t, p), f_s)
+
+
+def test_temporal_features_difference_within_voxel():
+    f = torch.tensor([[1.0], [5.0], [2.0], [7.0]])
+    xyz = torch.tensor([[0.05, 0.05, 0.05], [1.0, 1.0, 1.0], [0.1, 0.1, 0.1], [0.02, 0.0, 0.0]])
+    t = torch.tensor([0.0, 0.5, 1.0, 2.0])
+    ft = temporal_features(f, xyz, t, voxel_m=0.2)
+    assert ft.flatten().tolist() == [0.0, 0.0, 1.0, 5.0]
+
+
+def test_text_coordinates_found():
+    times, coords = find_text_coordinates(
+        "Where is it at 2.5s, 2 seconds ago, near [1.0, -2, 0.5]?")
+    assert [t.value for t in times] == [(2.5,), (2.0,)]
+    assert coords[0].value == (1.0, -2.0, 0.5)
+
+
+def test_text_side_embedding_zero_init_and_active(tiny_model):
+    text = tiny_model.text_after("where is the red cube at 2.5s")
+    assert text.times and text.times[0][1] == 2.5
+    ids = torch.tensor(text.ids)
+    base = tiny_model.lm.get_input_embeddings()(ids)
+    assert torch.equal(tiny_model.embed(ids, None, text), base)
+    with torch.no_grad():
+        tiny_model.text_coords.w_t.fill_(1.0)
+    try:
+        changed = tiny_model.embed(ids, None, text)
+        rows = (changed - base).abs().sum(1) > 0
+        assert rows.tolist() == [i in text.times[0][0] for i in range(len(ids))]
+    finally:
+        with torch.no_grad():
+            tiny_model.text_coords.w_t.zero_()
+
+
+def test_encode_shapes_budget_and_mismatch(tiny_model):
+    tokens = make_tokens(100)
+    vis = tiny_model.encode(tokens, t_ref_s=50.0)
+    assert vis.shape == (40, 32)  # token_budget = 40
+    kept = apply_token_budget(tokens, 40)
+    assert len(kept) == 40 and kept.t_s[0] == tokens.t_s[0] and kept.t_s[-1] == tokens.t_s[-1]
+    assert apply_token_budget(kept, 40) is kept
+    ids = torch.tensor(tiny_model.prefix_ids(39))
+    with pytest.raises(VisualTokenMismatchError, match="40 visual embeddings but 39"):
+        tiny_model.embed(ids, vis)
+    with pytest.raises(ValueError, match="features"):
+        tiny_model.encode(make_tokens(5, d=7), 50.0)
+
+
+def test_generate_and_loss_run(tiny_model):
+    tokens = make_tokens(30)
+    ans = tiny_model.generate("where is the red cube now", tokens, max_new_tokens=5)
+    assert ans.num_tokens <= 5 and isinstance(ans.text, str)
+    sample = {"question": "where is the red cube at 1.0s", "task": "grounding",
+              "answer_template": "at <time> s the red cube is at <box> .", "answer": "",
+              "slots": [{"kind": "time", "value": 1.0}, {"kind": "box",
+                                                         "value": [0, 0, 0.2, 0.3, 0.3, 0.3]}],
+              "targets": [[3, 4], [5]]}
+    losses = tiny_model.loss(tokens, 50.0, [sample, sample])
+    assert set(losses) == {"lm", "pointer", "box", "time", "total"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    assert tiny_model.pointer.k.weight.grad is not None
+    tiny_model.zero_grad()
+
+
+def test_pointer_and_box_heads_decode():
+    torch.manual_seed(0)
+    ptr = PointerHead(8, 8)
+    with torch.no_grad():
+        ptr.q_box.weight.copy_(torch.eye(8))
+        ptr.q_box.bias.zero_()
+        ptr.k.weight.copy_(torch.eye(8) * 20)
+        ptr.k.bias.zero_()
+    h_vis = torch.zeros(5, 8)
+    h_vis[2, 0] = 1.0
+    h_vis[4, 1] = 1.0
+    h_slot = torch.zeros(1, 8)
+    h_slot[0, 1] = 1.0
+    scores = ptr(h_slot, torch.tensor([False]), h_vis)
+    assert int(scores.argmax()) == 4
+    t = torch.arange(5.0)
+    assert float(decode_time(scores, t)[0]) == 4.0
+    box = BoxHead(8, 16)  # zero-init output layer: centre = weighted mean, size 0.4
+    xyz = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 0, 0], [1.0, 2.0, 0.5], [1.2, 2.0, 0.3]])
+    w = torch.tensor([[0, 0, 0, 0.5, 0.5]])
+    out = box(h_slot, w, xyz, torch.nn.functional.normalize(torch.ones(5, 3), dim=-1))
+    torch.testing.assert_close(out[0, :3], torch.tensor([1.1, 2.0, 0.4]))
+    torch.testing.assert_close(out[0, 3:], torch.full((3,), 0.4))
+
+
+def test_tokenizer_round_trip():
+    from llava4d_ros.data.instructions import vocabulary
+
+    tok = build_tokenizer(vocabulary())
+    text = "At 2.5s, the red cube is at [1.20, -0.40, 0.25, 0.30, 0.30, 0.30], heading toward -x."
+    toks = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+    assert "<unk>" not in toks and detokenize(toks) == text
+    assert detokenize(["At", "<time>", "s", ",", "it", "is", "at", "<box>", "."]) == \
+        "At <time>s, it is at <box>."
