@@ -222,4 +222,5 @@ def test_package_xml_is_format3_and_parses():
     pkg = catkin_pkg.parse_package(str(REPO / "package.xml"))
     assert pkg.package_format == 3
     assert pkg.name == "llava4d_ros"
-    assert Path(REPO / "CMakeLists.txt").read_text().count("rosidl_generate_interfaces") == 1
+    cmake = Path(REPO / "CMakeLists.txt").read_text()
+    assert cmake.count("rosidl_generate_interfaces(${PROJECT_NAME}") == 1
