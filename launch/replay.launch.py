@@ -5,11 +5,12 @@ The bag's topics are those written by `llava4d-make-bag` (synthetic scenes or an
 remap with the *_topic arguments for other bags. `ros2 bag play --clock` drives /clock.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 
 def generate_launch_description():

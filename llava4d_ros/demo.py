@@ -31,8 +31,8 @@ def keep_dds_local() -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
         if not profile.exists():
-            raise SystemExit(f"llava4d-demo: {profile} not found; set FASTDDS_DEFAULT_PROFILES_FILE"
-                             " to a loopback-only Fast DDS profile")
+            raise SystemExit(f"llava4d-demo: {profile} not found; set "
+                             "FASTDDS_DEFAULT_PROFILES_FILE to a loopback-only Fast DDS profile")
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     os.environ.setdefault("ROS_DOMAIN_ID", str(11 + os.getpid() % 80))
     os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)

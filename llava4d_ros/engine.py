@@ -34,23 +34,18 @@ class QueryError(ValueError):
     """A question that cannot be answered now; the message says why, for the service reply."""
 
 
-@dataclass(frozen=True)
-class GroundedBox:
-    """A box the model's answer names. `t_s` is absolute (stamp seconds), box in world frame."""
+class BoxLike(Protocol):
+    """A grounded box of a model answer (llava4d_ros.model.grounding.GroundedBox)."""
 
     label: str
-    t_s: float
-    box6: tuple[float, float, float, float, float, float]  # cx, cy, cz, sx, sy, sz [m]
-    confidence: float = 1.0
+    t_s: float | None  # seconds since the window start; None: no time named (window end)
+    box6: tuple[float, ...]  # cx, cy, cz, sx, sy, sz: world frame [m]
+    confidence: float
 
 
-@dataclass(frozen=True)
-class ModelAnswer:
-    """What a model returns: text, and boxes with `t_s` in seconds since the window start."""
-
+class AnswerLike(Protocol):
     text: str
-    boxes: tuple[GroundedBox, ...]
-    num_tokens: int = 0
+    boxes: tuple[BoxLike, ...]
 
 
 class SceneModel(Protocol):
@@ -62,7 +57,7 @@ class SceneModel(Protocol):
     def patch_encoder(self) -> PatchEncoder: ...
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
-               max_new_tokens: int) -> ModelAnswer: ...
+               max_new_tokens: int) -> AnswerLike: ...
 
 
 @dataclass(frozen=True)
@@ -193,7 +188,8 @@ class Engine:
 
     def _check_time(self, stamp_ns: int) -> list[FrameOutcome]:
         """A stamp far behind the newest one (a bag looping) resets everything but static TF."""
-        if self._newest_ns is None or stamp_ns >= self._newest_ns - self.cfg.time_jump_reset_s * NS:
+        jump_ns = self.cfg.time_jump_reset_s * NS
+        if self._newest_ns is None or stamp_ns >= self._newest_ns - jump_ns:
             return []
         self.reset()
         self.stats.resets += 1
@@ -307,17 +303,19 @@ class Engine:
         t_ref = float(tokens.t_s.min())
         with self._model_lock:
             out = self.model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
-        objects = [self._ground(b, t_ref, tracks) for b in out.boxes]
+        t_end = float(tokens.t_s.max())
+        objects = [self._ground(b, t_ref, t_end, tracks) for b in out.boxes]
         return QueryResult(question=question, text=out.text, objects=objects,
-                           window_start_s=t_ref, window_end_s=float(tokens.t_s.max()),
+                           window_start_s=t_ref, window_end_s=t_end,
                            num_visual_tokens=int(len(tokens.t_s)),
                            latency_s=time.perf_counter() - t0,
                            model_id=self.model.model_id)
 
     @staticmethod
-    def _ground(box: GroundedBox, t_ref_s: float, tracks: list[Track]) -> GroundedObject:
+    def _ground(box: BoxLike, t_ref_s: float, window_end_s: float,
+                tracks: list[Track]) -> GroundedObject:
         """Name the track whose position at the box's time is nearest its centre, if close."""
-        stamp_s = t_ref_s + box.t_s
+        stamp_s = t_ref_s + box.t_s if box.t_s is not None else window_end_s
         center = np.asarray(box.box6[:3], np.float64)
         size = np.asarray(box.box6[3:], np.float64)
         best, best_d = -1, max(0.5, float(size.max()))

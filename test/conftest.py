@@ -26,6 +26,7 @@ def require_ros():
     """Import rclpy, or skip where ROS is absent; under scripts/test.sh and CI, absence fails."""
     try:
         import rclpy  # noqa: F401
+
         import llava4d_ros.msg  # noqa: F401
     except ImportError as exc:
         if os.environ.get("LLAVA4D_REQUIRE_ROS") == "1":

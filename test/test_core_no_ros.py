@@ -30,8 +30,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module))
             found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
-        elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__"
-              and node.args and isinstance(node.args[0], ast.Constant)) or (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module"
+        elif (isinstance(node, ast.Call)
+              and (getattr(node.func, "id", None) == "__import__"
+                   or getattr(node.func, "attr", None) == "import_module")
               and node.args and isinstance(node.args[0], ast.Constant)):
             found.append((node.lineno, str(node.args[0].value)))
     return found

@@ -18,7 +18,7 @@ from llava4d_ros.core.tf_buffer import (
 )
 
 S = 1_000_000_000
-I = (0.0, 0.0, 0.0, 1.0)
+IDENTITY_Q = (0.0, 0.0, 0.0, 1.0)
 
 
 def _quat_z(angle: float) -> np.ndarray:
@@ -28,10 +28,10 @@ def _quat_z(angle: float) -> np.ndarray:
 def _tree() -> TransformBuffer:
     tf = TransformBuffer(cache_s=10.0)
     # map -> odom (static), odom -> base (dynamic), base -> cam (static), map -> marker (static)
-    tf.set_transform("map", "odom", 0, (1, 0, 0), I, is_static=True)
+    tf.set_transform("map", "odom", 0, (1, 0, 0), IDENTITY_Q, is_static=True)
     tf.set_transform("odom", "base", 1 * S, (0, 0, 0), _quat_z(0.0), is_static=False)
     tf.set_transform("odom", "base", 3 * S, (2, 0, 0), _quat_z(np.pi / 2), is_static=False)
-    tf.set_transform("base", "cam", 0, (0, 0, 1), I, is_static=True)
+    tf.set_transform("base", "cam", 0, (0, 0, 1), IDENTITY_Q, is_static=True)
     tf.set_transform("map", "marker", 0, (0, 5, 0), _quat_z(0.3), is_static=True)
     return tf
 
@@ -39,7 +39,8 @@ def _tree() -> TransformBuffer:
 def test_chain_up_and_interpolated():
     tf = _tree()
     map_from_cam = tf.lookup("map", "cam", 2 * S)
-    expected = (se3((1, 0, 0), I) @ se3((1, 0, 0), _quat_z(np.pi / 4)) @ se3((0, 0, 1), I))
+    expected = (se3((1, 0, 0), IDENTITY_Q) @ se3((1, 0, 0), _quat_z(np.pi / 4))
+                @ se3((0, 0, 1), IDENTITY_Q))
     np.testing.assert_allclose(map_from_cam, expected, atol=1e-12)
     np.testing.assert_allclose(tf.lookup("map", "cam", 3 * S)[:3, 3], [3, 0, 1], atol=1e-12)
 
@@ -56,7 +57,7 @@ def test_both_directions_through_common_ancestor():
 
 def test_errors_name_frames_and_times():
     tf = _tree()
-    tf.set_transform("world2", "other", 0, (0, 0, 0), I, is_static=True)
+    tf.set_transform("world2", "other", 0, (0, 0, 0), IDENTITY_Q, is_static=True)
     with pytest.raises(UnknownFrameError, match="'nope'"):
         tf.lookup("map", "nope", 2 * S)
     with pytest.raises(DisconnectedError, match="'other'"):
@@ -75,8 +76,8 @@ def test_errors_name_frames_and_times():
 def test_cache_prunes_old_samples_and_clear_dynamic_keeps_static():
     tf = TransformBuffer(cache_s=2.0)
     for k in range(11):
-        tf.set_transform("map", "base", k * S, (k, 0, 0), I, is_static=False)
-    tf.set_transform("base", "cam", 0, (0, 0, 1), I, is_static=True)
+        tf.set_transform("map", "base", k * S, (k, 0, 0), IDENTITY_Q, is_static=False)
+    tf.set_transform("base", "cam", 0, (0, 0, 1), IDENTITY_Q, is_static=True)
     np.testing.assert_allclose(tf.lookup("map", "base", 8 * S)[:3, 3], [8, 0, 0])
     with pytest.raises(ExtrapolationError):
         tf.lookup("map", "base", 7 * S)
@@ -87,19 +88,19 @@ def test_cache_prunes_old_samples_and_clear_dynamic_keeps_static():
 
 def test_out_of_order_samples_are_inserted_sorted():
     tf = TransformBuffer(cache_s=10.0)
-    tf.set_transform("map", "base", 2 * S, (2, 0, 0), I, is_static=False)
-    tf.set_transform("map", "base", 0, (0, 0, 0), I, is_static=False)
+    tf.set_transform("map", "base", 2 * S, (2, 0, 0), IDENTITY_Q, is_static=False)
+    tf.set_transform("map", "base", 0, (0, 0, 0), IDENTITY_Q, is_static=False)
     np.testing.assert_allclose(tf.lookup("map", "base", S)[:3, 3], [1, 0, 0])
 
 
 def test_concurrent_writers_and_readers():
     tf = TransformBuffer(cache_s=1.0)
-    tf.set_transform("map", "base", 0, (0, 0, 0), I, is_static=False)
+    tf.set_transform("map", "base", 0, (0, 0, 0), IDENTITY_Q, is_static=False)
     errors = []
 
     def write():
         for k in range(1, 2000):
-            tf.set_transform("map", "base", k * S // 1000, (k, 0, 0), I, is_static=False)
+            tf.set_transform("map", "base", k * S // 1000, (k, 0, 0), IDENTITY_Q, is_static=False)
 
     def read():
         for _ in range(2000):

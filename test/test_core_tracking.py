@@ -71,7 +71,10 @@ def test_jittering_cluster_is_never_confirmed():
 
 def test_brief_occlusion_keeps_id_long_one_does_not():
     tr = Tracker(min_hits=2, gate_m=0.5, max_missed_s=1.0, history_len=5)
-    pos = lambda t: [0.5 * t, 0, 0.3]
+
+    def pos(t):
+        return [0.5 * t, 0, 0.3]
+
     for t in (0.0, 0.5, 1.0):
         tr.update(t, *_frame([(pos(t), "green")]))
     (before,) = tr.tracks

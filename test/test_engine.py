@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.scene_feed import (EPOCH_S, OPTICAL, feed_frame, feed_scene, pose_tf, static_tf,
-                                stamp_ns)
+from helpers.scene_feed import (
+    EPOCH_S,
+    OPTICAL,
+    feed_frame,
+    feed_scene,
+    pose_tf,
+    stamp_ns,
+    static_tf,
+)
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.data.scene import frames, make_scene
 from llava4d_ros.engine import Engine, QueryError

@@ -69,7 +69,8 @@ def filled(cls, seed: int = 1):
 
 
 def spawn_peer(*args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(REPO / "test" / "helpers" / "peer.py"), *args], cwd=REPO,
+    peer = str(REPO / "test" / "helpers" / "peer.py")
+    proc = subprocess.Popen([sys.executable, peer, *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ))
     line = proc.stdout.readline()
@@ -150,6 +151,7 @@ def test_every_type_round_trips_between_processes(ros_context):
 
 def test_query_service_answers_across_processes(ros_context):
     import rclpy
+
     from llava4d_ros.srv import Query
 
     peer = spawn_peer("query_server")

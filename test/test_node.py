@@ -18,12 +18,12 @@ import rclpy  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from helpers.publish import ScenePublisher, image_msg, info_msg  # noqa: E402
 from llava4d_ros.msg import ObjectTrackArray  # noqa: E402
 from llava4d_ros.ros.node import Llava4dNode  # noqa: E402
 from llava4d_ros.srv import Query  # noqa: E402
-from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 

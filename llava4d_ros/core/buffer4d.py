@@ -10,8 +10,9 @@ token per keyframe, so "where was it at t" stays answerable.
 Motion (the beta of the temporal encoding) is per patch: the new keyframe's patch point is
 projected into the previous keyframe's camera and compared with the depth that keyframe saw
 there (`MotionEstimator`, which can hold a few older keyframes as well: the tracker looks
-further back, so a slow object's whole body, not only its leading edge, counts as appeared). Something that appeared in front of the old surface is nearer than
-before; a patch an object has just left shows the background, farther than before. Both get a
+further back, so a slow object's whole body, not only its leading edge, counts as appeared).
+Something that appeared in front of the old surface is nearer than before; a patch an object
+has just left shows the background, farther than before. Both get a
 large |difference|: the revealed background behind a moving object is flagged too, for one
 keyframe. That is acceptable for tokens (it is where the change happened) and the tracker only
 follows the "appeared" sign, so it does not follow that trailing shadow.

@@ -228,8 +228,9 @@ class PatchPooling:
     the camera frame; `rgb (P, 3) float32` mean colour 0..255; `depth_m (P,)` the patch depth
     (z of the chosen point; NaN when invalid); `depth_spread_m (P,)` the 10..90 % range of the
     valid sample depths (the patch's own relief: large at depth edges and grazing surfaces,
-    where a pixel of misalignment changes depth a lot); `valid_frac (P,)` share of sampled pixels with
-    depth; `labels (P,) int32` majority label of the valid samples (-1 if none) or None;
+    where a pixel of misalignment changes depth a lot); `valid_frac (P,)` share of sampled
+    pixels with depth; `labels (P,) int32` majority label of the valid samples (-1 if none) or
+    None;
     `sample_depth_m (Ph * s, Pw * s)` the sub-sampled depth grid the patches were computed from,
     kept for motion estimation against the next keyframe; `sample_u (Pw * s,)`, `sample_v
     (Ph * s,)` its pixel columns and rows.

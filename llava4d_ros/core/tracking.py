@@ -6,8 +6,8 @@ Static structure is never tracked. Dynamic points are clustered (radius graph wi
 connected components), clusters are matched to the tracks' constant-velocity predictions with
 the Hungarian method inside a distance gate, unmatched clusters start tentative tracks, and a
 track is reported once it has `min_hits` matches (a single keyframe of depth noise at an edge
-never becomes a track) and has travelled (see `Tracker._confirm`). A track that is not matched coasts on its velocity for up to
-`max_missed_s`, so an object passing behind another keeps its id.
+never becomes a track) and has travelled (see `Tracker._confirm`). A track that is not matched
+coasts on its velocity for up to `max_missed_s`, so an object passing behind another keeps its id.
 
 Positions are those of the visible patch points (a box's visible faces, not its hidden
 centre), so a track's centre is biased towards the camera by up to half the object's depth.

@@ -115,6 +115,7 @@ def _header(frame_id: str, t_ns: int):
 def answer_msg(result, frame_id: str, now_ns: int):
     """engine.QueryResult -> llava4d_ros/Answer."""
     from geometry_msgs.msg import Point, Vector3
+
     from llava4d_ros.msg import Answer, GroundedObject
 
     msg = Answer(header=_header(frame_id, now_ns), question=result.question, text=result.text,
@@ -137,6 +138,7 @@ def answer_msg(result, frame_id: str, now_ns: int):
 def tracks_msg(tracks: Sequence, frame_id: str, now_ns: int):
     """[core Track] -> llava4d_ros/ObjectTrackArray."""
     from geometry_msgs.msg import Point, PointStamped, Pose, Vector3
+
     from llava4d_ros.msg import ObjectTrack, ObjectTrackArray
 
     out = ObjectTrackArray(header=_header(frame_id, now_ns))
@@ -246,7 +248,7 @@ def answer_markers(result, frame_id: str, now_ns: int, previous_count: int = 0):
 
 
 def detections_msg(tracks: Sequence, frame_id: str, now_ns: int):
-    """[core Track] -> vision_msgs/Detection3DArray (id = track id), or None without vision_msgs."""
+    """[core Track] -> vision_msgs/Detection3DArray (id = track id); None without vision_msgs."""
     try:
         from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
     except ImportError:

@@ -1,4 +1,4 @@
-"""A second ROS process for the cross-process tests (run as `python test/helpers/peer.py MODE ...`).
+"""A second ROS process for the cross-process tests (`python test/helpers/peer.py MODE ...`).
 
 Modes:
   echo TYPE...      subscribe `in_<i>` and republish each message on `out_<i>` (TYPE: pkg/msg/Name)
