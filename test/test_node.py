@@ -20,7 +20,8 @@ from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from helpers.publish import ScenePublisher, image_msg, info_msg  # noqa: E402
+from helpers.publish import ScenePublisher, image_msg, info_msg
+from helpers.tiny_model import save_tiny_model  # noqa: E402
 from llava4d_ros.msg import ObjectTrackArray  # noqa: E402
 from llava4d_ros.ros.node import Llava4dNode  # noqa: E402
 from llava4d_ros.srv import Query  # noqa: E402
@@ -45,6 +46,11 @@ class Harness:
         self.ctx = ctx
         params.setdefault("device", "cpu")
         params.setdefault("tracks_period_s", 0.1)
+        # Sensor QoS is best effort by default; here (2 shared cores) frames must not be lost,
+        # so the tests also exercise the QoS overrides a user sets the same way.
+        for topic in ("/rgb/image", "/depth/image", "/camera_info"):
+            params.setdefault(f"qos_overrides.{topic}.subscription.reliability", "reliable")
+            params.setdefault(f"qos_overrides.{topic}.subscription.depth", 50)
         self.node = Llava4dNode(context=ctx, parameter_overrides=[
             Parameter(k, value=v) for k, v in params.items()])
         self.peer = rclpy.create_node("llava4d_test_peer", context=ctx)
@@ -88,11 +94,19 @@ def wait_for(cond, timeout_s: float) -> bool:
     return True
 
 
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny_model")))
+
+
 @pytest.fixture
-def harness(ros_context):
+def harness(ros_context, tiny_model_dir):
+    """Nodes run the tiny untrained model unless a test asks for another (model_path="" is the
+    embedded default): most tests here are about plumbing, not answers."""
     made = []
 
     def make(**params):
+        params.setdefault("model_path", tiny_model_dir)
         h = Harness(ros_context, **params)
         made.append(h)
         return h
@@ -112,7 +126,7 @@ def test_missing_model_path_leaves_node_unconfigured_and_alive(harness):
 
 
 def test_query_about_moving_object_grounds_to_its_track(harness, scene, scene_frames):
-    h = harness().start()
+    h = harness(model_path="").start()  # the embedded, trained default
     h.pub.send_scene(scene_frames, scene.cam, hz=20.0)
     engine = h.node.engine
     assert wait_for(lambda: engine.stats.ingested >= len(scene_frames) - 2, 20), engine.stats
@@ -161,19 +175,20 @@ def test_bad_input_is_counted_and_the_node_keeps_working(harness, scene, scene_f
     t = stamp_ns(scene_frames[3].stamp_s)
     pub.send_frame(scene_frames[3], scene.cam, t,
                    depth=image_msg(f0.depth_m[::2, ::2].copy(), "32FC1", t))
-    # no TF for this one
-    t = stamp_ns(scene_frames[4].stamp_s)
-    pub.send_frame(scene_frames[4], scene.cam, t, with_tf=False)
+    # (TF that never comes is covered in test_engine.py: here later TF would interpolate.)
     engine = h.node.engine
     assert wait_for(lambda: {"bad_rgb", "bad_depth"} <= set(h.node.counters), 10), \
         h.node.counters
+    sub = next(s for s in h.node._sensor_subs if s.topic_name == "/rgb/image")
+    assert sub.qos_profile.reliability.name == "RELIABLE"  # the override took effect
     # then good frames: all go in, and a question is answered
     good = scene_frames[10:]
     pub.send_scene(good, scene.cam, hz=20.0)
-    assert wait_for(lambda: engine.stats.ingested >= len(good) - 2, 20), engine.stats
-    assert engine.stats.ingested <= len(good)
-    drops = engine.stats.drops
-    assert sum(drops.values()) >= 2, drops  # all-NaN depth and size mismatch at least
+    assert wait_for(lambda: engine.stats.ingested >= len(good), 20), (
+        engine.stats, engine.sync.drops, h.node.received)
+    time.sleep(0.3)
+    assert engine.stats.ingested == len(good)
+    assert engine.stats.drops == {"no valid depth": 1, "shape mismatch": 1}, engine.stats.drops
     resp = h.ask("Which objects move?")
     assert resp.success, resp.message
 
