@@ -6,7 +6,7 @@
 4. ask questions through the `~/query` service and print the answers next to the truth;
 5. write answers.jsonl, tracks.jsonl and tracks.png (top-down, tracks coloured by time).
 
-    llava4d-demo [--out llava4d_demo] [--seed 7] [--rate 1.0]
+    llava4d-demo [--out llava4d_demo] [--seed 7] [--rate 1.0] [--model DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="synthetic scene seed")
     ap.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node")
+    ap.add_argument("--model", default="", help="model directory (default: the embedded one)")
     args = ap.parse_args(argv)
     keep_dds_local()
 
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from llava4d_ros.data import bagtools
     from llava4d_ros.data.scene import make_scene
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
     from llava4d_ros.msg import Answer, ObjectTrackArray
     from llava4d_ros.replay import plot_tracks
     from llava4d_ros.ros import convert
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] writing {bag}")
         bagtools.write_scene_bag(bag, scene)
     cmd = [sys.executable, "-m", "llava4d_ros.ros.node", "--ros-args", "-r", "__node:=llava4d",
-           "-p", "use_sim_time:=true", "-p", "device:=cpu"]
+           "-p", "use_sim_time:=true", "-p", "device:=cpu", "-p", f"model_path:={args.model}"]
     for src, dst in TOPICS.items():
         cmd += ["-r", f"{src}:={dst}"]
     print(f"[demo] starting the node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']})")
@@ -93,10 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT)
     rclpy.init()
     client_node = rclpy.create_node("llava4d_demo")
-    latest_tracks: list = []
-    client_node.create_subscription(ObjectTrackArray, "/llava4d/tracks",
-                                    lambda m: latest_tracks.append(m), 10)
+    seen_tracks: dict[int, dict] = {}  # id -> latest snapshot, also of tracks that ended
+
+    def on_tracks(msg) -> None:
+        seen_tracks.update({t["id"]: t for t in convert.track_dicts(msg)})
+
+    client_node.create_subscription(ObjectTrackArray, "/llava4d/tracks", on_tracks, 10)
     client_node.create_subscription(Answer, "/llava4d/answers", lambda m: None, 10)
+    clouds: list = []
+    client_node.create_subscription(
+        PointCloud2, "/llava4d/cloud", clouds.append,
+        QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                   durability=DurabilityPolicy.TRANSIENT_LOCAL))
     query = client_node.create_client(Query, "/llava4d/query")
     executor = SingleThreadedExecutor()
     executor.add_node(client_node)
@@ -131,16 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Q: {question}\nA: {a['text']}\n   truth: {truth}   "
                   f"({a['latency_s'] * 1000:.0f} ms, {a['num_visual_tokens']} tokens, "
                   f"tracks {[o['track_id'] for o in a['objects']]})")
-        tracks = convert.track_dicts(latest_tracks[-1]) if latest_tracks else []
+        tracks = [seen_tracks[i] for i in sorted(seen_tracks)]
+        xyz, dyn = convert.cloud_arrays(clouds[-1]) if clouds else (None, None)
         with open(args.out / "answers.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(a) + "\n" for a in answers)
         with open(args.out / "tracks.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(t) + "\n" for t in tracks)
         plot_tracks(args.out / "tracks.png", tracks, answers,
-                    f"demo scene {args.seed}: {len(tracks)} tracks "
-                    f"({sum(t['is_dynamic'] for t in tracks)} moving); truth: "
+                    f"demo scene {args.seed}: {len(tracks)} tracks seen\ntruth: "
                     + ", ".join(f"{o.label}{' (moving)' if o.is_dynamic else ''}"
-                                for o in scene.objects))
+                                for o in scene.objects), xyz, dyn)
         print(f"[demo] {len(tracks)} tracks; wrote {args.out}/answers.jsonl, tracks.jsonl, "
               "tracks.png, node.log")
         return 0 if answers else 1
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
         node_log.close()
         executor.shutdown()
+        spinner.join(timeout=5)
         client_node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

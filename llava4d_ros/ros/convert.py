@@ -333,3 +333,12 @@ def answer_dict(msg) -> dict:
                      "size": [o.size.x, o.size.y, o.size.z], "confidence": o.confidence}
                     for o in msg.objects],
     }
+
+
+def cloud_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
+    """sensor_msgs/PointCloud2 written by `cloud_msg` -> (N, 3) points, (N,) dynamic flags."""
+    names = [f.name for f in msg.fields]
+    if names != ["x", "y", "z", "dynamic"] or msg.point_step != 16:
+        raise ConversionError(f"not a llava4d cloud: fields {names}, step {msg.point_step}")
+    rec = np.frombuffer(bytes(msg.data), "<f4").reshape(-1, 4)
+    return rec[:, :3].copy(), rec[:, 3] > 0.5
