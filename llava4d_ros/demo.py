@@ -70,12 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-
-    from llava4d_ros.data import bagtools
-    from llava4d_ros.data.scene import make_scene
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
 
+    from llava4d_ros.data import bagtools
+    from llava4d_ros.data.scene import make_scene
     from llava4d_ros.msg import Answer, ObjectTrackArray
     from llava4d_ros.replay import plot_tracks
     from llava4d_ros.ros import convert
