@@ -263,6 +263,14 @@ class Engine:
                 return sorted(self._track_log.values(), key=lambda t: t.track_id)
             return list(self.ingestor.tracker.tracks)
 
+    def drops(self) -> dict[str, int]:
+        """Everything dropped so far by reason: frames (engine and core) and unmatched messages
+        (the synchronizer's `sync: ...` reasons, e.g. rgb/depth with no camera_info)."""
+        with self._data_lock:
+            out = dict(self.stats.drops)
+            out.update({f"sync: {k}": v for k, v in self.sync.drops.items() if v})
+            return out
+
     def window(self) -> tuple[float, float] | None:
         with self._data_lock:
             return self.ingestor.buffer.time_range()

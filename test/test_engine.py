@@ -132,3 +132,30 @@ def test_cloud_marks_dynamic_points(scene):
         assert dyn.any()
     assert not dyn.all()
 
+
+
+def test_frames_without_camera_info_never_ingest_and_are_counted(scene, scene_frames):
+    engine = Engine(NodeConfig(sync_queue_size=3))
+    static_tf(engine)
+    for f in scene_frames[:10]:
+        t = stamp_ns(f.stamp_s)
+        pose_tf(engine, f, t)
+        engine.add_image("depth", t, f.depth_m)
+        engine.add_image("rgb", t, (OPTICAL, f.rgb))
+    assert engine.stats.ingested == 0
+    assert sum(v for k, v in engine.drops().items() if k.startswith("sync: ")) >= 5
+
+
+def test_tf_only_in_the_future_drops_the_frame(scene, scene_frames):
+    engine = Engine(NodeConfig())
+    static_tf(engine)
+    late = scene_frames[20]
+    pose_tf(engine, late, stamp_ns(late.stamp_s))
+    pose_tf(engine, scene_frames[21], stamp_ns(scene_frames[21].stamp_s))
+    f = scene_frames[0]  # 2 s before the oldest transform: TF can never answer for it
+    t = stamp_ns(f.stamp_s)
+    engine.add_image("info", t, scene.cam)
+    engine.add_image("depth", t, f.depth_m)
+    out = engine.add_image("rgb", t, (OPTICAL, f.rgb))
+    assert [o.status for o in out] == ["dropped"] and "no TF" in out[0].reason
+    assert engine.stats.drops["no TF"] == 1

@@ -284,7 +284,7 @@ class Llava4dNode(LifecycleNode):
             "ingested": self.engine.stats.ingested,
             "keyframes": self.engine.stats.keyframes,
             "resets": self.engine.stats.resets,
-            **{f"dropped_{k}": v for k, v in sorted(self.engine.stats.drops.items())},
+            **{f"dropped_{k}": v for k, v in sorted(self.engine.drops().items())},
             **{f"refused_{k}": v for k, v in sorted(self.counters.items())},
             "buffer_keyframes": len(self.engine.ingestor.buffer.keyframes),
             "buffer_mb": round(self.engine.ingestor.buffer.nbytes / 2**20, 2),
