@@ -82,7 +82,8 @@ class Bench:
         self.Query = Query
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
 
     def _on_diag(self, msg) -> None:
         from llava4d_ros.ros import convert
@@ -131,6 +132,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per rate")
     ap.add_argument("--query-duration", type=float, default=20.0)
     ap.add_argument("--frames", type=int, default=40, help="distinct frames to cycle through")
+    ap.add_argument("--model", default="", help="model directory (default: the embedded one)")
     args = ap.parse_args()
 
     from llava4d_ros.demo import keep_dds_local
@@ -142,17 +144,23 @@ def main() -> int:
     print(f"source: {source}, {len(frames)} frames cycled; ROS_DOMAIN_ID="
           f"{os.environ['ROS_DOMAIN_ID']}, cores={os.cpu_count()}")
     cmd = [sys.executable, "-m", "llava4d_ros.ros.node", "--ros-args", "-r", "__node:=llava4d",
-           "-p", "device:=cpu", "-p", "cloud_period_s:=0.0", "-p", "window_s:=30.0"]
+           "-p", "device:=cpu", "-p", "cloud_period_s:=0.0", "-p", "window_s:=30.0",
+           "-p", f"model_path:={args.model}"]
     for src, dst in TOPICS.items():
         cmd += ["-r", f"{src}:={dst}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"llava4d_bench_node_{os.getpid()}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - a pipe nobody reads would block the node
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     rclpy.init()
     bench = Bench(frames, k)
     try:
         deadline = time.monotonic() + 120
         while not (bench.query.service_is_ready() and bench.pub.matched()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                print(proc.stderr.read() if proc.poll() is not None else "timeout")
+            failed = "staying" in log_path.read_text()  # the node logs why it stays down
+            if proc.poll() is not None or time.monotonic() > deadline or failed:
+                print(f"node not ready (service {bench.query.service_is_ready()}, "
+                      f"subscribed {bench.pub.matched()}); its log {log_path}:")
+                print(log_path.read_text()[-3000:])
                 return 1
             time.sleep(0.1)
         bench.pub.send_static()
@@ -207,7 +215,9 @@ def main() -> int:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
         bench.executor.shutdown()
+        bench.spinner.join(timeout=5)
         bench.node.destroy_node()
         rclpy.shutdown()
 
