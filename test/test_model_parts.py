@@ -164,7 +164,7 @@ def test_generate_and_loss_run(tiny_model):
 
 def test_pointer_and_box_heads_decode():
     torch.manual_seed(0)
-    ptr = PointerHead(8, 8)
+    ptr = PointerHead(8, 8, 8)
     with torch.no_grad():
         ptr.q_box.weight.copy_(torch.eye(8))
         ptr.q_box.bias.zero_()

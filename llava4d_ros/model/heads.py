@@ -22,18 +22,25 @@ from torch.nn import functional as F
 
 
 class PointerHead(nn.Module):
-    """Scores visual tokens from a slot token's hidden state; one query map per slot kind."""
+    """Scores visual tokens from a slot's context; one query map per slot kind.
 
-    def __init__(self, lm_hidden: int, dim: int):
+    A token's key sees its LM hidden state and, as a skip connection, its fused feature and
+    p_4D (zeros where the ablation removes a part): the LM need not carry a token's exact place
+    and time through its layers for the pointer to find it."""
+
+    def __init__(self, query_dim: int, key_dim: int, dim: int):
         super().__init__()
-        self.q_box = nn.Linear(lm_hidden, dim)
-        self.q_time = nn.Linear(lm_hidden, dim)
-        self.k = nn.Linear(lm_hidden, dim)
+        self.q_box = nn.Linear(query_dim, dim)
+        # "at 2.5s" matches TE(t), "2 seconds ago" TE(age): which one depends on the words, a
+        # product a linear map cannot form
+        self.q_time = nn.Sequential(nn.Linear(query_dim, 2 * dim), nn.GELU(),
+                                    nn.Linear(2 * dim, dim))
+        self.k = nn.Linear(key_dim, dim)
         self.scale = 1.0 / math.sqrt(dim)
 
     def forward(self, h_slot: torch.Tensor, is_time: torch.Tensor,
                 h_visual: torch.Tensor) -> torch.Tensor:
-        """`h_slot (S, H)`, `is_time (S,) bool`, `h_visual (N, H)` -> scores `(S, N)`."""
+        """`h_slot (S, Q)`, `is_time (S,) bool`, `h_visual (N, K)` -> scores `(S, N)`."""
         q = torch.where(is_time[:, None], self.q_time(h_slot), self.q_box(h_slot))  # (S, d)
         return (q @ self.k(h_visual).T) * self.scale  # (S, N)
 
@@ -61,6 +68,29 @@ class BoxHead(nn.Module):
         centre = mu + 0.2 * out[:, :3]
         size = 0.4 * torch.exp(0.5 * torch.tanh(out[:, 3:]))  # 0.24 .. 0.66 m
         return torch.cat([centre, size], dim=-1)
+
+
+class TimeHead(nn.Module):
+    """A `<time>` slot's value: a gated choice between three readings of the question,
+
+        t = g_0 * t_pointer + g_1 * t_abs + g_2 * (t_end - t_ago),  g = softmax(MLP(c))
+
+    t_pointer: the time of the tokens the pointer picks (when did it start moving: only the
+    tokens know); t_abs: read from the slot context (at 2.5s: the question's TE says it);
+    t_end - t_ago: counted back from the newest token (now, 2 seconds ago)."""
+
+    def __init__(self, ctx_dim: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(ctx_dim, hidden), nn.GELU(), nn.Linear(hidden, 5))
+
+    def forward(self, ctx: torch.Tensor, t_pointer: torch.Tensor,
+                t_end: torch.Tensor) -> torch.Tensor:
+        """`ctx (S, C)`, `t_pointer (S,)`, `t_end ()` -> `(S,)` model seconds."""
+        out = self.mlp(ctx)  # (S, 5)
+        g = out[:, :3].softmax(dim=-1)
+        t_abs = 4.0 + 4.0 * out[:, 3]  # scaled so a unit output spans an 8 s window
+        t_ago = 4.0 * out[:, 4]
+        return g[:, 0] * t_pointer + g[:, 1] * t_abs + g[:, 2] * (t_end - t_ago)
 
 
 def decode_time(scores: torch.Tensor, t_s: torch.Tensor) -> torch.Tensor:

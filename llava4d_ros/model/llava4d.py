@@ -27,7 +27,7 @@ from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.config import LLaVA4DConfig
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
 from llava4d_ros.model.grounding import GroundedBox, parse_answer
-from llava4d_ros.model.heads import BoxHead, PointerHead, decode_time, soft_time
+from llava4d_ros.model.heads import BoxHead, PointerHead, TimeHead, decode_time, soft_time
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
@@ -39,6 +39,51 @@ from llava4d_ros.model.vision import ClipPatchEncoder, ColourStatsEncoder
 
 SLOT_BOX = "<box>"
 SLOT_TIME = "<time>"
+
+
+def slot_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The weighted sum of the slot losses (box in metres, time in seconds)."""
+    return losses["pointer"] + 5.0 * losses["box"] + 0.5 * losses["time"]
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """Scale the last dim to unit root-mean-square (0 stays 0): the parts of a slot context or a
+    pointer key come in very different scales (tiny embeddings, RMS-normed hidden states)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def pointer_keys(h_visual: torch.Tensor, extra: torch.Tensor, feature_dim: int,
+                 spatial_dim: int, temporal_dim: int) -> torch.Tensor:
+    """`(N, H + D + P + dt)`: the visual tokens' LM hidden states, fused features, PE, p_t and
+    TE of their age (seconds before the window's newest token, for "now" / "n seconds ago")."""
+    d, ds, dt = feature_dim, spatial_dim, temporal_dim
+    parts = [h_visual, extra[:, :d], extra[:, d:d + ds], extra[:, d + ds:d + ds + dt],
+             extra[:, d + ds + dt:]]
+    return torch.cat([_rms(x) for x in parts], dim=-1)
+
+
+def slot_context(h_slot: torch.Tensor, bag_question: torch.Tensor, bag_sentence: torch.Tensor,
+                 te_question: torch.Tensor) -> torch.Tensor:
+    """`(3H + dt,)`: a slot's hidden state, pooled question and sentence embeddings, and the TE
+    of the time the question names (the text-side p_t, straight to the pointer)."""
+    return torch.cat([_rms(h_slot), _rms(bag_question), _rms(bag_sentence), _rms(te_question)],
+                     dim=-1)
+
+
+class AttentionPool(nn.Module):
+    """Weighted mean of token embeddings, weights softmax(v . e_j): learns to look at the words
+    that name an object or a time rather than averaging them into the template words."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+        nn.init.zeros_(self.score.weight)  # starts as the plain mean
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """`e (L, D)` -> `(D,)`."""
+        e = _rms(e)
+        return (self.score(e).softmax(dim=0) * e).sum(0)
 
 
 class VisualTokenMismatchError(ValueError):
@@ -94,8 +139,13 @@ class LLaVA4D(nn.Module):
         self.projector = Projector(d_v, d_lm)
         self.text_coords = TextCoordinateEmbedding(self.prompt, d_lm)
         if cfg.slot_heads:
-            self.pointer = PointerHead(d_lm, cfg.pointer_dim)
-            self.box_head = BoxHead(d_lm, cfg.box_hidden)
+            # slot context: [hidden state, mean question embedding, mean sentence embedding]
+            dt = cfg.prompt.temporal_dim
+            self.pointer = PointerHead(3 * d_lm + dt, d_lm + d_v + cfg.prompt.dim + dt,
+                                       cfg.pointer_dim)
+            self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden)
+            self.time_head = TimeHead(3 * d_lm + dt, cfg.box_hidden)
+            self.slot_pool = AttentionPool(d_lm)
         if cfg.vision.kind == "clip":
             if vision_tower is None:
                 raise ValueError("vision kind 'clip' needs a vision_tower")
@@ -109,6 +159,8 @@ class LLaVA4D(nn.Module):
         self.image_token_id = self._token_id(cfg.image_token)
         self.box_token_id = self._token_id(SLOT_BOX) if cfg.slot_heads else -1
         self.time_token_id = self._token_id(SLOT_TIME) if cfg.slot_heads else -1
+        self.period_id = self._token_id(".") if cfg.slot_heads else -1
+        self.last_slot_batch: dict[str, Any] | None = None  # kept by `loss` for head steps
         self._cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
                           else "past_key_values")
 
@@ -150,6 +202,11 @@ class LLaVA4D(nn.Module):
     def encode(self, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
         """Visual embeddings `(N, D_lm)` of `apply_token_budget(tokens)`; `t_ref_s` is the window
         start (absolute stamp seconds): model time is seconds since it."""
+        return self._encode(tokens, t_ref_s)[0]
+
+    def _encode(self, tokens: VisualTokens, t_ref_s: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D]` `(N, D + P)`)."""
         tokens = apply_token_budget(tokens, self.cfg.token_budget)
         dev = self.device
         dtype = self.projector.linear_1.weight.dtype
@@ -163,11 +220,24 @@ class LLaVA4D(nn.Module):
                              f"{self.cfg.vision.feature_dim}: were they made by "
                              f"this model's patch_encoder?")
         p4d = self.prompt(xyz, t, beta)  # (N, P)
+        age = self.prompt.temporal(t.max() - t)  # (N, dt) time before the newest token
         f_t = temporal_features(f_s, xyz, t, self.cfg.voxel_m)  # (N, D)
         f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
-        return self.projector(f_st)  # (N, D_lm)
+        return self.projector(f_st), torch.cat([f_st, p4d, age], dim=-1)
 
     # ------------------------------------------------------------------ language side
+
+    def _keys(self, h_visual: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        p = self.cfg.prompt
+        return pointer_keys(h_visual, extra, self.cfg.vision.feature_dim, p.spatial_dim,
+                            p.temporal_dim)
+
+    def question_time(self, text: _Text, like: torch.Tensor) -> torch.Tensor:
+        """`(dt,)` mean TE of the times the question mentions (zeros if none or ablated)."""
+        if not text.times:
+            return like.new_zeros(self.cfg.prompt.temporal_dim)
+        t = torch.tensor([v for _, v in text.times], dtype=like.dtype, device=like.device)
+        return self.prompt.temporal(t).mean(0)
 
     def _split_template(self, question: str) -> tuple[str, str]:
         before, after = self.cfg.template.split("{image}")
@@ -249,12 +319,15 @@ class LLaVA4D(nn.Module):
             raise ValueError("no visual tokens")
         if t_ref_s is None:
             t_ref_s = float(np.min(tokens.t_s))
-        visual = self.encode(tokens, t_ref_s)
+        visual, extra = self._encode(tokens, t_ref_s)
         pre_ids = torch.tensor(self.prefix_ids(visual.shape[0]), device=self.device)
         slots = self.cfg.slot_heads
         out = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
                       output_hidden_states=slots)
-        h_visual = out.hidden_states[-1][0, pre_ids == self.image_token_id] if slots else None
+        h_visual = None
+        if slots:  # pointer keys: (N, H + D + P)
+            h_visual = self._keys(out.hidden_states[-1][0, pre_ids == self.image_token_id],
+                                  extra)
         cache = out.past_key_values
         answers = []
         for question in questions:
@@ -263,31 +336,38 @@ class LLaVA4D(nn.Module):
                 cache.crop(-extra)  # back to the visual prefix
             text = self.text_after(question)
             ids = torch.tensor(text.ids, device=self.device)
-            out = self.lm(inputs_embeds=self.embed(ids, None, text)[None], use_cache=True,
+            q_emb = self.embed(ids, None, text)  # (Lq, D)
+            out = self.lm(inputs_embeds=q_emb[None], use_cache=True,
                           output_hidden_states=slots, **{self._cache_kw: cache})
-            answers.append(self._decode(out, max_new_tokens, h_visual, tokens, t_ref_s))
+            q_ctx = (self.slot_pool(q_emb), self.question_time(text, q_emb)) if slots else None
+            answers.append(self._decode(out, max_new_tokens, h_visual, q_ctx, tokens, t_ref_s))
         return answers
 
     def _decode(self, out: Any, max_new_tokens: int, h_visual: torch.Tensor | None,
-                tokens: VisualTokens, t_ref_s: float) -> ModelAnswer:
+                q_ctx: tuple[torch.Tensor, torch.Tensor] | None, tokens: VisualTokens,
+                t_ref_s: float
+                ) -> ModelAnswer:
         """Greedy continuation from `out` (the prompt's forward); slots filled as they come."""
         slots = self.cfg.slot_heads
         cache = out.past_key_values
         embedding = self.lm.get_input_embeddings()
         generated: list[int] = []
         values: list[str] = []
+        sentence: list[torch.Tensor] = []  # embeddings since the last "."
         for _ in range(max_new_tokens):
             nxt = int(out.logits[0, -1].argmax())
             if nxt == self.eos_token_id:
                 break
             generated.append(nxt)
-            out = self.lm(inputs_embeds=embedding(torch.tensor([[nxt]], device=self.device)),
-                          use_cache=True, output_hidden_states=slots,
+            e = embedding(torch.tensor([[nxt]], device=self.device))  # (1, 1, D)
+            sentence = [] if nxt == self.period_id else [*sentence, e[0, 0]]
+            out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=slots,
                           **{self._cache_kw: cache})
             cache = out.past_key_values
             if slots and nxt in (self.box_token_id, self.time_token_id):
-                values.append(self._fill_slot(nxt, out.hidden_states[-1][0, -1], h_visual,
-                                              tokens, t_ref_s))
+                ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
+                                   self.slot_pool(torch.stack(sentence)), q_ctx[1])
+                values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s))
         if slots:
             text_out = detokenize(self.tokenizer.convert_ids_to_tokens(generated))
             for v in values:
@@ -312,7 +392,8 @@ class LLaVA4D(nn.Module):
         t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
                             device=dev)
         if is_time:
-            return f"{round(float(decode_time(scores, t)[0]), 1) + 0.0:.1f}"
+            t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max())[0]
+            return f"{round(float(t_hat), 1) + 0.0:.1f}"
         xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
         view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
         box = self.box_head(h_slot[None], scores.softmax(dim=-1), xyz, view)[0]
@@ -333,13 +414,14 @@ class LLaVA4D(nn.Module):
         """
         tokens = apply_token_budget(tokens, self.cfg.token_budget)
         dev = self.device
-        visual = self.encode(tokens, t_ref_s)  # (N, D)
+        visual, extra = self._encode(tokens, t_ref_s)  # (N, D_lm), (N, D + P)
         n = visual.shape[0]
         prefix = self.prefix_ids(n)
         pre_ids = torch.tensor(prefix, device=dev)
         pre = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
                       output_hidden_states=True)
-        h_visual = pre.hidden_states[-1][0, pre_ids == self.image_token_id]  # (N, H)
+        h_visual = self._keys(pre.hidden_states[-1][0, pre_ids == self.image_token_id],
+                              extra)  # (N, H + D + P + dt)
         cache = pre.past_key_values
         b = len(samples)
         cache.batch_repeat_interleave(b)
@@ -372,17 +454,50 @@ class LLaVA4D(nn.Module):
         zero = lm.new_zeros(())
         losses.update(pointer=zero, box=zero, time=zero)
         if self.cfg.slot_heads and slot_weight > 0:
-            losses.update(self._slot_losses(out.hidden_states[-1], ids, labels, samples,
-                                            h_visual, tokens, t_ref_s))
-        losses["total"] = lm_weight * lm + slot_weight * (
-            losses["pointer"] + 5.0 * losses["box"] + 0.2 * losses["time"])
+            te_q = [self.question_time(t, emb) for t in texts]
+            batch = self._slot_batch(out.hidden_states[-1], ids, labels, samples, h_visual,
+                                     tokens, t_ref_s, (emb, n_prompt, te_q))
+            losses.update(self.slot_losses(batch))
+            self.last_slot_batch = batch
+        losses["total"] = lm_weight * lm + slot_weight * slot_total(losses)
         return losses
 
-    def _slot_losses(self, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
-                     samples: Sequence[dict[str, Any]], h_visual: torch.Tensor,
-                     tokens: VisualTokens, t_ref_s: float) -> dict[str, torch.Tensor]:
+    def text_loss(self, samples: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """Next-token loss on the answers of `samples` with no visual tokens at all: the
+        language warm-up of an LM that starts from scratch (it learns the answer forms and to
+        copy names from the question; what it cannot know without seeing is learnt later)."""
+        dev = self.device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        seqs, starts = [], []
+        for s in samples:
+            ans = s["answer_template"] if self.cfg.slot_heads else s["answer"]
+            starts.append(len(bos) + len(self.text_after(s["question"]).ids))
+            seqs.append(bos + self.text_after(s["question"], ans).ids + [self.eos_token_id])
+        length = max(len(x) for x in seqs)
+        ids = torch.full((len(seqs), length), pad, dtype=torch.long, device=dev)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for i, (x, st) in enumerate(zip(seqs, starts)):
+            ids[i, :len(x)] = torch.tensor(x, device=dev)
+            labels[i, st:len(x)] = ids[i, st:len(x)]
+            mask[i, :len(x)] = 1
+        logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, L-1, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                               ignore_index=-100)
+
+    def _slot_batch(self, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
+                    samples: Sequence[dict[str, Any]], h_visual: torch.Tensor,
+                    tokens: VisualTokens, t_ref_s: float,
+                    context: tuple[torch.Tensor, list[int], list[torch.Tensor]]
+                    ) -> dict[str, Any]:
+        """What the slot losses need: per slot its hidden state, question and sentence token
+        embeddings, kind, target token indices and true value; per window the pointer keys and
+        the tokens' model time, xyz and view direction."""
         dev, dtype = hidden.device, hidden.dtype
-        h_list, is_time, targets, values = [], [], [], []
+        emb, n_prompt, te_q = context
+        batch: dict[str, Any] = {"h": [], "question": [], "sentence": [], "te": [],
+                                 "is_time": [], "targets": [], "values": []}
         for i, s in enumerate(samples):
             is_slot = ((ids[i] == self.box_token_id) | (ids[i] == self.time_token_id)) & (
                 labels[i] != -100)
@@ -390,18 +505,54 @@ class LLaVA4D(nn.Module):
             if len(pos) != len(s["slots"]):
                 raise ValueError(f"{len(pos)} slot tokens but {len(s['slots'])} slots in "
                                  f"{s['answer_template']!r}")
+            periods = (ids[i] == self.period_id).nonzero().flatten().tolist()
             for p, slot, tgt in zip(pos, s["slots"], s["targets"]):
-                h_list.append(hidden[i, p])
-                is_time.append(slot["kind"] == "time")
-                targets.append(tgt)
-                values.append(slot["value"])
-        zero = hidden.new_zeros(())
-        if not h_list:
+                start = max([n_prompt[i]] + [j + 1 for j in periods if j < p])
+                batch["h"].append(hidden[i, p])
+                batch["question"].append(emb[i, :n_prompt[i]])
+                batch["sentence"].append(emb[i, start:p + 1])
+                batch["te"].append(te_q[i])
+                batch["is_time"].append(slot["kind"] == "time")
+                batch["targets"].append(tgt)
+                batch["values"].append(slot["value"])
+        batch["keys"] = h_visual
+        batch["t"] = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
+                                     device=dev)
+        batch["xyz"] = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
+        batch["view"] = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype,
+                                        device=dev)
+        return batch
+
+    @staticmethod
+    def detach_slot_batch(batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with every tensor detached: for extra steps of the heads alone."""
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                out[k] = v.detach()
+            elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
+                out[k] = [x.detach() for x in v]
+            else:
+                out[k] = v
+        return out
+
+    def slot_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Pointer, box and time losses of a slot batch.
+
+        A slot's context is its LM hidden state and the attention-pooled input embeddings of
+        the question (with the text-side TE/PE) and of its answer sentence so far: the LM's
+        next-token objective does not make a slot's hidden state carry which object and when
+        (the token after `<box>` is always "."), these skip connections do."""
+        keys = batch["keys"]
+        dev, dtype = keys.device, keys.dtype
+        zero = keys.new_zeros(())
+        if not batch["h"]:
             return {"pointer": zero, "box": zero, "time": zero}
-        h_slot = torch.stack(h_list)  # (S, H)
-        is_time_t = torch.tensor(is_time, device=dev)
-        scores = self.pointer(h_slot, is_time_t, h_visual)  # (S, N)
-        n = scores.shape[1]
+        h_slot = torch.stack([slot_context(h, self.slot_pool(q), self.slot_pool(e), te)
+                              for h, q, e, te in zip(batch["h"], batch["question"],
+                                                     batch["sentence"], batch["te"])])
+        is_time, targets, values = batch["is_time"], batch["targets"], batch["values"]
+        scores = self.pointer(h_slot, torch.tensor(is_time, device=dev), keys)  # (S, N)
         target = torch.zeros_like(scores)
         for k, tgt in enumerate(targets):
             if tgt:
@@ -413,13 +564,10 @@ class LLaVA4D(nn.Module):
                                                  pos_weight=scores.new_tensor(10.0))
         pointer = (ce.mean() + bce) if bool(has.any()) else zero
         w = logp.exp()  # (S, N)
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
-        view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
         box_rows = [k for k in range(len(values)) if not is_time[k]]
         time_rows = [k for k in range(len(values)) if is_time[k]]
         box_loss, time_loss = zero, zero
+        xyz, view = batch["xyz"], batch["view"]
         if box_rows:
             rows = torch.tensor(box_rows, device=dev)
             gt = torch.tensor([values[k] for k in box_rows], dtype=dtype, device=dev)
@@ -435,8 +583,10 @@ class LLaVA4D(nn.Module):
         if time_rows:
             rows = torch.tensor(time_rows, device=dev)
             gt_t = torch.tensor([values[k] for k in time_rows], dtype=dtype, device=dev)
-            time_loss = F.smooth_l1_loss(soft_time(w[rows], t), gt_t, beta=0.2)
-        del n
+            t_ptr = soft_time(w[rows], batch["t"])
+            t_hat = self.time_head(h_slot[rows], t_ptr, batch["t"].max())
+            time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
+                t_ptr, gt_t, beta=0.2)
         return {"pointer": pointer, "box": box_loss, "time": time_loss}
 
     # ------------------------------------------------------------------ loading

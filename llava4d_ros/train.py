@@ -1,0 +1,284 @@
+"""Train LLaVA-4D in the paper's three stages on synthetic 4D instruction data.
+
+    python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3] [--resume]
+                                [--ablation full|none|xyz|time] [--device cpu|cuda]
+
+Stages (LLAVA4D.md):
+1. content alignment, p_4D set to zero: fusion + projector, and the LM too when it starts from
+   scratch (the shipped default: a tiny Llama has no language to keep); LM loss on all tasks.
+2. spatiotemporal coordinate alignment: the 4D encoding (PE, TE, text-side w_s/w_t), fusion and
+   the slot heads on the grounded tasks; the LM and projector frozen.
+3. 4D instruction tuning: everything but the vision encoder, all tasks, all losses.
+
+One step is one scene window with all its questions (its visual prefix runs once). Scenes are
+rendered and ingested once through `core.pipeline.Ingestor` and cached (model/dataset.py).
+Checkpoints: `<out>/stage<k>/` after each stage (a loadable model directory), `<out>/last/`
+every `--save-every` steps with the optimiser state for `--resume`, `<out>/final/` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from llava4d_ros.core.pipeline import IngestConfig
+from llava4d_ros.model.checkpoint import build_model, load_llava4d
+from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
+from llava4d_ros.model.llava4d import slot_total
+from llava4d_ros.model.tokenizer import build_tokenizer
+from llava4d_ros.model.vision import ColourStatsEncoder
+
+GROUNDED_TASKS = ("grounding", "when_start", "heading", "caption")
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: int
+    layers: int
+    heads: int
+    steps: tuple[int, int, int]  # per stage
+    lr: float
+    train_scenes: int
+    test_scenes: int
+    text_warmup: int
+
+
+PRESETS = {
+    "small": Preset(hidden=128, layers=3, heads=4, steps=(250, 300, 450), lr=1e-3,
+                    train_scenes=320, test_scenes=40, text_warmup=300),
+    "tiny": Preset(hidden=32, layers=2, heads=4, steps=(2, 2, 2), lr=1e-3, train_scenes=2,
+                   test_scenes=1, text_warmup=2),
+}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def ingest_config(cfg: LLaVA4DConfig) -> IngestConfig:
+    return IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget,
+                        voxel_m=cfg.voxel_m)
+
+
+def cache_dir_for(root: str, cfg: LLaVA4DConfig) -> str:
+    g = cfg.patch_grid
+    return os.path.join(root, f"{cfg.vision.kind}_g{g[0]}x{g[1]}_b{cfg.token_budget}_"
+                              f"v{cfg.voxel_m:g}")
+
+
+def load_split(split: str, n: int, cache_root: str, cfg: LLaVA4DConfig,
+               progress: bool = True) -> list[SceneRecord]:
+    """Cached records of the first `n` scene seeds of `split` (built on first use)."""
+    from llava4d_ros.data.instructions import seeds_for_split
+
+    if cfg.vision.kind != "colour_stats":
+        raise ValueError("training data is cached with the colour-stats encoder only here")
+    seeds = seeds_for_split(split, n)
+    paths = cache_scenes(seeds, cache_dir_for(cache_root, cfg), ColourStatsEncoder(),
+                         ingest_config(cfg), progress=progress)
+    return [load_record(p) for p in paths]
+
+
+def default_config(preset: Preset, encoding: str, vocab_size: int) -> LLaVA4DConfig:
+    return LLaVA4DConfig(
+        lm=tiny_llama(vocab_size, hidden=preset.hidden, layers=preset.layers,
+                      heads=preset.heads),
+        model_id=f"llava4d-{encoding}-h{preset.hidden}l{preset.layers}",
+    ).with_encoding(encoding)
+
+
+def stage_setup(model: Any, stage: int, train_lm_in_stage1: bool) -> list[torch.nn.Parameter]:
+    """Freeze / unfreeze per stage; returns the parameters to optimise."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    parts: list[torch.nn.Module] = []
+    if stage == 1:
+        parts = [model.fusion, model.projector] + ([model.lm] if train_lm_in_stage1 else [])
+    elif stage == 2:
+        parts = [model.prompt, model.text_coords, model.fusion]
+        if model.cfg.slot_heads:
+            parts += [model.pointer, model.box_head, model.time_head, model.slot_pool]
+    else:
+        parts = [m for name, m in model.named_children() if name != "vision_tower"]
+    model.prompt.zeroed = stage == 1
+    params = []
+    for part in parts:
+        for p in part.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def _lr(step: int, total: int, base: float, warmup: int = 20) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _samples_for_stage(rec: SceneRecord, stage: int) -> list[dict[str, Any]]:
+    if stage == 2:
+        return [s for s in rec.samples if s["task"] in GROUNDED_TASKS and s["slots"]]
+    return rec.samples
+
+
+def _text_warmup(model: Any, records: list[SceneRecord], steps: int, lr: float,
+                 rng: random.Random, log_path: str) -> None:
+    """Stage 1's opening for an LM trained from scratch: text-only batches of 64 questions
+    and answers (no visual prefix, ~50x cheaper a step), so the LM knows the answer forms
+    before it learns to read the visual tokens."""
+    from tqdm import tqdm
+
+    pool = [s for rec in records for s in rec.samples]
+    opt = torch.optim.AdamW(model.lm.parameters(), lr=lr, weight_decay=0.01)
+    for step in tqdm(range(steps), desc="stage 1 (text warm-up)"):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr)
+        loss = model.text_loss(rng.sample(pool, min(64, len(pool))))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.lm.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": 0, "step": step, "lm": round(float(loss), 4)})
+                        + "\n")
+
+
+def _save_last(model: Any, opt: torch.optim.Optimizer, out: str, stage: int, step: int) -> None:
+    last = os.path.join(out, "last")
+    model.save_pretrained(last)
+    torch.save(opt.state_dict(), os.path.join(last, "optimizer.pt"))
+    with open(os.path.join(last, "progress.json"), "w", encoding="utf-8") as f:
+        json.dump({"stage": stage, "step": step}, f)
+
+
+def train(args: argparse.Namespace) -> str:
+    """Runs the requested stages; returns the final model directory."""
+    from tqdm import tqdm
+
+    from llava4d_ros.data.instructions import vocabulary
+
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    preset = PRESETS[args.config]
+    steps = tuple(args.steps) if args.steps else preset.steps
+    if args.text_warmup is None:
+        args.text_warmup = preset.text_warmup
+    stages = [int(s) for s in args.stages.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "train_log.jsonl")
+
+    start_stage, start_step = stages[0], 0
+    progress_file = os.path.join(args.out, "last", "progress.json")
+    if args.resume and os.path.isfile(progress_file):
+        with open(progress_file, encoding="utf-8") as f:
+            prog = json.load(f)
+        start_stage, start_step = prog["stage"], prog["step"]
+        model = load_llava4d(os.path.join(args.out, "last"))
+        print(f"resuming at stage {start_stage}, step {start_step}")
+    else:
+        tok = build_tokenizer(vocabulary())
+        model = build_model(default_config(preset, args.ablation, len(tok)), tok)
+    model.to(args.device).train()
+
+    n_train = args.train_scenes or preset.train_scenes
+    records = load_split("train", n_train, args.cache, model.cfg)
+    rng = random.Random(args.seed)
+
+    for stage in stages:
+        if stage < start_stage:
+            continue
+        params = stage_setup(model, stage, train_lm_in_stage1=True)
+        # the slot heads start from nothing and see few examples per step: a larger step size
+        head_ids = {id(p) for name, p in model.named_parameters()
+                    if name.startswith(("pointer.", "box_head.", "time_head.", "text_coords.",
+                                        "slot_pool."))}
+        groups = [{"params": [p for p in params if id(p) not in head_ids], "scale": 1.0},
+                  {"params": [p for p in params if id(p) in head_ids], "scale": 3.0}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=preset.lr,
+                                weight_decay=0.01)
+        first = start_step if stage == start_stage else 0
+        opt_path = os.path.join(args.out, "last", "optimizer.pt")
+        if first > 0 and os.path.isfile(opt_path):
+            opt.load_state_dict(torch.load(opt_path, weights_only=True))
+        total = steps[stage - 1]
+        if stage == 1 and first == 0 and args.text_warmup > 0:
+            _text_warmup(model, records, args.text_warmup, preset.lr * 3, rng, log_path)
+        order = [i for _ in range(total // len(records) + 2) for i in
+                 rng.sample(range(len(records)), len(records))]
+        bar = tqdm(range(first, total), desc=f"stage {stage}", initial=first, total=total)
+        t0 = time.time()
+        for step in bar:
+            rec = records[order[step]]
+            samples = _samples_for_stage(rec, stage)
+            if not samples:
+                continue
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, total, preset.lr) * g["scale"]
+            losses = model.loss(rec.tokens, rec.t_ref_s, samples,
+                                lm_weight=1.0, slot_weight=0.0 if stage == 1 else 1.0)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if stage > 1 and model.last_slot_batch is not None:
+                # The heads are cheap next to the LM pass that feeds them: a few more steps
+                # of the heads alone on this window's (detached) slot batch.
+                batch = model.detach_slot_batch(model.last_slot_batch)
+                model.last_slot_batch = None
+                for _ in range(args.head_steps):
+                    opt.zero_grad(set_to_none=True)
+                    slot_total(model.slot_losses(batch)).backward()
+                    opt.step()
+            vals = {k: round(float(v), 4) for k, v in losses.items()}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if k != "total"})
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": stage, "step": step, **vals,
+                                    "s": round(time.time() - t0, 1)}) + "\n")
+            if (step + 1) % args.save_every == 0 and step + 1 < total:
+                _save_last(model, opt, args.out, stage, step + 1)
+        model.save_pretrained(os.path.join(args.out, f"stage{stage}"))
+        nxt = stages[stages.index(stage) + 1] if stage != stages[-1] else stage + 1
+        _save_last(model, opt, args.out, nxt, 0)
+    model.prompt.zeroed = False
+    final = os.path.join(args.out, "final")
+    model.eval().save_pretrained(final)
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="run directory (checkpoints, log)")
+    ap.add_argument("--config", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--stages", default="1,2,3")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/last")
+    ap.add_argument("--ablation", default="full", choices=("full", "none", "xyz", "time"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    ap.add_argument("--steps", type=int, nargs=3, default=None, help="steps of stages 1 2 3")
+    ap.add_argument("--train-scenes", type=int, default=None)
+    ap.add_argument("--cache", default="runs/cache", help="scene cache root")
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--text-warmup", type=int, default=None,
+                    help="text-only LM steps at the start of stage 1 (default: preset)")
+    ap.add_argument("--head-steps", type=int, default=8,
+                    help="extra steps of the slot heads alone per window (stages 2, 3)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    print(train(args))
+
+
+if __name__ == "__main__":
+    main()
