@@ -4,8 +4,9 @@
 
 Metrics, all from the answer *text* through `grounding.parse_answer` (the path any checkpoint's
 output takes):
-- SAcc@0.5: the k-th box of the answer against the k-th `<box>` slot of the reference: 3D
-  axis-aligned IoU >= 0.5 with the true box at the asked time (a missing box is a miss).
+- SAcc@0.5: for each `<box>` slot of the reference, the answer's box with the same label
+  (a caption may list objects in any order; unlabelled boxes go by position): 3D axis-aligned
+  IoU >= 0.5 with the true box at the asked time (a missing box is a miss).
 - TAcc: the k-th time written in the answer (outside boxes) against the k-th `<time>` slot:
   within 0.5 s.
 - EM: exact match of the categorical answer (count, which_move, heading, when_start).
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llava4d_ros.model.grounding import GroundedBox, parse_answer
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
 
 _LABEL_RE = re.compile(r"\b(red|green|blue|yellow|orange|purple|cyan|pink)\s+"
@@ -60,13 +62,31 @@ def categorical(task: str, text: str) -> str | None:
     return None
 
 
+def _match_boxes(sample: dict[str, Any], answer: ModelAnswer) -> list[GroundedBox | None]:
+    """The answer's box for each `<box>` slot: the first unused one with the slot's label (a
+    caption may list the objects in any order), else the next unused one by position."""
+    labels = [b.label for b in parse_answer(sample["answer"]).boxes]
+    n_slots = sum(1 for s in sample["slots"] if s["kind"] == "box")
+    labels += [""] * (n_slots - len(labels))
+    free = list(range(len(answer.boxes)))
+    out: list[GroundedBox | None] = []
+    for k in range(n_slots):
+        same = [i for i in free if labels[k] and answer.boxes[i].label == labels[k]]
+        unnamed = [i for i in free if not labels[k] or not answer.boxes[i].label]
+        pick = (same or unnamed or [None])[0]
+        if pick is not None:
+            free.remove(pick)
+        out.append(None if pick is None else answer.boxes[pick])
+    return out
+
+
 def score(sample: dict[str, Any], answer: ModelAnswer) -> dict[str, int]:
     """Hit counts of one answer against its sample's slots."""
     boxes = [s for s in sample["slots"] if s["kind"] == "box"]
     times = [s for s in sample["slots"] if s["kind"] == "time"]
-    box_hits = sum(
-        1 for k, slot in enumerate(boxes)
-        if k < len(answer.boxes) and box_iou(answer.boxes[k].box6, slot["value"]) >= 0.5)
+    matched = _match_boxes(sample, answer)
+    box_hits = sum(1 for slot, got in zip(boxes, matched)
+                   if got is not None and box_iou(got.box6, slot["value"]) >= 0.5)
     time_hits = sum(
         1 for k, slot in enumerate(times)
         if k < len(answer.times) and abs(answer.times[k] - float(slot["value"])) <= 0.5)

@@ -1,7 +1,7 @@
 """Train LLaVA-4D in the paper's three stages on synthetic 4D instruction data.
 
-    python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3] [--resume]
-                                [--ablation full|none|xyz|time] [--device cpu|cuda]
+    python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3,4]
+                                [--resume] [--ablation full|none|xyz|time] [--device cpu|cuda]
 
 Stages (LLAVA4D.md):
 1. content alignment, p_4D set to zero: fusion + projector, and the LM too when it starts from
@@ -9,6 +9,9 @@ Stages (LLAVA4D.md):
 2. spatiotemporal coordinate alignment: the 4D encoding (PE, TE, text-side w_s/w_t), fusion and
    the slot heads on the grounded tasks; the LM and projector frozen.
 3. 4D instruction tuning: everything but the vision encoder, all tasks, all losses.
+4. (ours) slot-head refinement: one forward pass of the frozen model over every training window
+   collects the slot features; the box and time heads (re-initialised) and the pointer are then
+   fitted on them for `--refine-steps` cheap steps.
 
 One step is one scene window with all its questions (its visual prefix runs once). Scenes are
 rendered and ingested once through `core.pipeline.Ingestor` and cached (model/dataset.py).
@@ -156,6 +159,58 @@ def _text_warmup(model: Any, records: list[SceneRecord], steps: int, lr: float,
                         + "\n")
 
 
+HEADS = ("pointer.", "box_head.", "time_head.", "slot_pool.")
+
+
+def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
+                 rng: random.Random, log_path: str) -> None:
+    """Stage 4: the box and time heads, re-initialised, fitted with the pointer and the pooling
+    on the frozen model's slot batches of every training window (one forward pass each; a head
+    step then costs milliseconds instead of a whole LM pass)."""
+    from tqdm import tqdm
+
+    from llava4d_ros.model.heads import BoxHead, TimeHead
+
+    model.eval()
+    batches = []
+    for rec in tqdm(records, desc="stage 4 (slot features)"):
+        samples = [s for s in rec.samples if s["slots"]]
+        if not samples:
+            continue
+        with torch.no_grad():
+            model.loss(rec.tokens, rec.t_ref_s, samples)
+        batches.append(model.detach_slot_batch(model.last_slot_batch))
+        model.last_slot_batch = None
+    ctx_dim = model.box_head.h_proj.in_features
+    model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden).to(model.device)
+    model.time_head = TimeHead(ctx_dim, model.cfg.box_hidden).to(model.device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = [p for n, p in model.named_parameters() if n.startswith(HEADS)]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    for step in tqdm(range(steps), desc="stage 4 (heads)"):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr)
+        losses = model.slot_losses(batches[rng.randrange(len(batches))])
+        opt.zero_grad(set_to_none=True)
+        slot_total(losses).backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": 4, "step": step,
+                                    **{k: round(float(v), 4) for k, v in losses.items()}})
+                        + "\n")
+
+
+def _save_last_model_only(model: Any, out: str, stage: int) -> None:
+    last = os.path.join(out, "last")
+    model.save_pretrained(last)
+    with open(os.path.join(last, "progress.json"), "w", encoding="utf-8") as f:
+        json.dump({"stage": stage, "step": 0}, f)
+
+
 def _save_last(model: Any, opt: torch.optim.Optimizer, out: str, stage: int, step: int) -> None:
     last = os.path.join(out, "last")
     model.save_pretrained(last)
@@ -186,7 +241,9 @@ def train(args: argparse.Namespace) -> str:
         with open(progress_file, encoding="utf-8") as f:
             prog = json.load(f)
         start_stage, start_step = prog["stage"], prog["step"]
-        model = load_llava4d(os.path.join(args.out, "last"))
+        # stage 4 re-initialises the box and time heads: their saved shapes may be older
+        model = load_llava4d(os.path.join(args.out, "last"),
+                             fresh=("box_head.", "time_head.") if start_stage >= 4 else ())
         print(f"resuming at stage {start_stage}, step {start_step}")
     else:
         tok = build_tokenizer(vocabulary())
@@ -200,11 +257,15 @@ def train(args: argparse.Namespace) -> str:
     for stage in stages:
         if stage < start_stage:
             continue
+        if stage == 4:
+            refine_heads(model, records, args.refine_steps, preset.lr, rng, log_path)
+            model.save_pretrained(os.path.join(args.out, "stage4"))
+            _save_last_model_only(model, args.out, 5)
+            continue
         params = stage_setup(model, stage, train_lm_in_stage1=True)
         # the slot heads start from nothing and see few examples per step: a larger step size
         head_ids = {id(p) for name, p in model.named_parameters()
-                    if name.startswith(("pointer.", "box_head.", "time_head.", "text_coords.",
-                                        "slot_pool."))}
+                    if name.startswith((*HEADS, "text_coords."))}
         groups = [{"params": [p for p in params if id(p) not in head_ids], "scale": 1.0},
                   {"params": [p for p in params if id(p) in head_ids], "scale": 3.0}]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=preset.lr,
@@ -262,7 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="run directory (checkpoints, log)")
     ap.add_argument("--config", default="small", choices=sorted(PRESETS))
-    ap.add_argument("--stages", default="1,2,3")
+    ap.add_argument("--stages", default="1,2,3,4",
+                    help="1 content alignment, 2 coordinate alignment, 3 instruction tuning, "
+                         "4 slot-head refinement on the frozen model")
+    ap.add_argument("--refine-steps", type=int, default=3000)
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last")
     ap.add_argument("--ablation", default="full", choices=("full", "none", "xyz", "time"))
     ap.add_argument("--device", default="cpu")

@@ -22,7 +22,9 @@ def test_box_iou():
 
 
 def test_score_counts_hits_and_misses():
-    sample = {"task": "grounding", "categorical": None, "slots": [
+    sample = {"task": "grounding", "categorical": None,
+              "answer": "At 2.5s, the red cube is at [1.00, 1.00, 0.20, 0.40, 0.40, 0.40].",
+              "slots": [
         {"kind": "time", "value": 2.5}, {"kind": "box", "value": [1, 1, 0.2, 0.4, 0.4, 0.4]}]}
     good = ModelAnswer("At 2.7s, the red cube is at [1.02, 1.0, 0.2, 0.4, 0.4, 0.4].",
                        (GroundedBox("red cube", 2.7, (1.02, 1.0, 0.2, 0.4, 0.4, 0.4)),),
@@ -31,6 +33,17 @@ def test_score_counts_hits_and_misses():
                                    "em_n": 0, "em_hits": 0}
     bad = ModelAnswer("At 3.1s, nothing.", (), times=(3.1,))
     assert score(sample, bad)["box_hits"] == 0 and score(sample, bad)["time_hits"] == 0
+    caption = {"task": "caption", "categorical": None,
+               "answer": "At 1.0s, the red cube is at [0, 0, 0.2, 0.4, 0.4, 0.4] and still. "
+                         "At 1.0s, the blue sphere is at [2, 0, 0.2, 0.4, 0.4, 0.4] and still.",
+               "slots": [{"kind": "time", "value": 1.0},
+                         {"kind": "box", "value": [0, 0, 0.2, 0.4, 0.4, 0.4]},
+                         {"kind": "time", "value": 1.0},
+                         {"kind": "box", "value": [2, 0, 0.2, 0.4, 0.4, 0.4]}]}
+    swapped = ModelAnswer("", (GroundedBox("blue sphere", 1.0, (2, 0, 0.2, 0.4, 0.4, 0.4)),
+                               GroundedBox("red cube", 1.0, (0, 0, 0.2, 0.4, 0.4, 0.4))),
+                          times=(1.0, 1.0))
+    assert score(caption, swapped)["box_hits"] == 2  # matched by label, not position
     assert categorical("heading", "At 1.0s, the red cube is at [..], heading toward -y.") == "-y"
     assert categorical("which_move", "The red cube and the blue sphere move.") == \
         "red cube and blue sphere"

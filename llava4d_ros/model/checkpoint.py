@@ -94,8 +94,9 @@ def save_llava4d(model: Any, path: str) -> None:
 
 
 def load_llava4d(path: str | None = None, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> Any:
-    """Our format; `path=None` is the shipped default."""
+                 dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()) -> Any:
+    """Our format; `path=None` is the shipped default. Parameters under the prefixes in `fresh`
+    keep their initial values (training re-initialises them; shapes there may differ)."""
     from safetensors.torch import load_file
 
     path = DEFAULT_DIR if path is None else str(path)
@@ -110,6 +111,9 @@ def load_llava4d(path: str | None = None, device: str = "cpu",
     own = model.state_dict()
     if cfg.lm.get("tie_word_embeddings"):
         state.setdefault("lm.lm_head.weight", state.get("lm.model.embed_tokens.weight"))
+    state = {k: v for k, v in state.items() if not k.startswith(fresh)} if fresh else state
+    if fresh:
+        state.update({k: v for k, v in own.items() if k.startswith(fresh)})
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"

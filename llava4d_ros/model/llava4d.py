@@ -232,6 +232,11 @@ class LLaVA4D(nn.Module):
         return pointer_keys(h_visual, extra, self.cfg.vision.feature_dim, p.spatial_dim,
                             p.temporal_dim)
 
+    @staticmethod
+    def question_seconds(text: _Text) -> float:
+        """The first time the question names, NaN if none."""
+        return float(text.times[0][1]) if text.times else float("nan")
+
     def question_time(self, text: _Text, like: torch.Tensor) -> torch.Tensor:
         """`(dt,)` mean TE of the times the question mentions (zeros if none or ablated)."""
         if not text.times:
@@ -339,12 +344,13 @@ class LLaVA4D(nn.Module):
             q_emb = self.embed(ids, None, text)  # (Lq, D)
             out = self.lm(inputs_embeds=q_emb[None], use_cache=True,
                           output_hidden_states=slots, **{self._cache_kw: cache})
-            q_ctx = (self.slot_pool(q_emb), self.question_time(text, q_emb)) if slots else None
+            q_ctx = ((self.slot_pool(q_emb), self.question_time(text, q_emb),
+                      self.question_seconds(text)) if slots else None)
             answers.append(self._decode(out, max_new_tokens, h_visual, q_ctx, tokens, t_ref_s))
         return answers
 
     def _decode(self, out: Any, max_new_tokens: int, h_visual: torch.Tensor | None,
-                q_ctx: tuple[torch.Tensor, torch.Tensor] | None, tokens: VisualTokens,
+                q_ctx: tuple[torch.Tensor, torch.Tensor, float] | None, tokens: VisualTokens,
                 t_ref_s: float
                 ) -> ModelAnswer:
         """Greedy continuation from `out` (the prompt's forward); slots filled as they come."""
@@ -367,7 +373,7 @@ class LLaVA4D(nn.Module):
             if slots and nxt in (self.box_token_id, self.time_token_id):
                 ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
                                    self.slot_pool(torch.stack(sentence)), q_ctx[1])
-                values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s))
+                values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s, q_ctx[2]))
         if slots:
             text_out = detokenize(self.tokenizer.convert_ids_to_tokens(generated))
             for v in values:
@@ -384,7 +390,7 @@ class LLaVA4D(nn.Module):
         return self.generate(question, tokens, t_ref_s, max_new_tokens)
 
     def _fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
-                   tokens: VisualTokens, t_ref_s: float) -> str:
+                   tokens: VisualTokens, t_ref_s: float, t_question: float) -> str:
         """The text a `<box>` / `<time>` slot becomes."""
         is_time = token_id == self.time_token_id
         dev, dtype = h_slot.device, h_slot.dtype
@@ -392,7 +398,8 @@ class LLaVA4D(nn.Module):
         t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
                             device=dev)
         if is_time:
-            t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max())[0]
+            t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max(),
+                                   t.new_tensor([t_question]))[0]
             return f"{round(float(t_hat), 1) + 0.0:.1f}"
         xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
         view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
@@ -457,6 +464,7 @@ class LLaVA4D(nn.Module):
             te_q = [self.question_time(t, emb) for t in texts]
             batch = self._slot_batch(out.hidden_states[-1], ids, labels, samples, h_visual,
                                      tokens, t_ref_s, (emb, n_prompt, te_q))
+            batch["t_question"] = [self.question_seconds(texts[i]) for i in batch["sample"]]
             losses.update(self.slot_losses(batch))
             self.last_slot_batch = batch
         losses["total"] = lm_weight * lm + slot_weight * slot_total(losses)
@@ -497,7 +505,7 @@ class LLaVA4D(nn.Module):
         dev, dtype = hidden.device, hidden.dtype
         emb, n_prompt, te_q = context
         batch: dict[str, Any] = {"h": [], "question": [], "sentence": [], "te": [],
-                                 "is_time": [], "targets": [], "values": []}
+                                 "sample": [], "is_time": [], "targets": [], "values": []}
         for i, s in enumerate(samples):
             is_slot = ((ids[i] == self.box_token_id) | (ids[i] == self.time_token_id)) & (
                 labels[i] != -100)
@@ -512,6 +520,7 @@ class LLaVA4D(nn.Module):
                 batch["question"].append(emb[i, :n_prompt[i]])
                 batch["sentence"].append(emb[i, start:p + 1])
                 batch["te"].append(te_q[i])
+                batch["sample"].append(i)
                 batch["is_time"].append(slot["kind"] == "time")
                 batch["targets"].append(tgt)
                 batch["values"].append(slot["value"])
@@ -584,7 +593,9 @@ class LLaVA4D(nn.Module):
             rows = torch.tensor(time_rows, device=dev)
             gt_t = torch.tensor([values[k] for k in time_rows], dtype=dtype, device=dev)
             t_ptr = soft_time(w[rows], batch["t"])
-            t_hat = self.time_head(h_slot[rows], t_ptr, batch["t"].max())
+            t_q = torch.tensor([batch["t_question"][k] for k in time_rows], dtype=dtype,
+                               device=dev)
+            t_hat = self.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q)
             time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
                 t_ptr, gt_t, beta=0.2)
         return {"pointer": pointer, "box": box_loss, "time": time_loss}
