@@ -57,7 +57,7 @@ class Preset:
 
 
 PRESETS = {
-    "small": Preset(hidden=128, layers=3, heads=4, steps=(250, 300, 450), lr=1e-3,
+    "small": Preset(hidden=128, layers=3, heads=4, steps=(150, 250, 450), lr=1e-3,
                     train_scenes=320, test_scenes=40, text_warmup=300),
     "tiny": Preset(hidden=32, layers=2, heads=4, steps=(2, 2, 2), lr=1e-3, train_scenes=2,
                    test_scenes=1, text_warmup=2),

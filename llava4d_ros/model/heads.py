@@ -1,12 +1,13 @@
 """Slot heads of the shipped default: the LM writes `<box>` / `<time>`, these fill them in.
 
-    score_i = <W_q h_slot, W_k h_i> / sqrt(d)        h_i: LM hidden state of visual token i
-    w       = softmax_i(score)                         over the window's visual tokens
-    <time>  = t of the best-scoring token (training: the w-weighted mean, differentiable)
-    <box>   = centre: w-weighted mean xyz + MLP correction; size: MLP; the MLP sees the
-              weighted spread of xyz, the mean view direction (visible surfaces lie on the
-              camera's side of an object, so the mean is biased toward it), the mean height,
-              and the slot's hidden state (which names the shape)
+    score_i = <W_q c, W_k k_i> / sqrt(d)     c: slot context, k_i: key of visual token i
+    w       = softmax_i(score)                over the window's visual tokens
+    <time>  = gated choice of: the time of the best-scoring token, the time the question names,
+              the newest token's time, or that minus the question's time (TimeHead)
+    <box>   = centre: w-weighted mean xyz + MLP correction; size: MLP. The MLP sees the
+              weighted spread and soft extremes of xyz, the mean view direction (visible
+              surfaces lie on the camera's side of an object, so the mean is biased toward
+              it), the mean height, and the slot context (which names the shape)
 
 The numbers are then written into the answer text, and the grounding parser reads them back, so
 a checkpoint that writes digits itself and this one share one output path.
@@ -54,13 +55,20 @@ class PointerHead(nn.Module):
         return (q @ self.k(h_visual).T) * self.scale  # (S, N)
 
 
+def _soft_extreme(w: torch.Tensor, xyz: torch.Tensor, tau: float) -> torch.Tensor:
+    """`(S, 3)` soft maximum (tau > 0) or minimum (tau < 0) of xyz under weights `w (S, N)`:
+    the weighted mean with extra weight exp(x / tau) toward the extreme."""
+    logits = torch.log(w.clamp_min(1e-12))[:, :, None] + (xyz / tau)[None]  # (S, N, 3)
+    return (logits.softmax(dim=1) * xyz[None]).sum(1)
+
+
 class BoxHead(nn.Module):
     """Box6 from pointer weights over token geometry; see the module docstring."""
 
     def __init__(self, lm_hidden: int, hidden: int):
         super().__init__()
         self.h_proj = nn.Linear(lm_hidden, 32)
-        self.mlp = mlp(32 + 7, hidden, 6)
+        self.mlp = mlp(32 + 13, hidden, 6)
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
@@ -71,7 +79,10 @@ class BoxHead(nn.Module):
         var = (w @ (xyz * xyz) - mu * mu).clamp_min(0.0)
         sigma = torch.sqrt(var + 1e-6)  # (S, 3)
         v = F.normalize(w @ view_dir, dim=-1)  # (S, 3)
-        inp = torch.cat([self.h_proj(h_slot), sigma * 4.0, v, mu[:, 2:3]], dim=-1)  # (S, 39)
+        hi = _soft_extreme(w, xyz, 0.05) - mu  # (S, 3) how far the pointed points reach
+        lo = mu - _soft_extreme(w, xyz, -0.05)
+        inp = torch.cat([self.h_proj(h_slot), sigma * 4.0, v, mu[:, 2:3], hi * 4.0, lo * 4.0],
+                        dim=-1)  # (S, 45)
         out = self.mlp(inp)  # (S, 6)
         centre = mu + 0.2 * out[:, :3]
         size = 0.4 * torch.exp(0.5 * torch.tanh(out[:, 3:]))  # 0.24 .. 0.66 m
