@@ -141,3 +141,17 @@ def test_mismatched_shapes(tmp_path):
         load_llava4d(str(tmp_path))
     assert str(tmp_path) in str(err.value)
     assert os.path.isfile(tmp_path / "model.safetensors")
+
+
+def test_shipped_default_loads_and_answers():
+    model = LLaVA4D.from_pretrained()
+    assert model.cfg.slot_heads and model.cfg.prompt.encoding == "full"
+    enc = model.patch_encoder
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    assert enc(rgb, model.cfg.patch_grid).shape == (24 * 32, enc.feature_dim)
+    tokens = _tokens(np.random.default_rng(3).uniform(0, 1, (60, enc.feature_dim)))
+    ans = model.answer("Where is the red cube at 2.5s?", tokens, t_ref_s=100.0,
+                       max_new_tokens=60)
+    assert isinstance(ans.text, str) and ans.num_tokens <= 60
+    for box in ans.boxes:
+        assert len(box.box6) == 6 and min(box.box6[3:]) > 0
