@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(records)} scenes")
     print_table(main_table)
     if args.ablations:
-        rows = []
+        rows = [(model.cfg.prompt.encoding, args.model or "default", main_table["all"])]
         for path in args.ablations:
             m = LLaVA4D.from_pretrained(path)
             t = evaluate_model(m, load_split(args.split, args.scenes, args.cache, m.cfg))
