@@ -32,7 +32,7 @@ class NodeConfig:
     voxel_m: float = _p(0.2, "Voxel size for pooling patches into visual tokens [m].")
     token_budget: int = _p(2560, "Most visual tokens given to the model per question.")
     sync_slop_s: float = _p(0.02, "Largest stamp difference for rgb/depth/camera_info to match.")
-    sync_queue_size: int = _p(10, "Messages kept per stream while waiting for partners.")
+    sync_queue_size: int = _p(30, "Messages kept per stream while waiting for partners.")
     tf_timeout_s: float = _p(0.25, "How long (in data time) a frame waits for its TF [s].")
     tf_cache_s: float = _p(30.0, "How much TF history is kept [s].")
     time_jump_reset_s: float = _p(1.0, "A stamp this far behind the newest resets the buffer "

@@ -134,6 +134,7 @@ class Engine:
         self._encoder_id = model.model_id if model is not None else None
         self._pending: deque[_Pending] = deque()
         self._newest_ns: int | None = None  # newest sensor stamp seen (data time)
+        self._newest_by_kind: dict[str, int] = {}
         self._last_ingested_ns: int | None = None
         self._newest_tf_ns: dict[tuple[str, str], int] = {}
         self._track_log: dict[int, Track] = {}
@@ -172,7 +173,7 @@ class Engine:
         """`kind` rgb: (frame_id, rgb (H,W,3) uint8); depth: depth_m (H,W) float32 metres;
         info: PinholeCamera. Returns what happened to every frame this completed."""
         with self._data_lock:
-            outcomes = self._check_time(stamp_ns)
+            outcomes = self._check_time(kind, stamp_ns)
             for matched in self.sync.add(kind, stamp_ns, item):
                 frame_id, rgb = matched.rgb
                 self._pending.append(_Pending(matched.stamp_ns, frame_id, rgb, matched.depth,
@@ -186,12 +187,17 @@ class Engine:
             self.stats.drops[reason] += 1
         return FrameOutcome(0, "dropped", reason)
 
-    def _check_time(self, stamp_ns: int) -> list[FrameOutcome]:
-        """A stamp far behind the newest one (a bag looping) resets everything but static TF."""
+    def _check_time(self, kind: str, stamp_ns: int) -> list[FrameOutcome]:
+        """A stream whose stamp falls far behind its own newest (a bag looping) resets
+        everything but static TF. Per stream: a slow node drains a cheap topic (camera_info)
+        ahead of a costly one (rgb), so comparing across streams would see time go back."""
         jump_ns = self.cfg.time_jump_reset_s * NS
-        if self._newest_ns is None or stamp_ns >= self._newest_ns - jump_ns:
+        newest = self._newest_by_kind.get(kind)
+        self._newest_by_kind[kind] = max(stamp_ns, newest or stamp_ns)
+        if newest is None or stamp_ns >= newest - jump_ns:
             return []
         self.reset()
+        self._newest_by_kind[kind] = stamp_ns
         self.stats.resets += 1
         return [FrameOutcome(stamp_ns, "reset", "time jumped backwards")]
 
@@ -202,6 +208,7 @@ class Engine:
             self.ingestor.reset()
             self._pending.clear()
             self._newest_ns = None
+            self._newest_by_kind.clear()
             self._last_ingested_ns = None
             self._newest_tf_ns.clear()
             self._track_log.clear()

@@ -129,16 +129,17 @@ def test_query_about_moving_object_grounds_to_its_track(harness, scene, scene_fr
     h = harness(model_path="").start()  # the embedded, trained default
     h.pub.send_scene(scene_frames, scene.cam, hz=20.0)
     engine = h.node.engine
-    assert wait_for(lambda: engine.stats.ingested >= len(scene_frames) - 2, 20), engine.stats
+    assert wait_for(lambda: engine.stats.ingested >= len(scene_frames) - 2, 30), (
+        engine.stats, engine.drops(), h.node.received, len(engine._pending))
     mover = next(o for o in scene.objects if o.is_dynamic)
-    assert wait_for(lambda: h.tracks and any(t.is_dynamic for t in h.tracks[-1].tracks), 10)
-    dyn = [t for t in h.tracks[-1].tracks if t.is_dynamic]
-    assert len(dyn) == 1 and dyn[0].label == mover.colour
-    track_id = dyn[0].id
-    # ids stay the same from one tracks message to the next
-    n = len(h.tracks)
-    assert wait_for(lambda: len(h.tracks) >= n + 3, 5)
-    assert all(track_id in [t.id for t in m.tracks] for m in h.tracks[-3:])
+    # The mover may stop before the end (its track then ends): look at every tracks message.
+    ever = {t.id: t.label for m in h.tracks for t in m.tracks}
+    assert list(ever.values()) == [mover.colour], ever
+    track_id = next(iter(ever))
+    # while it lives, the id is in every message: ids are stable, not re-issued per update
+    alive = [track_id in [t.id for t in m.tracks] for m in h.tracks]
+    first, last = alive.index(True), len(alive) - 1 - alive[::-1].index(True)
+    assert all(alive[first:last + 1]) and last - first >= 3, alive
 
     t_ask = round(min(scene.duration_s - 0.5, (mover.start_moving_s or 0) + 1.0), 1)
     resp = h.ask(f"Where is the {mover.label} at {t_ask}s?")
