@@ -144,8 +144,9 @@ def main() -> int:
     print(f"source: {source}, {len(frames)} frames cycled; ROS_DOMAIN_ID="
           f"{os.environ['ROS_DOMAIN_ID']}, cores={os.cpu_count()}")
     cmd = [sys.executable, "-m", "llava4d_ros.ros.node", "--ros-args", "-r", "__node:=llava4d",
-           "-p", "device:=cpu", "-p", "cloud_period_s:=0.0", "-p", "window_s:=30.0",
-           "-p", f"model_path:={args.model}"]
+           "-p", "device:=cpu", "-p", "cloud_period_s:=0.0", "-p", "window_s:=30.0"]
+    if args.model:  # rcl cannot parse an empty override ("model_path:=")
+        cmd += ["-p", f"model_path:={args.model}"]
     for src, dst in TOPICS.items():
         cmd += ["-r", f"{src}:={dst}"]
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"llava4d_bench_node_{os.getpid()}.log"

@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] writing {bag}")
         bagtools.write_scene_bag(bag, scene)
     cmd = [sys.executable, "-m", "llava4d_ros.ros.node", "--ros-args", "-r", "__node:=llava4d",
-           "-p", "use_sim_time:=true", "-p", "device:=cpu", "-p", f"model_path:={args.model}"]
+           "-p", "use_sim_time:=true", "-p", "device:=cpu"]
+    if args.model:  # rcl cannot parse an empty override ("model_path:=")
+        cmd += ["-p", f"model_path:={args.model}"]
     for src, dst in TOPICS.items():
         cmd += ["-r", f"{src}:={dst}"]
     print(f"[demo] starting the node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']})")
