@@ -60,7 +60,7 @@ class Harness:
         self.peer.create_subscription(MarkerArray, "/llava4d/markers", self.markers.append, 10)
         self.client = self.peer.create_client(Query, "/llava4d/query")
         self.pub = ScenePublisher(self.peer)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        self.executor = MultiThreadedExecutor(num_threads=8, context=ctx)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

@@ -60,7 +60,12 @@ class Llava4dNode(LifecycleNode):
             description="Configure and activate on start (without a lifecycle manager)."))
         self.cfg: NodeConfig | None = None
         self.engine: Engine | None = None
-        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        # One group per input stream: within a shared group the executor serves the first
+        # ready subscription first, and under load camera_info starved behind rgb/depth until
+        # the synchronizer's queues overflowed. Each stream in order, in its own group; the
+        # Engine's lock serializes the shared state.
+        self._groups = {k: MutuallyExclusiveCallbackGroup()
+                        for k in ("rgb", "depth", "info", "tf")}
         self._query_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._sensor_subs: list = []
@@ -97,9 +102,9 @@ class Llava4dNode(LifecycleNode):
                 Detection3DArray, "~/detections", 10)
         self._tf_subs = [
             self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
-                                     callback_group=self._sensor_group),
+                                     callback_group=self._groups["tf"]),
             self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     TF_STATIC_QOS, callback_group=self._sensor_group),
+                                     TF_STATIC_QOS, callback_group=self._groups["tf"]),
         ]
         self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
                                f"window={self.cfg.window_s}s budget={self.cfg.token_budget}")
@@ -117,13 +122,13 @@ class Llava4dNode(LifecycleNode):
         overrides = QoSOverridingOptions.with_default_policies()
         self._sensor_subs = [
             self.create_subscription(Image, "rgb/image", self._on_rgb, qos_profile_sensor_data,
-                                     callback_group=self._sensor_group,
+                                     callback_group=self._groups["rgb"],
                                      qos_overriding_options=overrides),
             self.create_subscription(Image, "depth/image", self._on_depth,
-                                     qos_profile_sensor_data, callback_group=self._sensor_group,
+                                     qos_profile_sensor_data, callback_group=self._groups["depth"],
                                      qos_overriding_options=overrides),
             self.create_subscription(CameraInfo, "camera_info", self._on_info,
-                                     qos_profile_sensor_data, callback_group=self._sensor_group,
+                                     qos_profile_sensor_data, callback_group=self._groups["info"],
                                      qos_overriding_options=overrides),
         ]
         self._service = self.create_service(Query, "~/query", self._on_query,
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: `llava4d-node --ros-args -p model_path:=... -r rgb/image:=...`."""
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Llava4dNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=7)  # 4 input groups, query, timers, spare
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:
