@@ -196,3 +196,14 @@ def test_tokenizer_round_trip():
     assert "<unk>" not in toks and detokenize(toks) == text
     assert detokenize(["At", "<time>", "s", ",", "it", "is", "at", "<box>", "."]) == \
         "At <time>s, it is at <box>."
+
+
+def test_colour_stats_of_a_large_image_match_its_small_version():
+    """Large cells are read on a strided grid (speed at 640x480); the statistics must not move:
+    the model was trained on 320x240 features."""
+    from llava4d_ros.data.scene import make_scene, render
+
+    small = render(make_scene(3), 2.0).rgb  # (240, 320, 3)
+    big = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)  # (480, 640, 3)
+    enc = ColourStatsEncoder()
+    np.testing.assert_allclose(enc(big, (24, 32)), enc(small, (24, 32)), atol=2e-3)

@@ -73,7 +73,7 @@ class Llava4dNode(LifecycleNode):
         self._timers: list = []
         self._service = None
         self._answer_markers = 0
-        self.counters: dict[str, int] = {}  # dropped messages by reason
+        self.counters: dict[str, int] = {}  # messages refused by the adapter, by reason
         self.received: dict[str, int] = {}  # messages received by kind
 
     # ------------------------------------------------------------ lifecycle
@@ -193,9 +193,12 @@ class Llava4dNode(LifecycleNode):
                                   throttle_duration_sec=WARN_PERIOD_S)
 
     def _report(self, outcomes) -> None:
+        """Log what the engine did with frames (it counts them itself, see /diagnostics)."""
         for o in outcomes:
             if o.status == "dropped":
-                self._count(o.reason, o.reason)
+                key = o.reason.split(":")[0]
+                self.get_logger().warning(f"dropped ({key}, {self.engine.stats.drops[key]} so "
+                                          f"far): {o.reason}", throttle_duration_sec=WARN_PERIOD_S)
             elif o.status == "reset":
                 self.get_logger().warning(f"buffer reset: {o.reason}")
 
@@ -207,7 +210,8 @@ class Llava4dNode(LifecycleNode):
                 self.engine.add_transform(parent, child, t_ns, trans, quat, is_static)
             except ValueError as exc:
                 self._count("bad_tf", f"{parent}->{child}: {exc}")
-        self._report(self.engine.process_pending())
+        # Frames waiting for this transform are ingested by the next image callback or the
+        # tracks timer, not here: the TF stream must never lag behind the heavy ingest work.
 
     def _on_image(self, kind: str, msg, parse) -> None:
         if self.engine is None:
@@ -270,6 +274,7 @@ class Llava4dNode(LifecycleNode):
     def _publish_tracks(self) -> None:
         if self.engine is None:
             return
+        self._report(self.engine.process_pending())  # frames whose TF came after the images
         tracks = self.engine.tracks()
         now = self._now_ns()
         frame = self.cfg.world_frame
