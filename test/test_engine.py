@@ -86,30 +86,21 @@ def test_time_backwards_resets_and_small_steps_back_are_dropped(scene, scene_fra
     assert t0 == t1 == pytest.approx(EPOCH_S, abs=1e-3)
 
 
-def test_mismatched_rgb_and_depth_sizes_are_dropped(scene, scene_frames):
+@pytest.mark.parametrize("bad_depth,reason", [
+    (lambda d: d[:-10], "shape mismatch"),  # rgb and depth of different sizes
+    (lambda d: np.full_like(d, np.nan), "no valid depth"),
+])
+def test_unusable_depth_drops_the_frame_with_its_reason(scene, scene_frames, bad_depth, reason):
     engine = Engine(NodeConfig())
     static_tf(engine)
     f = scene_frames[0]
     t = stamp_ns(f.stamp_s)
     pose_tf(engine, f, t)
     engine.add_image("info", t, scene.cam)
-    engine.add_image("depth", t, f.depth_m[:-10])
+    engine.add_image("depth", t, bad_depth(f.depth_m))
     out = engine.add_image("rgb", t, (OPTICAL, f.rgb))
     assert [o.status for o in out] == ["dropped"]
-    assert engine.stats.ingested == 0 and sum(engine.stats.drops.values()) == 1
-
-
-def test_all_invalid_depth_is_dropped(scene, scene_frames):
-    engine = Engine(NodeConfig())
-    static_tf(engine)
-    f = scene_frames[0]
-    t = stamp_ns(f.stamp_s)
-    pose_tf(engine, f, t)
-    engine.add_image("info", t, scene.cam)
-    engine.add_image("depth", t, np.full_like(f.depth_m, np.nan))
-    out = engine.add_image("rgb", t, (OPTICAL, f.rgb))
-    assert out and out[-1].status == "dropped"
-    assert engine.stats.ingested == 0
+    assert engine.stats.ingested == 0 and dict(engine.stats.drops) == {reason: 1}
 
 
 def test_questions_are_validated_before_the_model(scene):
