@@ -33,6 +33,9 @@ class NodeConfig:
     token_budget: int = _p(2560, "Most visual tokens given to the model per question.")
     sync_slop_s: float = _p(0.02, "Largest stamp difference for rgb/depth/camera_info to match.")
     sync_queue_size: int = _p(30, "Messages kept per stream while waiting for partners.")
+    ingest_queue_size: int = _p(30, "Matched frames waiting for their TF or for the ingest "
+                                "thread. When full, image callbacks wait for room (up to "
+                                "1 s, then the oldest waiting frame is dropped and counted).")
     tf_timeout_s: float = _p(0.25, "How long (in data time) a frame waits for its TF [s].")
     tf_cache_s: float = _p(30.0, "How much TF history is kept [s].")
     time_jump_reset_s: float = _p(1.0, "A stamp this far behind the newest resets the buffer "
@@ -40,6 +43,9 @@ class NodeConfig:
     model_path: str = _p("", "Local model directory (safetensors). Empty: the embedded default.")
     device: str = _p("auto", "auto, cpu, cuda or cuda:N. auto picks cuda when available.")
     dtype: str = _p("float32", "float32, float16 or bfloat16 (the latter two on GPU).")
+    cpu_threads: int = _p(1, "torch threads for the model on the CPU; 0: torch's default (one "
+                          "per core). The ingest and DDS threads need a core of their own: "
+                          "on 2 cores, 2 torch threads made a question 20x slower.")
     max_question_chars: int = _p(500, "Longer questions are refused.")
     max_new_tokens: int = _p(96, "Longest answer the model may generate [tokens].")
     cloud_period_s: float = _p(1.0, "Period of ~/cloud (the window's points) [s]; 0 disables.")
@@ -53,11 +59,13 @@ class NodeConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("patch_rows", "patch_cols", "token_budget", "sync_queue_size",
-                     "max_question_chars", "max_new_tokens"):
+                     "ingest_queue_size", "max_question_chars", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
             raise ValueError("keyframe_min_interval_s must not exceed keyframe_max_interval_s")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if self.cloud_period_s < 0:
             raise ValueError("cloud_period_s must be >= 0")
         if not self.world_frame:

@@ -7,6 +7,20 @@ replay both drive this one class, so there is one code path to test.
 
 Frames wait for their transform in *data time* (up to `tf_timeout_s` after their stamp, measured
 by the newest sensor stamp), so a bag replayed faster than real time behaves like a live robot.
+
+Two ways to drive it:
+- synchronous (replay, tests): `add_image(...)` syncs and ingests what it completed, in the
+  caller's thread;
+- threaded (the node): `add_image(..., ingest=False)` only syncs and queues the matched frame
+  (cheap, so the sensor and TF callbacks never wait for the heavy work); one ingest thread runs
+  `wait_for_work()` + `process_pending()`. `wait_for_room()` gives the callbacks back-pressure
+  when the ingest falls behind, and a running question pauses ingestion between frames (frames
+  wait in the queue, none is lost) so that the model does not fight the ingest for the GIL.
+
+Locks, always taken in this order: `_input_lock` (sync, TF, queue of matched frames) then
+`_buffer_lock` (ingestor, buffer, tracker, track log); `_stats_lock` alone; `_model_lock` for
+one generation at a time. A reset bumps `_generation` under both, so a frame popped before a
+reset is never ingested into the buffer after it.
 """
 
 from __future__ import annotations
@@ -121,7 +135,7 @@ def ingest_config(cfg: NodeConfig) -> IngestConfig:
 
 
 class Engine:
-    """Thread-safe: sensor input and questions may come from different threads."""
+    """Thread-safe: sensor input, the ingest thread and questions may be different threads."""
 
     def __init__(self, cfg: NodeConfig, model: SceneModel | None = None):
         self.cfg = cfg
@@ -138,14 +152,20 @@ class Engine:
         self._last_ingested_ns: int | None = None
         self._newest_tf_ns: dict[tuple[str, str], int] = {}
         self._track_log: dict[int, Track] = {}
-        self._data_lock = threading.RLock()  # sync, TF, buffer, tracker
+        self._generation = 0  # bumped by reset()
+        self._input_lock = threading.RLock()  # sync, TF, pending frames, data time
+        self._buffer_lock = threading.RLock()  # ingestor, buffer, tracker, track log
+        self._stats_lock = threading.Lock()
+        self._ingest_lock = threading.Lock()  # one process_pending at a time (frame order)
         self._model_lock = threading.Lock()  # one generation at a time
+        self._signal = threading.Condition()  # new frames / TF, room in the queue, queries
+        self._queries_running = 0
 
     def set_model(self, model: SceneModel | None) -> None:
         """Swap the model (activate/deactivate). The buffer is kept when the new model's patch
         features are those already stored (same encoder); otherwise it starts over, since
         features from two encoders cannot be mixed in one window."""
-        with self._data_lock, self._model_lock:
+        with self._input_lock, self._buffer_lock, self._model_lock:
             self.model = model
             if model is None:
                 return
@@ -159,31 +179,65 @@ class Engine:
     # ----------------------------------------------------------------- inputs
     def add_transform(self, parent: str, child: str, stamp_ns: int, translation, quat_xyzw,
                       is_static: bool) -> None:
-        with self._data_lock:
+        with self._input_lock:
             if not is_static:
                 newest = self._newest_tf_ns.get((parent, child))
                 if newest is not None and stamp_ns < newest - self.cfg.time_jump_reset_s * NS:
                     self.reset()  # the TF source restarted (a bag looping)
-                    self.stats.resets += 1
+                    self._count_reset()
                 key = (parent, child)
                 self._newest_tf_ns[key] = max(stamp_ns, self._newest_tf_ns.get(key, stamp_ns))
             self.tf.set_transform(parent, child, stamp_ns, translation, quat_xyzw, is_static)
+        self.wake()
 
-    def add_image(self, kind: str, stamp_ns: int, item) -> list[FrameOutcome]:
+    def add_image(self, kind: str, stamp_ns: int, item, ingest: bool = True
+                  ) -> list[FrameOutcome]:
         """`kind` rgb: (frame_id, rgb (H,W,3) uint8); depth: depth_m (H,W) float32 metres;
-        info: PinholeCamera. Returns what happened to every frame this completed."""
-        with self._data_lock:
-            outcomes = self._check_time(kind, stamp_ns)
+        info: PinholeCamera. With `ingest`, also ingests the frames this completed and returns
+        what happened to them; without, the matched frames wait for `process_pending` (the
+        ingest thread) and only resets and backlog drops are returned."""
+        outcomes: list[FrameOutcome] = []
+        with self._input_lock:
+            outcomes += self._check_time(kind, stamp_ns)
             for matched in self.sync.add(kind, stamp_ns, item):
                 frame_id, rgb = matched.rgb
                 self._pending.append(_Pending(matched.stamp_ns, frame_id, rgb, matched.depth,
                                               matched.info))
             self._newest_ns = max(stamp_ns, self._newest_ns or stamp_ns)
-            return outcomes + self.process_pending()
+            while len(self._pending) > self.cfg.ingest_queue_size:
+                old = self._pending.popleft()
+                outcomes.append(self._dropped(old.stamp_ns, "ingest backlog: the ingest fell "
+                                              "behind and ingest_queue_size frames waited"))
+        self.wake()
+        if ingest:
+            outcomes += self.process_pending()
+        return outcomes
+
+    def pending(self) -> int:
+        """Matched frames waiting for their TF or for the ingest thread."""
+        with self._input_lock:
+            return len(self._pending)
+
+    def wait_for_room(self, timeout_s: float) -> bool:
+        """Block while the queue of matched frames is full (back-pressure for the sensor
+        callbacks); False if it still is after `timeout_s`."""
+        with self._signal:
+            return self._signal.wait_for(
+                lambda: len(self._pending) < self.cfg.ingest_queue_size, timeout_s)
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Block until a frame or a transform arrived (or `timeout_s` passed)."""
+        with self._signal:
+            self._signal.wait(timeout_s)
+
+    def wake(self) -> None:
+        """Wake every thread in `wait_for_work` / `wait_for_room`."""
+        with self._signal:
+            self._signal.notify_all()
 
     def drop(self, reason: str) -> FrameOutcome:
         """Count a message the adapter refused before it reached the engine (bad encoding...)."""
-        with self._data_lock:
+        with self._stats_lock:
             self.stats.drops[reason] += 1
         return FrameOutcome(0, "dropped", reason)
 
@@ -198,11 +252,16 @@ class Engine:
             return []
         self.reset()
         self._newest_by_kind[kind] = stamp_ns
-        self.stats.resets += 1
+        self._count_reset()
         return [FrameOutcome(stamp_ns, "reset", "time jumped backwards")]
 
+    def _count_reset(self) -> None:
+        with self._stats_lock:
+            self.stats.resets += 1
+
     def reset(self) -> None:
-        with self._data_lock:
+        with self._input_lock, self._buffer_lock:
+            self._generation += 1
             self.tf.clear_dynamic()
             self.sync.clear()
             self.ingestor.reset()
@@ -212,35 +271,68 @@ class Engine:
             self._last_ingested_ns = None
             self._newest_tf_ns.clear()
             self._track_log.clear()
+        self.wake()
 
-    def process_pending(self) -> list[FrameOutcome]:
-        """Ingest every waiting frame whose transform is known; drop those that waited too long."""
+    def process_pending(self, yield_to_queries: bool = False,
+                        max_pause_s: float = 2.0) -> list[FrameOutcome]:
+        """Ingest every waiting frame whose transform is known, oldest first; drop those that
+        waited too long. With `yield_to_queries` (the ingest thread), wait between frames while
+        a question is being answered and the queue is less than half full, at most
+        `max_pause_s` per frame."""
         outcomes: list[FrameOutcome] = []
-        with self._data_lock:
-            keep: deque[_Pending] = deque()
-            while self._pending:
-                p = self._pending.popleft()
-                try:
-                    world_from_cam = self.tf.lookup(self.cfg.world_frame, p.frame_id, p.stamp_ns)
-                except TransformError as exc:
-                    # The transform may still come (TF lags images, or the tree is not complete
-                    # yet at start-up); a stamp older than the TF cache never will.
-                    waited_s = ((self._newest_ns or p.stamp_ns) - p.stamp_ns) / NS
-                    too_old = isinstance(exc, ExtrapolationError) and not exc.is_future
-                    if not too_old and waited_s < self.cfg.tf_timeout_s:
-                        keep.append(p)
-                    else:
-                        outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
-                    continue
-                outcomes.append(self._ingest(p, world_from_cam))
-            self._pending = keep
+        with self._ingest_lock:
+            while True:
+                if yield_to_queries:
+                    # the model gets the CPU (and the GIL) while the queue has room; once it
+                    # is half full, ingest goes on, or frames would be lost to a long answer
+                    half = max(1, self.cfg.ingest_queue_size // 2)
+                    with self._signal:
+                        self._signal.wait_for(lambda: self._queries_running == 0
+                                              or len(self._pending) >= half, max_pause_s)
+                with self._input_lock:
+                    generation = self._generation
+                    ready = self._next_ready(outcomes)
+                if ready is None:
+                    break
+                p, world_from_cam = ready
+                with self._buffer_lock:
+                    if generation == self._generation:  # no reset since it was popped
+                        outcomes.append(self._ingest(p, world_from_cam))
+                self.wake()  # room in the queue
         return outcomes
 
+    def _next_ready(self, outcomes: list[FrameOutcome]) -> tuple[_Pending, np.ndarray] | None:
+        """Pop the oldest frame whose transform is known (under `_input_lock`); frames still
+        waiting for theirs stay queued, those that waited too long are dropped."""
+        keep: deque[_Pending] = deque()
+        ready = None
+        while self._pending:
+            p = self._pending.popleft()
+            try:
+                world_from_cam = self.tf.lookup(self.cfg.world_frame, p.frame_id, p.stamp_ns)
+            except TransformError as exc:
+                # The transform may still come (TF lags images, or the tree is not complete
+                # yet at start-up); a stamp older than the TF cache never will.
+                waited_s = ((self._newest_ns or p.stamp_ns) - p.stamp_ns) / NS
+                too_old = isinstance(exc, ExtrapolationError) and not exc.is_future
+                if not too_old and waited_s < self.cfg.tf_timeout_s:
+                    keep.append(p)
+                else:
+                    outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
+                continue
+            ready = (p, world_from_cam)
+            break
+        keep.extend(self._pending)
+        self._pending = keep
+        return ready
+
     def _dropped(self, stamp_ns: int, reason: str) -> FrameOutcome:
-        self.stats.drops[reason.split(":")[0]] += 1
+        with self._stats_lock:
+            self.stats.drops[reason.split(":")[0]] += 1
         return FrameOutcome(stamp_ns, "dropped", reason)
 
     def _ingest(self, p: _Pending, world_from_cam: np.ndarray) -> FrameOutcome:
+        """Under `_buffer_lock`."""
         if self._last_ingested_ns is not None and p.stamp_ns <= self._last_ingested_ns:
             return self._dropped(p.stamp_ns, "out of order: stamp not newer than the last frame")
         result = self.ingestor.ingest(p.stamp_ns / NS, p.rgb, p.depth_m, p.cam, world_from_cam)
@@ -248,8 +340,9 @@ class Engine:
             return self._dropped(p.stamp_ns, result.reason)
         self._last_ingested_ns = p.stamp_ns
         self._log_tracks()
-        self.stats.ingested += 1
-        self.stats.keyframes += result.status in ("keyframe", "reset")
+        with self._stats_lock:
+            self.stats.ingested += 1
+            self.stats.keyframes += result.status in ("keyframe", "reset")
         return FrameOutcome(p.stamp_ns, result.status, result.reason)
 
     def _log_tracks(self) -> None:
@@ -265,7 +358,7 @@ class Engine:
     # ---------------------------------------------------------------- outputs
     def tracks(self, include_ended: bool = False) -> list[Track]:
         """Live tracks; with include_ended, also those that ended inside the window."""
-        with self._data_lock:
+        with self._buffer_lock:
             if include_ended:
                 return sorted(self._track_log.values(), key=lambda t: t.track_id)
             return list(self.ingestor.tracker.tracks)
@@ -273,18 +366,19 @@ class Engine:
     def drops(self) -> dict[str, int]:
         """Everything dropped so far by reason: frames (engine and core) and unmatched messages
         (the synchronizer's `sync: ...` reasons, e.g. rgb/depth with no camera_info)."""
-        with self._data_lock:
+        with self._stats_lock:
             out = dict(self.stats.drops)
+        with self._input_lock:
             out.update({f"sync: {k}": v for k, v in self.sync.drops.items() if v})
             return out
 
     def window(self) -> tuple[float, float] | None:
-        with self._data_lock:
+        with self._buffer_lock:
             return self.ingestor.buffer.time_range()
 
     def cloud(self) -> tuple[np.ndarray, np.ndarray]:
         """The window's valid world points (N, 3) and a dynamic flag (N,) per point."""
-        with self._data_lock:
+        with self._buffer_lock:
             kfs = list(self.ingestor.buffer.keyframes)
             thr = self.ingestor.cfg.motion_threshold_m
         if not kfs:
@@ -308,16 +402,23 @@ class Engine:
             raise QueryError(f"window_end {t_end_s:.3f} is before window_start {t_start_s:.3f}")
         if self.model is None:
             raise QueryError("no model is loaded")
-        with self._data_lock:
-            try:
-                tokens = self.ingestor.buffer.tokens(self.cfg.token_budget, self.cfg.voxel_m,
-                                                     t_start_s=t_start_s, t_end_s=t_end_s)
-            except EmptyBufferError as exc:
-                raise QueryError(f"no observations in the window yet ({exc})") from None
-            tracks = list(self._track_log.values())
-        t_ref = float(tokens.t_s.min())
-        with self._model_lock:
-            out = self.model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
+        with self._signal:
+            self._queries_running += 1  # the ingest thread pauses between frames
+        try:
+            with self._buffer_lock:
+                try:
+                    tokens = self.ingestor.buffer.tokens(self.cfg.token_budget, self.cfg.voxel_m,
+                                                         t_start_s=t_start_s, t_end_s=t_end_s)
+                except EmptyBufferError as exc:
+                    raise QueryError(f"no observations in the window yet ({exc})") from None
+                tracks = list(self._track_log.values())
+            t_ref = float(tokens.t_s.min())
+            with self._model_lock:
+                out = self.model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
+        finally:
+            with self._signal:
+                self._queries_running -= 1
+                self._signal.notify_all()
         t_end = float(tokens.t_s.max())
         objects = [self._ground(b, t_ref, t_end, tracks) for b in out.boxes]
         return QueryResult(question=question, text=out.text, objects=objects,

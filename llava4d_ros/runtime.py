@@ -30,10 +30,14 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(path: str | None = None, device: str = "auto",
-               dtype: str = "float32") -> LLaVA4D:
+               dtype: str = "float32", cpu_threads: int = 0) -> LLaVA4D:
     """`path=None`: the embedded default. A directory whose config.json is a LLaVA config
-    (`model_type: llava`) loads as LLaVA-1.5 with no-op 4D parts; otherwise our format."""
+    (`model_type: llava`) loads as LLaVA-1.5 with no-op 4D parts; otherwise our format.
+    `cpu_threads` > 0 sets torch's (process-wide) intra-op threads when the model runs on
+    the CPU; 0 leaves torch's default."""
     dev = resolve_device(device)
+    if dev == "cpu" and cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if dtype == "float16" and dev == "cpu":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -124,7 +127,6 @@ def test_cloud_marks_dynamic_points(scene):
     assert not dyn.all()
 
 
-
 def test_frames_without_camera_info_never_ingest_and_are_counted(scene, scene_frames):
     engine = Engine(NodeConfig(sync_queue_size=3))
     static_tf(engine)
@@ -150,3 +152,117 @@ def test_tf_only_in_the_future_drops_the_frame(scene, scene_frames):
     out = engine.add_image("rgb", t, (OPTICAL, f.rgb))
     assert [o.status for o in out] == ["dropped"] and "no TF" in out[0].reason
     assert engine.stats.drops["no TF"] == 1
+
+
+# ----------------------------------------------------------- the node's threaded mode
+class IngestThread:
+    """The node's ingest loop, as a context manager."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.engine.process_pending(yield_to_queries=True)
+            self.engine.wait_for_work(0.05)
+
+    def __enter__(self) -> IngestThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.engine.wake()
+        self.thread.join(timeout=10)
+
+
+def wait_until(cond, timeout_s: float = 20.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def test_threaded_ingest_takes_every_frame_in_stamp_order(scene, scene_frames):
+    """Callbacks only queue (ingest=False); the ingest thread drains: nothing lost, in order."""
+    engine = Engine(NodeConfig(ingest_queue_size=4))
+    static_tf(engine)
+    with IngestThread(engine):
+        for f in scene_frames:
+            assert engine.wait_for_room(10.0)
+            feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s), ingest=False)
+        assert wait_until(lambda: engine.stats.ingested == len(scene_frames)), engine.stats
+    assert not engine.drops() and engine.pending() == 0
+    t0, t1 = engine.window()
+    assert (t0, t1) == pytest.approx((EPOCH_S, EPOCH_S + scene_frames[-1].stamp_s), abs=1e-3)
+
+
+def test_a_full_queue_pushes_back_then_drops_the_oldest_frame(scene, scene_frames):
+    engine = Engine(NodeConfig(ingest_queue_size=3))
+    static_tf(engine)
+    out = []
+    for f in scene_frames[:5]:  # nobody ingests
+        out += feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s), ingest=False)
+    assert engine.pending() == 3
+    assert [o.status for o in out] == ["dropped", "dropped"]
+    assert engine.drops() == {"ingest backlog": 2}
+    assert not engine.wait_for_room(0.05)  # full: a callback would wait here
+    engine.process_pending()
+    assert engine.wait_for_room(0.0)
+    assert engine.stats.ingested == 3
+    # the two oldest were dropped, not the newest
+    assert engine.window()[0] == pytest.approx(EPOCH_S + scene_frames[2].stamp_s, abs=1e-3)
+
+
+class BlockingModel:
+    """The tiny real model, whose answers wait for `release` (to hold a question open)."""
+
+    def __init__(self, model):
+        self._model = model
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def answer(self, *args, **kwargs):
+        self.started.set()
+        assert self.release.wait(20)
+        return self._model.answer(*args, **kwargs)
+
+
+def test_ingest_yields_to_a_question_until_the_queue_is_half_full(scene, scene_frames,
+                                                                   tmp_path):
+    from helpers.tiny_model import save_tiny_model
+    from llava4d_ros.runtime import load_model
+
+    model = BlockingModel(load_model(str(save_tiny_model(tmp_path / "tiny")), "cpu"))
+    cfg = NodeConfig(ingest_queue_size=8, patch_rows=model.cfg.patch_grid[0],
+                     patch_cols=model.cfg.patch_grid[1])
+    engine = Engine(cfg, model)
+    static_tf(engine)
+    for f in scene_frames[:5]:
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
+    assert engine.stats.ingested == 5
+    with IngestThread(engine):
+        asker = threading.Thread(target=engine.ask, args=("Which objects move?",))
+        asker.start()
+        assert model.started.wait(20)
+        for f in scene_frames[5:8]:  # 3 < half of 8: they wait for the answer
+            feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s), ingest=False)
+        time.sleep(0.5)
+        assert engine.stats.ingested == 5 and engine.pending() == 3
+        for f in scene_frames[8:11]:  # at half full, ingest keeps the queue there
+            feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s), ingest=False)
+        assert wait_until(lambda: engine.stats.ingested == 8)
+        time.sleep(0.3)
+        assert engine.stats.ingested == 8 and engine.pending() == 3
+        assert asker.is_alive()  # the question is still open
+        model.release.set()
+        asker.join(20)
+        assert wait_until(lambda: engine.stats.ingested == 11)
+    assert not engine.drops()

@@ -5,8 +5,10 @@ activate:  load the model on its device, subscribe to the cameras, offer `~/quer
 deactivate: unsubscribe, withdraw the service, free the model (and the GPU memory).
 
 Sensor callbacks and the query service run in separate callback groups on a multi-threaded
-executor, so a slow answer never stalls ingestion. Every message it cannot use is dropped with a
-throttled warning and a counter; nothing here raises out of a callback.
+executor. The callbacks only convert and synchronize; matched frames are ingested by one ingest
+thread (the heavy part), so TF and camera_info never wait behind it. When the ingest falls
+behind, the image callbacks wait for room in its queue (back-pressure). Every message it cannot
+use is dropped with a throttled warning and a counter; nothing here raises out of a callback.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import traceback
 
 import rclpy
@@ -41,6 +44,7 @@ from llava4d_ros.ros import convert
 from llava4d_ros.srv import Query
 
 WARN_PERIOD_S = 5.0
+BACKPRESSURE_S = 1.0  # longest an image callback waits for room in the ingest queue
 TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                     reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
@@ -72,6 +76,8 @@ class Llava4dNode(LifecycleNode):
         self._tf_subs: list = []
         self._timers: list = []
         self._service = None
+        self._ingest_thread: threading.Thread | None = None
+        self._ingest_stop = threading.Event()
         self._answer_markers = 0
         self.counters: dict[str, int] = {}  # messages refused by the adapter, by reason
         self.received: dict[str, int] = {}  # messages received by kind
@@ -114,11 +120,16 @@ class Llava4dNode(LifecycleNode):
         from llava4d_ros.runtime import load_model  # torch is imported only when activating
 
         try:
-            model = load_model(self.cfg.model_path or None, self.cfg.device, self.cfg.dtype)
+            model = load_model(self.cfg.model_path or None, self.cfg.device, self.cfg.dtype,
+                               self.cfg.cpu_threads)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node inactive
             self.get_logger().error(f"activate failed: could not load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.engine.set_model(model)
+        self._ingest_stop.clear()
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="llava4d_ingest",
+                                               daemon=True)
+        self._ingest_thread.start()
         overrides = QoSOverridingOptions.with_default_policies()
         self._sensor_subs = [
             self.create_subscription(Image, "rgb/image", self._on_rgb, qos_profile_sensor_data,
@@ -174,6 +185,12 @@ class Llava4dNode(LifecycleNode):
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
+        if self._ingest_thread is not None:
+            self._ingest_stop.set()
+            if self.engine is not None:
+                self.engine.wake()
+            self._ingest_thread.join(timeout=10)
+            self._ingest_thread = None
         if self.engine is not None and self.engine.model is not None:
             # Keep the buffer (nothing observed is lost), drop the model and its memory.
             self.engine.set_model(None)
@@ -210,8 +227,19 @@ class Llava4dNode(LifecycleNode):
                 self.engine.add_transform(parent, child, t_ns, trans, quat, is_static)
             except ValueError as exc:
                 self._count("bad_tf", f"{parent}->{child}: {exc}")
-        # Frames waiting for this transform are ingested by the next image callback or the
-        # tracks timer, not here: the TF stream must never lag behind the heavy ingest work.
+        # Frames waiting for this transform are ingested by the ingest thread, woken by it.
+
+    def _ingest_loop(self) -> None:
+        """The ingest thread: every matched frame whose TF is known goes into the buffer, in
+        stamp order; it pauses between frames while a question is answered."""
+        engine = self.engine
+        while not self._ingest_stop.is_set():
+            try:
+                self._report(engine.process_pending(yield_to_queries=True))
+            except Exception as exc:  # noqa: BLE001 - a bad frame must never stop ingestion
+                self._count("error", f"ingest: {exc}")
+                self.get_logger().debug(traceback.format_exc())
+            engine.wait_for_work(0.1)
 
     def _on_image(self, kind: str, msg, parse) -> None:
         if self.engine is None:
@@ -223,7 +251,11 @@ class Llava4dNode(LifecycleNode):
             self._count(f"bad_{kind}", f"{kind} on {msg.header.frame_id!r}: {exc}")
             return
         try:
-            self._report(self.engine.add_image(kind, convert.stamp_ns(msg.header.stamp), item))
+            # back-pressure: while the ingest thread is behind, wait here (not in the engine's
+            # locks), so DDS keeps the messages or, for best effort, drops the newest ones
+            self.engine.wait_for_room(BACKPRESSURE_S)
+            self._report(self.engine.add_image(kind, convert.stamp_ns(msg.header.stamp), item,
+                                               ingest=False))
         except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the node
             self._count("error", f"{kind}: {exc}")
             self.get_logger().debug(traceback.format_exc())
@@ -274,7 +306,6 @@ class Llava4dNode(LifecycleNode):
     def _publish_tracks(self) -> None:
         if self.engine is None:
             return
-        self._report(self.engine.process_pending())  # frames whose TF came after the images
         tracks = self.engine.tracks()
         now = self._now_ns()
         frame = self.cfg.world_frame

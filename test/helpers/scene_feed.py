@@ -26,15 +26,17 @@ def pose_tf(engine, frame, t_ns: int) -> None:
     engine.add_transform("map", "camera_link", t_ns, w[:3, 3], quat_from_matrix(w), False)
 
 
-def feed_frame(engine, frame, cam, t_ns: int, with_tf: bool = True):
-    """TF first (as a robot's localisation would), then info, depth, rgb. Returns outcomes."""
+def feed_frame(engine, frame, cam, t_ns: int, with_tf: bool = True, ingest: bool = True):
+    """TF first (as a robot's localisation would), then info, depth, rgb. Returns outcomes.
+    `ingest=False`: only queue the matched frame, as the node's callbacks do."""
     out = []
     if with_tf:
         pose_tf(engine, frame, t_ns)
-        out += engine.process_pending()
-    out += engine.add_image("info", t_ns, cam)
-    out += engine.add_image("depth", t_ns, frame.depth_m)
-    out += engine.add_image("rgb", t_ns, (OPTICAL, frame.rgb))
+        if ingest:
+            out += engine.process_pending()
+    out += engine.add_image("info", t_ns, cam, ingest=ingest)
+    out += engine.add_image("depth", t_ns, frame.depth_m, ingest=ingest)
+    out += engine.add_image("rgb", t_ns, (OPTICAL, frame.rgb), ingest=ingest)
     return out
 
 
