@@ -235,3 +235,29 @@ def test_deactivate_and_activate_keep_the_buffer(harness, scene, scene_frames):
     assert wait_for(h.client.service_is_ready, 20)
     assert h.node.engine.stats.ingested == n  # nothing observed was lost
     assert h.ask("Which objects move?").success
+
+
+def test_frames_keep_coming_in_while_questions_are_answered(harness, scene, scene_frames):
+    """Questions back to back while the camera streams: every frame is ingested (the ingest
+    thread only pauses while its queue has room) and every question is answered."""
+    h = harness().start()
+    engine = h.node.engine
+    h.pub.send_scene(scene_frames[:5], scene.cam, hz=20.0)
+    assert wait_for(lambda: engine.stats.ingested == 5, 20), engine.stats
+    stop, answered = threading.Event(), []
+
+    def ask_forever():
+        while not stop.is_set():
+            answered.append(h.ask("Where is the red cube now?").success)
+
+    asker = threading.Thread(target=ask_forever)
+    asker.start()
+    try:
+        h.pub.send_scene(scene_frames[5:], scene.cam, hz=30.0)
+        ok = wait_for(lambda: engine.stats.ingested == len(scene_frames), 30)
+    finally:
+        stop.set()
+        asker.join(60)
+    assert ok, (engine.stats, engine.drops(), engine.pending())
+    assert len(answered) >= 3 and all(answered), answered
+    assert not engine.drops() and not h.node.counters
