@@ -6,7 +6,9 @@ rates for --duration seconds each, and reads the node's /diagnostics counters to
 synchronized frames it ingested. Then, while ingesting at 15 Hz, it asks questions through
 `~/query` and reports latency percentiles.
 
-Prints per rate: published, ingested, dropped, node CPU ms per frame. Last line:
+Prints per rate: published, ingested (every synchronized frame the engine took: keyframes
+become 4D tokens, the others are skipped by the keyframe policy after validation), keyframes,
+dropped, node CPU ms per frame. Last line:
 `node_fps=<highest rate held for --duration s with no dropped synchronized frame>`.
 """
 
@@ -166,22 +168,24 @@ def main() -> int:
             time.sleep(0.1)
         bench.pub.send_static()
         time.sleep(1.0)
-        print(f"{'rate_hz':>8} {'published':>9} {'ingested':>8} {'dropped':>7} "
-              f"{'cpu_ms/frame':>12} {'node_cpu_%':>10}")
+        print(f"{'rate_hz':>8} {'published':>9} {'ingested':>8} {'keyframes':>9} "
+              f"{'dropped':>7} {'cpu_ms/frame':>12} {'node_cpu_%':>10}")
         sustained = 0.0
         for rate in [float(r) for r in args.rates.split(",")]:
             while not bench.diag:
                 time.sleep(0.1)
             before, c0 = bench.counter("ingested"), cpu_s(proc.pid)
+            kf_before = bench.counter("keyframes")
             t0 = time.monotonic()
             sent = bench.publish(rate, args.duration)
             elapsed = time.monotonic() - t0
             time.sleep(2.5)  # let the node finish and publish /diagnostics
             got = bench.counter("ingested") - before
+            keyframes = bench.counter("keyframes") - kf_before
             cpu = cpu_s(proc.pid) - c0
             dropped = sent - got
-            print(f"{rate:8.1f} {sent:9d} {got:8d} {dropped:7d} {1000 * cpu / max(sent, 1):12.1f}"
-                  f" {100 * cpu / elapsed:10.0f}")
+            print(f"{rate:8.1f} {sent:9d} {got:8d} {keyframes:9d} {dropped:7d} "
+                  f"{1000 * cpu / max(sent, 1):12.1f} {100 * cpu / elapsed:10.0f}")
             if dropped > 0:
                 break
             sustained = rate

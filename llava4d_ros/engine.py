@@ -302,12 +302,12 @@ class Engine:
         return outcomes
 
     def _next_ready(self, outcomes: list[FrameOutcome]) -> tuple[_Pending, np.ndarray] | None:
-        """Pop the oldest frame whose transform is known (under `_input_lock`); frames still
-        waiting for theirs stay queued, those that waited too long are dropped."""
-        keep: deque[_Pending] = deque()
-        ready = None
+        """Pop the oldest frame if its transform is known (under `_input_lock`). Frames that
+        waited too long are dropped first; a frame still waiting for its transform keeps itself
+        and every newer frame queued (stamp order: they would wait for it anyway, and scanning
+        them on every wake-up cost the TF callback its lock under load)."""
         while self._pending:
-            p = self._pending.popleft()
+            p = self._pending[0]
             try:
                 world_from_cam = self.tf.lookup(self.cfg.world_frame, p.frame_id, p.stamp_ns)
             except TransformError as exc:
@@ -316,15 +316,13 @@ class Engine:
                 waited_s = ((self._newest_ns or p.stamp_ns) - p.stamp_ns) / NS
                 too_old = isinstance(exc, ExtrapolationError) and not exc.is_future
                 if not too_old and waited_s < self.cfg.tf_timeout_s:
-                    keep.append(p)
-                else:
-                    outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
+                    return None
+                self._pending.popleft()
+                outcomes.append(self._dropped(p.stamp_ns, f"no TF: {exc}"))
                 continue
-            ready = (p, world_from_cam)
-            break
-        keep.extend(self._pending)
-        self._pending = keep
-        return ready
+            self._pending.popleft()
+            return p, world_from_cam
+        return None
 
     def _dropped(self, stamp_ns: int, reason: str) -> FrameOutcome:
         with self._stats_lock:

@@ -23,7 +23,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -54,6 +58,36 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+class TfListener:
+    """/tf and /tf_static on a node and executor of their own, in their own thread (as
+    tf2_ros's listener with `spin_thread`): TF is reliable with a deep queue, so when it shared
+    the node's executor with three image streams, a busy CPU let it fall seconds behind and
+    every frame then waited for its transform in vain."""
+
+    def __init__(self, owner: LifecycleNode, callback) -> None:
+        self.node = rclpy.create_node(f"{owner.get_name()}_tf_listener",
+                                      namespace=owner.get_namespace(), context=owner.context,
+                                      start_parameter_services=False)
+        self.node.create_subscription(TFMessage, "/tf", lambda m: callback(m, False), TF_QOS)
+        self.node.create_subscription(TFMessage, "/tf_static", lambda m: callback(m, True),
+                                      TF_STATIC_QOS)
+        self.executor = SingleThreadedExecutor(context=owner.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, name="llava4d_tf", daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=10)
+        self.node.destroy_node()
+
+
 class Llava4dNode(LifecycleNode):
     def __init__(self, node_name: str = "llava4d", **kwargs):
         super().__init__(node_name, **kwargs)
@@ -68,12 +102,11 @@ class Llava4dNode(LifecycleNode):
         # ready subscription first, and under load camera_info starved behind rgb/depth until
         # the synchronizer's queues overflowed. Each stream in order, in its own group; the
         # Engine's lock serializes the shared state.
-        self._groups = {k: MutuallyExclusiveCallbackGroup()
-                        for k in ("rgb", "depth", "info", "tf")}
+        self._groups = {k: MutuallyExclusiveCallbackGroup() for k in ("rgb", "depth", "info")}
         self._query_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._sensor_subs: list = []
-        self._tf_subs: list = []
+        self._tf: TfListener | None = None
         self._timers: list = []
         self._service = None
         self._ingest_thread: threading.Thread | None = None
@@ -106,12 +139,7 @@ class Llava4dNode(LifecycleNode):
             from vision_msgs.msg import Detection3DArray
             self._pub_detections = self.create_lifecycle_publisher(
                 Detection3DArray, "~/detections", 10)
-        self._tf_subs = [
-            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS,
-                                     callback_group=self._groups["tf"]),
-            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     TF_STATIC_QOS, callback_group=self._groups["tf"]),
-        ]
+        self._tf = TfListener(self, self._on_tf)
         self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
                                f"window={self.cfg.window_s}s budget={self.cfg.token_budget}")
         return TransitionCallbackReturn.SUCCESS
@@ -161,9 +189,7 @@ class Llava4dNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active()
-        for sub in self._tf_subs:
-            self.destroy_subscription(sub)
-        self._tf_subs = []
+        self._close_tf()
         for pub in (self._pub_answers, self._pub_tracks, self._pub_markers, self._pub_cloud,
                     self._pub_diag, self._pub_detections):
             if pub is not None:
@@ -173,7 +199,18 @@ class Llava4dNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active()
+        self._close_tf()
         return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        self._teardown_active()
+        self._close_tf()
+        super().destroy_node()
+
+    def _close_tf(self) -> None:
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
 
     def _teardown_active(self) -> None:
         for sub in self._sensor_subs:
@@ -349,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: `llava4d-node --ros-args -p model_path:=... -r rgb/image:=...`."""
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = Llava4dNode()
-    executor = MultiThreadedExecutor(num_threads=7)  # 4 input groups, query, timers, spare
+    executor = MultiThreadedExecutor(num_threads=6)  # 3 image groups, query, timers, spare
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:
