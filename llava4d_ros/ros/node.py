@@ -5,8 +5,9 @@ activate:  load the model on its device, subscribe to the cameras, offer `~/quer
 deactivate: unsubscribe, withdraw the service, free the model (and the GPU memory).
 
 Sensor callbacks and the query service run in separate callback groups on a multi-threaded
-executor. The callbacks only convert and synchronize; matched frames are ingested by one ingest
-thread (the heavy part), so TF and camera_info never wait behind it. When the ingest falls
+executor; /tf and /tf_static on a small node of their own (`<name>_tf_listener`) with its own
+executor thread, as tf2_ros does. The callbacks only convert and synchronize; matched frames are
+ingested by one ingest thread (the heavy part), so TF and camera_info never wait behind it. When the ingest falls
 behind, the image callbacks wait for room in its queue (back-pressure). Every message it cannot
 use is dropped with a throttled warning and a counter; nothing here raises out of a callback.
 """
