@@ -261,3 +261,22 @@ def test_frames_keep_coming_in_while_questions_are_answered(harness, scene, scen
     assert ok, (engine.stats, engine.drops(), engine.pending())
     assert len(answered) >= 3 and all(answered), answered
     assert not engine.drops() and not h.node.counters
+
+
+def test_tf_listener_follows_the_node_name_and_tf_remapping():
+    """`-r __node:=cam_qa -r /tf:=/robot1/tf` for the whole process (what ros2 launch passes):
+    one node of that name, its TF listener named after it, listening on the remapped /tf."""
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=["x", "--ros-args", "-r", "__node:=cam_qa",
+                                  "-r", "/tf:=/robot1/tf"])
+    node = Llava4dNode(context=ctx)
+    try:
+        assert node.trigger_configure() == SUCCESS
+        names = [n for n, _ in node.get_node_names_and_namespaces()]
+        assert names.count("cam_qa") == 1 and "cam_qa_tf_listener" in names, names
+        assert node._tf.topics == ("/robot1/tf", "/tf_static")
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -6,10 +6,11 @@ deactivate: unsubscribe, withdraw the service, free the model (and the GPU memor
 
 Sensor callbacks and the query service run in separate callback groups on a multi-threaded
 executor; /tf and /tf_static on a small node of their own (`<name>_tf_listener`) with its own
-executor thread, as tf2_ros does. The callbacks only convert and synchronize; matched frames are
-ingested by one ingest thread (the heavy part), so TF and camera_info never wait behind it. When the ingest falls
-behind, the image callbacks wait for room in its queue (back-pressure). Every message it cannot
-use is dropped with a throttled warning and a counter; nothing here raises out of a callback.
+executor thread, as tf2_ros does. The callbacks only convert and synchronize; matched frames
+are ingested by one ingest thread (the heavy part), so TF and camera_info never wait behind it.
+When the ingest falls behind, the image callbacks wait for room in its queue (back-pressure).
+Every message it cannot use is dropped with a throttled warning and a counter; nothing here
+raises out of a callback.
 """
 
 from __future__ import annotations
@@ -66,11 +67,16 @@ class TfListener:
     every frame then waited for its transform in vain."""
 
     def __init__(self, owner: LifecycleNode, callback) -> None:
+        # Without the process's global arguments: `-r __node:=name` would give this node the
+        # owner's name too. The owner's remappings of /tf and /tf_static are applied here.
         self.node = rclpy.create_node(f"{owner.get_name()}_tf_listener",
                                       namespace=owner.get_namespace(), context=owner.context,
-                                      start_parameter_services=False)
-        self.node.create_subscription(TFMessage, "/tf", lambda m: callback(m, False), TF_QOS)
-        self.node.create_subscription(TFMessage, "/tf_static", lambda m: callback(m, True),
+                                      start_parameter_services=False,
+                                      use_global_arguments=False)
+        self.topics = (owner.resolve_topic_name("/tf"), owner.resolve_topic_name("/tf_static"))
+        self.node.create_subscription(TFMessage, self.topics[0], lambda m: callback(m, False),
+                                      TF_QOS)
+        self.node.create_subscription(TFMessage, self.topics[1], lambda m: callback(m, True),
                                       TF_STATIC_QOS)
         self.executor = SingleThreadedExecutor(context=owner.context)
         self.executor.add_node(self.node)
