@@ -160,6 +160,9 @@ def _text_warmup(model: Any, records: list[SceneRecord], steps: int, lr: float,
 
 
 HEADS = ("pointer.", "box_head.", "time_head.", "slot_pool.")
+# stage 4 re-initialises the box and time heads; the pointer's time-match term is newer than
+# the checkpoints of stages 1-3 trained before it (zero-init, so fresh is a no-op start)
+FRESH_FOR_STAGE4 = ("box_head.", "time_head.", "pointer.dt.")
 
 
 def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
@@ -167,20 +170,37 @@ def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
     """Stage 4: the box and time heads, re-initialised, fitted with the pointer and the pooling
     on the frozen model's slot batches of every training window (one forward pass each; a head
     step then costs milliseconds instead of a whole LM pass)."""
-    from tqdm import tqdm
+    batches = collect_slot_batches(model, records)
+    fit_heads(model, batches, steps, lr, rng, log_path)
 
-    from llava4d_ros.model.heads import BoxHead, TimeHead
+
+def collect_slot_batches(model: Any, records: list[SceneRecord],
+                         progress: bool = True) -> list[dict[str, Any]]:
+    """Stage 4's features: the frozen model's detached slot batch of every window."""
+    from tqdm import tqdm
 
     model.eval()
     batches = []
-    for rec in tqdm(records, desc="stage 4 (slot features)"):
+    for rec in tqdm(records, desc="stage 4 (slot features)", disable=not progress):
         samples = [s for s in rec.samples if s["slots"]]
         if not samples:
             continue
         with torch.no_grad():
             model.loss(rec.tokens, rec.t_ref_s, samples)
-        batches.append(model.detach_slot_batch(model.last_slot_batch))
+        batch = model.detach_slot_batch(model.last_slot_batch)
+        batch["tasks"] = [samples[i]["task"] for i in batch["sample"]]
+        batches.append(batch)
         model.last_slot_batch = None
+    return batches
+
+
+def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
+              rng: random.Random, log_path: str | None) -> None:
+    """Stage 4's fit: fresh box and time heads, with the pointer and the pooling, on `batches`."""
+    from tqdm import tqdm
+
+    from llava4d_ros.model.heads import BoxHead, TimeHead
+
     ctx_dim = model.box_head.h_proj.in_features
     model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden).to(model.device)
     model.time_head = TimeHead(ctx_dim, model.cfg.box_hidden).to(model.device)
@@ -197,7 +217,7 @@ def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
         opt.zero_grad(set_to_none=True)
         slot_total(losses).backward()
         opt.step()
-        if step % 100 == 0 or step == steps - 1:
+        if log_path and (step % 100 == 0 or step == steps - 1):
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"stage": 4, "step": step,
                                     **{k: round(float(v), 4) for k, v in losses.items()}})
@@ -237,13 +257,18 @@ def train(args: argparse.Namespace) -> str:
 
     start_stage, start_step = stages[0], 0
     progress_file = os.path.join(args.out, "last", "progress.json")
-    if args.resume and os.path.isfile(progress_file):
+    if args.init:
+        # a trained model (e.g. <run>/stage3) as the start of the requested stages; the
+        # heads stage 4 re-initialises, and parts newer than the checkpoint, start fresh
+        model = load_llava4d(args.init, fresh=FRESH_FOR_STAGE4 if stages[0] >= 4 else ())
+        print(f"starting stage {stages[0]} from {args.init}")
+    elif args.resume and os.path.isfile(progress_file):
         with open(progress_file, encoding="utf-8") as f:
             prog = json.load(f)
         start_stage, start_step = prog["stage"], prog["step"]
         # stage 4 re-initialises the box and time heads: their saved shapes may be older
         model = load_llava4d(os.path.join(args.out, "last"),
-                             fresh=("box_head.", "time_head.") if start_stage >= 4 else ())
+                             fresh=FRESH_FOR_STAGE4 if start_stage >= 4 else ())
         print(f"resuming at stage {start_stage}, step {start_step}")
     else:
         tok = build_tokenizer(vocabulary())
@@ -326,8 +351,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stages", default="1,2,3,4",
                     help="1 content alignment, 2 coordinate alignment, 3 instruction tuning, "
                          "4 slot-head refinement on the frozen model")
-    ap.add_argument("--refine-steps", type=int, default=3000)
+    ap.add_argument("--refine-steps", type=int, default=6000)
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last")
+    ap.add_argument("--init", default=None,
+                    help="start the first requested stage from this model directory (e.g. "
+                         "--stages 4 --init runs/full/stage3)")
     ap.add_argument("--ablation", default="full", choices=("full", "none", "xyz", "time"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))

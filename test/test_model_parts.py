@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,15 @@ from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.checkpoint import build_model
 from llava4d_ros.model.config import LLaVA4DConfig, PromptConfig, VisionConfig, tiny_llama
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
-from llava4d_ros.model.heads import BoxHead, PointerHead, decode_time
+from llava4d_ros.model.heads import (
+    BoxHead,
+    PointerHead,
+    TimeHead,
+    decode_time,
+    dynamic_tokens,
+    first_motion_time,
+    time_match_features,
+)
 from llava4d_ros.model.llava4d import VisualTokenMismatchError, apply_token_budget
 from llava4d_ros.model.prompt import SpatioTemporalPrompt, find_text_coordinates
 from llava4d_ros.model.tokenizer import build_tokenizer, detokenize
@@ -179,12 +189,56 @@ def test_pointer_and_box_heads_decode():
     assert int(scores.argmax()) == 4
     t = torch.arange(5.0)
     assert float(decode_time(scores, t)[0]) == 4.0
-    box = BoxHead(8, 16)  # zero-init output layer: centre = weighted mean, size 0.4
-    xyz = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 0, 0], [1.0, 2.0, 0.5], [1.2, 2.0, 0.3]])
+    # zero-init output layer: centre = xy of the top (tilted toward high z, tau 0.05) and the
+    # weighted mean height, size 0.4; the far, high tokens 0-2 (weight 0) take no part
+    box = BoxHead(8, 16)
+    xyz = torch.tensor([[3.0, 0, 2.5], [0, 3.0, 2.5], [0, 0, 2.8], [1.0, 2.0, 0.5],
+                        [1.2, 2.0, 0.3]])
     w = torch.tensor([[0, 0, 0, 0.5, 0.5]])
     out = box(h_slot, w, xyz, torch.nn.functional.normalize(torch.ones(5, 3), dim=-1))
-    torch.testing.assert_close(out[0, :3], torch.tensor([1.1, 2.0, 0.4]))
+    e4 = math.exp(4.0)
+    torch.testing.assert_close(out[0, :3], torch.tensor([(1.0 * e4 + 1.2) / (e4 + 1), 2.0, 0.4]))
     torch.testing.assert_close(out[0, 3:], torch.full((3,), 0.4))
+
+
+def test_time_readings():
+    # first motion: the earliest moving token among those the pointer weighs
+    w = torch.tensor([[0.0, 0.3, 0.3, 0.4, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
+    t = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.1])
+    motion = torch.tensor([0.5, 0.0, 0.2, 0.3, 0.9])
+    first = first_motion_time(w, t, motion)
+    assert float(first[0]) == 2.0 and math.isnan(float(first[1]))
+    # time head: a candidate that is not there (NaN) gets no weight
+    head = TimeHead(4, 8)
+    ctx = torch.zeros(2, 4)
+    out = head(ctx, torch.tensor([1.0, 1.0]), torch.tensor(7.0),
+               torch.tensor([float("nan"), float("nan")]), first)
+    assert torch.isfinite(out).all()
+    with torch.no_grad():
+        head.mlp[-1].bias.copy_(torch.tensor([-50.0, 0, 0, 0, 50]))
+    out = head(ctx, torch.tensor([1.0, 1.0]), torch.tensor(7.0),
+               torch.tensor([float("nan"), float("nan")]), first)
+    assert abs(float(out[0]) - (2.0 - float(head.lag))) < 1e-4  # the first motion, minus lag
+    assert abs(float(out[1]) - 7.0) < 1e-4  # none: the newest token's time is what is left
+
+
+def test_time_match_features():
+    xyz = torch.tensor([[0.05, 0.05, 0.05], [0.1, 0.1, 0.1], [1.0, 1.0, 1.0]])
+    dyn = dynamic_tokens(xyz, 0.2)
+    assert dyn.tolist() == [1.0, 1.0, 0.0]  # tokens 0 and 1 share a voxel
+    t = torch.tensor([1.0, 2.0, 5.0])
+    feat = time_match_features(torch.tensor([1.5, float("nan")]), t, dyn,
+                               torch.tensor([0.0, 0.3, 2.0]))
+    assert feat.shape == (2, 3, 7)
+    torch.testing.assert_close(feat[0, :, 0], torch.tensor([0.5, 0.5, 2.0]))  # |dt|, to 2 s
+    torch.testing.assert_close(feat[0, :, 1], torch.tensor([3.0, 3.0, 3.0]))  # fine, clipped
+    torch.testing.assert_close(feat[0, :, 3], torch.tensor([0.5, 0.5, 0.0]))  # dynamic only
+    torch.testing.assert_close(feat[0, :, 6], torch.tensor([0.0, 0.3, 1.0]))  # motion, clipped
+    assert float(feat[1].abs().sum()) == 0.0  # no time in the sentence: no term
+    ptr = PointerHead(8, 8, 8)  # the time term starts as a no-op
+    h, keys = torch.randn(2, 8), torch.randn(3, 8)
+    torch.testing.assert_close(ptr(h, torch.tensor([False, True]), keys, feat),
+                               ptr(h, torch.tensor([False, True]), keys))
 
 
 def test_tokenizer_round_trip():

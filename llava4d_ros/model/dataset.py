@@ -9,7 +9,10 @@ of the visual tokens a pointer should select:
   it is at T (centre within 5 cm), so a static object's tokens all count whatever their stamp,
   a moving one's only near T;
 - a `<time>` slot (object o, value T): tokens labelled o stamped nearest T (within 0.3 s), else
-  all tokens stamped nearest T (a static object's tokens carry their latest stamp, not T).
+  all tokens stamped nearest T (a static object's tokens carry their latest stamp, not T);
+- except the `<time>` slot of a when_start answer: the tokens labelled o that report motion
+  (above 0.05 m); the time head reads the earliest of the pointed ones (`when_start_targets`,
+  applied on load too, so older caches get it).
 
 Settings (documented in docs/MODEL.md): the node's 24x32 patch grid on the renderer's 320x240
 frames (10 px patches), voxel 0.2 m, budget 2560, windows = whole 8 s scenes.
@@ -71,6 +74,23 @@ def slot_targets(tokens: VisualTokens, scene: Any, t_ref_s: float,
     return [int(i) for i in np.flatnonzero(dt <= dt.min() + 0.01)]
 
 
+_START_MOTION_M = 0.05
+
+
+def when_start_targets(tokens: VisualTokens, samples: list[dict[str, Any]]) -> None:
+    """In place: the `<time>` slot of each when_start sample targets its object's moving tokens
+    (all its tokens if none moves, the stored targets if it has none)."""
+    for s in samples:
+        if s["task"] != "when_start" or not s["slots"]:
+            continue
+        oid = int(s["slots"][0]["object_id"])
+        mine = tokens.labels == oid
+        moving = mine & (np.asarray(tokens.motion) > _START_MOTION_M)
+        pick = moving if moving.any() else mine
+        if pick.any():
+            s["targets"] = [[int(i) for i in np.flatnonzero(pick)]]
+
+
 def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig) -> SceneRecord:
     """Render scene `seed`, ingest every frame, pool tokens, attach samples and slot targets."""
     from llava4d_ros.data.instructions import samples_for_scene
@@ -88,6 +108,7 @@ def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig) -> S
         d = s.to_dict()
         d["targets"] = [slot_targets(tokens, scene, t_ref, slot) for slot in s.slots]
         samples.append(d)
+    when_start_targets(tokens, samples)
     return SceneRecord(seed=seed, tokens=tokens, t_ref_s=t_ref, samples=samples)
 
 
@@ -102,8 +123,10 @@ def save_record(rec: SceneRecord, path: str) -> None:
 def load_record(path: str) -> SceneRecord:
     with np.load(path) as z:
         tokens = VisualTokens(**{name: z[name] for name in TOKEN_FIELDS})
+        samples = json.loads(str(z["samples"]))
+        when_start_targets(tokens, samples)
         return SceneRecord(seed=int(z["seed"]), tokens=tokens, t_ref_s=float(z["t_ref_s"]),
-                           samples=json.loads(str(z["samples"])))
+                           samples=samples)
 
 
 def cache_scenes(seeds: list[int], cache_dir: str, encoder: PatchEncoder,

@@ -27,7 +27,16 @@ from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.config import LLaVA4DConfig
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
 from llava4d_ros.model.grounding import GroundedBox, parse_answer
-from llava4d_ros.model.heads import BoxHead, PointerHead, TimeHead, decode_time, soft_time
+from llava4d_ros.model.heads import (
+    BoxHead,
+    PointerHead,
+    TimeHead,
+    decode_time,
+    dynamic_tokens,
+    first_motion_time,
+    soft_time,
+    time_match_features,
+)
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
@@ -360,6 +369,7 @@ class LLaVA4D(nn.Module):
         generated: list[int] = []
         values: list[str] = []
         sentence: list[torch.Tensor] = []  # embeddings since the last "."
+        t_sentence = float("nan")  # the value of this sentence's `<time>` slot
         for _ in range(max_new_tokens):
             nxt = int(out.logits[0, -1].argmax())
             if nxt == self.eos_token_id:
@@ -367,13 +377,18 @@ class LLaVA4D(nn.Module):
             generated.append(nxt)
             e = embedding(torch.tensor([[nxt]], device=self.device))  # (1, 1, D)
             sentence = [] if nxt == self.period_id else [*sentence, e[0, 0]]
+            if nxt == self.period_id:
+                t_sentence = float("nan")
             out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=slots,
                           **{self._cache_kw: cache})
             cache = out.past_key_values
             if slots and nxt in (self.box_token_id, self.time_token_id):
                 ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
                                    self.slot_pool(torch.stack(sentence)), q_ctx[1])
-                values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s, q_ctx[2]))
+                values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s, q_ctx[2],
+                                              t_sentence))
+                if nxt == self.time_token_id:
+                    t_sentence = float(values[-1])
         if slots:
             text_out = detokenize(self.tokenizer.convert_ids_to_tokens(generated))
             for v in values:
@@ -390,18 +405,28 @@ class LLaVA4D(nn.Module):
         return self.generate(question, tokens, t_ref_s, max_new_tokens)
 
     def _fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
-                   tokens: VisualTokens, t_ref_s: float, t_question: float) -> str:
-        """The text a `<box>` / `<time>` slot becomes."""
+                   tokens: VisualTokens, t_ref_s: float, t_question: float,
+                   t_sentence: float = float("nan")) -> str:
+        """The text a `<box>` / `<time>` slot becomes; `t_sentence`: the value of the `<time>`
+        slot earlier in the same sentence (the time a box is asked at), NaN if none."""
         is_time = token_id == self.time_token_id
         dev, dtype = h_slot.device, h_slot.dtype
-        scores = self.pointer(h_slot[None], torch.tensor([is_time], device=dev), h_visual)
         t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
                             device=dev)
-        if is_time:
-            t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max(),
-                                   t.new_tensor([t_question]))[0]
-            return f"{round(float(t_hat), 1) + 0.0:.1f}"
         xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
+        motion = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
+        dt_feat = None
+        if self.cfg.prompt.use_time and not is_time:
+            dt_feat = time_match_features(t.new_tensor([t_sentence]), t,
+                                          dynamic_tokens(xyz, self.cfg.voxel_m, motion), motion)
+        scores = self.pointer(h_slot[None], torch.tensor([is_time], device=dev), h_visual,
+                              dt_feat)
+        if is_time:
+            t_first = (first_motion_time(scores.softmax(dim=-1), t, motion)
+                       if self.cfg.prompt.use_time else None)
+            t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max(),
+                                   t.new_tensor([t_question]), t_first)[0]
+            return f"{round(float(t_hat), 1) + 0.0:.1f}"
         view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
         box = self.box_head(h_slot[None], scores.softmax(dim=-1), xyz, view)[0]
         return "[" + ", ".join(f"{round(float(v), 2) + 0.0:.2f}" for v in box) + "]"
@@ -505,7 +530,8 @@ class LLaVA4D(nn.Module):
         dev, dtype = hidden.device, hidden.dtype
         emb, n_prompt, te_q = context
         batch: dict[str, Any] = {"h": [], "question": [], "sentence": [], "te": [],
-                                 "sample": [], "is_time": [], "targets": [], "values": []}
+                                 "sample": [], "is_time": [], "targets": [], "values": [],
+                                 "t_sentence": []}
         for i, s in enumerate(samples):
             is_slot = ((ids[i] == self.box_token_id) | (ids[i] == self.time_token_id)) & (
                 labels[i] != -100)
@@ -514,8 +540,13 @@ class LLaVA4D(nn.Module):
                 raise ValueError(f"{len(pos)} slot tokens but {len(s['slots'])} slots in "
                                  f"{s['answer_template']!r}")
             periods = (ids[i] == self.period_id).nonzero().flatten().tolist()
+            times_at: list[tuple[int, float]] = []  # (position, value) of time slots so far
             for p, slot, tgt in zip(pos, s["slots"], s["targets"]):
                 start = max([n_prompt[i]] + [j + 1 for j in periods if j < p])
+                in_sentence = [v for q, v in times_at if q >= start]
+                batch["t_sentence"].append(in_sentence[-1] if in_sentence else float("nan"))
+                if slot["kind"] == "time":
+                    times_at.append((p, float(slot["value"])))
                 batch["h"].append(hidden[i, p])
                 batch["question"].append(emb[i, :n_prompt[i]])
                 batch["sentence"].append(emb[i, start:p + 1])
@@ -530,6 +561,8 @@ class LLaVA4D(nn.Module):
         batch["xyz"] = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
         batch["view"] = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype,
                                         device=dev)
+        batch["motion"] = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
+        batch["dyn"] = dynamic_tokens(batch["xyz"], self.cfg.voxel_m, batch["motion"])
         return batch
 
     @staticmethod
@@ -561,7 +594,13 @@ class LLaVA4D(nn.Module):
                               for h, q, e, te in zip(batch["h"], batch["question"],
                                                      batch["sentence"], batch["te"])])
         is_time, targets, values = batch["is_time"], batch["targets"], batch["values"]
-        scores = self.pointer(h_slot, torch.tensor(is_time, device=dev), keys)  # (S, N)
+        dt_feat = None
+        if self.cfg.prompt.use_time and "t_sentence" in batch:
+            t_sent = torch.tensor([float("nan") if is_time[k] else batch["t_sentence"][k]
+                                   for k in range(len(is_time))], dtype=dtype, device=dev)
+            dt_feat = time_match_features(t_sent, batch["t"], batch["dyn"], batch["motion"])
+        scores = self.pointer(h_slot, torch.tensor(is_time, device=dev), keys,
+                              dt_feat)  # (S, N)
         target = torch.zeros_like(scores)
         for k, tgt in enumerate(targets):
             if tgt:
@@ -595,7 +634,9 @@ class LLaVA4D(nn.Module):
             t_ptr = soft_time(w[rows], batch["t"])
             t_q = torch.tensor([batch["t_question"][k] for k in time_rows], dtype=dtype,
                                device=dev)
-            t_hat = self.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q)
+            t_first = (first_motion_time(w[rows], batch["t"], batch["motion"])
+                       if self.cfg.prompt.use_time and "motion" in batch else None)
+            t_hat = self.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first)
             time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
                 t_ptr, gt_t, beta=0.2)
         return {"pointer": pointer, "box": box_loss, "time": time_loss}
