@@ -63,3 +63,11 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert stages == [0, 0, 1, 1, 2, 2, 3, 3]  # text warm-up, stages; none repeated
     model = LLaVA4D.from_pretrained(os.path.join(out, "final"))
     assert not model.prompt.zeroed and model.cfg.slot_heads
+    # stage 4 alone from a stage-3 model directory (how the shipped heads were refitted)
+    out4 = str(tmp_path / "run4")
+    train_main(["--out", out4, "--config", "tiny", "--cache", cache, "--threads", "1",
+                "--stages", "4", "--init", os.path.join(out, "stage3"), "--refine-steps", "3"])
+    with open(os.path.join(out4, "train_log.jsonl")) as f:
+        assert {json.loads(line)["stage"] for line in f} == {4}
+    model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
+    assert model4.cfg == model.cfg
