@@ -280,3 +280,28 @@ def test_tf_listener_follows_the_node_name_and_tf_remapping():
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_diagnostics_report_what_was_ingested_and_dropped(harness, scene, scene_frames):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from llava4d_ros.ros import convert
+
+    h = harness().start()
+    seen: list[dict] = []
+    h.peer.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda m: seen.append(convert.diagnostics_values(m, "/llava4d")), 10)
+    h.pub.send_scene(scene_frames[:8], scene.cam, hz=20.0)
+    f, t = scene_frames[8], stamp_ns(scene_frames[8].stamp_s)
+    zero_depth = image_msg(np.zeros(f.depth_m.shape, np.uint16), "16UC1", t)
+    h.pub.send_frame(f, scene.cam, t, depth=zero_depth)
+
+    def settled():
+        v = seen[-1] if seen else None
+        return bool(v) and v.get("ingested") == "8" and v.get("dropped_no valid depth") == "1"
+
+    assert wait_for(settled, 20), seen[-1:] or "no /diagnostics"
+    v = seen[-1]
+    assert v["ingest_queue"] == "0" and v["received_rgb"] == "9"
+    assert v["model"] == "tiny-untrained-test" and int(v["buffer_keyframes"]) >= 1

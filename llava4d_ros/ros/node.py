@@ -371,6 +371,7 @@ class Llava4dNode(LifecycleNode):
             "resets": self.engine.stats.resets,
             **{f"dropped_{k}": v for k, v in sorted(self.engine.drops().items())},
             **{f"refused_{k}": v for k, v in sorted(self.counters.items())},
+            "ingest_queue": self.engine.pending(),
             "buffer_keyframes": len(self.engine.ingestor.buffer.keyframes),
             "buffer_mb": round(self.engine.ingestor.buffer.nbytes / 2**20, 2),
             "window_s": 0.0 if window is None else round(window[1] - window[0], 3),
