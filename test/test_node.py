@@ -305,3 +305,30 @@ def test_diagnostics_report_what_was_ingested_and_dropped(harness, scene, scene_
     v = seen[-1]
     assert v["ingest_queue"] == "0" and v["received_rgb"] == "9"
     assert v["model"] == "tiny-untrained-test" and int(v["buffer_keyframes"]) >= 1
+
+
+def test_publishers_that_cannot_reach_the_node_are_named(harness):
+    """A best-effort camera while the node subscribes reliably, and a wrong type on
+    camera_info: each gets a warning and a counter (from the graph: the node has no QoS event
+    handlers, see NO_SUB_EVENTS)."""
+    from rclpy.context import Context
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from llava4d_ros.ros.node import QOS_CHECK_PERIOD_S
+
+    h = harness().start()  # subscriptions overridden to reliable
+    h.peer.create_publisher(Image, "/rgb/image", qos_profile_sensor_data)
+    other = Context()  # another participant: one participant refuses two types on a topic
+    rclpy.init(context=other)
+    stranger = rclpy.create_node("stranger", context=other)
+    try:
+        stranger.create_publisher(String, "/camera_info", 10)
+        assert wait_for(lambda: h.node.counters.get("incompatible_publisher", 0) >= 2,
+                        2 * QOS_CHECK_PERIOD_S + 2), h.node.counters
+    finally:
+        stranger.destroy_node()
+        rclpy.shutdown(context=other)
+    problems = sorted(k[3].split(" ")[0] for k in h.node._qos_warned)
+    assert problems == ["incompatible", "type"], h.node._qos_warned

@@ -15,16 +15,19 @@ raises out of a callback.
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import sys
 import threading
+import time
 import traceback
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import (
     ExternalShutdownException,
     MultiThreadedExecutor,
@@ -58,6 +61,13 @@ TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# No QoS event handlers on our entities: with Fast DDS (Kilted) a best-effort image subscription
+# losing samples under load woke the executor's wait set again and again with nothing ready
+# (measured: the main thread at 100% CPU, every frame then lost). Incompatible QoS is found
+# from the ROS graph instead (`_check_qos`).
+NO_SUB_EVENTS = SubscriptionEventCallbacks(use_default_callbacks=False)
+NO_PUB_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
+QOS_CHECK_PERIOD_S = 5.0
 
 
 class TfListener:
@@ -75,9 +85,9 @@ class TfListener:
                                       use_global_arguments=False)
         self.topics = (owner.resolve_topic_name("/tf"), owner.resolve_topic_name("/tf_static"))
         self.node.create_subscription(TFMessage, self.topics[0], lambda m: callback(m, False),
-                                      TF_QOS)
+                                      TF_QOS, event_callbacks=NO_SUB_EVENTS)
         self.node.create_subscription(TFMessage, self.topics[1], lambda m: callback(m, True),
-                                      TF_STATIC_QOS)
+                                      TF_STATIC_QOS, event_callbacks=NO_SUB_EVENTS)
         self.executor = SingleThreadedExecutor(context=owner.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, name="llava4d_tf", daemon=True)
@@ -119,6 +129,8 @@ class Llava4dNode(LifecycleNode):
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._answer_markers = 0
+        self._qos_checked_s = float("-inf")
+        self._qos_warned: set[tuple] = set()
         self.counters: dict[str, int] = {}  # messages refused by the adapter, by reason
         self.received: dict[str, int] = {}  # messages received by kind
 
@@ -136,20 +148,23 @@ class Llava4dNode(LifecycleNode):
                 "set it to a local model directory, or leave it empty for the embedded default")
             return TransitionCallbackReturn.FAILURE
         self.engine = Engine(self.cfg, model=None)
-        self._pub_answers = self.create_lifecycle_publisher(Answer, "~/answers", 10)
-        self._pub_tracks = self.create_lifecycle_publisher(ObjectTrackArray, "~/tracks", 10)
-        self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/markers", 10)
-        self._pub_cloud = self.create_lifecycle_publisher(PointCloud2, "~/cloud", LATCHED)
-        self._pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pub_answers = self._publisher(Answer, "~/answers", 10)
+        self._pub_tracks = self._publisher(ObjectTrackArray, "~/tracks", 10)
+        self._pub_markers = self._publisher(MarkerArray, "~/markers", 10)
+        self._pub_cloud = self._publisher(PointCloud2, "~/cloud", LATCHED)
+        self._pub_diag = self._publisher(DiagnosticArray, "/diagnostics", 10)
         self._pub_detections = None
         if convert.detections_msg([], "", 0) is not None:
             from vision_msgs.msg import Detection3DArray
-            self._pub_detections = self.create_lifecycle_publisher(
-                Detection3DArray, "~/detections", 10)
+            self._pub_detections = self._publisher(Detection3DArray, "~/detections", 10)
         self._tf = TfListener(self, self._on_tf)
         self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
                                f"window={self.cfg.window_s}s budget={self.cfg.token_budget}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _publisher(self, msg_type, topic: str, qos):
+        return self.create_lifecycle_publisher(msg_type, topic, qos,
+                                               event_callbacks=NO_PUB_EVENTS)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         from llava4d_ros.runtime import load_model  # torch is imported only when activating
@@ -166,16 +181,25 @@ class Llava4dNode(LifecycleNode):
                                                daemon=True)
         self._ingest_thread.start()
         overrides = QoSOverridingOptions.with_default_policies()
+
+        def sensor_qos() -> QoSProfile:
+            # a copy per subscription: QoS overrides are applied to the profile object itself,
+            # and rclpy's qos_profile_sensor_data is shared by the whole process
+            return copy.copy(qos_profile_sensor_data)
+
         self._sensor_subs = [
-            self.create_subscription(Image, "rgb/image", self._on_rgb, qos_profile_sensor_data,
+            self.create_subscription(Image, "rgb/image", self._on_rgb, sensor_qos(),
                                      callback_group=self._groups["rgb"],
-                                     qos_overriding_options=overrides),
+                                     qos_overriding_options=overrides,
+                                     event_callbacks=NO_SUB_EVENTS),
             self.create_subscription(Image, "depth/image", self._on_depth,
-                                     qos_profile_sensor_data, callback_group=self._groups["depth"],
-                                     qos_overriding_options=overrides),
+                                     sensor_qos(), callback_group=self._groups["depth"],
+                                     qos_overriding_options=overrides,
+                                     event_callbacks=NO_SUB_EVENTS),
             self.create_subscription(CameraInfo, "camera_info", self._on_info,
-                                     qos_profile_sensor_data, callback_group=self._groups["info"],
-                                     qos_overriding_options=overrides),
+                                     sensor_qos(), callback_group=self._groups["info"],
+                                     qos_overriding_options=overrides,
+                                     event_callbacks=NO_SUB_EVENTS),
         ]
         self._service = self.create_service(Query, "~/query", self._on_query,
                                             callback_group=self._query_group)
@@ -359,10 +383,35 @@ class Llava4dNode(LifecycleNode):
         if self._pub_detections is not None:
             self._pub_detections.publish(convert.detections_msg(tracks, frame, now))
 
+    def _check_qos(self) -> None:
+        """Warn once per publisher whose QoS or type cannot reach our sensor subscriptions
+        (e.g. a best-effort camera and a `reliable` override): found from the graph, since the
+        node has no QoS event handlers (see NO_SUB_EVENTS)."""
+        for sub in self._sensor_subs:
+            for info in self.get_publishers_info_by_topic(sub.topic_name):
+                problem = ""
+                if info.topic_type != _type_name(sub.msg_type):
+                    problem = f"type {info.topic_type}, expected {_type_name(sub.msg_type)}"
+                elif reason := _qos_mismatch(info.qos_profile, sub.qos_profile):
+                    problem = (f"incompatible QoS ({reason}); set "
+                               f"qos_overrides.{sub.topic_name}.subscription.* to match")
+                key = (sub.topic_name, info.node_namespace, info.node_name, problem)
+                if problem and key not in self._qos_warned:
+                    self._qos_warned.add(key)
+                    self.counters["incompatible_publisher"] = (
+                        self.counters.get("incompatible_publisher", 0) + 1)
+                    self.get_logger().warning(
+                        f"{sub.topic_name}: publisher {info.node_namespace.rstrip('/')}/"
+                        f"{info.node_name} cannot reach us: {problem}")
+
     def _publish_status(self) -> None:
         """/diagnostics: counters a user (or bench/node.py) reads to see what was lost."""
         if self.engine is None:
             return
+        now_s = time.monotonic()
+        if now_s - self._qos_checked_s >= QOS_CHECK_PERIOD_S:
+            self._qos_checked_s = now_s
+            self._check_qos()
         window = self.engine.window()
         values = {
             **{f"received_{k}": v for k, v in sorted(self.received.items())},
@@ -388,6 +437,24 @@ class Llava4dNode(LifecycleNode):
         xyz, dyn = self.engine.cloud()
         self._pub_cloud.publish(convert.cloud_msg(xyz, dyn, self.cfg.world_frame,
                                                   self._now_ns()))
+
+
+def _qos_mismatch(pub: QoSProfile, sub: QoSProfile) -> str:
+    """Why a publisher with `pub` cannot serve a subscription with `sub` ("" if it can), for
+    the two policies that bite with cameras: reliability and durability."""
+    if (pub.reliability == ReliabilityPolicy.BEST_EFFORT
+            and sub.reliability == ReliabilityPolicy.RELIABLE):
+        return "best effort publisher, reliable subscription"
+    if (pub.durability == DurabilityPolicy.VOLATILE
+            and sub.durability == DurabilityPolicy.TRANSIENT_LOCAL):
+        return "volatile publisher, transient local subscription"
+    return ""
+
+
+def _type_name(msg_type) -> str:
+    """sensor_msgs.msg.Image -> "sensor_msgs/msg/Image" (the graph's spelling)."""
+    pkg = msg_type.__module__.split(".")[0]
+    return f"{pkg}/msg/{msg_type.__name__}"
 
 
 def main(argv: list[str] | None = None) -> int:
