@@ -175,6 +175,11 @@ class LLaVA4D(nn.Module):
 
     # ------------------------------------------------------------------ plumbing
 
+    def _out_cache(self, out: Any) -> Any:
+        """The KV cache of an LM output: `cache` (transformers >= 5, where reading
+        `past_key_values` logs a deprecation warning) or `past_key_values` (older)."""
+        return out.cache if self._cache_kw == "cache" else out.past_key_values
+
     def _token_id(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
         if tid is None or tid == self.tokenizer.unk_token_id:
@@ -342,7 +347,7 @@ class LLaVA4D(nn.Module):
         if slots:  # pointer keys: (N, H + D + P)
             h_visual = self._keys(out.hidden_states[-1][0, pre_ids == self.image_token_id],
                                   extra)
-        cache = out.past_key_values
+        cache = self._out_cache(out)
         answers = []
         for question in questions:
             extra = cache.get_seq_length() - len(pre_ids)
@@ -364,7 +369,7 @@ class LLaVA4D(nn.Module):
                 ) -> ModelAnswer:
         """Greedy continuation from `out` (the prompt's forward); slots filled as they come."""
         slots = self.cfg.slot_heads
-        cache = out.past_key_values
+        cache = self._out_cache(out)
         embedding = self.lm.get_input_embeddings()
         generated: list[int] = []
         values: list[str] = []
@@ -381,7 +386,7 @@ class LLaVA4D(nn.Module):
                 t_sentence = float("nan")
             out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=slots,
                           **{self._cache_kw: cache})
-            cache = out.past_key_values
+            cache = self._out_cache(out)
             if slots and nxt in (self.box_token_id, self.time_token_id):
                 ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
                                    self.slot_pool(torch.stack(sentence)), q_ctx[1])
@@ -454,7 +459,7 @@ class LLaVA4D(nn.Module):
                       output_hidden_states=True)
         h_visual = self._keys(pre.hidden_states[-1][0, pre_ids == self.image_token_id],
                               extra)  # (N, H + D + P + dt)
-        cache = pre.past_key_values
+        cache = self._out_cache(pre)
         b = len(samples)
         cache.batch_repeat_interleave(b)
 
