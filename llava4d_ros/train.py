@@ -155,7 +155,7 @@ def _text_warmup(model: Any, records: list[SceneRecord], steps: int, lr: float,
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"stage": 0, "step": step, "lm": round(float(loss), 4)})
+                f.write(json.dumps({"stage": 0, "step": step, "lm": round(loss.item(), 4)})
                         + "\n")
 
 
