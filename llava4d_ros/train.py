@@ -220,7 +220,7 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
         if log_path and (step % 100 == 0 or step == steps - 1):
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"stage": 4, "step": step,
-                                    **{k: round(float(v), 4) for k, v in losses.items()}})
+                                    **_rounded(losses)})
                         + "\n")
 
 
@@ -238,6 +238,11 @@ def _save_last(model: Any, opt: torch.optim.Optimizer, out: str, stage: int, ste
     with open(os.path.join(last, "progress.json"), "w", encoding="utf-8") as f:
         json.dump({"stage": stage, "step": step}, f)
 
+
+def _rounded(losses: dict[str, Any]) -> dict[str, float]:
+    """Loss values (tensors, possibly with grad, or floats) as floats to 4 places, for logs."""
+    return {k: round(v.item() if torch.is_tensor(v) else float(v), 4)
+            for k, v in losses.items()}
 
 def train(args: argparse.Namespace) -> str:
     """Runs the requested stages; returns the final model directory."""
@@ -328,7 +333,7 @@ def train(args: argparse.Namespace) -> str:
                     opt.zero_grad(set_to_none=True)
                     slot_total(model.slot_losses(batch)).backward()
                     opt.step()
-            vals = {k: round(float(v), 4) for k, v in losses.items()}
+            vals = _rounded(losses)
             bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if k != "total"})
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"stage": stage, "step": step, **vals,
