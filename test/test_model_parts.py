@@ -218,7 +218,8 @@ def test_time_readings():
         head.mlp[-1].bias.copy_(torch.tensor([-50.0, 0, 0, 0, 50]))
     out = head(ctx, torch.tensor([1.0, 1.0]), torch.tensor(7.0),
                torch.tensor([float("nan"), float("nan")]), first).detach()
-    assert abs(float(out[0]) - (2.0 - float(head.lag.detach()))) < 1e-4  # the first motion, minus lag
+    lag = float(head.lag.detach())
+    assert abs(float(out[0]) - (2.0 - lag)) < 1e-4  # the first motion, minus the lag
     assert abs(float(out[1]) - 7.0) < 1e-4  # none: the newest token's time is what is left
 
 

@@ -68,6 +68,38 @@ class PromptConfig:
 
 
 @dataclass(frozen=True)
+class InventoryConfig:
+    """The scene inventory (model/inventory.py): which object words it reads out of the visual
+    tokens (per colour: present, moving, shape) and biases the LM's next word with. The words
+    must be tokens of the model's tokenizer, one token each."""
+
+    colours: tuple[str, ...] = ("red", "green", "blue", "yellow", "orange", "purple", "cyan",
+                                "pink")  # core.colors.PALETTE
+    shapes: tuple[str, ...] = ("cube", "sphere", "cylinder")  # data.scene.SHAPES
+    plurals: tuple[str, ...] = ("cubes", "spheres", "cylinders")  # "How many cubes ..."
+    directions: tuple[str, ...] = ("+", "-", "x", "y")  # "heading toward +x": sign, then axis
+    hidden: int = 32
+    bias_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "colours", tuple(self.colours))
+        object.__setattr__(self, "shapes", tuple(self.shapes))
+        object.__setattr__(self, "plurals", tuple(self.plurals))
+        object.__setattr__(self, "directions", tuple(self.directions))
+        if len(self.directions) != 4:
+            raise ValueError(f"directions are the words for +, -, x, y, got {self.directions}")
+        if not self.colours or not self.shapes:
+            raise ValueError("an inventory needs at least one colour and one shape")
+        if len(self.plurals) != len(self.shapes):
+            raise ValueError(f"{len(self.shapes)} shapes but {len(self.plurals)} plurals")
+        words = [*self.colours, *self.shapes, *self.plurals, *self.directions]
+        if len(set(words)) != len(words):
+            raise ValueError(f"inventory words must be distinct, got {words}")
+        if min(self.hidden, self.bias_hidden) < 1:
+            raise ValueError("hidden and bias_hidden must be >= 1")
+
+
+@dataclass(frozen=True)
 class LLaVA4DConfig:
     """The whole model. `lm` is a Hugging Face config dict (`PretrainedConfig.to_dict()`), so
     any causal LM `transformers` can build from a config fits."""
@@ -86,6 +118,7 @@ class LLaVA4DConfig:
     slot_heads: bool = True  # LM writes <box>/<time>, the pointer and box heads fill them in
     pointer_dim: int = 64
     box_hidden: int = 96
+    inventory: InventoryConfig | None = None  # scene inventory + output bias (stage 5)
     model_id: str = "llava4d-default"
 
     def __post_init__(self) -> None:
@@ -95,6 +128,8 @@ class LLaVA4DConfig:
             object.__setattr__(self, "vision", VisionConfig(**self.vision))
         if isinstance(self.prompt, dict):
             object.__setattr__(self, "prompt", PromptConfig(**self.prompt))
+        if isinstance(self.inventory, dict):
+            object.__setattr__(self, "inventory", InventoryConfig(**self.inventory))
         grid = tuple(int(g) for g in self.patch_grid)
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError(f"patch_grid must be two positive ints, got {self.patch_grid}")

@@ -37,6 +37,13 @@ from llava4d_ros.model.heads import (
     soft_time,
     time_match_features,
 )
+from llava4d_ros.model.inventory import (
+    Inventory,
+    InventoryBias,
+    SceneInventory,
+    WordSets,
+    decode_features,
+)
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
@@ -134,6 +141,40 @@ class _Text:
     coords: list[tuple[list[int], tuple[float, float, float]]]
 
 
+class _Guide:
+    """One question's decode state for the inventory bias: the window's `Inventory` and what the
+    question names; `bias(h, generated)` is the bias `(V,)` for the next token."""
+
+    def __init__(self, model: LLaVA4D, inv: Inventory, question_ids: Sequence[int]) -> None:
+        self.model, self.inv = model, inv
+        named, shape_after, plural = model.words.question(question_ids)
+        dev = inv.present.device
+        self.in_q = torch.tensor([named], device=dev)
+        self.shape_after = torch.tensor([shape_after], device=dev)
+        self.plural = torch.tensor([plural], device=dev)
+        self.q_first = named.index(1) if 1 in named else -1
+
+    def current_weights(self, generated: Sequence[int]) -> torch.Tensor | None:
+        """`(N,)` the inventory's token weights of the object the answer is about (the last
+        colour it named, else the question's first), None if none or it has no tokens."""
+        cur = self.q_first
+        if generated:
+            cur = self.model.words.answer_states(generated, self.q_first)[-1][1]
+        if cur < 0 or self.inv.weights is None or not bool(self.inv.weights[cur].any()):
+            return None
+        return self.inv.weights[cur]
+
+    def bias(self, h: torch.Tensor, generated: Sequence[int], t_sentence: float) -> torch.Tensor:
+        named, cur = ([0] * self.in_q.shape[1], self.q_first)
+        if generated:
+            named, cur = self.model.words.answer_states(generated, self.q_first)[-1]
+        dev = h.device
+        feats = decode_features(self.inv, torch.tensor([named], device=dev), self.in_q,
+                                self.shape_after, torch.tensor([cur], device=dev), self.plural,
+                                torch.tensor([t_sentence], dtype=h.dtype, device=dev))
+        return self.model.inventory_bias(h[None], feats)[0]
+
+
 class LLaVA4D(nn.Module):
     def __init__(self, cfg: LLaVA4DConfig, lm: nn.Module, tokenizer: Any,
                  vision_tower: nn.Module | None = None):
@@ -170,8 +211,28 @@ class LLaVA4D(nn.Module):
         self.time_token_id = self._token_id(SLOT_TIME) if cfg.slot_heads else -1
         self.period_id = self._token_id(".") if cfg.slot_heads else -1
         self.last_slot_batch: dict[str, Any] | None = None  # kept by `loss` for head steps
+        self.words: WordSets | None = None
+        if cfg.inventory is not None:
+            self._add_inventory()
         self._cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
                           else "past_key_values")
+
+    def _add_inventory(self) -> None:
+        inv = self.cfg.inventory
+        self.words = WordSets(inv, self._token_id)
+        vocab = int(self.lm.get_input_embeddings().weight.shape[0])
+        self.inventory = SceneInventory(self.cfg.vision.feature_dim, len(inv.colours),
+                                        len(inv.shapes), inv.hidden)
+        self.inventory_bias = InventoryBias(self.cfg.lm_hidden, vocab, self.words,
+                                            inv.bias_hidden)
+
+    def add_inventory(self, inv: Any) -> None:
+        """Give a model without one a fresh scene inventory and output bias (stage 5); `inv`
+        an `InventoryConfig`. The bias starts at zero: answers are unchanged until it is fitted."""
+        self.cfg = replace(self.cfg, inventory=inv)
+        self._add_inventory()
+        self.inventory.to(self.device)
+        self.inventory_bias.to(self.device)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -238,6 +299,23 @@ class LLaVA4D(nn.Module):
         f_t = temporal_features(f_s, xyz, t, self.cfg.voxel_m)  # (N, D)
         f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
         return self.projector(f_st), torch.cat([f_st, p4d, age], dim=-1)
+
+    def scene_inventory(self, tokens: VisualTokens, t_ref_s: float) -> Inventory:
+        """What the window holds per inventory colour (present, moving, shape logits), from
+        `apply_token_budget(tokens)`; needs `cfg.inventory`."""
+        if self.cfg.inventory is None:
+            raise ValueError("this model has no scene inventory (cfg.inventory is None)")
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        dev = self.device
+        dtype = self.projector.linear_1.weight.dtype
+
+        def as_t(x: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
+
+        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
+                            device=dev)
+        return self.inventory(as_t(tokens.features), as_t(tokens.xyz_world), t,
+                              as_t(tokens.motion), self.cfg.prompt.use_time)
 
     # ------------------------------------------------------------------ language side
 
@@ -341,6 +419,7 @@ class LLaVA4D(nn.Module):
         visual, extra = self._encode(tokens, t_ref_s)
         pre_ids = torch.tensor(self.prefix_ids(visual.shape[0]), device=self.device)
         slots = self.cfg.slot_heads
+        inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
         out = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
                       output_hidden_states=slots)
         h_visual = None
@@ -357,18 +436,23 @@ class LLaVA4D(nn.Module):
             ids = torch.tensor(text.ids, device=self.device)
             q_emb = self.embed(ids, None, text)  # (Lq, D)
             out = self.lm(inputs_embeds=q_emb[None], use_cache=True,
-                          output_hidden_states=slots, **{self._cache_kw: cache})
+                          output_hidden_states=slots or inv is not None,
+                          **{self._cache_kw: cache})
             q_ctx = ((self.slot_pool(q_emb), self.question_time(text, q_emb),
                       self.question_seconds(text)) if slots else None)
-            answers.append(self._decode(out, max_new_tokens, h_visual, q_ctx, tokens, t_ref_s))
+            guide = None if inv is None else _Guide(self, inv, text.ids)
+            answers.append(self._decode(out, max_new_tokens, h_visual, q_ctx, tokens, t_ref_s,
+                                        guide))
         return answers
 
     def _decode(self, out: Any, max_new_tokens: int, h_visual: torch.Tensor | None,
                 q_ctx: tuple[torch.Tensor, torch.Tensor, float] | None, tokens: VisualTokens,
-                t_ref_s: float
+                t_ref_s: float, guide: _Guide | None = None
                 ) -> ModelAnswer:
-        """Greedy continuation from `out` (the prompt's forward); slots filled as they come."""
+        """Greedy continuation from `out` (the prompt's forward); slots filled as they come;
+        with a `guide`, the inventory's bias is added to the LM's logits before each choice."""
         slots = self.cfg.slot_heads
+        hidden = slots or guide is not None
         cache = self._out_cache(out)
         embedding = self.lm.get_input_embeddings()
         generated: list[int] = []
@@ -376,7 +460,11 @@ class LLaVA4D(nn.Module):
         sentence: list[torch.Tensor] = []  # embeddings since the last "."
         t_sentence = float("nan")  # the value of this sentence's `<time>` slot
         for _ in range(max_new_tokens):
-            nxt = int(out.logits[0, -1].argmax())
+            logits = out.logits[0, -1]
+            if guide is not None:
+                logits = logits + guide.bias(out.hidden_states[-1][0, -1], generated,
+                                             t_sentence)
+            nxt = int(logits.argmax())
             if nxt == self.eos_token_id:
                 break
             generated.append(nxt)
@@ -384,14 +472,19 @@ class LLaVA4D(nn.Module):
             sentence = [] if nxt == self.period_id else [*sentence, e[0, 0]]
             if nxt == self.period_id:
                 t_sentence = float("nan")
-            out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=slots,
+            out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=hidden,
                           **{self._cache_kw: cache})
             cache = self._out_cache(out)
             if slots and nxt in (self.box_token_id, self.time_token_id):
                 ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
                                    self.slot_pool(torch.stack(sentence)), q_ctx[1])
+                # a box is pointed among the named object's tokens (the inventory's colour
+                # weights); a time is not: its first-motion reading did worse so (30 val scenes)
+                mask = None
+                if guide is not None and nxt == self.box_token_id:
+                    mask = guide.current_weights(generated)
                 values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s, q_ctx[2],
-                                              t_sentence))
+                                              t_sentence, mask))
                 if nxt == self.time_token_id:
                     t_sentence = float(values[-1])
         if slots:
@@ -411,9 +504,12 @@ class LLaVA4D(nn.Module):
 
     def _fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
                    tokens: VisualTokens, t_ref_s: float, t_question: float,
-                   t_sentence: float = float("nan")) -> str:
+                   t_sentence: float = float("nan"), colour_w: torch.Tensor | None = None
+                   ) -> str:
         """The text a `<box>` / `<time>` slot becomes; `t_sentence`: the value of the `<time>`
-        slot earlier in the same sentence (the time a box is asked at), NaN if none."""
+        slot earlier in the same sentence (the time a box is asked at), NaN if none;
+        `colour_w (N,)`: the inventory's weights of the tokens of the object the sentence
+        names; the pointer then chooses among those tokens (scores + log(w + 1e-4))."""
         is_time = token_id == self.time_token_id
         dev, dtype = h_slot.device, h_slot.dtype
         t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
@@ -426,6 +522,8 @@ class LLaVA4D(nn.Module):
                                           dynamic_tokens(xyz, self.cfg.voxel_m, motion), motion)
         scores = self.pointer(h_slot[None], torch.tensor([is_time], device=dev), h_visual,
                               dt_feat)
+        if colour_w is not None:
+            scores = scores + torch.log(colour_w.to(dtype) + 1e-4)
         if is_time:
             t_first = (first_motion_time(scores.softmax(dim=-1), t, motion)
                        if self.cfg.prompt.use_time else None)
@@ -438,18 +536,13 @@ class LLaVA4D(nn.Module):
 
     # ------------------------------------------------------------------ training
 
-    def loss(self, tokens: VisualTokens, t_ref_s: float, samples: Sequence[dict[str, Any]],
-             lm_weight: float = 1.0, slot_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """Losses of one window and a batch of its samples.
+    def _teacher_forced(self, tokens: VisualTokens, t_ref_s: float,
+                        samples: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+        """The training forward of one window (within budget) and a batch of its samples: the
+        visual prefix once, its KV cache shared by the batch of answers.
 
-        A sample: `question`, `answer_template` (with slot tokens; the target text when
-        `slot_heads`), `answer` (the target text otherwise), `slots` (kind, value) and
-        `targets` (per slot, the indices of the tokens the pointer should select).
-        Returns `lm` (next-token CE on answers), `pointer` (multi-positive CE + BCE),
-        `box` (L1 on box6, with the pointer's and the true weights), `time` (L1, soft) and
-        `total`.
-        """
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        Returns (LM output over the answers, `ids (B, L)`, `labels (B, L)` (-100 outside the
+        answers), the `_Text`s, prompt lengths, input embeddings `(B, L, D)`, pointer keys)."""
         dev = self.device
         visual, extra = self._encode(tokens, t_ref_s)  # (N, D_lm), (N, D + P)
         n = visual.shape[0]
@@ -484,6 +577,69 @@ class LLaVA4D(nn.Module):
         attn = torch.cat([torch.ones((b, len(prefix)), dtype=torch.long, device=dev), mask], 1)
         out = self.lm(inputs_embeds=emb, attention_mask=attn, output_hidden_states=True,
                       **{self._cache_kw: cache})
+        return out, ids, labels, texts, n_prompt, emb, h_visual
+
+    def inventory_batch(self, tokens: VisualTokens, t_ref_s: float,
+                        samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """What stage 5 fits the output bias on, teacher-forced over one window: per answer
+        position (predicting the next answer token or the end) the LM's hidden state `h (P, H)`,
+        its logits `(P, V)`, the target `(P,)`, and the decode state (`named`, `in_q`,
+        `shape_after`, `cur`, `plural`, `t_at`, as `inventory.decode_features` takes them)."""
+        if self.words is None:
+            raise ValueError("this model has no scene inventory (cfg.inventory is None)")
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        out, ids, labels, texts, n_prompt, _, _ = self._teacher_forced(tokens, t_ref_s, samples)
+        rows: dict[str, list[Any]] = {k: [] for k in
+                                      ("named", "in_q", "shape_after", "cur", "plural", "t_at")}
+        pos_b, pos_j = [], []
+        for i, text in enumerate(texts):
+            q_named, shape_after, plural = self.words.question(text.ids[:n_prompt[i]])
+            q_first = q_named.index(1) if 1 in q_named else -1
+            answer = text.ids[n_prompt[i]:]
+            states = [([0] * len(q_named), q_first),
+                      *self.words.answer_states(answer, q_first)[:-1]]
+            # the sentence's time so far (its filled `<time>` slot), as `_decode` tracks it
+            t_vals = iter([float(sl["value"]) for sl in samples[i]["slots"]
+                           if sl["kind"] == "time"])
+            t_at, t_now = [], float("nan")
+            for tid in answer:
+                t_at.append(t_now)
+                if tid == self.time_token_id:
+                    t_now = next(t_vals, float("nan"))
+                elif tid == self.period_id:
+                    t_now = float("nan")
+            for k, (named, cur) in enumerate(states):
+                rows["t_at"].append(t_at[k])
+                pos_b.append(i)
+                pos_j.append(n_prompt[i] - 1 + k)
+                rows["named"].append(named)
+                rows["in_q"].append(q_named)
+                rows["shape_after"].append(shape_after)
+                rows["cur"].append(cur)
+                rows["plural"].append(plural)
+        b, j = torch.tensor(pos_b), torch.tensor(pos_j)
+        dev = self.device
+        batch = {k: torch.tensor(v, device=dev) for k, v in rows.items()}
+        batch["t_at"] = batch["t_at"].to(out.logits.dtype)
+        batch["h"] = out.hidden_states[-1][b, j]
+        batch["logits"] = out.logits[b, j]
+        batch["target"] = ids[b, j + 1]
+        return batch
+
+    def loss(self, tokens: VisualTokens, t_ref_s: float, samples: Sequence[dict[str, Any]],
+             lm_weight: float = 1.0, slot_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """Losses of one window and a batch of its samples.
+
+        A sample: `question`, `answer_template` (with slot tokens; the target text when
+        `slot_heads`), `answer` (the target text otherwise), `slots` (kind, value) and
+        `targets` (per slot, the indices of the tokens the pointer should select).
+        Returns `lm` (next-token CE on answers), `pointer` (multi-positive CE + BCE),
+        `box` (L1 on box6, with the pointer's and the true weights), `time` (L1, soft) and
+        `total`.
+        """
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        out, ids, labels, texts, n_prompt, emb, h_visual = self._teacher_forced(
+            tokens, t_ref_s, samples)
         logits = out.logits[:, :-1]  # (B, L-1, V): position i predicts token i+1
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                              ignore_index=-100)
