@@ -1,6 +1,6 @@
 """Train LLaVA-4D in the paper's three stages on synthetic 4D instruction data.
 
-    python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3,4]
+    python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3,4,5]
                                 [--resume] [--ablation full|none|xyz|time] [--device cpu|cuda]
 
 Stages (LLAVA4D.md):
@@ -12,6 +12,9 @@ Stages (LLAVA4D.md):
 4. (ours) slot-head refinement: one forward pass of the frozen model over every training window
    collects the slot features; the box and time heads (re-initialised) and the pointer are then
    fitted on them for `--refine-steps` cheap steps.
+5. (ours) scene inventory and output bias (model/inventory.py), the rest frozen: the inventory
+   on the scenes' ground truth (which colours are there, move, what shape), then the bias on
+   the LM's teacher-forced answers of every window for `--bias-steps` steps.
 
 One step is one scene window with all its questions (its visual prefix runs once). Scenes are
 rendered and ingested once through `core.pipeline.Ingestor` and cached (model/dataset.py).
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.model.checkpoint import build_model, load_llava4d
@@ -224,6 +228,136 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
                         + "\n")
 
 
+def inventory_truth(rec: SceneRecord, model: Any) -> dict[str, torch.Tensor]:
+    """Stage 5's targets for one cached window, from its scene's ground truth: per token its
+    object's colour index (C = background or an object of no inventory colour), and per
+    inventory colour present / moving (in the window) / shape index (-1 where absent)."""
+    from llava4d_ros.data.scene import make_scene
+    from llava4d_ros.model.llava4d import apply_token_budget
+
+    inv = model.cfg.inventory
+    n_c = len(inv.colours)
+    tokens = apply_token_budget(rec.tokens, model.cfg.token_budget)
+    colour_of = {}
+    present, moving = torch.zeros(n_c), torch.zeros(n_c)
+    shape = torch.full((n_c,), -1, dtype=torch.long)
+    for o in make_scene(rec.seed).objects:
+        if o.colour not in inv.colours or o.shape not in inv.shapes:
+            continue
+        c = inv.colours.index(o.colour)
+        colour_of[o.object_id] = c
+        present[c] = 1.0
+        moving[c] = float(bool(o.moving_segments))
+        shape[c] = inv.shapes.index(o.shape)
+    token_colour = torch.tensor([colour_of.get(int(lab), n_c) for lab in tokens.labels])
+    return {"token_colour": token_colour, "present": present, "moving": moving,
+            "shape": shape}
+
+
+def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
+                  rng: random.Random, log_path: str | None, progress: bool = True) -> None:
+    """Stage 5 (the rest of the model frozen): the scene inventory on the windows' ground truth
+    (token colours, then per colour presence, motion and shape), then the output bias on the
+    frozen LM's teacher-forced answers of every window, with the fitted inventory's readings."""
+    from tqdm import tqdm
+
+    from llava4d_ros.model.config import InventoryConfig
+    from llava4d_ros.model.inventory import decode_features, inventory_loss
+    from llava4d_ros.model.llava4d import apply_token_budget
+
+    if model.cfg.inventory is None:
+        model.add_inventory(InventoryConfig())
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    inv_mod, dev = model.inventory, model.device
+    use_time = model.cfg.prompt.use_time
+    truth = [inventory_truth(r, model) for r in records]
+    windows = []
+    for rec in records:
+        tk = apply_token_budget(rec.tokens, model.cfg.token_budget)
+        t = torch.as_tensor(np.asarray(tk.t_s, np.float64) - rec.t_ref_s, dtype=torch.float32)
+        windows.append(tuple(torch.as_tensor(np.asarray(x), dtype=torch.float32).to(dev)
+                             for x in (tk.features, tk.xyz_world, t, tk.motion)))
+
+    def log(row: dict[str, Any]) -> None:
+        if log_path:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": 5, **row}) + "\n")
+
+    # 1. token colours
+    feats = torch.cat([w[0] for w in windows])
+    target = torch.cat([tr["token_colour"] for tr in truth]).to(dev)
+    params = list(inv_mod.token_colour.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=3 * lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    for step in range(600):
+        idx = torch.randint(len(feats), (4096,), generator=gen).to(dev)
+        loss = F.cross_entropy(inv_mod.token_colour(feats[idx]), target[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    log({"part": "token_colour", "loss": round(loss.item(), 4)})
+    for p in params:
+        p.requires_grad_(False)
+    # 2. per colour: presence, motion, shape
+    with torch.no_grad():
+        pooled = [inv_mod.pooled(*w, use_time) for w in windows]
+        obj_f = torch.stack([p[0] for p in pooled])  # (W, C, F)
+        has = obj_f[..., 0] > 0  # some token of that colour
+        rows = obj_f[has]
+        inv_mod.mu.copy_(rows.mean(0))
+        inv_mod.sd.copy_(rows.std(0).clamp_min(1e-3))
+    params = list(inv_mod.object.parameters()) + list(inv_mod.present.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=3 * lr, weight_decay=1e-2)
+    inv_mod.train()
+    pres_in = torch.stack([p[1] for p in pooled])  # (W, C, 2)
+    want = {k: torch.stack([tr[k] for tr in truth]).to(dev)
+            for k in ("present", "moving", "shape")}
+    for step in range(500):
+        loss = inventory_loss(inv_mod.from_pooled(obj_f, pres_in), **want)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    inv_mod.eval()
+    log({"part": "objects", "loss": round(loss.item(), 4)})
+    for p in params:
+        p.requires_grad_(False)
+    # 3. the output bias on the frozen LM's answers
+    batches = []
+    with torch.no_grad():
+        for rec, w in tqdm(list(zip(records, windows)), desc="stage 5 (LM states)",
+                           disable=not progress):
+            b = model.inventory_batch(rec.tokens, rec.t_ref_s, rec.samples)
+            inv = inv_mod(*w, use_time)
+            b["feats"] = decode_features(inv, b["named"], b["in_q"], b["shape_after"],
+                                         b["cur"], b["plural"], b["t_at"])
+            batches.append(b)
+    params = list(model.inventory_bias.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    for step in tqdm(range(steps), desc="stage 5 (output bias)", disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr)
+        b = batches[rng.randrange(len(batches))]
+        logits = b["logits"] + model.inventory_bias(b["h"], b["feats"])
+        loss = F.cross_entropy(logits, b["target"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 200 == 0 or step == steps - 1:
+            base = F.cross_entropy(b["logits"], b["target"])
+            log({"part": "bias", "step": step, "loss": round(loss.item(), 4),
+                 "lm_only": round(base.item(), 4)})
+    for p in params:
+        p.requires_grad_(False)
+
+
 def _save_last_model_only(model: Any, out: str, stage: int) -> None:
     last = os.path.join(out, "last")
     model.save_pretrained(last)
@@ -265,7 +399,7 @@ def train(args: argparse.Namespace) -> str:
     if args.init:
         # a trained model (e.g. <run>/stage3) as the start of the requested stages; the
         # heads stage 4 re-initialises, and parts newer than the checkpoint, start fresh
-        model = load_llava4d(args.init, fresh=FRESH_FOR_STAGE4 if stages[0] >= 4 else ())
+        model = load_llava4d(args.init, fresh=FRESH_FOR_STAGE4 if stages[0] == 4 else ())
         print(f"starting stage {stages[0]} from {args.init}")
     elif args.resume and os.path.isfile(progress_file):
         with open(progress_file, encoding="utf-8") as f:
@@ -273,7 +407,7 @@ def train(args: argparse.Namespace) -> str:
         start_stage, start_step = prog["stage"], prog["step"]
         # stage 4 re-initialises the box and time heads: their saved shapes may be older
         model = load_llava4d(os.path.join(args.out, "last"),
-                             fresh=FRESH_FOR_STAGE4 if start_stage >= 4 else ())
+                             fresh=FRESH_FOR_STAGE4 if start_stage == 4 else ())
         print(f"resuming at stage {start_stage}, step {start_step}")
     else:
         tok = build_tokenizer(vocabulary())
@@ -291,6 +425,11 @@ def train(args: argparse.Namespace) -> str:
             refine_heads(model, records, args.refine_steps, preset.lr, rng, log_path)
             model.save_pretrained(os.path.join(args.out, "stage4"))
             _save_last_model_only(model, args.out, 5)
+            continue
+        if stage == 5:
+            fit_inventory(model, records, args.bias_steps, preset.lr, rng, log_path)
+            model.save_pretrained(os.path.join(args.out, "stage5"))
+            _save_last_model_only(model, args.out, 6)
             continue
         params = stage_setup(model, stage, train_lm_in_stage1=True)
         # the slot heads start from nothing and see few examples per step: a larger step size
@@ -353,10 +492,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="run directory (checkpoints, log)")
     ap.add_argument("--config", default="small", choices=sorted(PRESETS))
-    ap.add_argument("--stages", default="1,2,3,4",
+    ap.add_argument("--stages", default="1,2,3,4,5",
                     help="1 content alignment, 2 coordinate alignment, 3 instruction tuning, "
-                         "4 slot-head refinement on the frozen model")
+                         "4 slot-head refinement on the frozen model, 5 scene inventory and "
+                         "output bias on the frozen model")
     ap.add_argument("--refine-steps", type=int, default=6000)
+    ap.add_argument("--bias-steps", type=int, default=3000, help="stage 5's output-bias steps")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last")
     ap.add_argument("--init", default=None,
                     help="start the first requested stage from this model directory (e.g. "

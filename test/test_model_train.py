@@ -7,8 +7,10 @@ import json
 import os
 
 import pytest
+import torch
 
 from llava4d_ros.evaluate import box_iou, categorical, score
+from llava4d_ros.model.config import InventoryConfig
 from llava4d_ros.model.grounding import GroundedBox
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
 from llava4d_ros.train import main as train_main
@@ -71,3 +73,19 @@ def test_tiny_training_stages_and_resume(tmp_path):
         assert {json.loads(line)["stage"] for line in f} == {4}
     model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
     assert model4.cfg == model.cfg
+    # stage 5 alone on a finished model: adds the inventory, leaves everything else as it was
+    out5 = str(tmp_path / "run5")
+    train_main(["--out", out5, "--config", "tiny", "--cache", cache, "--threads", "1",
+                "--stages", "5", "--init", os.path.join(out4, "final"), "--bias-steps", "3"])
+    with open(os.path.join(out5, "train_log.jsonl")) as f:
+        parts = [json.loads(line) for line in f]
+    assert {p["stage"] for p in parts} == {5}
+    assert {p["part"] for p in parts} == {"token_colour", "objects", "bias"}
+    model5 = LLaVA4D.from_pretrained(os.path.join(out5, "final"))
+    assert model5.cfg.inventory == InventoryConfig()
+    assert model5.cfg == model4.cfg.__class__(**{**model4.cfg.__dict__,
+                                                 "inventory": InventoryConfig()})
+    before, after = model4.state_dict(), model5.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(k.startswith("inventory_bias.") and v.abs().sum() > 0 for k, v in after.items()
+               if k.endswith("2.weight"))  # the zero-initialised last layers were fitted
