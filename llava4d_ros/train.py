@@ -58,13 +58,14 @@ class Preset:
     train_scenes: int
     test_scenes: int
     text_warmup: int
+    inventory_scenes: int  # stage 5: cheap per scene, and its shape classifier wants objects
 
 
 PRESETS = {
     "small": Preset(hidden=128, layers=3, heads=4, steps=(150, 250, 450), lr=1e-3,
-                    train_scenes=320, test_scenes=40, text_warmup=300),
+                    train_scenes=320, test_scenes=40, text_warmup=300, inventory_scenes=640),
     "tiny": Preset(hidden=32, layers=2, heads=4, steps=(2, 2, 2), lr=1e-3, train_scenes=2,
-                   test_scenes=1, text_warmup=2),
+                   test_scenes=1, text_warmup=2, inventory_scenes=2),
 }
 
 
@@ -427,7 +428,10 @@ def train(args: argparse.Namespace) -> str:
             _save_last_model_only(model, args.out, 5)
             continue
         if stage == 5:
-            fit_inventory(model, records, args.bias_steps, preset.lr, rng, log_path)
+            n5 = args.inventory_scenes or preset.inventory_scenes
+            records5 = (records if n5 == len(records)
+                        else load_split("train", n5, args.cache, model.cfg))
+            fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path)
             model.save_pretrained(os.path.join(args.out, "stage5"))
             _save_last_model_only(model, args.out, 6)
             continue
@@ -498,6 +502,8 @@ def main(argv: list[str] | None = None) -> None:
                          "output bias on the frozen model")
     ap.add_argument("--refine-steps", type=int, default=6000)
     ap.add_argument("--bias-steps", type=int, default=3000, help="stage 5's output-bias steps")
+    ap.add_argument("--inventory-scenes", type=int, default=None,
+                    help="training scenes for stage 5 (default: the preset's, 640 for small)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last")
     ap.add_argument("--init", default=None,
                     help="start the first requested stage from this model directory (e.g. "
