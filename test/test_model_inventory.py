@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_model import random_tokens
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.data.instructions import vocabulary
 from llava4d_ros.model.checkpoint import build_model
@@ -24,15 +24,7 @@ from llava4d_ros.model.tokenizer import build_tokenizer
 
 
 def make_tokens(n: int, seed: int = 0) -> VisualTokens:
-    rng = np.random.default_rng(seed)
-    view = rng.normal(size=(n, 3))
-    return VisualTokens(
-        xyz_world=rng.uniform(-2, 2, (n, 3)).astype(np.float32),
-        t_s=np.sort(rng.uniform(10.0, 18.0, n)), features=rng.uniform(0, 1, (n, 18)),
-        rgb=rng.uniform(0, 255, (n, 3)).astype(np.float32),
-        motion=rng.uniform(0, 0.5, n).astype(np.float32),
-        view_dir_world=(view / np.linalg.norm(view, axis=1, keepdims=True)).astype(np.float32),
-        labels=np.full(n, -1, np.int32), counts=np.ones(n, np.int32))
+    return random_tokens(n, seed=seed, t0_s=10.0)
 
 
 @pytest.fixture(scope="module")

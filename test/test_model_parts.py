@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_model import random_tokens
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.checkpoint import build_model
 from llava4d_ros.model.config import LLaVA4DConfig, PromptConfig, VisionConfig, tiny_llama
@@ -30,15 +31,7 @@ WORDS = ["where", "is", "the", "red", "cube", "at", "s", ".", "now", "blue", "sp
 
 
 def make_tokens(n: int, d: int = 18, seed: int = 0) -> VisualTokens:
-    rng = np.random.default_rng(seed)
-    view = rng.normal(size=(n, 3))
-    return VisualTokens(
-        xyz_world=rng.uniform(-2, 2, (n, 3)).astype(np.float32),
-        t_s=np.sort(rng.uniform(50.0, 58.0, n)), features=rng.uniform(0, 1, (n, d)),
-        rgb=rng.uniform(0, 255, (n, 3)).astype(np.float32),
-        motion=rng.uniform(0, 0.5, n).astype(np.float32),
-        view_dir_world=(view / np.linalg.norm(view, axis=1, keepdims=True)).astype(np.float32),
-        labels=np.full(n, -1, np.int32), counts=np.ones(n, np.int32))
+    return random_tokens(n, d, seed, t0_s=50.0)
 
 
 @pytest.fixture(scope="module")
