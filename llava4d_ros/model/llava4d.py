@@ -154,20 +154,23 @@ class _Guide:
         self.plural = torch.tensor([plural], device=dev)
         self.q_first = named.index(1) if 1 in named else -1
 
+    def _state(self, generated: Sequence[int]) -> tuple[list[int], int]:
+        """(colours the answer named so far, the current colour: the last it named, else the
+        question's first, or -1)."""
+        if not generated:
+            return [0] * self.in_q.shape[1], self.q_first
+        return self.model.words.answer_states(generated, self.q_first)[-1]
+
     def current_weights(self, generated: Sequence[int]) -> torch.Tensor | None:
-        """`(N,)` the inventory's token weights of the object the answer is about (the last
-        colour it named, else the question's first), None if none or it has no tokens."""
-        cur = self.q_first
-        if generated:
-            cur = self.model.words.answer_states(generated, self.q_first)[-1][1]
+        """`(N,)` the inventory's token weights of the object the answer is about, None if
+        there is none or it has no tokens."""
+        cur = self._state(generated)[1]
         if cur < 0 or self.inv.weights is None or not bool(self.inv.weights[cur].any()):
             return None
         return self.inv.weights[cur]
 
     def bias(self, h: torch.Tensor, generated: Sequence[int], t_sentence: float) -> torch.Tensor:
-        named, cur = ([0] * self.in_q.shape[1], self.q_first)
-        if generated:
-            named, cur = self.model.words.answer_states(generated, self.q_first)[-1]
+        named, cur = self._state(generated)
         dev = h.device
         feats = decode_features(self.inv, torch.tensor([named], device=dev), self.in_q,
                                 self.shape_after, torch.tensor([cur], device=dev), self.plural,
