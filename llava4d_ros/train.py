@@ -264,7 +264,6 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
 
     from llava4d_ros.model.config import InventoryConfig
     from llava4d_ros.model.inventory import decode_features, inventory_loss
-    from llava4d_ros.model.llava4d import apply_token_budget
 
     if model.cfg.inventory is None:
         model.add_inventory(InventoryConfig())
@@ -274,12 +273,7 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
     inv_mod, dev = model.inventory, model.device
     use_time = model.cfg.prompt.use_time
     truth = [inventory_truth(r, model) for r in records]
-    windows = []
-    for rec in records:
-        tk = apply_token_budget(rec.tokens, model.cfg.token_budget)
-        t = torch.as_tensor(np.asarray(tk.t_s, np.float64) - rec.t_ref_s, dtype=torch.float32)
-        windows.append(tuple(torch.as_tensor(np.asarray(x), dtype=torch.float32).to(dev)
-                             for x in (tk.features, tk.xyz_world, t, tk.motion)))
+    windows = [model.inventory_inputs(rec.tokens, rec.t_ref_s) for rec in records]
 
     def log(row: dict[str, Any]) -> None:
         if log_path:
@@ -378,6 +372,7 @@ def _rounded(losses: dict[str, Any]) -> dict[str, float]:
     """Loss values (tensors, possibly with grad, or floats) as floats to 4 places, for logs."""
     return {k: round(v.item() if torch.is_tensor(v) else float(v), 4)
             for k, v in losses.items()}
+
 
 def train(args: argparse.Namespace) -> str:
     """Runs the requested stages; returns the final model directory."""

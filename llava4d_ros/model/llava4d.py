@@ -303,11 +303,10 @@ class LLaVA4D(nn.Module):
         f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
         return self.projector(f_st), torch.cat([f_st, p4d, age], dim=-1)
 
-    def scene_inventory(self, tokens: VisualTokens, t_ref_s: float) -> Inventory:
-        """What the window holds per inventory colour (present, moving, shape logits), from
-        `apply_token_budget(tokens)`; needs `cfg.inventory`."""
-        if self.cfg.inventory is None:
-            raise ValueError("this model has no scene inventory (cfg.inventory is None)")
+    def inventory_inputs(self, tokens: VisualTokens, t_ref_s: float
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What `SceneInventory` reads from `apply_token_budget(tokens)`: features `(N, D)`,
+        xyz `(N, 3)`, model time `(N,)` (seconds since `t_ref_s`) and motion `(N,)`."""
         tokens = apply_token_budget(tokens, self.cfg.token_budget)
         dev = self.device
         dtype = self.projector.linear_1.weight.dtype
@@ -317,8 +316,15 @@ class LLaVA4D(nn.Module):
 
         t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
                             device=dev)
-        return self.inventory(as_t(tokens.features), as_t(tokens.xyz_world), t,
-                              as_t(tokens.motion), self.cfg.prompt.use_time)
+        return as_t(tokens.features), as_t(tokens.xyz_world), t, as_t(tokens.motion)
+
+    def scene_inventory(self, tokens: VisualTokens, t_ref_s: float) -> Inventory:
+        """What the window holds per inventory colour (present, moving, shape logits), from
+        `apply_token_budget(tokens)`; needs `cfg.inventory`."""
+        if self.cfg.inventory is None:
+            raise ValueError("this model has no scene inventory (cfg.inventory is None)")
+        return self.inventory(*self.inventory_inputs(tokens, t_ref_s),
+                              self.cfg.prompt.use_time)
 
     # ------------------------------------------------------------------ language side
 
