@@ -12,8 +12,10 @@ from llava4d_ros.core.geometry import invert_se3, se3
 from llava4d_ros.core.tf_buffer import (
     DisconnectedError,
     ExtrapolationError,
+    StaticEdgeError,
     TransformBuffer,
     TransformError,
+    TransformLoopError,
     UnknownFrameError,
 )
 
@@ -117,3 +119,62 @@ def test_concurrent_writers_and_readers():
     for th in threads:
         th.join()
     assert errors == []
+
+
+def test_a_loop_is_refused_naming_the_edge_and_lookups_keep_working():
+    tf = _tree()
+    with pytest.raises(TransformLoopError, match="cam -> map"):
+        tf.set_transform("cam", "map", 2 * S, (0, 0, 0), IDENTITY_Q, is_static=False)
+    with pytest.raises(TransformLoopError, match="base -> odom"):
+        tf.set_transform("base", "odom", 0, (0, 0, 0), IDENTITY_Q, is_static=True)
+    assert tf.lookup("map", "cam", 2 * S)[:3, 3] == pytest.approx([2.0, 0, 1])
+
+
+def test_dynamic_transform_on_a_static_edge_is_refused_and_static_survives_clear_dynamic():
+    tf = _tree()
+    with pytest.raises(StaticEdgeError, match="base -> cam.*/tf_static holds base -> cam"):
+        tf.set_transform("base", "cam", 2 * S, (9, 9, 9), IDENTITY_Q, is_static=False)
+    tf.clear_dynamic()
+    tf.set_transform("odom", "base", 5 * S, (0, 0, 0), IDENTITY_Q, is_static=False)
+    assert tf.lookup("map", "cam", 5 * S)[:3, 3] == pytest.approx([1.0, 0, 1])
+
+
+@pytest.mark.parametrize("quat", [(1e200, 1e200, 0, 0), (0, 0, 0, 2.0), (np.nan, 0, 0, 1)])
+def test_absurd_quaternions_are_refused(quat):
+    tf = _tree()
+    with pytest.raises(ValueError, match="odom -> base|non-finite"):
+        tf.set_transform("odom", "base", 2 * S, (0, 0, 0), quat, is_static=False)
+    # the edge keeps its good samples: nothing stored as a zero rotation
+    assert tf.lookup("odom", "base", 3 * S)[:3, :3] == pytest.approx(
+        se3((0, 0, 0), _quat_z(np.pi / 2))[:3, :3])
+
+
+def test_frames_expire_with_the_cache_and_lookups_need_no_frame_set(monkeypatch):
+    tf = TransformBuffer(cache_s=1.0)
+    tf.set_transform("map", "odom", 0, (0, 0, 0), IDENTITY_Q, is_static=True)
+    for i in range(5000):  # a flood of short-lived frames at one time
+        tf.set_transform("odom", f"wheel_{i}", 10 * S, (0, 0, 0), IDENTITY_Q, is_static=False)
+    tf.set_transform("odom", "base", 10 * S, (1, 0, 0), IDENTITY_Q, is_static=False)
+    assert len(tf) == 5002
+    # lookups walk parent links; building the set of every frame per lookup made one take
+    # 54 ms at 100,000 frames
+    monkeypatch.setattr(TransformBuffer, "frames", property(lambda self: 1 / 0))
+    assert tf.lookup("map", "base", 10 * S)[0, 3] == 1.0
+    with pytest.raises(UnknownFrameError) as err:
+        tf.lookup("map", "nowhere", 10 * S)
+    assert len(str(err.value)) < 400  # the message no longer lists every known frame
+    monkeypatch.undo()
+    for k in range(1, 30):  # time goes on for one edge only: the flood expires
+        tf.set_transform("odom", "base", 10 * S + k * S // 10, (1, 0, 0), IDENTITY_Q, False)
+    assert len(tf) == 2 and tf.frames == {"map", "odom", "base"}
+
+
+def test_drop_dynamic_outside_keeps_samples_in_range():
+    tf = _tree()
+    tf.drop_dynamic_outside(0, 2 * S)
+    assert tf.lookup("odom", "base", 1 * S)[0, 3] == 0.0
+    with pytest.raises(ExtrapolationError):
+        tf.lookup("odom", "base", 2 * S)
+    tf.drop_dynamic_outside(5 * S, 6 * S)  # no sample left: the edge goes, static ones stay
+    assert len(tf) == 3 and tf.can_transform("base", "cam", 0)
+    assert not tf.can_transform("odom", "base", 5 * S)

@@ -7,7 +7,12 @@ interpolating each dynamic edge between its two neighbouring samples (slerp + le
 Never "latest": data fused over time must use the transform at its own stamp.
 
 All methods take one lock: the node feeds TF from one callback group and looks it up from
-another.
+another. What the tree refuses (ValueError subclasses, each naming the edge): a transform that
+would close a loop (`TransformLoopError`), a dynamic transform on an edge that /tf_static holds
+(`StaticEdgeError`), a quaternion whose squared norm is off 1 by more than tf2's tolerance.
+Dynamic edges whose newest sample is `cache_s` older than the newest sample of the whole tree
+expire (frame and all), so a flood of short-lived frames does not stay in memory; lookups walk
+parent links only (no per-lookup frame set), so they stay fast with many frames.
 
 Example:
     >>> tf = TransformBuffer(cache_s=10.0)
@@ -30,10 +35,22 @@ import numpy as np
 from llava4d_ros.core.geometry import interpolate_pose, invert_se3, se3
 
 NS = 1_000_000_000
+# tf2 ignores a transform whose quaternion has |x^2 + y^2 + z^2 + w^2 - 1| above this
+# (QUATERNION_NORMALIZATION_TOLERANCE): a sender bug, not float rounding
+QUATERNION_NORM2_TOLERANCE = 1e-2
+ERROR_FRAMES_LISTED = 8  # frame names an error message lists (log lines stay short)
 
 
 def _fmt_ns(stamp_ns: int) -> str:
     return f"{stamp_ns / NS:.6f}s"
+
+
+class TransformLoopError(ValueError):
+    """A transform that would make a frame its own ancestor."""
+
+
+class StaticEdgeError(ValueError):
+    """A dynamic transform for a child frame whose parent edge /tf_static holds."""
 
 
 class TransformError(LookupError):
@@ -101,32 +118,73 @@ class TransformBuffer:
             raise ValueError(f"cache_s must be > 0, got {cache_s}")
         self.cache_ns = round(cache_s * NS)
         self._edges: dict[str, _Edge] = {}  # child -> edge to its parent
+        self._parent_refs: dict[str, int] = {}  # frame -> number of edges naming it as parent
+        self._newest_ns: int | None = None  # newest dynamic sample of the whole tree
+        self._expired_upto_ns: int | None = None  # newest_ns at the last expiry sweep
         self._lock = threading.RLock()
 
     @property
     def frames(self) -> set[str]:
         with self._lock:
-            return set(self._edges) | {e.parent for e in self._edges.values()}
+            return set(self._edges) | set(self._parent_refs)
+
+    def __len__(self) -> int:
+        """Number of edges (child frames) held."""
+        with self._lock:
+            return len(self._edges)
+
+    def _known(self, frame: str) -> bool:
+        return frame in self._edges or frame in self._parent_refs
+
+    def _put_edge(self, child: str, edge: _Edge) -> None:
+        self._drop_edge(child)
+        self._edges[child] = edge
+        self._parent_refs[edge.parent] = self._parent_refs.get(edge.parent, 0) + 1
+
+    def _drop_edge(self, child: str) -> None:
+        edge = self._edges.pop(child, None)
+        if edge is None:
+            return
+        left = self._parent_refs[edge.parent] - 1
+        if left:
+            self._parent_refs[edge.parent] = left
+        else:
+            del self._parent_refs[edge.parent]
 
     def set_transform(self, parent: str, child: str, stamp_ns: int,
                       translation: Sequence[float], quat_xyzw: Sequence[float],
                       is_static: bool) -> None:
         """Add `parent_from_child` at `stamp_ns` (a geometry_msgs/TransformStamped's content).
 
-        A child gets one parent; a transform naming a new parent or changing static/dynamic
-        replaces the old edge (tf2 does the same when a tree is re-parented).
+        A child gets one parent; a transform naming a new parent replaces the old edge (tf2
+        does the same when a tree is re-parented), and a static one replaces a dynamic one.
+        Refused (ValueError naming the edge): a loop, a dynamic transform on a static edge, a
+        quaternion far from unit norm.
         """
         if not parent or not child or parent == child:
             raise ValueError(f"need two different non-empty frame names, got {parent!r}, "
                              f"{child!r}")
-        pose = se3(translation, quat_xyzw)
+        q = np.asarray(quat_xyzw, dtype=np.float64).reshape(-1)
+        if q.shape == (4,) and np.all(np.isfinite(q)):
+            with np.errstate(over="ignore"):
+                norm2 = float(q @ q)
+            if not abs(norm2 - 1.0) <= QUATERNION_NORM2_TOLERANCE:
+                raise ValueError(f"{parent} -> {child}: quaternion {_short(q.tolist())} has "
+                                 f"squared norm {norm2:.3g}, not 1 (tf2 ignores it too)")
+        pose = se3(translation, q)
         stamp_ns = int(stamp_ns)
         with self._lock:
             edge = self._edges.get(child)
+            if edge is not None and edge.static is not None and not is_static:
+                raise StaticEdgeError(
+                    f"dynamic transform {parent} -> {child} refused: /tf_static holds "
+                    f"{edge.parent} -> {child}; a frame has one parent, publish it on one topic")
+            if edge is None or edge.parent != parent:
+                self._check_no_loop(parent, child)
             if (edge is None or edge.parent != parent
                     or (edge.static is not None) != bool(is_static)):
                 edge = _Edge(parent=parent)
-                self._edges[child] = edge
+                self._put_edge(child, edge)
             if is_static:
                 edge.static = pose
                 return
@@ -140,24 +198,75 @@ class TransformBuffer:
             if cut:
                 del edge.stamps[:cut]
                 del edge.poses[:cut]
+            if self._newest_ns is None or stamp_ns > self._newest_ns:
+                self._newest_ns = stamp_ns
+                self._expire()
+
+    def _check_no_loop(self, parent: str, child: str) -> None:
+        """Refuse `parent -> child` when `child` is already an ancestor of `parent`."""
+        frame = parent
+        for _ in range(len(self._edges) + 1):
+            if frame == child:
+                raise TransformLoopError(
+                    f"transform {parent} -> {child} refused: {child} is already an ancestor "
+                    f"of {parent}, so the tree would have a loop")
+            edge = self._edges.get(frame)
+            if edge is None:
+                return
+            frame = edge.parent
+
+    def _expire(self) -> None:
+        """Drop dynamic edges with no sample within `cache_s` of the tree's newest sample.
+        Swept once per tenth of the cache time (in data time), so the cost per transform
+        stays small however many frames there are."""
+        newest = self._newest_ns
+        if (self._expired_upto_ns is not None
+                and newest - self._expired_upto_ns < self.cache_ns // 10):
+            return
+        self._expired_upto_ns = newest
+        old = [c for c, e in self._edges.items()
+               if e.static is None and e.stamps and e.stamps[-1] < newest - self.cache_ns]
+        for child in old:
+            self._drop_edge(child)
 
     def clear(self) -> None:
         with self._lock:
             self._edges.clear()
+            self._parent_refs.clear()
+            self._newest_ns = self._expired_upto_ns = None
 
     def clear_dynamic(self) -> None:
         """Forget dynamic transforms, keep static ones (a bag restarting re-sends only /tf)."""
+        self.drop_dynamic_outside(None, None)
+
+    def drop_dynamic_outside(self, lo_ns: int | None, hi_ns: int | None) -> None:
+        """Forget dynamic samples stamped before `lo_ns` or after `hi_ns` (None: every one on
+        that side); edges left with no sample go. Static edges stay."""
         with self._lock:
-            self._edges = {c: e for c, e in self._edges.items() if e.static is not None}
+            for child, edge in list(self._edges.items()):
+                if edge.static is not None:
+                    continue
+                keep = [i for i, t in enumerate(edge.stamps)
+                        if lo_ns is not None and hi_ns is not None and lo_ns <= t <= hi_ns]
+                if not keep:
+                    self._drop_edge(child)
+                    continue
+                edge.stamps = [edge.stamps[i] for i in keep]
+                edge.poses = [edge.poses[i] for i in keep]
+            stamps = [e.stamps[-1] for e in self._edges.values() if e.static is None]
+            self._newest_ns = max(stamps) if stamps else None
+            self._expired_upto_ns = None
 
     def _chain(self, frame: str) -> list[str]:
         """`[frame, parent, grandparent, ..., root]`."""
         chain = [frame]
+        seen = {frame}
         while chain[-1] in self._edges:
             parent = self._edges[chain[-1]].parent
-            if parent in chain:
+            if parent in seen:  # set_transform refuses loops; kept as a guard
                 raise TransformError(f"transform tree has a loop through {parent!r}")
             chain.append(parent)
+            seen.add(parent)
         return chain
 
     def _up(self, chain: list[str], stamp_ns: int) -> np.ndarray:
@@ -171,17 +280,20 @@ class TransformBuffer:
         """`target_from_source (4, 4)` at `stamp_ns`: maps points in `source` into `target`."""
         stamp_ns = int(stamp_ns)
         with self._lock:
-            known = self.frames
             for name in (target, source):
-                if name not in known:
+                if not self._known(name):
+                    n = len(self._edges) + len(self._parent_refs)
+                    some = sorted(self._parent_refs)[:ERROR_FRAMES_LISTED]
                     raise UnknownFrameError(
                         f"frame {name!r} is unknown (looking up {target} <- {source} at "
-                        f"{_fmt_ns(stamp_ns)}; known frames: {sorted(known)})")
+                        f"{_fmt_ns(stamp_ns)}; {len(self._edges)} edges, parents include "
+                        f"{some}{' ...' if n > len(some) else ''})")
             if target == source:
                 return np.eye(4)
             up_source = self._chain(source)
             up_target = self._chain(target)
-            common = next((f for f in up_source if f in set(up_target)), None)
+            in_target = set(up_target)
+            common = next((f for f in up_source if f in in_target), None)
             if common is None:
                 raise DisconnectedError(
                     f"frames {target!r} and {source!r} are not connected (roots "
@@ -196,3 +308,7 @@ class TransformBuffer:
         except TransformError:
             return False
         return True
+
+
+def _short(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
