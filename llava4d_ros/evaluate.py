@@ -9,7 +9,8 @@ output takes):
   IoU >= 0.5 with the true box at the asked time (a missing box is a miss).
 - TAcc: the k-th time written in the answer (outside boxes) against the k-th `<time>` slot:
   within 0.5 s.
-- EM: exact match of the categorical answer (count, which_move, heading, when_start).
+- EM: exact match of the categorical answer (count, heading, when_start); which_move as a set
+  (the objects named, in any order, each once).
 The last line is `sacc=<..> tacc=<..>` of `--model` (default: the shipped default).
 """
 
@@ -50,7 +51,7 @@ def categorical(task: str, text: str) -> str | None:
     if task == "which_move":
         if "no object" in low:
             return "none"
-        return " and ".join(f"{c} {s}" for c, s in _LABEL_RE.findall(low))
+        return _as_set(" and ".join(f"{c} {s}" for c, s in _LABEL_RE.findall(low)))
     if task == "heading":
         m = re.search(r"heading toward ([+-][xy])", low)
         return m.group(1) if m else ("none" if "not moving" in low else "")
@@ -60,6 +61,12 @@ def categorical(task: str, text: str) -> str | None:
         m = re.search(r"(-?\d+(?:\.\d+)?)\s*s\b", low)
         return f"{float(m.group(1)):.1f}" if m else ""
     return None
+
+
+def _as_set(labels: str) -> str:
+    """A "red cube and blue sphere" list in sorted order, without repeats: which objects move
+    is a set, so the order an answer names them in does not count."""
+    return " and ".join(sorted(set(labels.split(" and ")))) if labels else ""
 
 
 def _match_boxes(sample: dict[str, Any], answer: ModelAnswer) -> list[GroundedBox | None]:
@@ -95,6 +102,8 @@ def score(sample: dict[str, Any], answer: ModelAnswer) -> dict[str, int]:
     want = sample.get("categorical")
     if want is not None and sample["task"] != "caption":
         got = categorical(sample["task"], answer.text)
+        if sample["task"] == "which_move" and want != "none":
+            want = _as_set(want)
         out["em_n"], out["em_hits"] = 1, int(got == want)
     return out
 
@@ -125,7 +134,8 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
             "sacc": c["box_hits"] / c["box_n"] if c["box_n"] else float("nan"),
             "tacc": c["time_hits"] / c["time_n"] if c["time_n"] else float("nan"),
             "em": c["em_hits"] / c["em_n"] if c["em_n"] else float("nan"),
-            "box_n": c["box_n"], "time_n": c["time_n"],
+            "box_n": c["box_n"], "time_n": c["time_n"], "em_n": c["em_n"],
+            "box_hits": c["box_hits"], "time_hits": c["time_hits"], "em_hits": c["em_hits"],
         }
     return table
 

@@ -80,10 +80,29 @@ def ingest_config(cfg: LLaVA4DConfig) -> IngestConfig:
                         voxel_m=cfg.voxel_m)
 
 
+# The sources whose code decides what a cached scene holds (render, ingest, encode, samples):
+# a change to any of them gives a new cache directory, so a stale cache is never read.
+_CACHE_SOURCES = ("data/scene.py", "data/instructions.py", "data/vocabulary.py",
+                  "core/geometry.py", "core/buffer4d.py", "core/pipeline.py", "core/tracking.py",
+                  "core/colors.py", "model/vision.py", "model/dataset.py")
+
+
 def cache_dir_for(root: str, cfg: LLaVA4DConfig) -> str:
+    """`root/<vision>_g<grid>_b<budget>_v<voxel>_<hash>`: the hash covers the source of every
+    module that builds scene records plus the ingest and vision settings."""
+    import hashlib
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256(repr((ingest_config(cfg), cfg.vision)).encode())
+    for rel in _CACHE_SOURCES:
+        path = os.path.join(package, rel)
+        h.update(rel.encode())
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                h.update(f.read())
     g = cfg.patch_grid
     return os.path.join(root, f"{cfg.vision.kind}_g{g[0]}x{g[1]}_b{cfg.token_budget}_"
-                              f"v{cfg.voxel_m:g}")
+                              f"v{cfg.voxel_m:g}_{h.hexdigest()[:12]}")
 
 
 def load_split(split: str, n: int, cache_root: str, cfg: LLaVA4DConfig,

@@ -31,8 +31,7 @@ import numpy as np
 
 from llava4d_ros.core.colors import PALETTE
 from llava4d_ros.core.geometry import PinholeCamera
-
-SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder")
+from llava4d_ros.data.vocabulary import SHAPES
 
 #: Shading factor range applied to object colours (ambient + Lambert); colors.py relies on it.
 AMBIENT = 0.6
