@@ -38,10 +38,9 @@ import torch
 from torch.nn import functional as F
 
 from llava4d_ros.core.pipeline import IngestConfig
-from llava4d_ros.model.checkpoint import build_model, load_llava4d
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
-from llava4d_ros.model.llava4d import slot_total
+from llava4d_ros.model.llava4d import build_model, load_llava4d, slot_total
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
 

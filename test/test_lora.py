@@ -9,9 +9,8 @@ import torch
 
 from helpers.tiny_model import random_tokens
 from llava4d_ros.data.instructions import vocabulary
-from llava4d_ros.model.checkpoint import build_model
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
-from llava4d_ros.model.llava4d import LLaVA4D
+from llava4d_ros.model.llava4d import LLaVA4D, build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.train import stage_setup
 from llava4d_ros.training.lora import (

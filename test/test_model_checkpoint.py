@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.model.checkpoint import CheckpointError, build_model, load_llava4d
+from llava4d_ros.model.checkpoint import CheckpointError
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
-from llava4d_ros.model.llava4d import LLaVA4D
+from llava4d_ros.model.llava4d import LLaVA4D, build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 
 WORDS = ["where", "is", "the", "red", "cube", "at", "s", ".", "it", "a", "b", "c", "d", "e"]
@@ -155,3 +155,37 @@ def test_shipped_default_loads_and_answers():
     assert isinstance(ans.text, str) and ans.num_tokens <= 60
     for box in ans.boxes:
         assert len(box.box6) == 6 and min(box.box6[3:]) > 0
+
+
+# Answers of the shipped default before the backbone refactor (commit 38424fe), same windows:
+# our format, the word-level tokenizer and the decode path must keep giving exactly these.
+_DEFAULT_ANSWERS = [
+    (0, 'Where is the red cube at 2.5s?',
+     'At 2.5s, the red sphere is at [0.27, -1.59, 1.76, 0.29, 0.29, 0.61].'),
+    (0, 'Which objects move?',
+     'The green cube moves.'),
+    (0, 'When did the blue sphere start moving?',
+     'The blue cube did not move.'),
+    (0, 'How many cubes are there?',
+     'There are 4 cubes.'),
+    (1, 'Where is the red cube at 2.5s?',
+     'At 2.5s, the red cylinder is at [-0.13, -1.24, 0.80, 0.39, 0.39, 0.61].'),
+    (1, 'Which objects move?',
+     'The green cube moves.'),
+    (1, 'When did the blue sphere start moving?',
+     'The blue cube did not move.'),
+    (1, 'How many cubes are there?',
+     'There are 4 cubes.'),
+]
+
+
+def test_shipped_default_answers_exactly_as_before():
+    from helpers.tiny_model import random_tokens
+
+    model = LLaVA4D.from_pretrained()
+    windows = {seed: random_tokens(300, 18, seed=seed, t0_s=100.0) for seed in (0, 1)}
+    got = [(seed, q, model.answer(q, windows[seed], t_ref_s=100.0, max_new_tokens=60).text)
+           for seed, q, _ in _DEFAULT_ANSWERS]
+    assert got == _DEFAULT_ANSWERS
+    assert model.cfg.lm_source.kind == "scratch" and model.cfg.compressor.kind == "none"
+    assert model.compressor is None

@@ -11,7 +11,6 @@ import torch
 from helpers.tiny_model import random_tokens
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.data.instructions import vocabulary
-from llava4d_ros.model.checkpoint import build_model
 from llava4d_ros.model.config import InventoryConfig, LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.inventory import (
     Inventory,
@@ -20,6 +19,7 @@ from llava4d_ros.model.inventory import (
     object_feature_dim,
     object_features,
 )
+from llava4d_ros.model.llava4d import build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 
 

@@ -1,13 +1,17 @@
-"""Loading and saving: local directories, safetensors only, nothing fetched.
+"""Model directories on disk: local files, safetensors only, nothing fetched.
 
-Our format (`save_llava4d` / `load_llava4d`):
-    config.json          LLaVA4DConfig.to_dict() (the LM's transformers config inside)
-    model.safetensors    the whole state dict (LM, 4D parts, projector, heads, CLIP tower if any)
-    tokenizer.json (+ tokenizer_config.json, special_tokens_map.json)
+This module knows files, not the model: `LLaVA4D` (model/llava4d.py) assembles itself from what
+these functions read, so the dependency runs one way (llava4d -> checkpoint).
 
-A LLaVA-1.5 checkpoint in Hugging Face layout (`load_llava_hf`): `LlavaForConditionalGeneration`
-weights (vision tower CLIP, multi_modal_projector, language model) + its tokenizer; the 4D parts
-start at their no-op initial values.
+Our format (`LLaVA4D.save_pretrained` / `LLaVA4D.from_pretrained`):
+    config.json          LLaVA4DConfig.to_dict() (the LM's transformers config inside, and
+                         where the LM came from: `lm_source`)
+    model.safetensors    the whole state dict (LM, 4D parts, projector, heads, compressor, CLIP /
+                         SigLIP tower if any; EfficientNet-Lite0 weights stay in their package)
+    tokenizer.json (+ tokenizer_config.json, chat_template.jinja, special_tokens_map.json)
+
+A LLaVA-1.5 checkpoint in Hugging Face layout (`read_llava_hf`): `LlavaForConditionalGeneration`
+weights (vision tower CLIP, multi_modal_projector, language model) + its tokenizer.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llava4d_ros.model.config import LLaVA4DConfig, VisionConfig
+from llava4d_ros.model.config import LLaVA4DConfig, LMSource, VisionConfig
 
 DEFAULT_DIR = str(Path(__file__).resolve().parent / "default")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -35,7 +40,7 @@ class CheckpointError(RuntimeError):
         self.problem = problem
 
 
-def _check_dir(path: str, need: tuple[str, ...]) -> None:
+def check_dir(path: str, need: tuple[str, ...]) -> None:
     if not os.path.isdir(path):
         raise CheckpointError(path, "no such model directory")
     for name in need:
@@ -51,7 +56,18 @@ def _check_dir(path: str, need: tuple[str, ...]) -> None:
         raise CheckpointError(path, "missing weights (*.safetensors)")
 
 
-def _build_lm(lm_cfg: dict[str, Any]) -> torch.nn.Module:
+def read_config(path: str) -> LLaVA4DConfig:
+    """The `LLaVA4DConfig` of one of our model directories (checked first)."""
+    check_dir(path, ("config.json", "model.safetensors"))
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        try:
+            return LLaVA4DConfig.from_dict(json.load(f))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(path, f"bad config.json: {exc}") from exc
+
+
+def build_lm(lm_cfg: dict[str, Any]) -> torch.nn.Module:
+    """A causal LM with random weights from a transformers config dict."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     d = dict(lm_cfg)
@@ -60,7 +76,18 @@ def _build_lm(lm_cfg: dict[str, Any]) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config)
 
 
-def _load_tokenizer(path: str) -> Any:
+def build_vision_tower(vision: VisionConfig) -> torch.nn.Module | None:
+    """A random CLIP / SigLIP tower of the config's shape (kind "clip"), else None."""
+    if vision.kind != "clip":
+        return None
+    from transformers import AutoConfig, AutoModel
+
+    d = dict(vision.clip_config or {})
+    model_type = d.pop("model_type", "clip_vision_model")
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **d))
+
+
+def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if os.path.isfile(os.path.join(path, "tokenizer_config.json")):
@@ -68,51 +95,18 @@ def _load_tokenizer(path: str) -> Any:
     return PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"))
 
 
-def build_model(cfg: LLaVA4DConfig, tokenizer: Any) -> Any:
-    """A fresh LLaVA4D (random LM) from a config; the vision tower of a clip config is random."""
-    from llava4d_ros.model.llava4d import LLaVA4D
-
-    tower = None
-    if cfg.vision.kind == "clip":
-        from transformers import CLIPVisionConfig, CLIPVisionModel
-
-        tower = CLIPVisionModel(CLIPVisionConfig(**cfg.vision.clip_config))
-    return LLaVA4D(cfg, _build_lm(cfg.lm), tokenizer, vision_tower=tower)
-
-
-def save_llava4d(model: Any, path: str) -> None:
-    from safetensors.torch import save_file
-
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(model.cfg.to_dict(), f, indent=1, sort_keys=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if model.cfg.lm.get("tie_word_embeddings") and "lm.lm_head.weight" in state:
-        del state["lm.lm_head.weight"]  # tied to the input embeddings; safetensors refuses aliases
-    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-    model.tokenizer.save_pretrained(path)
-
-
-def load_llava4d(path: str | None = None, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()) -> Any:
-    """Our format; `path=None` is the shipped default. Parameters under the prefixes in `fresh`
-    keep their initial values (training re-initialises them; shapes there may differ)."""
+def load_state(model: torch.nn.Module, cfg: LLaVA4DConfig, path: str,
+               fresh: tuple[str, ...] = ()) -> None:
+    """Load `path`/model.safetensors into `model`; parameters under the prefixes in `fresh`
+    keep their current values. Any missing, unexpected or misshapen tensor is an error."""
     from safetensors.torch import load_file
 
-    path = DEFAULT_DIR if path is None else str(path)
-    _check_dir(path, ("config.json", "model.safetensors"))
-    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-        try:
-            cfg = LLaVA4DConfig.from_dict(json.load(f))
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(path, f"bad config.json: {exc}") from exc
-    model = build_model(cfg, _load_tokenizer(path))
     state = load_file(os.path.join(path, "model.safetensors"))
     own = model.state_dict()
     if cfg.lm.get("tie_word_embeddings"):
         state.setdefault("lm.lm_head.weight", state.get("lm.model.embed_tokens.weight"))
-    state = {k: v for k, v in state.items() if not k.startswith(fresh)} if fresh else state
     if fresh:
+        state = {k: v for k, v in state.items() if not k.startswith(fresh)}
         state.update({k: v for k, v in own.items() if k.startswith(fresh)})
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -122,15 +116,38 @@ def load_llava4d(path: str | None = None, device: str = "cpu",
         raise CheckpointError(path, f"weights do not fit the config: missing {missing[:5]}, "
                                     f"unexpected {unexpected[:5]}, shape mismatch {bad[:5]}")
     model.load_state_dict(state)
-    return model.to(device=device, dtype=dtype).eval()
 
 
-def load_llava_hf(path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                  **overrides: Any) -> Any:
-    """LLaVA-1.5 in HF layout -> LLaVA4D with CLIP features at the configured layer, the
-    checkpoint's projector and LM, and the 4D parts at their no-op initial values.
+def write_dir(path: str, cfg: LLaVA4DConfig, state: dict[str, torch.Tensor],
+              tokenizer: Any) -> None:
+    """Write our format: config.json, model.safetensors, the tokenizer's files."""
+    from safetensors.torch import save_file
 
-    `overrides`: LLaVA4DConfig fields (e.g. token_budget, patch_grid)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg.to_dict(), f, indent=1, sort_keys=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    if cfg.lm.get("tie_word_embeddings") and "lm.lm_head.weight" in state:
+        del state["lm.lm_head.weight"]  # tied to the input embeddings; safetensors refuses aliases
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(path)
+
+
+@dataclass
+class LlavaParts:
+    """What a LLaVA-1.5 HF checkpoint gives `LLaVA4D.from_llava_hf`: config fields, the LM, the
+    tokenizer, the CLIP tower and the projector's two linear layers."""
+
+    fields: dict[str, Any]
+    lm: torch.nn.Module
+    tokenizer: Any
+    tower: torch.nn.Module
+    projector: torch.nn.Module
+
+
+def read_llava_hf(path: str, dtype: torch.dtype = torch.float32) -> LlavaParts:
+    """Read a LLaVA-1.5 checkpoint in HF layout: CLIP features at the configured layer, the
+    checkpoint's projector and LM; errors name what does not fit."""
     from transformers import (
         AutoModelForCausalLM,
         CLIPVisionModel,
@@ -138,10 +155,8 @@ def load_llava_hf(path: str, device: str = "cpu", dtype: torch.dtype = torch.flo
         LlavaForConditionalGeneration,
     )
 
-    from llava4d_ros.model.llava4d import LLaVA4D
-
     path = str(path)
-    _check_dir(path, ("config.json",))
+    check_dir(path, ("config.json",))
     try:
         llava_cfg = LlavaConfig.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # any parse failure means: not a LLaVA checkpoint
@@ -162,29 +177,25 @@ def load_llava_hf(path: str, device: str = "cpu", dtype: torch.dtype = torch.flo
     if not isinstance(tower, CLIPVisionModel):
         raise CheckpointError(path, f"vision tower is {type(tower).__name__}, not CLIP")
     text_cfg = llava_cfg.text_config
-    lm = AutoModelForCausalLM.from_config(text_cfg).to(dtype)
-    lm.model.load_state_dict(llava.model.language_model.state_dict())
-    lm.lm_head.load_state_dict(llava.lm_head.state_dict())
-    tokenizer = _load_tokenizer(path)
-    image_token = tokenizer.convert_ids_to_tokens(llava_cfg.image_token_id)
-    fields = {
-        "lm": text_cfg.to_dict(),
-        "vision": VisionConfig(kind="clip", feature_dim=vcfg.hidden_size, clip_layer=layer,
-                               clip_config=vcfg.to_dict()),
-        "template": "USER: {image}\n{question} ASSISTANT:",
-        "image_token": image_token,
-        "slot_heads": False,
-        "patch_grid": (vcfg.image_size // vcfg.patch_size,) * 2,
-        "fusion_heads": 8 if vcfg.hidden_size % 8 == 0 else 1,
-        "model_id": f"llava-1.5+4d:{os.path.basename(os.path.normpath(path))}",
-    }
-    fields.update(overrides)
-    cfg = LLaVA4DConfig(**fields)
-    model = LLaVA4D(cfg, lm, tokenizer, vision_tower=tower)
     proj = llava.model.multi_modal_projector
     if proj.linear_1.in_features != vcfg.hidden_size or proj.linear_2.out_features != (
             text_cfg.hidden_size):
         raise CheckpointError(path, "multi_modal_projector shapes do not fit the towers")
-    model.projector.linear_1.load_state_dict(proj.linear_1.state_dict())
-    model.projector.linear_2.load_state_dict(proj.linear_2.state_dict())
-    return model.to(device=device, dtype=dtype).eval()
+    lm = AutoModelForCausalLM.from_config(text_cfg).to(dtype)
+    lm.model.load_state_dict(llava.model.language_model.state_dict())
+    lm.lm_head.load_state_dict(llava.lm_head.state_dict())
+    tokenizer = load_tokenizer(path)
+    name = os.path.basename(os.path.normpath(path))
+    fields = {
+        "lm": text_cfg.to_dict(),
+        "vision": VisionConfig(kind="clip", feature_dim=vcfg.hidden_size, clip_layer=layer,
+                               clip_config=vcfg.to_dict(), source=os.path.abspath(path)),
+        "template": "USER: {image}\n{question} ASSISTANT:",
+        "image_token": tokenizer.convert_ids_to_tokens(llava_cfg.image_token_id),
+        "slot_heads": False,
+        "patch_grid": (vcfg.image_size // vcfg.patch_size,) * 2,
+        "fusion_heads": 8 if vcfg.hidden_size % 8 == 0 else 1,
+        "model_id": f"llava-1.5+4d:{name}",
+        "lm_source": LMSource(kind="hf", path=os.path.abspath(path), name=name),
+    }
+    return LlavaParts(fields, lm, tokenizer, tower, proj)

