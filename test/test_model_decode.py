@@ -1,0 +1,58 @@
+"""Decoding ends cleanly: a sentence said twice stops generation (the repeat dropped), and an
+answer cut by max_new_tokens ends at its last full sentence. A tiny real model whose LM's next
+word is steered by a forward hook, so the loop under test is the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from helpers.tiny_model import random_tokens
+from llava4d_ros.data.instructions import vocabulary
+from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.llava4d import build_model
+from llava4d_ros.model.tokenizer import build_tokenizer
+
+
+def steered_model(choose: Callable[[str], str]):
+    """A tiny model whose LM, after the token w, says `choose(w)`."""
+    tok = build_tokenizer(vocabulary())
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=2, heads=4), pointer_dim=16,
+                        box_hidden=16, token_budget=64)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok).eval()
+    table = model.lm.get_input_embeddings().weight.detach()  # (V, D)
+
+    def hook(module, args, kwargs, out):
+        e_last = kwargs["inputs_embeds"][0, -1]  # (D,): the embedding of the last input token
+        last = tok.convert_ids_to_tokens(int(torch.cdist(e_last[None], table).argmin()))
+        logits = torch.full_like(out.logits, -1e4)
+        logits[0, -1, tok.convert_tokens_to_ids(choose(last))] = 1e4
+        out.logits = logits
+        return out
+
+    model.lm.register_forward_hook(hook, with_kwargs=True)
+    return model
+
+
+LOOP = {"red": "cube", "blue": "cube", "cube": "moves", "moves": "."}
+
+
+@pytest.mark.parametrize("max_new_tokens", [40, 8])
+def test_a_repeated_sentence_ends_the_answer(max_new_tokens):
+    # "the red cube moves ." forever; 8 tokens also cut the second sentence short
+    model = steered_model(lambda w: "red" if w == "the" else LOOP.get(w, "the"))
+    ans = model.generate("Which objects move?", random_tokens(40), 50.0,
+                         max_new_tokens=max_new_tokens)
+    assert ans.text.lower() == "the red cube moves."
+    assert ans.num_tokens == 5
+
+
+def test_different_sentences_are_kept_until_one_repeats():
+    # "the red cube moves . the blue cube moves ." then red again: a repeat, so the end
+    colours = iter(["red", "blue"] * 20)
+    model = steered_model(lambda w: next(colours) if w == "the" else LOOP.get(w, "the"))
+    ans = model.generate("Which objects move?", random_tokens(40), 50.0, max_new_tokens=60)
+    assert ans.text.lower() == "the red cube moves. the blue cube moves."
