@@ -1,14 +1,18 @@
 """LLaVA-4D: 4D visual tokens + a question in, text with 4D coordinates (and parsed boxes) out.
 
     VisualTokens (N) --budget--> features f_s, f_t --fusion(p_4D)--> f_st --projector--> (N, D_lm)
-    "{image}{question} ASSISTANT:" with {image} = N placeholder tokens whose embeddings are the
-    projected visual tokens --any HF causal LM--> answer tokens
+    --compressor (optional)--> (M, D_lm)
+    "{image}{question} ASSISTANT:" (or the LM's chat template) with {image} = M placeholder
+    tokens whose embeddings are the visual embeddings --any HF causal LM--> answer tokens
     <box>/<time> slot tokens (shipped default) --pointer + box heads--> numbers in the text
     text --grounding.parse_answer--> GroundedBox list
 
 `encode` (visual side) is separate from `generate` (language side), as `get_image_features` is
 from `forward` in transformers' LLaVA. `loss` is the training forward of one window with several
 questions: the visual prefix is run once and its KV cache shared by the batch of questions.
+
+Loading and saving (`from_pretrained`, `from_lm`, `from_llava_hf`, `save_pretrained`) assemble
+the model from what model/checkpoint.py and model/backbones.py read; neither imports this file.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.model.config import LLaVA4DConfig
+from llava4d_ros.model import backbones, checkpoint
+from llava4d_ros.model.compressor import build_compressor
+from llava4d_ros.model.config import (
+    CompressorConfig,
+    LLaVA4DConfig,
+    VisionConfig,
+)
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
 from llava4d_ros.model.grounding import GroundedBox, parse_answer
 from llava4d_ros.model.heads import (
@@ -50,11 +60,13 @@ from llava4d_ros.model.prompt import (
     TextCoordinateEmbedding,
     find_text_coordinates,
 )
-from llava4d_ros.model.tokenizer import detokenize
-from llava4d_ros.model.vision import ClipPatchEncoder, ColourStatsEncoder
-
-SLOT_BOX = "<box>"
-SLOT_TIME = "<time>"
+from llava4d_ros.model.spec import ModelSpec
+from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
+from llava4d_ros.model.vision import (
+    ClipPatchEncoder,
+    ColourStatsEncoder,
+    EfficientNetLite0Encoder,
+)
 
 
 def slot_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -199,11 +211,17 @@ class LLaVA4D(nn.Module):
             self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden)
             self.time_head = TimeHead(3 * d_lm + dt, cfg.box_hidden)
             self.slot_pool = AttentionPool(d_lm)
+        # the LM reads M compressed embeddings; None: all N (the shipped default)
+        self.compressor = build_compressor(cfg.compressor, d_lm)
         if cfg.vision.kind == "clip":
             if vision_tower is None:
                 raise ValueError("vision kind 'clip' needs a vision_tower")
             self.vision_tower = vision_tower
-            self._encoder: Any = ClipPatchEncoder(vision_tower, cfg.vision.clip_layer)
+            self._encoder: Any = ClipPatchEncoder(vision_tower, cfg.vision.clip_layer,
+                                                  mean=cfg.vision.pixel_mean,
+                                                  std=cfg.vision.pixel_std)
+        elif cfg.vision.kind == "efficientnet_lite0":
+            self._encoder = EfficientNetLite0Encoder(cfg.vision.input_hw)
         else:
             self._encoder = ColourStatsEncoder()
         if self._encoder.feature_dim != d_v:
@@ -258,9 +276,17 @@ class LLaVA4D(nn.Module):
     def patch_encoder(self) -> Any:
         """The `PatchEncoder` whose features this model was trained on; give it to the
         `Ingestor` so the buffer holds the right features."""
-        if isinstance(self._encoder, ClipPatchEncoder):
+        if isinstance(self._encoder, (ClipPatchEncoder, EfficientNetLite0Encoder)):
             self._encoder.device = self.device
         return self._encoder
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The ingest settings this model's weights were trained with."""
+        c = self.cfg
+        return ModelSpec(patch_grid=c.patch_grid, voxel_m=c.voxel_m,
+                         token_budget=c.token_budget, window_s=c.window_s,
+                         feature_dim=c.vision.feature_dim)
 
     @property
     def device(self) -> torch.device:
@@ -278,9 +304,30 @@ class LLaVA4D(nn.Module):
     # ------------------------------------------------------------------ visual side
 
     def encode(self, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
-        """Visual embeddings `(N, D_lm)` of `apply_token_budget(tokens)`; `t_ref_s` is the window
-        start (absolute stamp seconds): model time is seconds since it."""
-        return self._encode(tokens, t_ref_s)[0]
+        """The visual embeddings the LM reads, `(M, D_lm)` (M = N of `apply_token_budget(tokens)`
+        without a compressor); `t_ref_s` is the window start (absolute stamp seconds): model
+        time is seconds since it."""
+        visual = self._encode(tokens, t_ref_s)[0]
+        return visual if self.compressor is None else self.compressor(visual)
+
+    def _visual_prefix(self, tokens: VisualTokens, t_ref_s: float, hidden: bool
+                       ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+        """The LM's forward over the prompt up to and with the image (`tokens` within budget):
+        (prefix ids `(L,)`, the LM output with its KV cache, pointer keys `(N, H + D + P + dt)`
+        when `hidden`). A key's H part is the token's LM hidden state; with a compressor the LM
+        never sees token n by itself, so its projected embedding stands in: the heads still
+        address all N window tokens."""
+        visual, extra = self._encode(tokens, t_ref_s)  # (N, D_lm), (N, D + P + dt)
+        lm_in = visual if self.compressor is None else self.compressor(visual)  # (M, D_lm)
+        pre_ids = torch.tensor(self.prefix_ids(lm_in.shape[0]), device=self.device)
+        out = self.lm(inputs_embeds=self.embed(pre_ids, lm_in)[None], use_cache=True,
+                      output_hidden_states=hidden)
+        keys = None
+        if hidden:
+            h = (out.hidden_states[-1][0, pre_ids == self.image_token_id]
+                 if self.compressor is None else visual)  # (N, H)
+            keys = self._keys(h, extra)
+        return pre_ids, out, keys
 
     def _encode(self, tokens: VisualTokens, t_ref_s: float
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -352,7 +399,8 @@ class LLaVA4D(nn.Module):
     def prefix_ids(self, n_visual: int) -> list[int]:
         """BOS + the template's text before the image + `n_visual` image placeholders."""
         before, _ = self._split_template("")
-        ids = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        bos = self.tokenizer.bos_token_id
+        ids = [bos] if self.cfg.add_bos and bos is not None else []
         if before:
             ids += self.tokenizer(before, add_special_tokens=False)["input_ids"]
         return ids + [self.image_token_id] * n_visual
@@ -397,7 +445,7 @@ class LLaVA4D(nn.Module):
 
     def logits(self, question: str, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
         """Logits `(L, V)` of the whole prompt (for checks against a reference model)."""
-        visual = self.encode(tokens, t_ref_s)
+        visual = self.encode(tokens, t_ref_s)  # (M, D_lm)
         prefix = self.prefix_ids(visual.shape[0])
         text = self.text_after(question)
         ids = torch.tensor(prefix + text.ids, device=self.device)
@@ -425,16 +473,9 @@ class LLaVA4D(nn.Module):
             raise ValueError("no visual tokens")
         if t_ref_s is None:
             t_ref_s = float(np.min(tokens.t_s))
-        visual, extra = self._encode(tokens, t_ref_s)
-        pre_ids = torch.tensor(self.prefix_ids(visual.shape[0]), device=self.device)
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
-        out = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
-                      output_hidden_states=slots)
-        h_visual = None
-        if slots:  # pointer keys: (N, H + D + P)
-            h_visual = self._keys(out.hidden_states[-1][0, pre_ids == self.image_token_id],
-                                  extra)
+        pre_ids, out, h_visual = self._visual_prefix(tokens, t_ref_s, hidden=slots)
         cache = self._out_cache(out)
         answers = []
         for question in questions:
@@ -514,7 +555,7 @@ class LLaVA4D(nn.Module):
         slot_ids = (self.box_token_id, self.time_token_id)
         values = values[:sum(1 for i in generated if i in slot_ids)]
         if slots:
-            text_out = detokenize(self.tokenizer.convert_ids_to_tokens(generated))
+            text_out = self.render_text(generated)
             for v in values:
                 text_out = text_out.replace(SLOT_BOX if v.startswith("[") else SLOT_TIME, v, 1)
         else:
@@ -522,6 +563,10 @@ class LLaVA4D(nn.Module):
         parsed = parse_answer(text_out)
         return ModelAnswer(text=text_out, boxes=parsed.boxes, num_tokens=len(generated),
                            times=parsed.times, warnings=parsed.warnings)
+
+    def render_text(self, ids: Sequence[int]) -> str:
+        """Generated ids -> text with `<box>`/`<time>` kept in place for their values."""
+        return render_text(self.tokenizer, ids, (self.box_token_id, self.time_token_id))
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
                max_new_tokens: int = 96) -> ModelAnswer:
@@ -570,14 +615,8 @@ class LLaVA4D(nn.Module):
         Returns (LM output over the answers, `ids (B, L)`, `labels (B, L)` (-100 outside the
         answers), the `_Text`s, prompt lengths, input embeddings `(B, L, D)`, pointer keys)."""
         dev = self.device
-        visual, extra = self._encode(tokens, t_ref_s)  # (N, D_lm), (N, D + P)
-        n = visual.shape[0]
-        prefix = self.prefix_ids(n)
-        pre_ids = torch.tensor(prefix, device=dev)
-        pre = self.lm(inputs_embeds=self.embed(pre_ids, visual)[None], use_cache=True,
-                      output_hidden_states=True)
-        h_visual = self._keys(pre.hidden_states[-1][0, pre_ids == self.image_token_id],
-                              extra)  # (N, H + D + P + dt)
+        pre_ids, pre, h_visual = self._visual_prefix(tokens, t_ref_s, hidden=True)
+        prefix = pre_ids.tolist()
         cache = self._out_cache(pre)
         b = len(samples)
         cache.batch_repeat_interleave(b)
@@ -831,26 +870,89 @@ class LLaVA4D(nn.Module):
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pretrained(cls, path: str | None = None, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32) -> LLaVA4D:
-        """Our format (config.json + model.safetensors + tokenizer files); `None`: the shipped
-        default in llava4d_ros/model/default/."""
-        from llava4d_ros.model.checkpoint import load_llava4d
+    def from_config(cls, cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
+        """A fresh model (random LM, random CLIP/SigLIP tower of a "clip" config)."""
+        return cls(cfg, checkpoint.build_lm(cfg.lm), tokenizer,
+                   vision_tower=checkpoint.build_vision_tower(cfg.vision))
 
-        return load_llava4d(path, device=device, dtype=dtype)
+    @classmethod
+    def from_pretrained(cls, path: str | None = None, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()
+                        ) -> LLaVA4D:
+        """Our format (config.json + model.safetensors + tokenizer files); `None`: the shipped
+        default in llava4d_ros/model/default/. Parameters under the prefixes in `fresh` keep
+        their initial values (training re-initialises them; shapes there may differ)."""
+        path = checkpoint.DEFAULT_DIR if path is None else str(path)
+        cfg = checkpoint.read_config(path)
+        model = cls.from_config(cfg, checkpoint.load_tokenizer(path))
+        checkpoint.load_state(model, cfg, path, fresh)
+        return model.to(device=device, dtype=dtype).eval()
+
+    @classmethod
+    def from_lm(cls, lm_path: str, vision: VisionConfig | str | None = None,
+                compressor: CompressorConfig | None = None, device: str = "cpu",
+                dtype: torch.dtype = torch.float32, **overrides: Any) -> LLaVA4D:
+        """A LLaVA-4D on a pretrained causal LM with fresh 4D parts, projector and heads.
+
+        `lm_path`: a local transformers directory (safetensors) or a `.gguf` file; the LM keeps
+        its tokenizer and chat template, which gain the image placeholder and the `<box>` /
+        `<time>` slot tokens (embeddings resized). `vision`: a `VisionConfig` (colour stats,
+        efficientnet_lite0), a local CLIP/SigLIP directory, or None (colour statistics).
+        `overrides`: other LLaVA4DConfig fields. No scene inventory: its word heads need a
+        closed vocabulary of one-token words."""
+        lm, tokenizer, source = backbones.load_lm(lm_path, dtype=dtype)
+        image_token = overrides.get("image_token", "<image>")
+        backbones.add_model_tokens(tokenizer, lm, (image_token, SLOT_BOX, SLOT_TIME))
+        template, add_bos = backbones.chat_template(tokenizer)
+        tower = None
+        if isinstance(vision, str):
+            tower, fields = backbones.load_vision_tower(vision, dtype=dtype)
+            vision = VisionConfig(kind="clip", **fields)
+        vision = vision or VisionConfig()
+        d_v = vision.feature_dim
+        fields_cfg: dict[str, Any] = {
+            "lm": lm.config.to_dict(), "lm_source": source, "vision": vision,
+            "compressor": compressor or CompressorConfig(), "template": template,
+            "add_bos": add_bos, "image_token": image_token,
+            "fusion_heads": next(h for h in (8, 4, 2, 1) if d_v % h == 0),
+            "model_id": f"llava4d-{source.name}",
+        }
+        fields_cfg.update(overrides)
+        cfg = LLaVA4DConfig(**fields_cfg)
+        if vision.kind == "clip" and tower is None:
+            tower = checkpoint.build_vision_tower(vision)
+        return cls(cfg, lm, tokenizer, vision_tower=tower).to(device=device, dtype=dtype).eval()
 
     @classmethod
     def from_llava_hf(cls, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
                       **overrides: Any) -> LLaVA4D:
-        """A LLaVA-1.5 checkpoint in Hugging Face layout, with fresh (no-op) 4D parts."""
-        from llava4d_ros.model.checkpoint import load_llava_hf
-
-        return load_llava_hf(path, device=device, dtype=dtype, **overrides)
+        """A LLaVA-1.5 checkpoint in Hugging Face layout -> LLaVA4D with CLIP features at the
+        configured layer, the checkpoint's projector and LM, and the 4D parts at their no-op
+        initial values. `overrides`: LLaVA4DConfig fields (e.g. token_budget, patch_grid)."""
+        parts = checkpoint.read_llava_hf(path, dtype)
+        cfg = LLaVA4DConfig(**{**parts.fields, **overrides})
+        model = cls(cfg, parts.lm, parts.tokenizer, vision_tower=parts.tower)
+        model.projector.linear_1.load_state_dict(parts.projector.linear_1.state_dict())
+        model.projector.linear_2.load_state_dict(parts.projector.linear_2.state_dict())
+        return model.to(device=device, dtype=dtype).eval()
 
     def save_pretrained(self, path: str) -> None:
-        from llava4d_ros.model.checkpoint import save_llava4d
-
-        save_llava4d(self, path)
+        checkpoint.write_dir(path, self.cfg, self.state_dict(), self.tokenizer)
 
     def with_config(self, **changes: Any) -> LLaVA4DConfig:
         return replace(self.cfg, **changes)
+
+
+def build_model(cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
+    """A fresh LLaVA4D from a config (`LLaVA4D.from_config`)."""
+    return LLaVA4D.from_config(cfg, tokenizer)
+
+
+def load_llava4d(path: str | None = None, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()) -> LLaVA4D:
+    """Our format (`LLaVA4D.from_pretrained`); `path=None` is the shipped default."""
+    return LLaVA4D.from_pretrained(path, device=device, dtype=dtype, fresh=fresh)
+
+
+def save_llava4d(model: LLaVA4D, path: str) -> None:
+    model.save_pretrained(path)
