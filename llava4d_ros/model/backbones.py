@@ -61,6 +61,17 @@ def load_lm(path: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, LM
     return lm, tokenizer, LMSource(kind="gguf" if gguf else "hf", path=full, name=name)
 
 
+def lm_config_dict(lm: torch.nn.Module) -> dict[str, Any]:
+    """The LM's transformers config as our config.json keeps it: what differs from the class
+    defaults (as `save_pretrained` writes it), JSON-normalised, without the local path and the
+    transformers version, so a saved and reloaded model has an equal config."""
+    d = json.loads(json.dumps(lm.config.to_diff_dict()))
+    for key in ("_name_or_path", "transformers_version", "architectures"):
+        d.pop(key, None)
+    d["model_type"] = lm.config.model_type
+    return d
+
+
 def add_model_tokens(tokenizer: Any, lm: torch.nn.Module, tokens: Sequence[str]) -> int:
     """Add `tokens` (the image placeholder, `<box>`, `<time>`) that `tokenizer` lacks as special
     tokens (never split, never merged with neighbours) and grow the LM's embeddings to match;

@@ -911,7 +911,7 @@ class LLaVA4D(nn.Module):
         vision = vision or VisionConfig()
         d_v = vision.feature_dim
         fields_cfg: dict[str, Any] = {
-            "lm": lm.config.to_dict(), "lm_source": source, "vision": vision,
+            "lm": backbones.lm_config_dict(lm), "lm_source": source, "vision": vision,
             "compressor": compressor or CompressorConfig(), "template": template,
             "add_bos": add_bos, "image_token": image_token,
             "fusion_heads": next(h for h in (8, 4, 2, 1) if d_v % h == 0),

