@@ -283,10 +283,7 @@ class LLaVA4D(nn.Module):
     @property
     def spec(self) -> ModelSpec:
         """The ingest settings this model's weights were trained with."""
-        c = self.cfg
-        return ModelSpec(patch_grid=c.patch_grid, voxel_m=c.voxel_m,
-                         token_budget=c.token_budget, window_s=c.window_s,
-                         feature_dim=c.vision.feature_dim)
+        return ModelSpec.of(self.cfg)
 
     @property
     def device(self) -> torch.device:

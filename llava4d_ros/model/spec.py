@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llava4d_ros.model.config import LLaVA4DConfig
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -33,6 +35,12 @@ class ModelSpec:
         if self.token_budget < 1 or self.feature_dim < 1:
             raise ValueError(f"token_budget and feature_dim must be >= 1, got "
                              f"{self.token_budget}, {self.feature_dim}")
+
+    @classmethod
+    def of(cls, cfg: LLaVA4DConfig) -> ModelSpec:
+        """The spec a model of `cfg` was trained with."""
+        return cls(patch_grid=cfg.patch_grid, voxel_m=cfg.voxel_m, token_budget=cfg.token_budget,
+                   window_s=cfg.window_s, feature_dim=cfg.vision.feature_dim)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
