@@ -178,3 +178,139 @@ def test_render_answer_checks_slot_kinds():
         render_answer("At <time>s.", slots)
     with pytest.raises(ValueError):
         InstructionSample(0, "grounding", "q", "At <time>s, <box>.", tuple(slots), "a")
+
+
+# ------------------------------------------------------------ phrasings and honest answers
+
+from llava4d_ros.data.instructions import (  # noqa: E402
+    _FAMILIES,
+    ALL_TASKS,
+    FAMILY_SPLIT,
+    HONEST_TASKS,
+    PHRASINGS,
+)
+from llava4d_ros.data.vocabulary import (  # noqa: E402
+    COLOURS,
+    SHAPES,
+    UNKNOWN_NOUNS_HELDOUT,
+    UNKNOWN_NOUNS_TRAIN,
+    parse_number,
+)
+
+_KINDS = set(_FAMILIES["plain"])
+
+
+def test_phrasing_families_are_split_and_cover_every_question_kind():
+    assert set(FAMILY_SPLIT) == set(_FAMILIES)
+    assert set(FAMILY_SPLIT.values()) == {"train", "heldout"}
+    for family, kinds in _FAMILIES.items():
+        assert set(kinds) == _KINDS, family
+    train = {t for f, k in _FAMILIES.items() if FAMILY_SPLIT[f] == "train" for t in
+             sum(k.values(), ())}
+    held = {t for f, k in _FAMILIES.items() if FAMILY_SPLIT[f] == "heldout" for t in
+            sum(k.values(), ())}
+    assert not train & held  # no wording on both sides
+    assert not set(UNKNOWN_NOUNS_TRAIN) & set(UNKNOWN_NOUNS_HELDOUT)
+
+
+@pytest.mark.parametrize("phrasing", ["train", "heldout"])
+def test_questions_come_from_their_side_of_the_family_split(scenes, phrasing):
+    samples = [s for sc in scenes for s in samples_for_scene(sc, phrasing=phrasing, honest=True)]
+    families = {s.phrasing for s in samples}
+    assert families == {f for f, side in FAMILY_SPLIT.items() if side == phrasing}
+    nouns = UNKNOWN_NOUNS_TRAIN if phrasing == "train" else UNKNOWN_NOUNS_HELDOUT
+    for s in samples:
+        if s.task == "unknown":
+            assert s.answer[len("I do not see a "):].strip("n .") in nouns, s.answer
+
+
+def test_phrasings_vary_like_people_do(scenes):
+    text = " ".join(s.question for sc in scenes for ph in ("train", "heldout")
+                    for s in samples_for_scene(sc, phrasing=ph, honest=True))
+    low = text.lower()
+    for word in ("box", "block", "ball", "can", "tube", "things", "items", "ago", "sec",
+                 "seconds", "t=", "right now", "currently", "tell me", "show me", "find the",
+                 "where's"):
+        assert word in low, word
+    assert any(w in low.split() for w in ("two", "three", "four", "five")), "number words"
+    assert text != low and any(q.isupper() for q in text.split("?"))  # case varies
+
+
+def test_phrasing_changes_questions_not_answers(scenes):
+    for sc in scenes[:4]:
+        base = samples_for_scene(sc, honest=True)
+        for ph in ("train", "heldout"):
+            other = samples_for_scene(sc, phrasing=ph, honest=True)
+            # the same answers (the unknown thing's noun is from the phrasing's side)
+            assert ([s.answer for s in base if s.task != "unknown"]
+                    == [s.answer for s in other if s.task != "unknown"])
+            assert [s.question for s in base] != [s.question for s in other]
+    # the template samples are those of the shipped model's data, honest or not
+    plain = samples_for_scene(scenes[0])
+    assert samples_for_scene(scenes[0], honest=True)[:len(plain)] == plain
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+@pytest.mark.parametrize("phrasing", PHRASINGS)
+def test_negatives_are_present_in_every_split(split, phrasing):
+    samples = [s for seed in seeds_for_split(split, 3)
+               for s in samples_for_scene(make_scene(seed), phrasing=phrasing, honest=True)]
+    tasks = {s.task for s in samples}
+    assert set(ALL_TASKS) == tasks
+    cats = {s.categorical for s in samples}
+    assert {"absent", "no", "window", "none"} <= cats
+
+
+def _numbers(question: str) -> list[float]:
+    words = re.findall(r"\d+(?:\.\d+)?|[a-z]+", question.lower())
+    return [float(w) if w[0].isdigit() else parse_number(w) for w in words
+            if w[0].isdigit() or parse_number(w) is not None]
+
+
+def test_honest_answers_follow_the_scene_truth(scenes):
+    for sc in scenes:
+        t_end = round(float(sc.frame_times_s[-1]), 1)
+        held = {o.label for o in sc.objects}
+        for s in samples_for_scene(sc, phrasing="train", honest=True, tasks=HONEST_TASKS):
+            if s.task == "absent":
+                label = s.answer.removeprefix("I do not see ").split(" ", 1)[1].rstrip(".")
+                colour, shape = label.split()
+                assert colour in COLOURS and shape in SHAPES and label not in held
+            elif s.task == "unknown":
+                noun = s.answer.rstrip(".").split()[-1]
+                assert noun not in COLOURS and noun not in SHAPES
+                assert noun in s.question.lower()
+            elif s.task == "is_moving":
+                t = s.window_end_s if not _numbers(s.question) else _numbers(s.question)[0]
+                movers = {o.object_id for o in sc.objects if o.is_moving_at(t)}
+                if s.answer.startswith("Yes"):
+                    assert s.categorical == "yes" and set(s.object_ids) <= movers
+                    assert set(s.object_ids)
+                else:
+                    assert s.categorical == "no" and not set(s.object_ids) & movers
+                    if "nothing" in s.answer:
+                        assert not movers
+            elif s.task == "out_of_window":
+                assert s.answer == f"I only see from 0.0s to {t_end:.1f}s."
+                n = max(_numbers(s.question))
+                assert n > t_end  # after the end, or that many seconds ago: before the start
+
+
+def test_counts_reach_the_most_objects_the_generator_makes():
+    crowded = make_scene(3, n_objects=8)
+    counts = [s for s in samples_for_scene(crowded, tasks=["count"]) if "moving" not in s.question
+              and s.categorical == "8"]
+    assert counts and counts[0].answer == "There are 8 objects."
+    assert {len(make_scene(seed, max_objects=8).objects) for seed in range(40)} >= {7, 8}
+
+
+def test_extended_vocabulary_covers_phrasings_and_honest_answers(scenes):
+    vocab = set(vocabulary(extended=True))
+    assert set(vocabulary()) <= vocab
+    for sc in scenes:
+        for ph in PHRASINGS:
+            for s in samples_for_scene(sc, phrasing=ph, honest=True):
+                if s.task == "unknown":
+                    continue  # the unknown thing's noun need not be a token
+                missing = set(tokenize(s.question + " " + s.answer)) - vocab
+                assert not missing, (s.question, s.answer, missing)

@@ -39,16 +39,35 @@ from typing import Any
 
 import numpy as np
 
-from llava4d_ros.core.colors import PALETTE
-from llava4d_ros.data.scene import SHAPES, ObjectSpec, SceneSpec
+from llava4d_ros.data.scene import ObjectSpec, SceneSpec
+from llava4d_ros.data.vocabulary import (
+    COLOURS,
+    DIRECTIONS,
+    OBJECT_WORDS,
+    PLURAL,
+    SHAPE_SYNONYMS,
+    SHAPES,
+    UNKNOWN_NOUNS_HELDOUT,
+    UNKNOWN_NOUNS_TRAIN,
+    number_word,
+    object_words,
+)
 
+#: The template tasks (the shipped model's); `samples_for_scene` makes these by default.
 TASKS: tuple[str, ...] = ("grounding", "when_start", "which_move", "heading", "count", "caption")
+#: Questions whose honest answer is "no" or "I do not see it" (`samples_for_scene(honest=True)`):
+#: a palette object the scene does not hold, a word for a thing the generator never makes, yes/no
+#: motion now or at a time, a time outside the window.
+HONEST_TASKS: tuple[str, ...] = ("absent", "unknown", "is_moving", "out_of_window")
+ALL_TASKS: tuple[str, ...] = TASKS + HONEST_TASKS
 SLOT_BOX = "<box>"
 SLOT_TIME = "<time>"
-DIRECTIONS: tuple[str, ...] = ("+x", "-x", "+y", "-y")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Question phrasings: the original templates, or the phrasing families of one side of the
+#: family split (`FAMILY_SPLIT`): training sees "train" families only, so "heldout" measures how
+#: well a model reads questions in words it never saw.
+PHRASINGS: tuple[str, ...] = ("template", "train", "heldout")
 
-_PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}
 _TIME_STEP_S = 0.1
 _HEADING_DOMINANCE = 1.5
 
@@ -77,6 +96,99 @@ _Q_COUNT_ALL = ("How many objects are there?", "How many objects are in the scen
 _Q_COUNT_MOVING = ("How many objects are moving?", "How many objects move?")
 _Q_COUNT_SHAPE = ("How many {shapes} are there?",)
 _Q_CAPTION = ("Describe the scene at {t}s.", "Describe each object at {t}s.")
+_Q_MOVING_ANY = ("Is anything moving {when}?",)  # {when}: "now" or "at 2.5s"
+_Q_MOVING_OBJ = ("Is the {obj} moving {when}?",)
+
+# Phrasing families: every family words every question kind its own way. Placeholders: {obj}
+# ("red box": a colour and any word for the shape), {at} ("at 2.5 s", "at t=2.5", ...), {ago}
+# ("3 seconds ago", "three s ago", ...), {now} ("now", "right now", ...), {when} ({now} or
+# {at}), {objects} ("objects", "things", "items"), {shapes} ("boxes", "balls", ...).
+_FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "plain": {
+        "ground_at": ("where is the {obj} {at}?", "what is the position of the {obj} {at}?",
+                      "where was the {obj} {at}?"),
+        "ground_ago": ("where was the {obj} {ago}?", "what was the position of the {obj} {ago}?"),
+        "ground_now": ("where is the {obj} {now}?", "where is the {obj}?"),
+        "when_start": ("when did the {obj} start moving?", "when did the {obj} begin to move?"),
+        "which_move": ("which {objects} are moving?", "which {objects} move?"),
+        "heading_at": ("which way is the {obj} moving {at}?", "where is the {obj} going {at}?"),
+        "heading_now": ("which way is the {obj} moving {now}?",),
+        "count_all": ("how many {objects} are there?", "how many {objects} are in the room?"),
+        "count_moving": ("how many {objects} are moving?",),
+        "count_shape": ("how many {shapes} are there?",),
+        "caption": ("describe the scene {at}.", "what does the scene look like {at}?"),
+        "moving_any": ("is anything moving {when}?", "is any object moving {when}?"),
+        "moving_obj": ("is the {obj} moving {when}?",),
+    },
+    "imperative": {
+        "ground_at": ("tell me where the {obj} is {at}.", "show me the {obj} {at}.",
+                      "find the {obj} {at}."),
+        "ground_ago": ("tell me where the {obj} was {ago}.", "show me where the {obj} was {ago}."),
+        "ground_now": ("find the {obj}.", "show me the {obj} {now}.",
+                       "tell me where the {obj} is {now}."),
+        "when_start": ("tell me when the {obj} started moving.",),
+        "which_move": ("tell me which {objects} are moving.", "list the moving {objects}."),
+        "heading_at": ("tell me which way the {obj} is heading {at}.",),
+        "heading_now": ("tell me where the {obj} is heading {now}.",),
+        "count_all": ("count the {objects}.", "tell me how many {objects} there are."),
+        "count_moving": ("count the moving {objects}.", "tell me how many {objects} are moving."),
+        "count_shape": ("count the {shapes}.",),
+        "caption": ("describe every object {at}.", "tell me what is in the scene {at}."),
+        "moving_any": ("tell me if anything is moving {when}.",),
+        "moving_obj": ("tell me if the {obj} is moving {when}.",),
+    },
+    "casual": {
+        "ground_at": ("where's the {obj} {at}?", "what's the position of the {obj} {at}?"),
+        "ground_ago": ("where was the {obj} {ago}, then?", "and {ago}, where was the {obj}?"),
+        "ground_now": ("where's the {obj} {now}?", "where's the {obj}?"),
+        "when_start": ("when'd the {obj} start moving?", "what time did the {obj} start to move?"),
+        "which_move": ("what's moving?", "what {objects} are moving?"),
+        "heading_at": ("where's the {obj} heading {at}?",),
+        "heading_now": ("where's the {obj} heading {now}?", "where's the {obj} going?"),
+        "count_all": ("how many {objects} do you see?", "how many {objects} can you see?"),
+        "count_moving": ("how many {objects} do you see moving?",),
+        "count_shape": ("how many {shapes} do you see?",),
+        "caption": ("what's in the scene {at}?",),
+        "moving_any": ("anything moving {when}?", "is there something moving {when}?"),
+        "moving_obj": ("is the {obj} moving {when} or not?",),
+    },
+    "polite": {
+        "ground_at": ("could you tell me where the {obj} is {at}?",
+                      "can you locate the {obj} {at}?"),
+        "ground_ago": ("could you tell me where the {obj} was {ago}?",),
+        "ground_now": ("can you find the {obj} {now}?", "could you show me where the {obj} is?"),
+        "when_start": ("could you tell me when the {obj} started to move?",),
+        "which_move": ("could you tell me which {objects} are moving?",),
+        "heading_at": ("can you tell me which direction the {obj} is heading {at}?",),
+        "heading_now": ("could you tell me which direction the {obj} is going {now}?",),
+        "count_all": ("could you count the {objects} for me?",
+                      "can you tell me how many {objects} there are?"),
+        "count_moving": ("can you tell me how many {objects} are in motion?",),
+        "count_shape": ("could you count the {shapes} for me?",),
+        "caption": ("could you describe the scene {at}?",),
+        "moving_any": ("can you see anything moving {when}?",),
+        "moving_obj": ("could you tell me whether the {obj} is moving {when}?",),
+    },
+    "terse": {
+        "ground_at": ("{obj} {at}?", "position of the {obj} {at}"),
+        "ground_ago": ("{obj} position {ago}?",),
+        "ground_now": ("{obj} location {now}?", "location of the {obj}?"),
+        "when_start": ("{obj} start time?", "start of motion of the {obj}?"),
+        "which_move": ("moving {objects}?", "{objects} in motion?"),
+        "heading_at": ("{obj} direction {at}?",),
+        "heading_now": ("{obj} direction {now}?",),
+        "count_all": ("number of {objects}?", "{objects} count?"),
+        "count_moving": ("number of moving {objects}?",),
+        "count_shape": ("number of {shapes}?",),
+        "caption": ("scene description {at}.", "summary of the scene {at}"),
+        "moving_any": ("any motion {when}?", "motion {when}?"),
+        "moving_obj": ("{obj} moving {when}?",),
+    },
+}
+#: Which side of the phrasing split each family is on (no family on both).
+FAMILY_SPLIT: dict[str, str] = {"plain": "train", "imperative": "train", "casual": "train",
+                                "polite": "heldout", "terse": "heldout"}
+_NOW_WORDS = ("now", "right now", "currently", "at the moment", "at present")
 
 # Answer templates; `<time>` and `<box>` are slots, {Obj} is "The red cube" at a sentence start.
 _A_AT = "At <time>s, the {obj} is at <box>."
@@ -93,6 +205,12 @@ _A_MANY_MOVE = "The {objs} move."
 _A_COUNT_ALL = ("There is {n} object.", "There are {n} objects.")
 _A_COUNT_MOVING = ("{n} object is moving.", "{n} objects are moving.")
 _A_COUNT_SHAPE = ("There is {n} {shape}.", "There are {n} {shapes}.")
+_A_NOT_SEEN = "I do not see {a_obj}."
+_A_NOTHING_MOVES = "No, nothing is moving."
+_A_SOMETHING_MOVES = ("Yes, the {objs} is moving.", "Yes, the {objs} are moving.")
+_A_OBJ_MOVES = "Yes, the {obj} is moving."
+_A_OBJ_STILL = "No, the {obj} is not moving."
+_A_WINDOW = "I only see from <time>s to <time>s."
 
 _TOKEN_RE = re.compile(r"<box>|<time>|[A-Za-z]+|\d|[^\sA-Za-z\d]")
 
@@ -146,7 +264,8 @@ class InstructionSample:
     ("box" | "time"), `object_id` (int, or -1 for none), `t_s` (model time, seconds since the
     window start) and `value` (box6 list for a box, model time float for a time).
     `categorical`: the short answer for exact-match metrics ("red cube and blue sphere", "3",
-    "+x", "2.3", "none"), or None for purely grounded answers.
+    "+x", "2.3", "none"; "absent" for "I do not see ...", "yes" / "no", "window"), or None for
+    purely grounded answers.
     """
 
     scene_seed: int
@@ -159,10 +278,13 @@ class InstructionSample:
     window_start_s: float = 0.0
     window_end_s: float = 0.0
     object_ids: tuple[int, ...] = field(default=())
+    phrasing: str = "template"  # "template" or the phrasing family the question came from
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} is not one of {TASKS}")
+        if self.task not in ALL_TASKS:
+            raise ValueError(f"task {self.task!r} is not one of {ALL_TASKS}")
+        if self.phrasing != "template" and self.phrasing not in FAMILY_SPLIT:
+            raise ValueError(f"phrasing {self.phrasing!r} is neither 'template' nor a family")
         n_slots = self.answer_template.count(SLOT_BOX) + self.answer_template.count(SLOT_TIME)
         if n_slots != len(self.slots):
             raise ValueError(f"{n_slots} placeholders but {len(self.slots)} slots")
@@ -232,11 +354,89 @@ def _join_labels(objs: Sequence[ObjectSpec]) -> str:
     return ", the ".join(labels[:-1]) + " and the " + labels[-1]
 
 
+def _with_article(words: str) -> str:
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _seconds(n: float, unit: str) -> str:
+    """`n` seconds in one of the ways people write it ("2.5s", "3 seconds", "t=2.5")."""
+    whole = float(n).is_integer()
+    num = str(int(n)) if whole else format_time(n)
+    if unit == "word" and whole:
+        return f"{number_word(int(n))} second" + ("" if int(n) == 1 else "s")
+    if unit == "t=":
+        return f"t={format_time(n)}"
+    if unit == "time":
+        return f"time {num}"
+    if unit == "sec":
+        return f"{num} sec"
+    if unit == "seconds":
+        return f"{num} second" + ("" if n == 1 else "s")
+    return f"{format_time(n)}s" if unit == "s" else f"{num} s"
+
+
+class _Phraser:
+    """Words one question in the phrasing the samples ask for: the template as drawn
+    (`phrasing="template"`) or a family of the chosen side of the family split, with the
+    fillers people vary (shape synonyms, time units, number words, "now" words, case).
+    Draws from its own rng, so template samples are the same whatever the phrasing."""
+
+    def __init__(self, phrasing: str, rng: np.random.Generator) -> None:
+        if phrasing not in PHRASINGS and phrasing not in FAMILY_SPLIT:
+            raise ValueError(f"phrasing must be one of {PHRASINGS} or a family in "
+                             f"{sorted(FAMILY_SPLIT)}, got {phrasing!r}")
+        self.phrasing, self.rng = phrasing, rng
+        self.families = ([phrasing] if phrasing in FAMILY_SPLIT else
+                         [f for f, side in FAMILY_SPLIT.items() if side == phrasing])
+        self.family = "template"  # of the last question
+
+    def pick(self, options: Sequence[str]) -> str:
+        return options[int(self.rng.integers(len(options)))]
+
+    def obj(self, colour: str, shape: str) -> str:
+        return f"{colour} {self.pick(SHAPE_SYNONYMS[shape])[0]}"
+
+    def at(self, t: float) -> str:
+        return "at " + _seconds(t, self.pick(("s", "s", "_s", "seconds", "sec", "t=", "time",
+                                              "word")))
+
+    def ago(self, n: int) -> str:
+        return _seconds(n, self.pick(("_s", "seconds", "seconds", "sec", "word"))) + " ago"
+
+    def ask(self, kind: str, template_q: str, *, obj: tuple[str, str] | str | None = None,
+            t: float | None = None, n: int | None = None, shape: str | None = None) -> str:
+        """The question of `kind`; `template_q` in template phrasing. `obj`: (colour, shape), or
+        a bare noun for a thing the generator never makes; `t` model time for {at}/{when} (None:
+        "now"), `n` whole seconds for {ago}, `shape` for {shapes}."""
+        if self.phrasing == "template":
+            self.family = "template"
+            return template_q
+        self.family = self.pick(self.families)
+        q = self.pick(_FAMILIES[self.family][kind])
+        now = self.pick(_NOW_WORDS)
+        desc = obj if isinstance(obj, str) else (self.obj(*obj) if obj else "")
+        fill = {
+            "obj": desc, "now": now, "objects": self.pick(OBJECT_WORDS),
+            "at": self.at(t) if t is not None else "", "ago": self.ago(n) if n else "",
+            "when": now if t is None else self.at(t),
+            "shapes": self.pick(SHAPE_SYNONYMS[shape])[1] if shape else "",
+        }
+        q = q.format(**fill)
+        case = self.rng.random()
+        if case < 0.15:
+            return q.lower()
+        if case < 0.2:
+            return q.upper()
+        return q[0].upper() + q[1:]
+
+
 class _Builder:
     """Collects samples for one scene window; holds the rng and the window arithmetic."""
 
-    def __init__(self, scene: SceneSpec, t0: float, t1: float, rng: np.random.Generator) -> None:
+    def __init__(self, scene: SceneSpec, t0: float, t1: float, rng: np.random.Generator,
+                 phraser: _Phraser | None = None) -> None:
         self.scene, self.t0, self.t1, self.rng = scene, t0, t1, rng
+        self.phraser = phraser or _Phraser("template", rng)
         self.samples: list[InstructionSample] = []
 
     def pick(self, options: Sequence[str]) -> str:
@@ -280,6 +480,7 @@ class _Builder:
                 window_start_s=self.t0,
                 window_end_s=self.t1,
                 object_ids=tuple(object_ids),
+                phrasing=self.phraser.family,
             )
         )
 
@@ -294,20 +495,24 @@ class _Builder:
             t = round(t_end - n, 1)
             seconds = "second" if n == 1 else "seconds"
             q = self.pick(_Q_GROUND_AGO).format(obj=obj.label, n=n, seconds=seconds)
+            q = self.phraser.ask("ground_ago", q, obj=(obj.colour, obj.shape), n=n)
             template = _A_AGO
         elif mode == "now":
             t = t_end
             q = self.pick(_Q_GROUND_NOW).format(obj=obj.label)
+            q = self.phraser.ask("ground_now", q, obj=(obj.colour, obj.shape))
             template = _A_AT
         else:
             t = self.random_time()
             q = self.pick(_Q_GROUND_AT).format(obj=obj.label, t=format_time(t))
+            q = self.phraser.ask("ground_at", q, obj=(obj.colour, obj.shape), t=t)
             template = _A_AT
         slots = [self.time_slot(obj.object_id, t), self.box_slot(obj, t)]
         self.add("grounding", q, template.format(obj=obj.label), slots, None, [obj.object_id])
 
     def when_start(self, obj: ObjectSpec) -> None:
         q = self.pick(_Q_WHEN_START).format(obj=obj.label)
+        q = self.phraser.ask("when_start", q, obj=(obj.colour, obj.shape))
         start = obj.start_moving_s
         if start is None:
             self.add(
@@ -326,7 +531,7 @@ class _Builder:
 
     def which_move(self) -> None:
         movers = [o for o in self.scene.objects if _moves_in(o, self.t0, self.t1)]
-        q = self.pick(_Q_WHICH_MOVE)
+        q = self.phraser.ask("which_move", self.pick(_Q_WHICH_MOVE))
         if not movers:
             self.add("which_move", q, _A_NONE_MOVES, [], "none", [])
             return
@@ -360,8 +565,10 @@ class _Builder:
             return False
         if now:
             q = self.pick(_Q_HEADING_NOW).format(obj=obj.label)
+            q = self.phraser.ask("heading_now", q, obj=(obj.colour, obj.shape))
         else:
             q = self.pick(_Q_HEADING_AT).format(obj=obj.label, t=format_time(t))
+            q = self.phraser.ask("heading_at", q, obj=(obj.colour, obj.shape), t=t)
         template = (_A_HEADING if moving else _A_NOT_MOVING).format(obj=obj.label, dir=word)
         slots = [self.time_slot(obj.object_id, t), self.box_slot(obj, t)]
         self.add("heading", q, template, slots, word if moving else "none", [obj.object_id])
@@ -371,26 +578,27 @@ class _Builder:
         objs = self.scene.objects
         if kind == "all":
             n = len(objs)
-            q = self.pick(_Q_COUNT_ALL)
+            q = self.phraser.ask("count_all", self.pick(_Q_COUNT_ALL))
             a = _A_COUNT_ALL[n != 1].format(n=n)
             ids = [o.object_id for o in objs]
         elif kind == "moving":
             movers = [o for o in objs if _moves_in(o, self.t0, self.t1)]
             n = len(movers)
-            q = self.pick(_Q_COUNT_MOVING)
+            q = self.phraser.ask("count_moving", self.pick(_Q_COUNT_MOVING))
             a = _A_COUNT_MOVING[n != 1].format(n=n)
             ids = [o.object_id for o in movers]
         else:
             shaped = [o for o in objs if o.shape == kind]
             n = len(shaped)
-            q = self.pick(_Q_COUNT_SHAPE).format(shapes=_PLURAL[kind])
-            a = _A_COUNT_SHAPE[n != 1].format(n=n, shape=kind, shapes=_PLURAL[kind])
+            q = self.pick(_Q_COUNT_SHAPE).format(shapes=PLURAL[kind])
+            q = self.phraser.ask("count_shape", q, shape=kind)
+            a = _A_COUNT_SHAPE[n != 1].format(n=n, shape=kind, shapes=PLURAL[kind])
             ids = [o.object_id for o in shaped]
         self.add("count", q, a, [], str(n), ids)
 
     def caption(self) -> None:
         t = self.random_time()
-        q = self.pick(_Q_CAPTION).format(t=format_time(t))
+        q = self.phraser.ask("caption", self.pick(_Q_CAPTION).format(t=format_time(t)), t=t)
         sentences, slots = [], []
         for obj in self.scene.objects:
             moving = obj.is_moving_at(self.t0 + t)
@@ -399,6 +607,72 @@ class _Builder:
             slots += [self.time_slot(obj.object_id, t), self.box_slot(obj, t)]
         ids = [o.object_id for o in self.scene.objects]
         self.add("caption", q, " ".join(sentences), slots, None, ids)
+
+    # --------------------------------------------------------- honest answers ("no", "not seen")
+
+    def _about(self, kind: str, words: str, obj: tuple[str, str] | str) -> str:
+        """A question of `kind` about `words` ("green sphere", "mug") in the chosen phrasing."""
+        if kind == "ground_at":
+            t = self.random_time()
+            q = self.pick(_Q_GROUND_AT).format(obj=words, t=format_time(t))
+            return self.phraser.ask(kind, q, obj=obj, t=t)
+        templates = {"ground_now": _Q_GROUND_NOW, "when_start": _Q_WHEN_START,
+                     "heading_now": _Q_HEADING_NOW, "moving_obj": _Q_MOVING_OBJ}[kind]
+        return self.phraser.ask(kind, self.pick(templates).format(obj=words, when="now"),
+                                obj=obj)
+
+    def absent(self, kind: str) -> None:
+        """About a palette object the scene does not hold: "I do not see a green sphere."."""
+        held = {(o.colour, o.shape) for o in self.scene.objects}
+        options = [(c, sh) for c in COLOURS for sh in SHAPES if (c, sh) not in held]
+        colour, shape = options[int(self.rng.integers(len(options)))]
+        label = f"{colour} {shape}"
+        q = self._about(kind, label, (colour, shape))
+        self.add("absent", q, _A_NOT_SEEN.format(a_obj=_with_article(label)), [], "absent", [])
+
+    def unknown(self, kind: str, nouns: Sequence[str]) -> None:
+        """About a thing the generator never makes: "Where is the mug?" "I do not see a mug."."""
+        noun = self.pick(nouns)
+        q = self._about(kind, noun, noun)
+        self.add("unknown", q, _A_NOT_SEEN.format(a_obj=_with_article(noun)), [], "absent", [])
+
+    def is_moving(self, about_one: bool, at_time: bool) -> None:
+        """Yes/no motion of anything or of one object, now (window end) or at a time."""
+        t = self.random_time() if at_time else self.model_time(self.t1)
+        when = f"at {format_time(t)}s" if at_time else "now"
+        movers = [o for o in self.scene.objects if o.is_moving_at(self.t0 + t)]
+        if about_one:
+            pool = movers if movers and self.rng.random() < 0.5 else list(self.scene.objects)
+            obj = pool[int(self.rng.integers(len(pool)))]
+            q = self.phraser.ask("moving_obj", self.pick(_Q_MOVING_OBJ).format(
+                obj=obj.label, when=when), obj=(obj.colour, obj.shape),
+                t=t if at_time else None)
+            yes = obj in movers
+            a = (_A_OBJ_MOVES if yes else _A_OBJ_STILL).format(obj=obj.label)
+            self.add("is_moving", q, a, [], "yes" if yes else "no", [obj.object_id])
+            return
+        q = self.phraser.ask("moving_any", self.pick(_Q_MOVING_ANY).format(when=when),
+                             t=t if at_time else None)
+        if not movers:
+            self.add("is_moving", q, _A_NOTHING_MOVES, [], "no", [])
+            return
+        a = _A_SOMETHING_MOVES[len(movers) > 1].format(objs=_join_labels(movers))
+        self.add("is_moving", q, a, [], "yes", [o.object_id for o in movers])
+
+    def out_of_window(self) -> None:
+        """A time after the window's end or before its start: the answer names the window."""
+        obj = self.scene.objects[int(self.rng.integers(len(self.scene.objects)))]
+        t_end = self.model_time(self.t1)
+        if self.rng.random() < 0.5:
+            t = round(t_end + int(self.rng.integers(1, 11)) + float(self.rng.choice([0, 0.5])), 1)
+            q = self.pick(_Q_GROUND_AT).format(obj=obj.label, t=format_time(t))
+            q = self.phraser.ask("ground_at", q, obj=(obj.colour, obj.shape), t=t)
+        else:
+            n = int(np.floor(t_end)) + int(self.rng.integers(2, 11))
+            q = self.pick(_Q_GROUND_AGO).format(obj=obj.label, n=n, seconds="seconds")
+            q = self.phraser.ask("ground_ago", q, obj=(obj.colour, obj.shape), n=n)
+        slots = [self.time_slot(-1, 0.0), self.time_slot(-1, t_end)]
+        self.add("out_of_window", q, _A_WINDOW, slots, "window", [])
 
 
 def samples_for_scene(
@@ -409,26 +683,39 @@ def samples_for_scene(
     n_grounding: int = 6,
     n_heading: int = 3,
     n_caption: int = 1,
-    tasks: Sequence[str] = TASKS,
+    tasks: Sequence[str] | None = None,
     seed: int | None = None,
+    phrasing: str = "template",
+    honest: bool = False,
 ) -> list[InstructionSample]:
     """Instruction samples for the window [window_start_s, window_end_s] (scene seconds).
 
     `window_end_s` defaults to the last frame time. Per window: `n_grounding` grounding samples
     (at a time, "n seconds ago", "now"), one when_start per object, one which_move, up to
     `n_heading` heading samples, the count questions (all, moving, one shape) and `n_caption`
-    captions. Deterministic for (scene, window, `seed`); `seed` defaults to the scene seed.
+    captions; with `honest`, also two questions about absent palette objects, two about unknown
+    things, three yes/no motion questions and one about a time outside the window. `tasks`
+    (default: those) selects among them. `phrasing` (`PHRASINGS` or one family) words the
+    questions; answers are the same whatever the phrasing, and so are the template samples:
+    the phrasing and honest questions draw from their own rng. Deterministic for (scene,
+    window, `seed`, phrasing); `seed` defaults to the scene seed.
     """
-    unknown = set(tasks) - set(TASKS)
+    if tasks is None:
+        tasks = ALL_TASKS if honest else TASKS
+    unknown = set(tasks) - set(ALL_TASKS)
     if unknown:
-        raise ValueError(f"unknown tasks {sorted(unknown)}; known: {TASKS}")
+        raise ValueError(f"unknown tasks {sorted(unknown)}; known: {ALL_TASKS}")
     t0 = float(window_start_s)
     t1 = float(scene.frame_times_s[-1]) if window_end_s is None else float(window_end_s)
     if t1 < t0:
         raise ValueError(f"window_end_s {t1} is before window_start_s {t0}")
     salt = scene.seed if seed is None else seed
     rng = np.random.default_rng(np.random.SeedSequence([int(salt), 0x1A57, round(t0 * 1000)]))
-    b = _Builder(scene, t0, t1, rng)
+    # the honest questions and the wording draw from rngs of their own, so the template
+    # samples are the same with or without them, and the answers whatever the phrasing
+    side = np.random.default_rng(np.random.SeedSequence([int(salt), 0x1A58, round(t0 * 1000)]))
+    words = np.random.default_rng(np.random.SeedSequence([int(salt), 0x1A59, round(t0 * 1000)]))
+    b = _Builder(scene, t0, t1, rng, _Phraser(phrasing, words))
     objs = scene.objects
     if not objs:
         return []
@@ -459,7 +746,23 @@ def samples_for_scene(
     if "caption" in tasks:
         for _ in range(n_caption):
             b.caption()
-    return b.samples
+    h = _Builder(scene, t0, t1, side, b.phraser)
+    kinds = ("ground_now", "ground_at", "when_start", "heading_now", "moving_obj")
+    if "absent" in tasks:
+        for _ in range(2):
+            h.absent(h.pick(kinds))
+    if "unknown" in tasks:
+        nouns = UNKNOWN_NOUNS_HELDOUT if phrasing == "heldout" or FAMILY_SPLIT.get(
+            phrasing) == "heldout" else UNKNOWN_NOUNS_TRAIN
+        for _ in range(2):
+            h.unknown(h.pick(kinds), nouns)
+    if "is_moving" in tasks:
+        h.is_moving(about_one=False, at_time=False)
+        h.is_moving(about_one=False, at_time=True)
+        h.is_moving(about_one=True, at_time=bool(side.random() < 0.5))
+    if "out_of_window" in tasks:
+        h.out_of_window()
+    return b.samples + h.samples
 
 
 def iter_samples(
@@ -474,7 +777,7 @@ def iter_samples(
 
 def _template_texts() -> Iterator[str]:
     """Every template with every closed-class filler, for the vocabulary."""
-    labels = [f"{c} {s}" for c in PALETTE for s in SHAPES]
+    labels = [f"{c} {s}" for c in COLOURS for s in SHAPES]
     qs = (
         _Q_GROUND_AT
         + _Q_GROUND_AGO
@@ -499,21 +802,39 @@ def _template_texts() -> Iterator[str]:
                 yield text.format(
                     obj=label, objs=f"{label}, the {label} and the {label}", t="0.0", n=0,
                     seconds="second seconds", dir=" ".join(DIRECTIONS), shape=shape,
-                    shapes=_PLURAL[shape],
+                    shapes=PLURAL[shape],
                 )  # fmt: skip
 
 
-def vocabulary() -> list[str]:
+def _extended_texts() -> Iterator[str]:
+    """The honest questions and answers and every phrasing family's words, with fillers."""
+    yield from (*_Q_MOVING_ANY, *_Q_MOVING_OBJ, _A_NOT_SEEN, _A_NOTHING_MOVES,
+                *_A_SOMETHING_MOVES, _A_OBJ_MOVES, _A_OBJ_STILL, _A_WINDOW, "a an")
+    for family in _FAMILIES.values():
+        for templates in family.values():
+            yield from templates
+    yield from _NOW_WORDS
+    yield "at second seconds sec s t = time ago"
+    yield " ".join(object_words())
+
+
+def vocabulary(extended: bool = False) -> list[str]:
     """Every token `tokenize` can produce from generated questions and answers, sorted.
 
     Covers the templates (as written, plus lower case), palette colours, shapes and plurals,
-    direction words, digits 0..9, ".", "-", "+", punctuation and the slot tokens.
+    direction words, digits 0..9, ".", "-", "+", punctuation and the slot tokens; `extended`:
+    also the honest questions' and answers' words and every phrasing family's (upper and lower
+    case), for a model trained on those.
     """
     vocab: set[str] = {SLOT_BOX, SLOT_TIME, *"0123456789", ".", "-", "+", ",", "[", "]"}
     for text in _template_texts():
         for tok in tokenize(text):
             vocab.update((tok, tok.lower()))
-    vocab.update(PALETTE)
+    if extended:
+        for text in _extended_texts():
+            for tok in tokenize(re.sub(r"\{\w+\}", " ", text)):
+                vocab.update((tok, tok.lower(), tok.upper(), tok.capitalize()))
+    vocab.update(COLOURS)
     vocab.update(SHAPES)
-    vocab.update(_PLURAL.values())
+    vocab.update(PLURAL.values())
     return sorted(vocab)

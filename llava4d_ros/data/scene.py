@@ -419,6 +419,7 @@ def make_scene(
     seed: int,
     *,
     n_objects: int | None = None,
+    max_objects: int = 6,
     n_moving: int | None = None,
     camera_motion: str = "moving",
     width: int = 320,
@@ -429,14 +430,18 @@ def make_scene(
 ) -> SceneSpec:
     """A random scene, the same for the same arguments.
 
-    `n_objects` defaults to 3..6, `n_moving` to 1..min(3, n_objects); colours are drawn without
-    replacement from the palette. `camera_motion` is "moving" (a smooth arc) or "static".
+    `n_objects` defaults to 3..`max_objects` (6 keeps the scenes of every seed as they were; up
+    to 8, the palette's size, for scenes that ask counting further), `n_moving` to
+    1..min(3, n_objects); colours are drawn without replacement from the palette.
+    `camera_motion` is "moving" (a smooth arc) or "static".
     """
     if camera_motion not in ("moving", "static"):
         raise ValueError(f"camera_motion must be 'moving' or 'static', got {camera_motion!r}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4D5CE]))
+    if not 3 <= max_objects <= len(PALETTE):
+        raise ValueError(f"max_objects must be in 3..{len(PALETTE)}, got {max_objects}")
     if n_objects is None:
-        n_objects = int(rng.integers(3, 7))
+        n_objects = int(rng.integers(3, max_objects + 1))
     if not 1 <= n_objects <= len(PALETTE):
         raise ValueError(f"n_objects must be in 1..{len(PALETTE)}, got {n_objects}")
     if n_moving is None:

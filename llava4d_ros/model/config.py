@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from llava4d_ros.data import vocabulary
+
 ENCODINGS = ("full", "none", "xyz", "time")  # the paper's ablation: 4D, none, 3D only, time only
 VISION_KINDS = ("colour_stats", "efficientnet_lite0", "clip")  # clip: any HF CLIP/SigLIP tower
 COMPRESSORS = ("none", "pool", "resampler")
@@ -137,10 +139,9 @@ class InventoryConfig:
     tokens (per colour: present, moving, shape) and biases the LM's next word with. The words
     must be tokens of the model's tokenizer, one token each."""
 
-    colours: tuple[str, ...] = ("red", "green", "blue", "yellow", "orange", "purple", "cyan",
-                                "pink")  # core.colors.PALETTE
-    shapes: tuple[str, ...] = ("cube", "sphere", "cylinder")  # data.scene.SHAPES
-    plurals: tuple[str, ...] = ("cubes", "spheres", "cylinders")  # "How many cubes ..."
+    colours: tuple[str, ...] = vocabulary.COLOURS
+    shapes: tuple[str, ...] = vocabulary.SHAPES
+    plurals: tuple[str, ...] = vocabulary.PLURALS  # "How many cubes ..."
     directions: tuple[str, ...] = ("+", "-", "x", "y")  # "heading toward +x": sign, then axis
     hidden: int = 32
     bias_hidden: int = 64
