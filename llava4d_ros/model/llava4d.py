@@ -221,7 +221,8 @@ class LLaVA4D(nn.Module):
                                                   mean=cfg.vision.pixel_mean,
                                                   std=cfg.vision.pixel_std)
         elif cfg.vision.kind == "efficientnet_lite0":
-            self._encoder = EfficientNetLite0Encoder(cfg.vision.input_hw)
+            self._encoder = EfficientNetLite0Encoder(cfg.vision.input_hw,
+                                                     feature_dim=cfg.vision.feature_dim)
         else:
             self._encoder = ColourStatsEncoder()
         if self._encoder.feature_dim != d_v:

