@@ -20,16 +20,29 @@ import argparse
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from llava4d_ros.data.vocabulary import COLOURS, SHAPE_SYNONYMS, SHAPES
 from llava4d_ros.model.grounding import GroundedBox, parse_answer
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
 
-_LABEL_RE = re.compile(r"\b(red|green|blue|yellow|orange|purple|cyan|pink)\s+"
-                       r"(cube|sphere|cylinder)\b")
+_LABEL_RE = re.compile(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b")
+# a palette object in any words: "red cube", "pink ball", "blue cans"
+_ANY_LABEL_RE = re.compile(
+    rf"\b({'|'.join(COLOURS)})\s+"
+    rf"({'|'.join(w for forms in SHAPE_SYNONYMS.values() for pair in forms for w in pair)})\b")
+_ABSTAIN_RE = re.compile(r"\b(do not|don't|cannot|can't) see\b|\bonly see from\b")
+#: Questions a user of a real room asks (issue 12); none has a palette object for an answer.
+KITCHEN_QUESTIONS = (
+    "What objects are in the scene?", "Describe the scene.", "Is anything moving?",
+    "Is anything moving right now?", "Which objects move?", "What is moving?",
+    "Where is the kettle?", "Where is the mug?", "How many objects are there?",
+    "Where is the red cube now?",
+)
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -60,7 +73,28 @@ def categorical(task: str, text: str) -> str | None:
             return "none"
         m = re.search(r"(-?\d+(?:\.\d+)?)\s*s\b", low)
         return f"{float(m.group(1)):.1f}" if m else ""
+    if task in ("absent", "unknown"):
+        return "absent" if abstains(text) else ""
+    if task == "is_moving":
+        m = re.match(r"\s*(yes|no)\b", low)
+        return m.group(1) if m else ""
+    if task == "out_of_window":
+        return "window" if "only see from" in low else ""
     return None
+
+
+def abstains(text: str) -> bool:
+    """Whether an answer declines: "I do not see a mug.", "I only see from 0.0s to 7.9s."."""
+    return _ABSTAIN_RE.search(text.lower()) is not None
+
+
+def repeats_a_sentence(text: str) -> bool:
+    sentences = [x.strip() for x in re.split(r"(?<=\.)\s+", text.strip()) if x.strip()]
+    return len(set(sentences)) < len(sentences)
+
+
+def names_palette_object(text: str) -> bool:
+    return _ANY_LABEL_RE.search(text.lower()) is not None
 
 
 def _as_set(labels: str) -> str:
@@ -152,6 +186,126 @@ def print_table(table: dict[str, dict[str, float]]) -> None:
               f"{_fmt(r['tacc']):>8}{_fmt(r['em']):>8}")
 
 
+def _acc(c: dict[str, int]) -> float:
+    """One accuracy over a question set: hits over boxes, times and short answers together."""
+    n = c["box_n"] + c["time_n"] + c["em_n"]
+    return (c["box_hits"] + c["time_hits"] + c["em_hits"]) / n if n else float("nan")
+
+
+def kitchen_tokens(model: LLaVA4D, root: str, frames: int = 300) -> tuple[Any, float]:
+    """The visual tokens of the first `frames` frames of a 7-Scenes folder, through the same
+    `Ingestor` and settings as the training scenes; returns (tokens, window start stamp)."""
+    from llava4d_ros.core.pipeline import Ingestor
+    from llava4d_ros.data.rgbd_folder import RGBDFolder
+    from llava4d_ros.train import ingest_config
+
+    folder = RGBDFolder(root, stop=frames)
+    cam = folder.camera_info.pinhole()
+    cfg = ingest_config(model.cfg)
+    ingestor = Ingestor(cfg, model.patch_encoder)
+    for frame in folder:
+        ingestor.ingest(frame.stamp_s, frame.rgb, frame.depth_m, cam, frame.world_from_cam)
+    tokens = ingestor.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+    return tokens, float(np.min(tokens.t_s))
+
+
+def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
+            kitchen: tuple[Any, float] | None = None, max_new_tokens: int = 96,
+            progress: bool = True) -> dict[str, Any]:
+    """The issue-12 figures of a model (`print_honesty` prints them):
+
+    - `phrasing[p]`: the template tasks' counts with questions in phrasing p ("template", the
+      training families, the held-out families), the same scenes and answers;
+    - `honest[task][p]`: n / hits of the honest questions (absent and unknown objects: the
+      answer declines; is_moving: yes/no right; out_of_window: names the window);
+    - `false_abstention`: answerable questions (template tasks, all phrasings) answered with a
+      refusal; `repetition`: answers that repeat a sentence or run to `max_new_tokens`;
+    - `crowded`: count questions in scenes with more objects than the default generator makes;
+    - `kitchen`: (question, answer) on a real room; an answer naming a palette object invents.
+    """
+    from tqdm import tqdm
+
+    from llava4d_ros.data.instructions import PHRASINGS, TASKS, samples_for_scene
+    from llava4d_ros.data.scene import make_scene
+
+    phrasing = {p: defaultdict(int) for p in PHRASINGS}
+    honest: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    false_abst, rep = [0, 0], {"n": 0, "repeat": 0, "max_tokens": 0}
+
+    def ask(questions: list[str], tokens: Any, t_ref_s: float) -> list[ModelAnswer]:
+        answers = model.generate_batch(questions, tokens, t_ref_s, max_new_tokens)
+        for a in answers:
+            rep["n"] += 1
+            rep["repeat"] += repeats_a_sentence(a.text)
+            rep["max_tokens"] += a.num_tokens >= max_new_tokens
+        return answers
+
+    for rec in tqdm(records, desc="honesty", disable=not progress):
+        scene = make_scene(rec.seed)
+        for p in PHRASINGS:
+            samples = [s.to_dict() for s in samples_for_scene(scene, phrasing=p, honest=True)]
+            for s, a in zip(samples, ask([s["question"] for s in samples], rec.tokens,
+                                         rec.t_ref_s)):
+                sc = score(s, a)
+                if s["task"] in TASKS:
+                    phrasing[p]["n"] += 1
+                    for k, v in sc.items():
+                        phrasing[p][k] += v
+                    false_abst[0] += 1
+                    false_abst[1] += abstains(a.text)
+                else:
+                    honest[s["task"]][p][0] += 1
+                    honest[s["task"]][p][1] += sc["em_hits"]
+    counts = [0, 0]
+    for rec in crowded:
+        samples = [s for s in rec.samples if s["task"] == "count"
+                   and s["categorical"] in ("7", "8")]
+        for s, a in zip(samples, ask([s["question"] for s in samples], rec.tokens, rec.t_ref_s)):
+            counts[0] += 1
+            counts[1] += score(s, a)["em_hits"]
+    kitchen_qa = []
+    if kitchen is not None:
+        answers = ask(list(KITCHEN_QUESTIONS), *kitchen)
+        kitchen_qa = [(q, a.text) for q, a in zip(KITCHEN_QUESTIONS, answers)]
+    return {"phrasing": phrasing, "honest": honest, "false_abstention": false_abst,
+            "repetition": rep, "crowded": counts, "kitchen": kitchen_qa}
+
+
+def print_honesty(r: dict[str, Any]) -> None:
+    def rate(n: int, hits: int) -> str:
+        return f"{hits / n:.3f} ({hits}/{n})" if n else "  -  "
+
+    print("template tasks by question phrasing (same scenes, same answers)")
+    print(f"{'phrasing':<10}{'n':>6}{'SAcc@0.5':>10}{'TAcc':>8}{'EM':>8}{'acc':>8}")
+    for p, c in r["phrasing"].items():
+        sacc = c["box_hits"] / c["box_n"] if c["box_n"] else float("nan")
+        tacc = c["time_hits"] / c["time_n"] if c["time_n"] else float("nan")
+        em = c["em_hits"] / c["em_n"] if c["em_n"] else float("nan")
+        print(f"{p:<10}{c['n']:>6}{_fmt(sacc):>10}{_fmt(tacc):>8}{_fmt(em):>8}"
+              f"{_fmt(_acc(c)):>8}")
+    ratio = _acc(r["phrasing"]["heldout"]) / _acc(r["phrasing"]["template"])
+    print(f"held-out / template accuracy: {ratio:.3f} (target >= 0.9)")
+    print("honest questions (hits: declines for absent/unknown, right yes/no, names the window)")
+    for task, by in r["honest"].items():
+        print(f"  {task:<14}" + "  ".join(f"{p} {rate(*by[p])}" for p in by))
+    declines = [by for t in ("absent", "unknown") for by in r["honest"][t].values()]
+    n_abs, h_abs = sum(d[0] for d in declines), sum(d[1] for d in declines)
+    print(f"abstention on unknown and absent objects: {rate(n_abs, h_abs)} (target >= 0.95)")
+    fa = r["false_abstention"]
+    print(f"false abstention on answerable questions: {rate(*fa)} (target <= 0.05)")
+    rep = r["repetition"]
+    print(f"repetition: {rate(rep['n'], rep['repeat'])} repeat a sentence, "
+          f"{rate(rep['n'], rep['max_tokens'])} run to max_new_tokens")
+    if r["crowded"][0]:
+        print(f"count in scenes with 7-8 objects: {rate(*r['crowded'])}")
+    if r["kitchen"]:
+        invented = sum(names_palette_object(a) for _, a in r["kitchen"])
+        print(f"real kitchen: {invented} of {len(r['kitchen'])} answers name a palette object "
+              f"(invented; target 0)")
+        for q, a in r["kitchen"]:
+            print(f"  Q: {q}\n  A: {a}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from llava4d_ros.train import load_split
 
@@ -164,11 +318,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default="runs/cache")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--examples", type=int, default=0, help="print this many Q/A pairs")
+    ap.add_argument("--honesty", action="store_true",
+                    help="also: held-out phrasings, abstention, repetition, the real kitchen")
+    ap.add_argument("--crowded", type=int, default=10,
+                    help="--honesty: scenes with 7-8 objects for counting")
+    ap.add_argument("--kitchen", default=str(Path(__file__).resolve().parents[2] / "shared" /
+                                             "data" / "7scenes-redkitchen"),
+                    help="--honesty: a 7-Scenes folder (frames 0-299); '' to skip")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     model = LLaVA4D.from_pretrained(args.model)
     records = load_split(args.split, args.scenes, args.cache, model.cfg)
+    if args.honesty:
+        run_honesty(model, records, args)
     main_table = evaluate_model(model, records, examples=args.examples)
     print(f"model {model.model_id} ({args.model or 'default'}), split {args.split}, "
           f"{len(records)} scenes")
@@ -185,6 +348,25 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{enc:<14}{_fmt(r['sacc']):>10}{_fmt(r['tacc']):>8}{_fmt(r['em']):>8}  {path}")
     r = main_table["all"]
     print(f"sacc={r['sacc']:.3f} tacc={r['tacc']:.3f}")
+
+
+def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) -> None:
+    from llava4d_ros.data.instructions import seeds_for_split
+    from llava4d_ros.model.dataset import build_scene
+    from llava4d_ros.train import ingest_config
+
+    crowded = [build_scene(seed, model.patch_encoder, ingest_config(model.cfg),
+                           {"n_objects": 7 + seed % 2})
+               for seed in seeds_for_split(args.split, args.crowded)]
+    kitchen = None
+    if args.kitchen and Path(args.kitchen, "associations.txt").exists():
+        kitchen = kitchen_tokens(model, args.kitchen)
+    report = honesty(model, records, crowded, kitchen)
+    print(f"honesty: model {model.model_id} ({args.model or 'default'}), split {args.split}, "
+          f"{len(records)} scenes + {len(crowded)} with 7-8 objects"
+          + (f", kitchen {args.kitchen} frames 0-299" if kitchen else ", no kitchen"))
+    print_honesty(report)
+    print()
 
 
 if __name__ == "__main__":

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
-from llava4d_ros.data.instructions import samples_for_scene
+import torch
+
+from llava4d_ros.core.pipeline import IngestConfig
+from llava4d_ros.data.instructions import (
+    ALL_TASKS,
+    HONEST_TASKS,
+    PHRASINGS,
+    samples_for_scene,
+    vocabulary,
+)
 from llava4d_ros.data.scene import make_scene
-from llava4d_ros.evaluate import categorical, score
+from llava4d_ros.evaluate import (
+    abstains,
+    categorical,
+    honesty,
+    names_palette_object,
+    repeats_a_sentence,
+    score,
+)
+from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.dataset import build_scene
 from llava4d_ros.model.grounding import parse_answer
-from llava4d_ros.model.llava4d import ModelAnswer
+from llava4d_ros.model.llava4d import ModelAnswer, build_model
+from llava4d_ros.model.tokenizer import build_tokenizer
 
 
 def answer(text: str) -> ModelAnswer:
@@ -45,3 +64,42 @@ def test_reference_answers_score_full_marks():
             assert sc["box_hits"] == sc["box_n"], s.answer
             assert sc["time_hits"] == sc["time_n"], s.answer
             assert sc["em_hits"] == sc["em_n"], (s.answer, s.categorical)
+
+
+def test_honest_answers_are_recognised():
+    assert abstains("I do not see a mug.") and abstains("I don't see a green sphere.")
+    assert abstains("I only see from 0.0s to 7.9s.")
+    assert not abstains("At 2.0s, the red cube is at [0.00, 0.00, 0.15, 0.30, 0.30, 0.30].")
+    assert categorical("absent", "I do not see a mug.") == "absent"
+    assert categorical("unknown", "The red cube moves.") == ""
+    assert categorical("is_moving", "No, nothing is moving.") == "no"
+    assert categorical("is_moving", "Yes, the red cube is moving.") == "yes"
+    assert categorical("is_moving", "The red cube moves.") == ""
+    assert categorical("out_of_window", "I only see from 0.0s to 7.9s.") == "window"
+
+
+def test_repetition_and_invented_objects_are_detected():
+    assert repeats_a_sentence("The red cube moves. The red cube moves.")
+    assert not repeats_a_sentence("The red cube moves. The blue cube moves.")
+    assert names_palette_object("At 3.0s, the pink cylinder is at [0, 0, 0, 1, 1, 1].")
+    assert names_palette_object("the Red BALL is still")
+    assert not names_palette_object("I do not see a kettle. Nothing is moving.")
+    assert not names_palette_object("A gray object is on the counter.")
+
+
+def test_honesty_report_counts_every_question():
+    """A tiny untrained model on one synthetic scene: every figure is counted."""
+    tok = build_tokenizer(vocabulary())
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=2, heads=4), pointer_dim=16,
+                        box_hidden=16, token_budget=128)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok).eval()
+    rec = build_scene(3, model.patch_encoder, IngestConfig(token_budget=128))
+    r = honesty(model, [rec], max_new_tokens=4, progress=False)
+    assert set(r["phrasing"]) == set(PHRASINGS)
+    n = {p: c["n"] for p, c in r["phrasing"].items()}
+    assert len(set(n.values())) == 1 and n["template"] > 10
+    assert set(r["honest"]) == set(HONEST_TASKS) and set(ALL_TASKS) > set(HONEST_TASKS)
+    assert r["false_abstention"][0] == 3 * n["template"]
+    assert r["repetition"]["n"] == sum(n.values()) + sum(
+        by[p][0] for by in r["honest"].values() for p in by)

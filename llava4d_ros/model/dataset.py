@@ -91,12 +91,14 @@ def when_start_targets(tokens: VisualTokens, samples: list[dict[str, Any]]) -> N
             s["targets"] = [[int(i) for i in np.flatnonzero(pick)]]
 
 
-def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig) -> SceneRecord:
-    """Render scene `seed`, ingest every frame, pool tokens, attach samples and slot targets."""
+def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig,
+                scene_kwargs: dict[str, Any] | None = None) -> SceneRecord:
+    """Render scene `make_scene(seed, **scene_kwargs)`, ingest every frame, pool tokens, attach
+    samples and slot targets."""
     from llava4d_ros.data.instructions import samples_for_scene
     from llava4d_ros.data.scene import frames, make_scene
 
-    scene = make_scene(seed)
+    scene = make_scene(seed, **(scene_kwargs or {}))
     ingestor = Ingestor(ingest_cfg, encoder)
     for frame in frames(scene):
         ingestor.ingest(frame.stamp_s, frame.rgb, frame.depth_m, scene.cam,
