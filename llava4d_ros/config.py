@@ -47,6 +47,11 @@ class NodeConfig:
                           "per core). The ingest and DDS threads need a core of their own: "
                           "on 2 cores, 2 torch threads made a question 20x slower.")
     max_question_chars: int = _p(500, "Longer questions are refused.")
+    query_queue_size: int = _p(4, "Questions that may wait while one is answered; beyond, a "
+                               "question gets a 'busy' reply at once (never silence).")
+    max_depth_m: float = _p(100.0, "Depth beyond this [m] is refused as invalid: farther than "
+                            "any RGB-D sensor measures (Kinect-class ~10 m, stereo ~50 m), "
+                            "so it is a corrupt or mis-scaled image, not a far surface.")
     max_new_tokens: int = _p(96, "Longest answer the model may generate [tokens].")
     cloud_period_s: float = _p(1.0, "Period of ~/cloud (the window's points) [s]; 0 disables.")
     tracks_period_s: float = _p(0.2, "Period of ~/tracks and track markers [s].")
@@ -54,7 +59,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         positive = ("window_s", "max_buffer_mb", "keyframe_max_interval_s", "voxel_m",
                     "sync_slop_s", "tf_timeout_s", "tf_cache_s", "time_jump_reset_s",
-                    "tracks_period_s")
+                    "tracks_period_s", "max_depth_m")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -64,6 +69,8 @@ class NodeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
             raise ValueError("keyframe_min_interval_s must not exceed keyframe_max_interval_s")
+        if self.query_queue_size < 0:
+            raise ValueError(f"query_queue_size must be >= 0, got {self.query_queue_size}")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if self.cloud_period_s < 0:

@@ -7,6 +7,9 @@ replay both drive this one class, so there is one code path to test.
 
 Frames wait for their transform in *data time* (up to `tf_timeout_s` after their stamp, measured
 by the newest sensor stamp), so a bag replayed faster than real time behaves like a live robot.
+Only an image stream going back in time (a bag looping) resets the buffer; a transform never
+does: one stamped more than `tf_cache_s` from data time (0, int32 max, a stale publisher) is
+refused and counted, as are loops, dynamic transforms on static edges and bad quaternions.
 
 Two ways to drive it:
 - synchronous (replay, tests): `add_image(...)` syncs and ingests what it completed, in the
@@ -25,11 +28,12 @@ reset is never ingested into the buffer after it.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,14 +42,38 @@ from llava4d_ros.core.buffer4d import EmptyBufferError, VisualTokens
 from llava4d_ros.core.geometry import PinholeCamera
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
 from llava4d_ros.core.sync import ApproximateTimeSync
-from llava4d_ros.core.tf_buffer import ExtrapolationError, TransformBuffer, TransformError
+from llava4d_ros.core.tf_buffer import (
+    ExtrapolationError,
+    StaticEdgeError,
+    TransformBuffer,
+    TransformError,
+    TransformLoopError,
+)
 from llava4d_ros.core.tracking import Track
 
 NS = 1_000_000_000
+# A number in a question is a coordinate [m] or a time [s] in a window of seconds to minutes;
+# beyond these it is a typo or an attack, and the digit-by-digit tokenizer would read it as a
+# long run of digits the model never saw (it answered "<pad> <pad> ...").
+MAX_QUESTION_NUMBER = 1e5
+MAX_QUESTION_DIGITS = 12
+# slack [s] on a time named in a question (the user rounds; the window's ends move)
+QUESTION_TIME_SLACK_S = 1.0
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_TIME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)\b")
 
 
 class QueryError(ValueError):
     """A question that cannot be answered now; the message says why, for the service reply."""
+
+
+class InputRefused(ValueError):
+    """An input the engine refused and counted (`stats.refused[reason]`); the message names
+    what was wrong (the edge, the value) for a warning."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class BoxLike(Protocol):
@@ -66,6 +94,7 @@ class SceneModel(Protocol):
     """What the engine needs of a model (LLaVA4D implements it)."""
 
     model_id: str
+    tokenizer: Any  # a transformers tokenizer: its special tokens are refused in questions
 
     @property
     def patch_encoder(self) -> PatchEncoder: ...
@@ -117,7 +146,8 @@ class EngineStats:
     ingested: int = 0
     keyframes: int = 0
     resets: int = 0
-    drops: Counter = field(default_factory=Counter)
+    drops: Counter = field(default_factory=Counter)  # frames lost, by reason
+    refused: Counter = field(default_factory=Counter)  # inputs refused (TF, depth), by reason
 
 
 def ingest_config(cfg: NodeConfig) -> IngestConfig:
@@ -150,7 +180,6 @@ class Engine:
         self._newest_ns: int | None = None  # newest sensor stamp seen (data time)
         self._newest_by_kind: dict[str, int] = {}
         self._last_ingested_ns: int | None = None
-        self._newest_tf_ns: dict[tuple[str, str], int] = {}
         self._track_log: dict[int, Track] = {}
         self._generation = 0  # bumped by reset()
         self._input_lock = threading.RLock()  # sync, TF, pending frames, data time
@@ -179,15 +208,33 @@ class Engine:
     # ----------------------------------------------------------------- inputs
     def add_transform(self, parent: str, child: str, stamp_ns: int, translation, quat_xyzw,
                       is_static: bool) -> None:
-        with self._input_lock:
-            if not is_static:
-                newest = self._newest_tf_ns.get((parent, child))
-                if newest is not None and stamp_ns < newest - self.cfg.time_jump_reset_s * NS:
-                    self.reset()  # the TF source restarted (a bag looping)
-                    self._count_reset()
-                key = (parent, child)
-                self._newest_tf_ns[key] = max(stamp_ns, self._newest_tf_ns.get(key, stamp_ns))
-            self.tf.set_transform(parent, child, stamp_ns, translation, quat_xyzw, is_static)
+        """Store `parent_from_child` at `stamp_ns`; raises InputRefused (counted) for a
+        transform the tree must not take. Never resets the buffer: a TF stamp far from data
+        time is one bad message (or a stale publisher), not a restart; an image stream going
+        back is what resets (`_check_time`)."""
+        try:
+            with self._input_lock:
+                newest = self._newest_ns
+                far_ns = self.cfg.tf_cache_s * NS
+                if not is_static and newest is not None and abs(stamp_ns - newest) > far_ns:
+                    raise InputRefused(
+                        "tf far from data time",
+                        f"{parent} -> {child} stamped {stamp_ns / NS:.3f} s is "
+                        f"{(stamp_ns - newest) / NS:+.3f} s from the newest image "
+                        f"({newest / NS:.3f} s); beyond tf_cache_s = {self.cfg.tf_cache_s} s")
+                try:
+                    self.tf.set_transform(parent, child, stamp_ns, translation, quat_xyzw,
+                                          is_static)
+                except TransformLoopError as exc:
+                    raise InputRefused("tf loop", str(exc)) from None
+                except StaticEdgeError as exc:
+                    raise InputRefused("tf on a static edge", str(exc)) from None
+                except ValueError as exc:
+                    raise InputRefused("bad tf", f"{parent} -> {child}: {exc}") from None
+        except InputRefused as exc:
+            with self._stats_lock:
+                self.stats.refused[exc.reason] += 1
+            raise
         self.wake()
 
     def add_image(self, kind: str, stamp_ns: int, item, ingest: bool = True
@@ -197,8 +244,18 @@ class Engine:
         what happened to them; without, the matched frames wait for `process_pending` (the
         ingest thread) and only resets and backlog drops are returned."""
         outcomes: list[FrameOutcome] = []
+        if kind == "depth":
+            item = self._clip_depth(item)
         with self._input_lock:
             outcomes += self._check_time(kind, stamp_ns)
+            if self._newest_ns is None:
+                # data time starts (or starts over): TF far from it came before any image
+                # could be compared with it (a stamp of 0 or int32 max at start-up)
+                far_ns = round(self.cfg.tf_cache_s * NS)
+                n = self.tf.drop_dynamic_outside(stamp_ns - far_ns, stamp_ns + far_ns)
+                if n:
+                    with self._stats_lock:
+                        self.stats.refused["tf far from data time"] += n
             for matched in self.sync.add(kind, stamp_ns, item):
                 frame_id, rgb = matched.rgb
                 self._pending.append(_Pending(matched.stamp_ns, frame_id, rgb, matched.depth,
@@ -212,6 +269,20 @@ class Engine:
         if ingest:
             outcomes += self.process_pending()
         return outcomes
+
+    def _clip_depth(self, depth_m: np.ndarray) -> np.ndarray:
+        """Depth beyond `max_depth_m` becomes invalid (NaN): no RGB-D sensor measures it, so
+        it is a corrupt or mis-scaled image; counted once per image."""
+        depth_m = np.asarray(depth_m)
+        with np.errstate(invalid="ignore"):
+            far = depth_m > self.cfg.max_depth_m
+        if not far.any():
+            return depth_m
+        with self._stats_lock:
+            self.stats.refused["depth beyond max_depth_m"] += 1
+        out = depth_m.astype(np.float32, copy=True)
+        out[far] = np.nan
+        return out
 
     def pending(self) -> int:
         """Matched frames waiting for their TF or for the ingest thread."""
@@ -250,26 +321,33 @@ class Engine:
         self._newest_by_kind[kind] = max(stamp_ns, newest or stamp_ns)
         if newest is None or stamp_ns >= newest - jump_ns:
             return []
-        self.reset()
+        self.reset(keep_tf_until_ns=stamp_ns + round(jump_ns))
         self._newest_by_kind[kind] = stamp_ns
         self._count_reset()
-        return [FrameOutcome(stamp_ns, "reset", "time jumped backwards")]
+        return [FrameOutcome(stamp_ns, "reset", f"{kind} stamp {stamp_ns / NS:.3f} s is "
+                             f"{(newest - stamp_ns) / NS:.3f} s behind its newest "
+                             f"({newest / NS:.3f} s): the source restarted (a bag looping?)")]
 
     def _count_reset(self) -> None:
         with self._stats_lock:
             self.stats.resets += 1
 
-    def reset(self) -> None:
+    def reset(self, keep_tf_until_ns: int | None = None) -> None:
+        """Forget frames, the buffer, tracks and data time; static TF stays. Dynamic TF
+        stamped after `keep_tf_until_ns` goes (None: all of it): on a bag loop the new run's
+        transforms often arrive before its first image and must survive the reset."""
         with self._input_lock, self._buffer_lock:
             self._generation += 1
-            self.tf.clear_dynamic()
+            if keep_tf_until_ns is None:
+                self.tf.clear_dynamic()
+            else:
+                self.tf.drop_dynamic_outside(None, keep_tf_until_ns)
             self.sync.clear()
             self.ingestor.reset()
             self._pending.clear()
             self._newest_ns = None
             self._newest_by_kind.clear()
             self._last_ingested_ns = None
-            self._newest_tf_ns.clear()
             self._track_log.clear()
         self.wake()
 
@@ -388,7 +466,8 @@ class Engine:
 
     def ask(self, question: str, t_start_s: float | None = None,
             t_end_s: float | None = None) -> QueryResult:
-        """Answer a question over the window (optionally restricted to [t_start_s, t_end_s])."""
+        """Answer a question over the window (optionally restricted to [t_start_s, t_end_s],
+        absolute stamps [s]). Raises QueryError with the reason for anything it refuses."""
         t0 = time.perf_counter()
         question = question.strip()
         if not question:
@@ -396,10 +475,14 @@ class Engine:
         if len(question) > self.cfg.max_question_chars:
             raise QueryError(f"question has {len(question)} characters; the limit is "
                              f"{self.cfg.max_question_chars} (max_question_chars)")
+        for name, t in (("window_start", t_start_s), ("window_end", t_end_s)):
+            if t is not None and not (np.isfinite(t) and 0 <= t < 2**63 / NS):
+                raise QueryError(f"{name} {t} s is not a valid stamp")
         if t_start_s is not None and t_end_s is not None and t_end_s < t_start_s:
             raise QueryError(f"window_end {t_end_s:.3f} is before window_start {t_start_s:.3f}")
-        if self.model is None:
-            raise QueryError("no model is loaded")
+        _check_numbers(question)
+        if self.model is None:  # checked again under the model lock (see below)
+            raise QueryError("no model is loaded (the node is not active)")
         with self._signal:
             self._queries_running += 1  # the ingest thread pauses between frames
         try:
@@ -411,19 +494,25 @@ class Engine:
                     raise QueryError(f"no observations in the window yet ({exc})") from None
                 tracks = list(self._track_log.values())
             t_ref = float(tokens.t_s.min())
+            t_end = float(tokens.t_s.max())
+            _check_times(question, t_ref, t_end)
+            # the model is read under its lock: deactivate (set_model(None)) may run meanwhile
             with self._model_lock:
-                out = self.model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
+                model = self.model
+                if model is None:
+                    raise QueryError("no model is loaded (the node is not active)")
+                _check_special_tokens(question, model)
+                out = model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
         finally:
             with self._signal:
                 self._queries_running -= 1
                 self._signal.notify_all()
-        t_end = float(tokens.t_s.max())
         objects = [self._ground(b, t_ref, t_end, tracks) for b in out.boxes]
         return QueryResult(question=question, text=out.text, objects=objects,
                            window_start_s=t_ref, window_end_s=t_end,
                            num_visual_tokens=int(len(tokens.t_s)),
                            latency_s=time.perf_counter() - t0,
-                           model_id=self.model.model_id)
+                           model_id=model.model_id)
 
     @staticmethod
     def _ground(box: BoxLike, t_ref_s: float, window_end_s: float,
@@ -442,3 +531,43 @@ class Engine:
             if d < best_d:
                 best, best_d = tr.track_id, d
         return GroundedObject(best, box.label, stamp_s, center, size, box.confidence)
+
+
+def _check_numbers(question: str) -> None:
+    """Refuse numbers no coordinate [m] or time [s] of a window can have (see
+    MAX_QUESTION_NUMBER): 400 digits, 1e300. A time ("at 12s") is checked against the
+    window itself (`_check_times`), which names the window in its refusal."""
+    times = {m.start(1) for m in _TIME.finditer(question)}
+    for m in _NUMBER.finditer(question):
+        text = m.group(0)
+        digits = sum(c.isdigit() for c in m.group(1))
+        too_big = m.start(1) not in times and not abs(float(text)) <= MAX_QUESTION_NUMBER
+        if digits > MAX_QUESTION_DIGITS or too_big:
+            shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+            raise QueryError(f"the number {shown} in the question is out of range: coordinates "
+                             f"[m] and times [s] are at most {MAX_QUESTION_NUMBER:g} with at "
+                             f"most {MAX_QUESTION_DIGITS} digits")
+
+
+def _check_times(question: str, t_ref_s: float, t_end_s: float) -> None:
+    """A time named in a question ("at 2.5s") is seconds since the window start: it must fall
+    in the window the model sees, or the answer would be about a time it has no data for."""
+    length = t_end_s - t_ref_s
+    for m in _TIME.finditer(question):
+        t = float(m.group(1))
+        if t > length + QUESTION_TIME_SLACK_S:
+            raise QueryError(
+                f"the question names {m.group(0)!r}, outside the window: times are seconds "
+                f"since its start and it covers 0 .. {length:.1f} s (stamps {t_ref_s:.3f} .. "
+                f"{t_end_s:.3f} s)")
+
+
+def _check_special_tokens(question: str, model: SceneModel) -> None:
+    """User text must never create the model's control tokens (an `<image>` placeholder
+    without image features, a `<box>` slot, `<pad>`...): refused, naming the token."""
+    tok = model.tokenizer
+    special = set(tok.all_special_tokens) | set(tok.get_added_vocab())
+    found = sorted(t for t in special if t and t in question)
+    if found:
+        raise QueryError(f"the question contains the model's special token(s) "
+                         f"{', '.join(found[:5])}; rephrase without them")

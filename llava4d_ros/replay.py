@@ -59,17 +59,21 @@ def feed_bag(engine: Engine, bag: Path, topics: dict[str, str] | None = None) ->
             summary.messages += 1
             if conn.topic in ("/tf", "/tf_static"):
                 for parent, child, t_ns, trans, quat in convert.transforms(msg):
-                    engine.add_transform(parent, child, t_ns, trans, quat,
-                                         conn.topic == "/tf_static")
+                    try:
+                        engine.add_transform(parent, child, t_ns, trans, quat,
+                                             conn.topic == "/tf_static")
+                    except ValueError:  # refused and counted in engine.stats.refused
+                        pass
                 outcomes = engine.process_pending()
             else:
                 kind = kind_of[conn.topic]
                 try:
                     item = parse[kind](msg)
+                    t_ns = convert.stamp_ns(msg.header.stamp)
                 except ValueError as exc:
                     outcomes = [engine.drop(f"bad_{kind}: {exc}")]
                 else:
-                    outcomes = engine.add_image(kind, convert.stamp_ns(msg.header.stamp), item)
+                    outcomes = engine.add_image(kind, t_ns, item)
             for o in outcomes:
                 key = o.status if o.status != "dropped" else f"dropped: {o.reason.split(':')[0]}"
                 summary.outcomes[key] = summary.outcomes.get(key, 0) + 1

@@ -125,3 +125,16 @@ def test_builders_make_messages_that_hold_the_numbers():
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "dynamic"]
     det = convert.detections_msg([tr], "map", 0)
     assert det.detections[0].id == "4" and det.detections[0].bbox.size.z == pytest.approx(0.4)
+
+
+def test_stamps_are_refused_not_wrapped():
+    ok = SimpleNamespace(sec=2**31 - 1, nanosec=999_999_999)
+    assert convert.stamp_ns(ok) == convert.MAX_STAMP_NS
+    with pytest.raises(convert.ConversionError, match="nanosec"):
+        convert.stamp_ns(SimpleNamespace(sec=5, nanosec=4_000_000_000))
+    with pytest.raises(convert.ConversionError, match="negative"):
+        convert.stamp_ns(SimpleNamespace(sec=-1, nanosec=0))
+    with pytest.raises(convert.ConversionError, match="int32"):
+        convert.time_fields(2**31 * 10**9)
+    # float seconds that round past int32 max are kept at the largest stamp, never wrapped
+    assert convert._ns_from_s(2**31 - 1e-7) == convert.MAX_STAMP_NS

@@ -144,3 +144,16 @@ def test_majority_label_ties_to_smallest():
     labels = np.array([[3, 1, 3, 1], [5, 5, 2, 2], [9, 9, 9, 9]])
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
     assert majority_label(labels, mask).tolist() == [1, 2, -1]
+
+
+@pytest.mark.parametrize("fx,fy,cx,cy,match", [
+    (1e-300, 300.0, 159.5, 119.5, "field of view"),
+    (300.0, 2.0, 159.5, 119.5, "field of view"),
+    (300.0, 300.0, 1e6, 119.5, "principal point"),
+    (300.0, 300.0, 159.5, -500.0, "principal point"),
+    (float("nan"), 300.0, 159.5, 119.5, "finite"),
+])
+def test_physically_absurd_intrinsics_are_refused(fx, fy, cx, cy, match):
+    with pytest.raises(UnsupportedCameraError, match=match):
+        PinholeCamera(fx=fx, fy=fy, cx=cx, cy=cy, width=320, height=240)
+    PinholeCamera(fx=20.0, fy=20.0, cx=-100.0, cy=300.0, width=320, height=240)  # odd, real

@@ -19,7 +19,7 @@ from helpers.scene_feed import (
 )
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.data.scene import frames, make_scene
-from llava4d_ros.engine import Engine, QueryError
+from llava4d_ros.engine import Engine, InputRefused, QueryError
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +266,156 @@ def test_ingest_yields_to_a_question_until_the_queue_is_half_full(scene, scene_f
         asker.join(20)
         assert wait_until(lambda: engine.stats.ingested == 11)
     assert not engine.drops()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from helpers.tiny_model import save_tiny_model
+    from llava4d_ros.runtime import load_model
+
+    return load_model(str(save_tiny_model(tmp_path_factory.mktemp("tiny"))), "cpu")
+
+
+@pytest.fixture(scope="module")
+def fed_engine(tiny_model, scene):
+    engine = _tiny_engine(tiny_model)
+    feed_scene(engine, scene)
+    return engine
+
+
+def _tiny_engine(model, **cfg) -> Engine:
+    grid = model.cfg.patch_grid
+    return Engine(NodeConfig(patch_rows=grid[0], patch_cols=grid[1], **cfg), model)
+
+
+def test_tf_far_from_data_time_is_refused_and_never_resets(scene, scene_frames):
+    engine = Engine(NodeConfig())
+    feed_scene(engine, scene)
+    n, window = engine.stats.ingested, engine.window()
+    last = stamp_ns(scene_frames[-1].stamp_s)
+    q = (0.0, 0.0, 0.0, 1.0)
+    for t_ns in (0, (2**31 - 1) * 10**9):  # a stamp of 0, the int32 maximum
+        with pytest.raises(InputRefused, match="map -> camera_link.*tf_cache_s"):
+            engine.add_transform("map", "camera_link", t_ns, (0, 0, 0), q, False)
+    # an unrelated edge going 5 s back: taken (inside the TF cache), resets nothing
+    engine.add_transform("odom", "wheel_link", last, (0, 0, 0), q, False)
+    engine.add_transform("odom", "wheel_link", last - 5 * 10**9, (0, 0, 0), q, False)
+    assert engine.stats.refused == {"tf far from data time": 2}
+    assert engine.stats.resets == 0 and engine.window() == window
+    f = scene_frames[-1]  # and the next frame goes in as usual
+    feed_frame(engine, f, scene.cam, last + 10**8)
+    assert engine.stats.ingested == n + 1
+
+
+def test_tf_far_from_the_first_image_is_forgotten(scene, scene_frames):
+    """Before any image there is no data time to compare with: a stamp of int32 max taken
+    then is dropped once the first image sets data time (it would block the edge's cache)."""
+    engine = Engine(NodeConfig())
+    static_tf(engine)
+    pose_tf(engine, scene_frames[0], (2**31 - 1) * 10**9)
+    for f in scene_frames[:5]:
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
+    # the first frame's TF came while the bogus sample was the edge's newest (and went out of
+    # its cache): only that frame is lost
+    assert engine.stats.ingested >= 4, engine.drops()
+    assert engine.stats.refused == {"tf far from data time": 1}
+
+
+def test_a_tf_loop_and_dynamic_tf_on_a_static_edge_are_refused_and_nothing_stalls(
+        scene, scene_frames):
+    engine = Engine(NodeConfig())
+    static_tf(engine)
+    for f in scene_frames[:5]:
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
+    t = stamp_ns(scene_frames[5].stamp_s)
+    with pytest.raises(InputRefused, match="camera_link -> map") as loop:
+        engine.add_transform("camera_link", "map", t, (0, 0, 0), (0, 0, 0, 1), False)
+    assert loop.value.reason == "tf loop"
+    with pytest.raises(InputRefused, match=f"camera_link -> {OPTICAL}") as static:
+        engine.add_transform("camera_link", OPTICAL, t, (0, 0, 0), (0, 0, 0, 1), False)
+    assert static.value.reason == "tf on a static edge"
+    for f in scene_frames[5:20]:
+        feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
+    assert engine.stats.ingested == 20, engine.drops()
+    # the bag loops: a reset, logged with its cause; the static edge survives it
+    outcomes = []
+    for f in scene_frames[:5]:
+        outcomes += feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
+    resets = [o for o in outcomes if o.status == "reset"]
+    assert engine.stats.resets == 1 and "behind its newest" in resets[0].reason, outcomes
+    assert engine.stats.ingested == 25, engine.drops()
+
+
+def test_depth_beyond_max_depth_is_invalid_and_counted(scene, scene_frames):
+    engine = Engine(NodeConfig(max_depth_m=100.0))
+    static_tf(engine)
+    f = scene_frames[0]
+    t = stamp_ns(f.stamp_s)
+    pose_tf(engine, f, t)
+    depth = f.depth_m.copy()
+    depth[: depth.shape[0] // 2] = 1e30  # the top half "at" 1e30 m
+    engine.add_image("info", t, scene.cam)
+    engine.add_image("depth", t, depth)
+    engine.add_image("rgb", t, (OPTICAL, f.rgb))
+    assert engine.stats.ingested == 1 and engine.stats.refused == {
+        "depth beyond max_depth_m": 1}
+    xyz, _ = engine.cloud()
+    assert len(xyz) and np.abs(xyz).max() < 100.0
+
+
+@pytest.mark.parametrize("question,match", [
+    ("Where is the <image> now?", "special token.*<image>"),
+    ("What is at <box> ?", "special token.*<box>"),
+    ("<pad> <pad> which objects move?", "special token.*<pad>"),
+    ("Where is the red cube at <time>s?", "special token.*<time>"),
+    ("Where is the red cube at " + "9" * 400 + "s?", "400 characters.*out of range"),
+    ("Is anything at 1e300, 0, 0?", "1e300.*out of range"),
+    ("Where is the red cube at 999999s?", "999999s.*outside the window.*0 .. 3.9 s"),
+])
+def test_questions_the_model_must_not_see_get_a_clear_refusal(fed_engine, question, match):
+    engine = fed_engine
+    with pytest.raises(QueryError, match=match):
+        engine.ask(question)
+    assert engine.ask("Where is the red cube at 2.5s?").text is not None
+
+
+def test_window_stamps_near_2_31_s_do_not_wrap(tiny_model, scene):
+    from llava4d_ros.ros import convert
+
+    engine = _tiny_engine(tiny_model)
+    epoch = 2**31 - 1 - scene.duration_s  # the last frames are a moment before int32 max
+    feed_scene(engine, scene, epoch_s=epoch)
+    result = engine.ask("Which objects move?")
+    assert result.window_end_s == pytest.approx(epoch + scene.duration_s - 0.1, abs=0.05)
+    fields = convert.time_fields(round(result.window_end_s * 1e9))
+    assert 2**31 - 2 <= fields[0] < 2**31
+    with pytest.raises(QueryError, match="window_start"):
+        engine.ask("Which objects move?", t_start_s=float("inf"))
+
+
+def test_deactivate_during_a_question_leaves_its_answer_whole(tiny_model, scene):
+    """set_model(None) waits for the answer under the model lock; the answer's model_id is
+    read from the model that answered (it was read from `self.model` after the lock)."""
+    model = BlockingModel(tiny_model)
+    engine = _tiny_engine(model)
+    feed_scene(engine, scene)
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(engine.ask("Which objects move?"))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    assert model.started.wait(20)
+    remover = threading.Thread(target=engine.set_model, args=(None,))
+    remover.start()
+    time.sleep(0.2)
+    model.release.set()
+    asker.join(20)
+    remover.join(20)
+    assert not errors and results[0].model_id == "tiny-untrained-test", errors
+    with pytest.raises(QueryError, match="no model"):
+        engine.ask("Which objects move?")

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
+# widest field of view a rectified pinhole image can have (a 170 deg lens is rectified to
+# far less; only a corrupt K comes near 180)
+MAX_FOV_DEG = 170.0
+
 
 class UnsupportedCameraError(ValueError):
     """A camera model this module cannot represent (distortion, bad intrinsics)."""
@@ -59,6 +63,18 @@ class PinholeCamera:
                                          f"{self.width}x{self.height}")
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "height", int(self.height))
+        w, h = self.width, self.height
+        # A pinhole image spans less than MAX_FOV_DEG: a smaller focal length is a corrupt
+        # camera_info (fx = 1e-300 put every point at infinity), not a real lens.
+        min_f = max(w, h) / 2 / np.tan(np.radians(MAX_FOV_DEG / 2))
+        if self.fx < min_f or self.fy < min_f:
+            raise UnsupportedCameraError(
+                f"fx, fy = {self.fx:.4g}, {self.fy:.4g} px give a field of view over "
+                f"{MAX_FOV_DEG:g} deg for {w}x{h}; at least {min_f:.3g} px expected")
+        if not (-w <= self.cx <= 2 * w and -h <= self.cy <= 2 * h):
+            raise UnsupportedCameraError(
+                f"principal point ({self.cx:.4g}, {self.cy:.4g}) is more than an image size "
+                f"outside the {w}x{h} image")
 
     @classmethod
     def from_camera_info(cls, k: Sequence[float], width: int, height: int,

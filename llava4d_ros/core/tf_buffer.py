@@ -237,17 +237,21 @@ class TransformBuffer:
 
     def clear_dynamic(self) -> None:
         """Forget dynamic transforms, keep static ones (a bag restarting re-sends only /tf)."""
-        self.drop_dynamic_outside(None, None)
+        self.drop_dynamic_outside(0, -1)
 
-    def drop_dynamic_outside(self, lo_ns: int | None, hi_ns: int | None) -> None:
-        """Forget dynamic samples stamped before `lo_ns` or after `hi_ns` (None: every one on
-        that side); edges left with no sample go. Static edges stay."""
+    def drop_dynamic_outside(self, lo_ns: int | None, hi_ns: int | None) -> int:
+        """Forget dynamic samples stamped before `lo_ns` or after `hi_ns` (None: no bound on
+        that side); edges left with no sample go. Static edges stay. Returns how many samples
+        went."""
+        lo = -2**63 if lo_ns is None else lo_ns
+        hi = 2**63 if hi_ns is None else hi_ns
+        dropped = 0
         with self._lock:
             for child, edge in list(self._edges.items()):
                 if edge.static is not None:
                     continue
-                keep = [i for i, t in enumerate(edge.stamps)
-                        if lo_ns is not None and hi_ns is not None and lo_ns <= t <= hi_ns]
+                keep = [i for i, t in enumerate(edge.stamps) if lo <= t <= hi]
+                dropped += len(edge.stamps) - len(keep)
                 if not keep:
                     self._drop_edge(child)
                     continue
@@ -256,6 +260,7 @@ class TransformBuffer:
             stamps = [e.stamps[-1] for e in self._edges.values() if e.static is None]
             self._newest_ns = max(stamps) if stamps else None
             self._expired_upto_ns = None
+        return dropped
 
     def _chain(self, frame: str) -> list[str]:
         """`[frame, parent, grandparent, ..., root]`."""

@@ -15,6 +15,8 @@ import numpy as np
 from llava4d_ros.core.geometry import PinholeCamera, depth_to_metres
 
 NS = 1_000_000_000
+# builtin_interfaces/Time holds int32 seconds and uint32 nanoseconds below one second
+MAX_STAMP_NS = (2**31 - 1) * NS + NS - 1
 RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
@@ -24,14 +26,30 @@ class ConversionError(ValueError):
 
 
 def stamp_ns(stamp) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds."""
-    return int(stamp.sec) * NS + int(stamp.nanosec)
+    """builtin_interfaces/Time -> integer nanoseconds >= 0; refuses `nanosec >= 1e9` (not a
+    normalised stamp: it would silently mean another second) and negative times."""
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if not 0 <= nanosec < NS:
+        raise ConversionError(f"stamp nanosec {nanosec} is not in [0, 1e9)")
+    if sec < 0:
+        raise ConversionError(f"stamp sec {sec} is negative")
+    return sec * NS + nanosec
 
 
 def time_fields(t_ns: int) -> tuple[int, int]:
-    """Integer nanoseconds -> (sec, nanosec) for builtin_interfaces/Time."""
+    """Integer nanoseconds -> (sec, nanosec) for builtin_interfaces/Time; refuses what its
+    int32 seconds cannot hold (a wrap to a negative stamp would be silent downstream)."""
     t_ns = int(t_ns)
+    if not 0 <= t_ns <= MAX_STAMP_NS:
+        raise ConversionError(f"time {t_ns / NS:.3f} s does not fit builtin_interfaces/Time "
+                              f"(int32 seconds)")
     return t_ns // NS, t_ns % NS
+
+
+def _ns_from_s(t_s: float) -> int:
+    """Seconds (float64, from stamps that fitted builtin_interfaces/Time) -> nanoseconds, kept
+    in range: float64 rounding near 2^31 s must not push a stamp past int32 seconds."""
+    return min(max(round(t_s * NS), 0), MAX_STAMP_NS)
 
 
 def _pixels(msg, channels: int, dtype: np.dtype) -> np.ndarray:
@@ -121,8 +139,8 @@ def answer_msg(result, frame_id: str, now_ns: int):
     msg = Answer(header=_header(frame_id, now_ns), question=result.question, text=result.text,
                  num_visual_tokens=int(result.num_visual_tokens),
                  latency_s=float(result.latency_s), model_id=result.model_id)
-    _set_time(msg.window_start, round(result.window_start_s * NS))
-    _set_time(msg.window_end, round(result.window_end_s * NS))
+    _set_time(msg.window_start, _ns_from_s(result.window_start_s))
+    _set_time(msg.window_end, _ns_from_s(result.window_end_s))
     for o in result.objects:
         g = GroundedObject(track_id=int(o.track_id), label=o.label,
                            center=Point(x=float(o.center[0]), y=float(o.center[1]),
@@ -130,7 +148,7 @@ def answer_msg(result, frame_id: str, now_ns: int):
                            size=Vector3(x=float(o.size[0]), y=float(o.size[1]),
                                         z=float(o.size[2])),
                            confidence=float(o.confidence))
-        _set_time(g.stamp, round(o.stamp_s * NS))
+        _set_time(g.stamp, _ns_from_s(o.stamp_s))
         msg.objects.append(g)
     return msg
 
@@ -152,10 +170,10 @@ def tracks_msg(tracks: Sequence, frame_id: str, now_ns: int):
         m.size = Vector3(x=float(tr.size[0]), y=float(tr.size[1]), z=float(tr.size[2]))
         m.velocity = Vector3(x=float(tr.velocity[0]), y=float(tr.velocity[1]),
                              z=float(tr.velocity[2]))
-        _set_time(m.first_seen, round(tr.first_seen_s * NS))
-        _set_time(m.last_seen, round(tr.last_seen_s * NS))
+        _set_time(m.first_seen, _ns_from_s(tr.first_seen_s))
+        _set_time(m.last_seen, _ns_from_s(tr.last_seen_s))
         for t_s, p in tr.history:
-            ps = PointStamped(header=_header(frame_id, round(t_s * NS)),
+            ps = PointStamped(header=_header(frame_id, _ns_from_s(t_s)),
                               point=Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
             m.history.append(ps)
         out.tracks.append(m)
