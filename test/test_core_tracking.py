@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llava4d_ros.core.colors import PALETTE
+from llava4d_ros.core.colors import BASIC_COLOURS, PALETTE, UNCLEAR, describe_colour
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor
 from llava4d_ros.core.tracking import Tracker, cluster_points
 
@@ -18,16 +18,49 @@ def _blob(center, n=12, spread=0.05, seed=0):
 
 
 def _frame(blobs, n_static=50, seed=0):
-    """Patch arrays (P, 3) with `blobs` [(center, colour name)] dynamic and a static floor."""
+    """Patch arrays (P, 3) with `blobs` [(center, palette name or rgb)] dynamic and a static
+    floor."""
     rng = np.random.default_rng(seed)
     floor = np.c_[rng.uniform(-3, 3, (n_static, 2)), np.zeros(n_static)]
     xyz = [floor] + [_blob(c, seed=seed + i) for i, (c, _) in enumerate(blobs)]
-    rgb = [np.full((n_static, 3), 120.0)] + [np.tile(PALETTE[name], (12, 1)) for _, name in blobs]
+    rgb = [np.full((n_static, 3), 120.0)] + [
+        np.tile(PALETTE[c] if isinstance(c, str) else c, (12, 1)) for _, c in blobs]
     dyn = [np.zeros(n_static, bool)] + [np.ones(12, bool) for _ in blobs]
     xyz.append(np.full((3, 3), np.nan))  # invalid patches never count
     rgb.append(np.zeros((3, 3)))
     dyn.append(np.ones(3, bool))
     return np.concatenate(xyz), np.concatenate(dyn), np.concatenate(rgb).astype(np.float32)
+
+
+def test_track_labels_say_what_is_measured():
+    """A gray, a brown, a muted olive and a red thing moving: gray, brown, "object", red."""
+    colours = {"gray": (110, 112, 115), "brown": (128, 104, 84), UNCLEAR: (150, 170, 120),
+               "red": PALETTE["red"]}
+    tr = Tracker(min_hits=2, gate_m=0.5)
+    for k in range(6):
+        blobs = [([-2 + 0.3 * k, 1.5 * i - 2, 0.3], rgb) for i, rgb in enumerate(colours.values())]
+        tracks = tr.update(0.5 * k, *_frame(blobs, seed=k))
+    assert sorted(t.label for t in tracks) == sorted(colours)
+
+
+@pytest.mark.parametrize("name", list(PALETTE))
+def test_shaded_palette_colours_keep_their_names(name):
+    # the renderer shades by 0.6..1.0 and patches at an edge mix in some background gray
+    for shade in (0.6, 0.8, 1.0):
+        for gray_share in (0.0, 0.2):
+            rgb = (1 - gray_share) * shade * np.array(PALETTE[name]) + gray_share * 120.0
+            assert describe_colour(rgb) == name, (shade, gray_share)
+
+
+def test_gray_levels_and_unclear_colours_get_no_palette_name():
+    for level in range(0, 256, 15):
+        assert describe_colour([level, level, level]) in ("black", "gray", "white")
+    assert describe_colour([128, 104, 84]) == "brown"  # the synthetic cabinet
+    assert describe_colour([120, 200, 60]) == UNCLEAR  # lime: between yellow and green
+    assert describe_colour([200, 180, 150]) == UNCLEAR  # beige: too dull to name
+    rng = np.random.default_rng(0)
+    assert {describe_colour(c) for c in rng.uniform(0, 255, (500, 3))} <= {*BASIC_COLOURS,
+                                                                         UNCLEAR}
 
 
 def test_cluster_points_separates_and_drops_small():

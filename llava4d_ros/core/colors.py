@@ -1,7 +1,9 @@
 """Named colours shared by the synthetic scenes, the tracker's labels and the model's answers.
 
-One palette for the whole project, so the word a track is labelled with, the word the data
-generator writes into a question and the word the model answers with are the same word.
+One palette for the whole project, so the word the data generator writes into a question, the
+word the model answers with and the word a palette-coloured track is labelled with are the same
+word. A track of anything else (a gray counter, a brown cabinet) is labelled with the basic
+colour term it measures, or "object" (`describe_colour`), never with the nearest palette name.
 """
 
 from __future__ import annotations
@@ -36,3 +38,41 @@ def colour_name(rgb: np.ndarray) -> str:
     pal_chroma = _RGB / _RGB.sum(axis=1, keepdims=True)
     d = np.linalg.norm(pal_chroma - chroma, axis=1)
     return _NAMES[int(np.argmin(d))]
+
+
+#: What a track may be called: the palette's names, the achromatic and brown basic colour terms,
+#: and "object" when the measured colour is none of them clearly.
+BASIC_COLOURS: tuple[str, ...] = (*_NAMES, "brown", "gray", "white", "black")
+UNCLEAR = "object"
+
+_HUE_DEG = {n: float(np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b))) % 360
+            for n, (r, g, b) in PALETTE.items()}
+_HUE_TOL_DEG = 20.0  # palette hues are >= 25 deg apart; measured ones stay within ~5
+_MIN_SAT = 0.4  # shaded and edge-mixed palette objects measure >= 0.46 (pink, the palest)
+
+
+def describe_colour(rgb: np.ndarray) -> str:
+    """A colour word for `rgb` (3,) in 0..255 that says what is measured: a palette name only
+    for a saturated colour within 20 deg of that palette hue; black, white, gray for dark and
+    unsaturated colours, brown for dull dark orange-red; otherwise "object" (unclear).
+
+    Unlike `colour_name` (nearest palette colour, always), a gray counter is never "pink".
+
+    >>> [describe_colour(c) for c in ([220, 30, 30], [130, 130, 128], [128, 104, 84])]
+    ['red', 'gray', 'brown']
+    """
+    r, g, b = (float(v) / 255.0 for v in np.asarray(rgb, dtype=np.float64).reshape(3))
+    hi, lo = max(r, g, b), min(r, g, b)
+    sat = (hi - lo) / hi if hi > 0 else 0.0
+    if hi < 0.2:
+        return "black"
+    if sat < 0.2:
+        return "white" if hi > 0.85 else "gray"
+    hue = float(np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b))) % 360
+    if (hue <= 50 or hue >= 350) and sat < 0.6 and hi < 0.75:
+        return "brown"
+    if sat < _MIN_SAT:
+        return UNCLEAR
+    dist = {n: min(abs(hue - h), 360 - abs(hue - h)) for n, h in _HUE_DEG.items()}
+    name = min(dist, key=dist.get)
+    return name if dist[name] <= _HUE_TOL_DEG else UNCLEAR

@@ -24,7 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from llava4d_ros.core.colors import colour_name
+from llava4d_ros.core.colors import describe_colour
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class Tracker:
         return [self._snapshot(s) for s in self._states]
 
     def _snapshot(self, s: _State) -> Track:
-        return Track(track_id=s.track_id, label=colour_name(s.rgb_sum / max(s.weight, 1e-9)),
+        return Track(track_id=s.track_id, label=describe_colour(s.rgb_sum / max(s.weight, 1e-9)),
                      center=s.center.copy(), size=s.size.copy(), velocity=s.velocity.copy(),
                      first_seen_s=s.first_seen_s, last_seen_s=s.last_seen_s,
                      history=[(t, c.copy()) for t, c in s.history],
