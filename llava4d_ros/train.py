@@ -2,6 +2,7 @@
 
     python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3,4,5]
                                 [--resume] [--ablation full|none|xyz|time] [--device cpu|cuda]
+    torchrun --standalone --nproc_per_node N -m llava4d_ros.train ...   (data-parallel)
 
 Stages (LLAVA4D.md):
 1. content alignment, p_4D set to zero: fusion + projector, and the LM too when it starts from
@@ -20,6 +21,11 @@ One step is one scene window with all its questions (its visual prefix runs once
 rendered and ingested once through `core.pipeline.Ingestor` and cached (model/dataset.py).
 Checkpoints: `<out>/stage<k>/` after each stage (a loadable model directory), `<out>/last/`
 every `--save-every` steps with the optimiser state for `--resume`, `<out>/final/` at the end.
+
+Scaling (training/): under torchrun every process trains on its share of `--windows-per-step`
+windows per step and DDP averages the gradients (stages 4 and 5 run alike on every process and
+rank 0's result is broadcast); `--lora-rank` trains LoRA adapters instead of the LM's weights
+(checkpoints hold the merged weights); `--bf16` runs the forwards under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
 from llava4d_ros.model.llava4d import build_model, load_llava4d, slot_total
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
+from llava4d_ros.training import distributed as ddp
+from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
 
 GROUNDED_TASKS = ("grounding", "when_start", "heading", "caption")
 
@@ -58,13 +66,16 @@ class Preset:
     test_scenes: int
     text_warmup: int
     inventory_scenes: int  # stage 5: cheap per scene, and its shape classifier wants objects
+    refine_steps: int = 6000  # stage 4's head steps
+    bias_steps: int = 3000  # stage 5's output-bias steps
 
 
 PRESETS = {
     "small": Preset(hidden=128, layers=3, heads=4, steps=(150, 250, 450), lr=1e-3,
                     train_scenes=320, test_scenes=40, text_warmup=300, inventory_scenes=640),
     "tiny": Preset(hidden=32, layers=2, heads=4, steps=(2, 2, 2), lr=1e-3, train_scenes=2,
-                   test_scenes=1, text_warmup=2, inventory_scenes=2),
+                   test_scenes=1, text_warmup=2, inventory_scenes=2, refine_steps=20,
+                   bias_steps=20),
 }
 
 
@@ -160,23 +171,29 @@ def _samples_for_stage(rec: SceneRecord, stage: int) -> list[dict[str, Any]]:
 
 
 def _text_warmup(model: Any, records: list[SceneRecord], steps: int, lr: float,
-                 rng: random.Random, log_path: str) -> None:
+                 rng: random.Random, log_path: str | None, replica: Any = None,
+                 info: ddp.DistInfo | None = None) -> None:
     """Stage 1's opening for an LM trained from scratch: text-only batches of 64 questions
     and answers (no visual prefix, ~50x cheaper a step), so the LM knows the answer forms
-    before it learns to read the visual tokens."""
+    before it learns to read the visual tokens. Under torchrun each process takes every
+    world_size-th question of the batch (`replica`: the stage's DDP-wrapped `TrainStep`)."""
     from tqdm import tqdm
 
+    info = info or ddp.DistInfo(0, 1, str(model.device))
+    forward = replica or ddp.TrainStep(model)
     pool = [s for rec in records for s in rec.samples]
-    opt = torch.optim.AdamW(model.lm.parameters(), lr=lr, weight_decay=0.01)
-    for step in tqdm(range(steps), desc="stage 1 (text warm-up)"):
+    params = [p for p in model.lm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    for step in tqdm(range(steps), desc="stage 1 (text warm-up)", disable=not info.is_main):
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr)
-        loss = model.text_loss(rng.sample(pool, min(64, len(pool))))
+        batch = rng.sample(pool, min(64, len(pool)))
+        loss = forward("text", batch[info.rank::info.world_size])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.lm.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % 50 == 0 or step == steps - 1:
+        if log_path and (step % 50 == 0 or step == steps - 1):
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"stage": 0, "step": step, "lm": round(loss.item(), 4)})
                         + "\n")
@@ -392,21 +409,86 @@ def _rounded(losses: dict[str, Any]) -> dict[str, float]:
             for k, v in losses.items()}
 
 
+def _amp(device: Any, enabled: bool) -> Any:
+    """bfloat16 autocast for the forwards (`--bf16`); the weights and optimiser stay fp32."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=enabled)
+
+
+def _window_step(model: Any, replica: Any, opt: torch.optim.Optimizer,
+                 params: list[torch.nn.Parameter], work: list[tuple[SceneRecord, list]],
+                 stage: int, args: argparse.Namespace, info: ddp.DistInfo
+                 ) -> dict[str, float] | None:
+    """One optimiser step on this process's windows `work` (record, samples) of the global
+    batch, then `--head-steps` steps of the slot heads alone on their detached slot batches.
+    Each window's loss is scaled by world_size / (windows in the global batch) so DDP's
+    average is the mean over the global batch. Returns the global mean of each loss, None when
+    no window of the global batch had samples (the step is skipped, as one process did)."""
+    n_global = int(ddp.sum_over_ranks([len(work)], info)[0])
+    if n_global == 0:
+        return None
+    scale = info.world_size / n_global
+    opt.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    slot_batches = []
+    items = work or [None]  # a process with nothing to learn still joins the all-reduce
+    for i, item in enumerate(items):
+        with ddp.accumulate(replica, i, len(items)):
+            with _amp(model.device, args.bf16):
+                if item is None:
+                    loss = replica("idle")
+                else:
+                    rec, samples = item
+                    losses = replica("window", rec.tokens, rec.t_ref_s, samples,
+                                     lm_weight=1.0, slot_weight=0.0 if stage == 1 else 1.0)
+                    loss = losses["total"] * scale
+                    for k, v in _rounded(losses).items():
+                        sums[k] = sums.get(k, 0.0) + v
+            loss.backward()
+        if stage > 1 and model.last_slot_batch is not None:
+            slot_batches.append(model.detach_slot_batch(model.last_slot_batch))
+        model.last_slot_batch = None
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    # The heads are cheap next to the LM pass that feeds them: a few more steps of the heads
+    # alone on this step's (detached) slot batches.
+    n_heads = int(ddp.sum_over_ranks([len(slot_batches)], info)[0])
+    for _ in range(args.head_steps if n_heads else 0):
+        opt.zero_grad(set_to_none=True)
+        for i, batch in enumerate(slot_batches or [None]):
+            with ddp.accumulate(replica, i, max(1, len(slot_batches))):
+                with _amp(model.device, args.bf16):
+                    loss = (replica("idle") if batch is None
+                            else replica("heads", batch) * (info.world_size / n_heads))
+                loss.backward()
+        opt.step()
+    keys = sorted(sums) if work else ["box", "lm", "pointer", "time", "total"]
+    totals = ddp.sum_over_ranks([sums.get(k, 0.0) for k in keys], info)
+    return {k: round(v / n_global, 4) for k, v in zip(keys, totals)}
+
+
 def train(args: argparse.Namespace) -> str:
     """Runs the requested stages; returns the final model directory."""
     from tqdm import tqdm
 
     from llava4d_ros.data.instructions import vocabulary
 
+    info = ddp.setup(args.device)
+    if info.is_main:
+        print(f"world_size={info.world_size}", flush=True)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     preset = PRESETS[args.config]
     steps = tuple(args.steps) if args.steps else preset.steps
     if args.text_warmup is None:
         args.text_warmup = preset.text_warmup
+    if args.refine_steps is None:
+        args.refine_steps = preset.refine_steps
+    if args.bias_steps is None:
+        args.bias_steps = preset.bias_steps
     stages = [int(s) for s in args.stages.split(",")]
     os.makedirs(args.out, exist_ok=True)
-    log_path = os.path.join(args.out, "train_log.jsonl")
+    log_path = os.path.join(args.out, "train_log.jsonl") if info.is_main else None
 
     start_stage, start_step = stages[0], 0
     progress_file = os.path.join(args.out, "last", "progress.json")
@@ -426,29 +508,50 @@ def train(args: argparse.Namespace) -> str:
     else:
         tok = build_tokenizer(vocabulary())
         model = build_model(default_config(preset, args.ablation, len(tok)), tok)
-    model.to(args.device).train()
+    model.to(info.device).train()
+    if args.lora_rank:
+        add_lora(model, args.lora_rank)
+
+    def save(path: str, opt: torch.optim.Optimizer | None = None, stage: int = 0,
+             step: int = 0) -> None:
+        """Rank 0 writes a plain model directory (adapters merged); with `opt`, the `last/`
+        resume point."""
+        if not info.is_main:
+            return
+        if opt is None:
+            merged_copy(model).save_pretrained(path)
+        else:
+            _save_last(merged_copy(model), opt, args.out, stage, step)
 
     n_train = args.train_scenes or preset.train_scenes
-    records = load_split("train", n_train, args.cache, model.cfg)
+    with ddp.main_first(info):
+        records = load_split("train", n_train, args.cache, model.cfg, progress=info.is_main)
     rng = random.Random(args.seed)
+    per_step = args.windows_per_step or info.world_size
 
     for stage in stages:
         if stage < start_stage:
             continue
         if stage == 4:
             refine_heads(model, records, args.refine_steps, preset.lr, rng, log_path)
-            model.save_pretrained(os.path.join(args.out, "stage4"))
-            _save_last_model_only(model, args.out, 5)
+            ddp.broadcast_module(model, info)
+            save(os.path.join(args.out, "stage4"))
+            if info.is_main:
+                _save_last_model_only(merged_copy(model), args.out, 5)
             continue
         if stage == 5:
             n5 = args.inventory_scenes or preset.inventory_scenes
-            records5 = (records if n5 == len(records)
-                        else load_split("train", n5, args.cache, model.cfg))
-            fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path)
-            model.save_pretrained(os.path.join(args.out, "stage5"))
-            _save_last_model_only(model, args.out, 6)
+            with ddp.main_first(info):
+                records5 = (records if n5 == len(records)
+                            else load_split("train", n5, args.cache, model.cfg))
+            fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path,
+                          progress=info.is_main)
+            ddp.broadcast_module(model, info)
+            save(os.path.join(args.out, "stage5"))
+            if info.is_main:
+                _save_last_model_only(merged_copy(model), args.out, 6)
             continue
-        params = stage_setup(model, stage, train_lm_in_stage1=True)
+        params = lora_trainable(model, stage_setup(model, stage, train_lm_in_stage1=True))
         # the slot heads start from nothing and see few examples per step: a larger step size
         head_ids = {id(p) for name, p in model.named_parameters()
                     if name.startswith((*HEADS, "text_coords."))}
@@ -459,49 +562,45 @@ def train(args: argparse.Namespace) -> str:
         first = start_step if stage == start_stage else 0
         opt_path = os.path.join(args.out, "last", "optimizer.pt")
         if first > 0 and os.path.isfile(opt_path):
-            opt.load_state_dict(torch.load(opt_path, weights_only=True))
+            if args.lora_rank:  # `last/` holds merged weights: the adapters start afresh
+                print("resuming with fresh LoRA adapters: the saved optimiser state is not "
+                      "loaded")
+            else:
+                opt.load_state_dict(torch.load(opt_path, weights_only=True))
         total = steps[stage - 1]
+        replica = ddp.replicate(model, info)  # after stage_setup: DDP registers what trains
         if stage == 1 and first == 0 and args.text_warmup > 0:
-            _text_warmup(model, records, args.text_warmup, preset.lr * 3, rng, log_path)
-        order = [i for _ in range(total // len(records) + 2) for i in
+            _text_warmup(model, records, args.text_warmup, preset.lr * 3, rng, log_path,
+                         replica, info)
+        order = [i for _ in range(total * per_step // len(records) + 2) for i in
                  rng.sample(range(len(records)), len(records))]
-        bar = tqdm(range(first, total), desc=f"stage {stage}", initial=first, total=total)
+        bar = tqdm(range(first, total), desc=f"stage {stage}", initial=first, total=total,
+                   disable=not info.is_main)
         t0 = time.time()
         for step in bar:
-            rec = records[order[step]]
-            samples = _samples_for_stage(rec, stage)
-            if not samples:
-                continue
+            windows = ddp.local_share(order[step * per_step:(step + 1) * per_step], info)
+            work = [(records[i], s) for i in windows if (s := _samples_for_stage(records[i],
+                                                                                  stage))]
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, preset.lr) * g["scale"]
-            losses = model.loss(rec.tokens, rec.t_ref_s, samples,
-                                lm_weight=1.0, slot_weight=0.0 if stage == 1 else 1.0)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            if stage > 1 and model.last_slot_batch is not None:
-                # The heads are cheap next to the LM pass that feeds them: a few more steps
-                # of the heads alone on this window's (detached) slot batch.
-                batch = model.detach_slot_batch(model.last_slot_batch)
-                model.last_slot_batch = None
-                for _ in range(args.head_steps):
-                    opt.zero_grad(set_to_none=True)
-                    slot_total(model.slot_losses(batch)).backward()
-                    opt.step()
-            vals = _rounded(losses)
+            vals = _window_step(model, replica, opt, params, work, stage, args, info)
+            if vals is None:
+                continue
             bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items() if k != "total"})
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"stage": stage, "step": step, **vals,
-                                    "s": round(time.time() - t0, 1)}) + "\n")
+            if log_path:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"stage": stage, "step": step, **vals,
+                                        "s": round(time.time() - t0, 1)}) + "\n")
             if (step + 1) % args.save_every == 0 and step + 1 < total:
-                _save_last(model, opt, args.out, stage, step + 1)
-        model.save_pretrained(os.path.join(args.out, f"stage{stage}"))
+                save("", opt, stage, step + 1)
+        save(os.path.join(args.out, f"stage{stage}"))
         nxt = stages[stages.index(stage) + 1] if stage != stages[-1] else stage + 1
-        _save_last(model, opt, args.out, nxt, 0)
+        save("", opt, nxt, 0)
     model.prompt.zeroed = False
     final = os.path.join(args.out, "final")
-    model.eval().save_pretrained(final)
+    model.eval()
+    save(final)
+    ddp.cleanup(info)
     return final
 
 
@@ -513,8 +612,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="1 content alignment, 2 coordinate alignment, 3 instruction tuning, "
                          "4 slot-head refinement on the frozen model, 5 scene inventory and "
                          "output bias on the frozen model")
-    ap.add_argument("--refine-steps", type=int, default=6000)
-    ap.add_argument("--bias-steps", type=int, default=3000, help="stage 5's output-bias steps")
+    ap.add_argument("--refine-steps", type=int, default=None,
+                    help="stage 4's head steps (default: the preset's, 6000 for small)")
+    ap.add_argument("--bias-steps", type=int, default=None,
+                    help="stage 5's output-bias steps (default: the preset's, 3000 for small)")
     ap.add_argument("--inventory-scenes", type=int, default=None,
                     help="training scenes for stage 5 (default: the preset's, 640 for small)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last")
@@ -533,8 +634,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--head-steps", type=int, default=8,
                     help="extra steps of the slot heads alone per window (stages 2, 3)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--windows-per-step", type=int, default=None,
+                    help="scene windows per optimiser step, over all processes (default: one "
+                         "per process); one process with N equals N processes with one")
+    ap.add_argument("--lora-rank", type=int, default=0,
+                    help="train LoRA adapters of this rank on the LM instead of its weights "
+                         "(peft); checkpoints hold the merged weights")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forwards")
     args = ap.parse_args(argv)
-    print(train(args))
+    final = train(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(final)
 
 
 if __name__ == "__main__":
