@@ -192,9 +192,11 @@ def _acc(c: dict[str, int]) -> float:
     return (c["box_hits"] + c["time_hits"] + c["em_hits"]) / n if n else float("nan")
 
 
-def kitchen_tokens(model: LLaVA4D, root: str, frames: int = 300) -> tuple[Any, float]:
+def kitchen_tokens(model: LLaVA4D, root: str, frames: int = 300,
+                   track_labels: list[str] | None = None) -> tuple[Any, float]:
     """The visual tokens of the first `frames` frames of a 7-Scenes folder, through the same
-    `Ingestor` and settings as the training scenes; returns (tokens, window start stamp)."""
+    `Ingestor` and settings as the training scenes; returns (tokens, window start stamp).
+    `track_labels` collects the label of every track the tracker reports meanwhile."""
     from llava4d_ros.core.pipeline import Ingestor
     from llava4d_ros.data.rgbd_folder import RGBDFolder
     from llava4d_ros.train import ingest_config
@@ -205,6 +207,8 @@ def kitchen_tokens(model: LLaVA4D, root: str, frames: int = 300) -> tuple[Any, f
     ingestor = Ingestor(cfg, model.patch_encoder)
     for frame in folder:
         ingestor.ingest(frame.stamp_s, frame.rgb, frame.depth_m, cam, frame.world_from_cam)
+        if track_labels is not None:
+            track_labels.extend(t.label for t in ingestor.tracker.tracks)
     tokens = ingestor.buffer.tokens(cfg.token_budget, cfg.voxel_m)
     return tokens, float(np.min(tokens.t_s))
 

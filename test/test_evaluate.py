@@ -1,9 +1,14 @@
-"""evaluate's scoring: which objects move is a set; counts and times as before."""
+"""evaluate: which objects move is scored as a set; the honesty figures (refusals, repetition,
+invented objects) are recognised and counted; the real kitchen (7-Scenes frames 0-299)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from llava4d_ros.core.colors import BASIC_COLOURS, UNCLEAR
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import (
     ALL_TASKS,
@@ -14,9 +19,11 @@ from llava4d_ros.data.instructions import (
 )
 from llava4d_ros.data.scene import make_scene
 from llava4d_ros.evaluate import (
+    KITCHEN_QUESTIONS,
     abstains,
     categorical,
     honesty,
+    kitchen_tokens,
     names_palette_object,
     repeats_a_sentence,
     score,
@@ -24,7 +31,7 @@ from llava4d_ros.evaluate import (
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.dataset import build_scene
 from llava4d_ros.model.grounding import parse_answer
-from llava4d_ros.model.llava4d import ModelAnswer, build_model
+from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer, build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 
 
@@ -103,3 +110,37 @@ def test_honesty_report_counts_every_question():
     assert r["false_abstention"][0] == 3 * n["template"]
     assert r["repetition"]["n"] == sum(n.values()) + sum(
         by[p][0] for by in r["honest"].values() for p in by)
+
+
+# ------------------------------------------------------------------ the real kitchen
+
+KITCHEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
+
+
+@pytest.fixture(scope="module")
+def kitchen():
+    if not (KITCHEN / "associations.txt").exists():
+        pytest.skip(f"7-Scenes RedKitchen data not found at {KITCHEN}")
+    torch.set_num_threads(1)
+    model = LLaVA4D.from_pretrained(None)
+    labels: list[str] = []
+    tokens, t_ref = kitchen_tokens(model, str(KITCHEN), frames=300, track_labels=labels)
+    return model, tokens, t_ref, labels
+
+
+def test_kitchen_tracks_name_no_palette_object_they_do_not_show(kitchen):
+    """Frames 0-299 of a static kitchen: no track lives long enough to be reported, and any
+    that did would carry a measured colour word, not the nearest palette name."""
+    *_, labels = kitchen
+    assert set(labels) <= {*BASIC_COLOURS, UNCLEAR}
+    assert not {"pink", "purple", "cyan"} & set(labels)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12, open: the shipped default (0.9 M-parameter "
+                   "LM on a 99-word vocabulary) names invented palette objects on a real room")
+def test_kitchen_answers_invent_no_palette_object(kitchen):
+    model, tokens, t_ref, _ = kitchen
+    answers = model.generate_batch(list(KITCHEN_QUESTIONS), tokens, t_ref)
+    invented = [(q, a.text) for q, a in zip(KITCHEN_QUESTIONS, answers)
+                if names_palette_object(a.text)]
+    assert not invented
