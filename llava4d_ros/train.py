@@ -143,6 +143,8 @@ def stage_setup(model: Any, stage: int, train_lm_in_stage1: bool) -> list[torch.
     parts: list[torch.nn.Module] = []
     if stage == 1:
         parts = [model.fusion, model.projector] + ([model.lm] if train_lm_in_stage1 else [])
+        if model.compressor is not None:  # aligned with the projector, as LLaVA's connector
+            parts.append(model.compressor)
     elif stage == 2:
         parts = [model.prompt, model.text_coords, model.fusion]
         if model.cfg.slot_heads:
