@@ -386,3 +386,13 @@ def test_convert_smollm2_without_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(backbones, "smollm2_gguf", lambda: None)
     assert backbones.main(["convert-smollm2", "--out", str(tmp_path / "x")]) == 1
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_stage_1_trains_the_compressor(lm_dir):
+    from llava4d_ros.train import stage_setup
+
+    model = LLaVA4D.from_lm(lm_dir, compressor=CompressorConfig(kind="resampler", queries=4),
+                            **_small())
+    trained = {id(p) for p in stage_setup(model, 1, train_lm_in_stage1=False)}
+    assert all(id(p) in trained for p in model.compressor.parameters())
+    assert not any(id(p) in trained for p in model.lm.parameters())
