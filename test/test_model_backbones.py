@@ -233,6 +233,12 @@ def test_gguf_file_loads_as_the_same_lm(tmp_path, lm_dir):
         want = lm(torch.tensor([ids])).logits[0]
         got = model.lm(torch.tensor([ids])).logits[0, :, :want.shape[1]]
     assert torch.allclose(got, want, atol=1e-4)
+    model.save_pretrained(str(tmp_path / "ours"))  # our format: plain float weights
+    again = LLaVA4D.from_pretrained(str(tmp_path / "ours"))
+    assert "quantization_config" not in again.cfg.lm and again.cfg == model.cfg
+    with torch.no_grad():
+        assert torch.allclose(again.lm(torch.tensor([ids])).logits[0, :, :want.shape[1]], want,
+                              atol=1e-4)
     # converted once into a safetensors directory, which loads as the same LM
     out = tmp_path / "converted"
     assert backbones.convert_gguf(str(gguf_path), str(out))

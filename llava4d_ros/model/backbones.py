@@ -63,10 +63,13 @@ def load_lm(path: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, LM
 
 def lm_config_dict(lm: torch.nn.Module) -> dict[str, Any]:
     """The LM's transformers config as our config.json keeps it: what differs from the class
-    defaults (as `save_pretrained` writes it), JSON-normalised, without the local path and the
-    transformers version, so a saved and reloaded model has an equal config."""
+    defaults (as `save_pretrained` writes it), JSON-normalised, without the local path, the
+    transformers version and a GGUF's quantisation note, so a saved and reloaded model has an
+    equal config."""
     d = json.loads(json.dumps(lm.config.to_diff_dict()))
-    for key in ("_name_or_path", "transformers_version", "architectures"):
+    # a GGUF-loaded LM says it is quantised; its weights are float by now and ours stay so
+    for key in ("_name_or_path", "transformers_version", "architectures",
+                "quantization_config"):
         d.pop(key, None)
     d["model_type"] = lm.config.model_type
     return d
