@@ -237,3 +237,31 @@ def test_invalid_specs_are_rejected():
             (CameraWaypoint(0.0, (0, 0, 2), (1, 0, 0)),),
             default_camera(),
         )
+
+
+def test_clutter_is_background_that_is_no_palette_object():
+    from llava4d_ros.core.colors import describe_colour
+    from llava4d_ros.data.scene import scene_from_dict, scene_to_dict
+
+    plain, cluttered = make_scene(3), make_scene(3, n_clutter=4)
+    assert plain.clutter == () and len(cluttered.clutter) == 4
+    # the objects, their paths and the camera are those of the scene without clutter
+    assert cluttered.objects == plain.objects
+    assert cluttered.camera_waypoints == plain.camera_waypoints
+    assert scene_from_dict(scene_to_dict(cluttered)) == cluttered
+    times = np.arange(0.0, plain.duration_s, 0.1)
+    for c in cluttered.clutter:
+        assert describe_colour(c.rgb) not in PALETTE
+        lo, hi = np.array(c.bounds[:2]), np.array(c.bounds[3:5])
+        for o in plain.objects:
+            xy = o.centers_at(times)[:, :2]
+            inside = np.all((xy > lo - o.size_xyz[0] / 2) & (xy < hi + o.size_xyz[0] / 2), axis=1)
+            assert not inside.any(), "clutter in an object's path"
+    seen = False
+    for t in (0.0, 4.0, 7.9):
+        a, b = render(plain, t), render(cluttered, t)
+        changed = a.depth_m != b.depth_m
+        seen |= bool(changed.any())
+        assert np.all(b.instance[changed] == -1)  # clutter is background
+        assert np.all(b.depth_m[changed] < a.depth_m[changed])  # in front of what was there
+    assert seen

@@ -42,6 +42,11 @@ _LIGHT_DIR_WORLD = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
 _CABINET_BOUNDS = (2.25, -1.1, 0.0, 2.95, 0.7, 0.75)
 _CABINET_RGB = (128.0, 104.0, 84.0)
 
+# Clutter (`make_scene(n_clutter=...)`): static boxes that are no palette object, so a model
+# learns that not every thing in view is one: gray, white, black, brown, beige (instance -1).
+_CLUTTER_RGB = ((128.0, 128.0, 128.0), (225.0, 225.0, 220.0), (45.0, 45.0, 45.0),
+                (120.0, 85.0, 60.0), (200.0, 185.0, 160.0))
+
 # Where objects may be (x0, x1, y0, y1): clear of the cabinet and in view of the default cameras.
 _OBJECT_AREA = (-0.9, 1.7, -1.5, 1.5)
 _MIN_GAP_M = 0.1  # clearance between footprints' bounding circles at every time
@@ -165,6 +170,22 @@ class ObjectSpec:
 
 
 @dataclass(frozen=True)
+class ClutterSpec:
+    """A static box that is not a palette object: background for the questions and the labels
+    (instance -1). `bounds` (x0, y0, z0, x1, y1, z1) world metres, `rgb` its albedo (0..255)."""
+
+    bounds: tuple[float, float, float, float, float, float]
+    rgb: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        b = tuple(float(v) for v in self.bounds)
+        if len(b) != 6 or not all(hi > lo for lo, hi in zip(b[:3], b[3:])):
+            raise ValueError(f"bounds must be (x0, y0, z0, x1, y1, z1) with x1 > x0 ..., got {b}")
+        object.__setattr__(self, "bounds", b)
+        object.__setattr__(self, "rgb", _as_vec3(self.rgb, "rgb"))
+
+
+@dataclass(frozen=True)
 class CameraWaypoint:
     """The camera at `t_s` sits at `eye_world` (3,) and looks at `target_world` (3,)."""
 
@@ -227,6 +248,7 @@ class SceneSpec:
     cam: PinholeCamera
     fps: float = 10.0
     duration_s: float = 8.0
+    clutter: tuple[ClutterSpec, ...] = ()
     _by_id: dict[int, ObjectSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -250,6 +272,7 @@ class SceneSpec:
         object.__setattr__(self, "objects", objects)
         object.__setattr__(self, "room_size", room)
         object.__setattr__(self, "camera_waypoints", cams)
+        object.__setattr__(self, "clutter", tuple(self.clutter))
         object.__setattr__(self, "_by_id", {o.object_id: o for o in objects})
 
     def object_by_id(self, object_id: int) -> ObjectSpec:
@@ -415,12 +438,39 @@ def _place_objects(
     return sorted(objects, key=lambda o: o.object_id)
 
 
+def _place_clutter(seed: int, n: int, objects: Sequence[ObjectSpec],
+                   duration_s: float) -> tuple[ClutterSpec, ...]:
+    """`n` static boxes on the floor of the object area, clear of every object at all times
+    and of each other (best effort: a box that finds no room in 100 draws is left out)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC1077E]))
+    times = np.arange(0.0, duration_s + 0.05, 0.05)
+    paths = [(o.centers_at(times)[:, :2], _footprint_radius(o.size_xyz)) for o in objects]
+    x0, x1, y0, y1 = _OBJECT_AREA
+    placed: list[tuple[np.ndarray, float]] = []
+    out: list[ClutterSpec] = []
+    for _ in range(n):
+        for _ in range(100):
+            sx, sy = rng.uniform(0.15, 0.5, 2)
+            sz = float(rng.uniform(0.1, 0.6))
+            r = 0.5 * float(np.hypot(sx, sy))
+            c = np.array([rng.uniform(x0 + r, x1 - r), rng.uniform(y0 + r, y1 - r)])
+            if all(np.min(np.linalg.norm(p - c, axis=1)) >= r + pr + _MIN_GAP_M
+                   for p, pr in paths + [(q[None], qr) for q, qr in placed]):
+                placed.append((c, r))
+                rgb = _CLUTTER_RGB[int(rng.integers(len(_CLUTTER_RGB)))]
+                out.append(ClutterSpec((c[0] - sx / 2, c[1] - sy / 2, 0.0, c[0] + sx / 2,
+                                        c[1] + sy / 2, sz), rgb))
+                break
+    return tuple(out)
+
+
 def make_scene(
     seed: int,
     *,
     n_objects: int | None = None,
     max_objects: int = 6,
     n_moving: int | None = None,
+    n_clutter: int = 0,
     camera_motion: str = "moving",
     width: int = 320,
     height: int = 240,
@@ -433,7 +483,9 @@ def make_scene(
     `n_objects` defaults to 3..`max_objects` (6 keeps the scenes of every seed as they were; up
     to 8, the palette's size, for scenes that ask counting further), `n_moving` to
     1..min(3, n_objects); colours are drawn without replacement from the palette.
-    `camera_motion` is "moving" (a smooth arc) or "static".
+    `camera_motion` is "moving" (a smooth arc) or "static". `n_clutter` static boxes that are
+    no palette object (gray, white, black, brown, beige) stand clear of every object's path;
+    they draw from an rng of their own, so the objects and camera are those of `n_clutter=0`.
     """
     if camera_motion not in ("moving", "static"):
         raise ValueError(f"camera_motion must be 'moving' or 'static', got {camera_motion!r}")
@@ -463,6 +515,7 @@ def make_scene(
     return SceneSpec(
         seed=int(seed),
         objects=tuple(objects),
+        clutter=_place_clutter(seed, n_clutter, objects, duration_s),
         room_size=room_size,
         camera_waypoints=_sample_camera(rng, duration_s, camera_motion == "moving"),
         cam=default_camera(width, height),
@@ -640,15 +693,19 @@ def render(scene: SceneSpec, t_s: float) -> RenderedFrame:
     shade = _lambert(normal).reshape(h, w)
     instance = np.full((h, w), -1, dtype=np.int16)
 
-    boxes: list[tuple[str, np.ndarray, np.ndarray, ObjectSpec | None]] = []
+    # (kind, lo, hi, object or None for background, albedo)
+    boxes: list[tuple[str, np.ndarray, np.ndarray, ObjectSpec | None, Sequence[float]]] = []
     cab = np.asarray(_CABINET_BOUNDS)
-    boxes.append(("cabinet", cab[:3], cab[3:], None))
+    boxes.append(("cabinet", cab[:3], cab[3:], None, _CABINET_RGB))
+    for clutter in scene.clutter:
+        b = np.asarray(clutter.bounds)
+        boxes.append(("cabinet", b[:3], b[3:], None, clutter.rgb))
     for obj in scene.objects:
         c = obj.center_at(t_s)
         half = np.asarray(obj.size_xyz) / 2
-        boxes.append((obj.shape, c - half, c + half, obj))
+        boxes.append((obj.shape, c - half, c + half, obj, PALETTE[obj.colour]))
 
-    for kind, b_lo, b_hi, obj in boxes:
+    for kind, b_lo, b_hi, obj, rgb_albedo in boxes:
         rect = _pixel_rect(cam, cam_from_world, b_lo, b_hi)
         if rect is None:
             continue
@@ -679,7 +736,7 @@ def render(scene: SceneSpec, t_s: float) -> RenderedFrame:
         sub_shade = shade[rect].reshape(-1)
         sub_shade[idx] = _lambert(n)
         sub_albedo = albedo[rect].reshape(-1, 3)
-        sub_albedo[idx] = _CABINET_RGB if obj is None else PALETTE[obj.colour]
+        sub_albedo[idx] = rgb_albedo
         sub_instance = instance[rect].reshape(-1)
         sub_instance[idx] = -1 if obj is None else obj.object_id
         depth[rect] = sub_depth.reshape(depth[rect].shape)
@@ -746,6 +803,7 @@ def scene_to_dict(scene: SceneSpec) -> dict:
             }
             for o in scene.objects
         ],
+        "clutter": [{"bounds": list(c.bounds), "rgb": list(c.rgb)} for c in scene.clutter],
     }
 
 
@@ -771,4 +829,6 @@ def scene_from_dict(d: dict) -> SceneSpec:
         cam=PinholeCamera(**d["cam"]),
         fps=float(d["fps"]),
         duration_s=float(d["duration_s"]),
+        clutter=tuple(ClutterSpec(tuple(c["bounds"]), tuple(c["rgb"]))
+                      for c in d.get("clutter", ())),
     )
