@@ -1,11 +1,22 @@
-"""Query latency of the shipped default on this machine: visual tokens in, grounded answer out.
+"""Query latency: visual tokens in, grounded answer out. Prints figures; asserts nothing.
 
-    python bench/query.py [--model DIR] [--threads N] [--repeats 5]
+    python bench/query.py [--model DIR] [--threads N] [--repeats 5]      # the shipped default
+    python bench/query.py --config tiny|smollm2-135m|llava-3b|llava-1.5-7b [--device auto]
+    python bench/query.py --memory-table [--tokens 2560]                  # computed, no weights
 
-A 10 s synthetic scene is ingested through `core.pipeline.Ingestor` with the model's encoder;
-then, per repeat, one grounded question is answered end to end (Buffer4D.tokens -> encode ->
-prefix -> greedy decode with slot filling -> parse). Prints the stages and, last,
-`query_latency_ms=<median end-to-end ms>`.
+Default (no --config): a 10 s synthetic scene is ingested through `core.pipeline.Ingestor`
+with the model's encoder; then, per repeat, one grounded question is answered end to end
+(Buffer4D.tokens -> encode -> prefix -> greedy decode with slot filling -> parse). Prints the
+stages and, last, `query_latency_ms=<median end-to-end ms>`.
+
+--config: a LLaVA-4D of that size is built from its configuration with random weights (nothing
+is downloaded; `bench_config` below): a CLIP vision tower (ViT-L/14 at 336 px; a 2-layer one of
+the same input for `tiny`) and a Llama-family LM, through `LLaVA4D.from_config`, in bf16 on
+CUDA (fp32 on the CPU) with SDPA attention and the KV cache. A 10 s scene is ingested with the
+CLIP encoder (vision ms per keyframe), the voxel size is chosen so the window fills the token
+budget (2,560 visual tokens), and one grounded question is timed: ms to first token (buffer
+tokens -> 4D prompt, fusion, projector -> prefill -> first token), then decode tokens/s of the
+LM with its KV cache. Last lines `key=value`; on CUDA also `gpu_ttft_ms=<n>`.
 """
 
 from __future__ import annotations
@@ -14,23 +25,255 @@ import argparse
 import resource
 import statistics
 import time
+from typing import Any
 
+import numpy as np
 import torch
 
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor
 from llava4d_ros.data.scene import frames, make_scene
-from llava4d_ros.model.llava4d import LLaVA4D
+from llava4d_ros.model.config import LLaVA4DConfig, VisionConfig
+from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget
+
+CONFIGS = ("tiny", "smollm2-135m", "llava-3b", "llava-1.5-7b")
+GiB = 2.0**30
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=11)
-    args = ap.parse_args()
+def clip_vision(tiny: bool = False) -> dict[str, Any]:
+    """CLIP ViT-L/14 at 336 px (LLaVA-1.5's tower: openai/clip-vit-large-patch14-336), or a
+    2-layer, 64-wide tower of the same input size and patch grid (24 x 24) for `tiny`."""
+    from transformers import CLIPVisionConfig
+
+    size = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4) if tiny else dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
+    cfg = CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768,
+                           hidden_act="quick_gelu", layer_norm_eps=1e-5, **size).to_dict()
+    cfg["attn_implementation"] = "sdpa"
+    return cfg
+
+
+def llama(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, vocab: int,
+          tie: bool, rope_theta: float) -> dict[str, Any]:
+    return {"model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
+            "intermediate_size": intermediate, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+            "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": rope_theta,
+            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+            "tie_word_embeddings": tie, "attn_implementation": "sdpa"}
+
+
+def lm_config(name: str, vocab_size: int) -> dict[str, Any]:
+    """The LM of each size, as its published config.json has it (random weights here).
+    tiny: 2 layers of 64, our vocabulary. smollm2-135m: SmolLM2-135M (the LM the project can
+    load offline). llava-3b: Llama-3.2-3B (its 128k vocabulary; rope scaling left out, it does
+    not change the cost). llava-1.5-7b: Vicuna-7B v1.5 = Llama-2-7B (LLaVA-1.5-7B's LM)."""
+    if name == "tiny":
+        return llama(64, 2, 4, 4, 192, vocab_size, True, 1e4)
+    if name == "smollm2-135m":
+        return llama(576, 30, 9, 3, 1536, 49152, True, 1e5)
+    if name == "llava-3b":
+        return llama(3072, 28, 24, 8, 8192, 128256, True, 5e5)
+    if name == "llava-1.5-7b":
+        return llama(4096, 32, 32, 32, 11008, 32000, False, 1e4)
+    raise ValueError(f"unknown config {name!r}; one of {CONFIGS}")
+
+
+def bench_config(name: str, vocab_size: int, voxel_m: float = 0.2) -> LLaVA4DConfig:
+    """A LLaVA-4D of LLaVA-1.5's layout (CLIP at its native 24 x 24 grid, second-to-last
+    layer, no slot heads, as `from_llava_hf` builds it) around the LM of `name`."""
+    clip = clip_vision(tiny=name == "tiny")
+    d_v = clip["hidden_size"]
+    return LLaVA4DConfig(
+        lm=lm_config(name, vocab_size),
+        vision=VisionConfig(kind="clip", feature_dim=d_v, clip_layer=-2, clip_config=clip),
+        slot_heads=False, patch_grid=(24, 24), fusion_heads=8 if d_v % 8 == 0 else 1,
+        token_budget=2560, voxel_m=voxel_m, model_id=f"bench-{name}-random")
+
+
+def _tokenizer() -> Any:
+    from llava4d_ros.data.instructions import vocabulary
+    from llava4d_ros.model.tokenizer import build_tokenizer
+
+    return build_tokenizer(vocabulary())
+
+
+def count_parameters(cfg: LLaVA4DConfig, tokenizer: Any) -> dict[str, int]:
+    """Parameters of the LM, the vision tower and the rest (4D prompt, fusion, projector),
+    counted on the meta device (no memory). The tower is allocated empty on the CPU (its
+    pages never touched): the CLIP encoder moves it there when the model is built."""
+    from llava4d_ros.model import checkpoint
+
+    with torch.device("meta"):
+        tower = checkpoint.build_vision_tower(cfg.vision)
+    tower = tower.to_empty(device="cpu")
+    with torch.device("meta"):
+        model = LLaVA4D(cfg, checkpoint.build_lm(cfg.lm), tokenizer, vision_tower=tower)
+    n_lm = sum(p.numel() for p in model.lm.parameters())
+    n_vis = sum(p.numel() for p in model.vision_tower.parameters())
+    n_all = sum(p.numel() for p in model.parameters())
+    return {"lm": n_lm, "vision": n_vis, "rest": n_all - n_lm - n_vis}
+
+
+def memory_table(n_tokens: int, answer_tokens: int = 96, prompt_tokens: int = 40) -> list[str]:
+    """Markdown rows: GiB of weights (LM at bf16 / int8 / int4, the tower and 4D parts at bf16)
+    + KV cache (bf16) for `n_tokens` visual tokens + prompt + answer + prefill activations,
+    and which Jetson fits it (2 GiB left to the OS, ROS and the node)."""
+    tok = _tokenizer()
+    seq = n_tokens + prompt_tokens + answer_tokens
+    boards = (("Orin Nano 8 GB", 8), ("Orin NX 16 GB", 16), ("AGX Orin 32 GB", 32),
+              ("AGX Orin 64 GB", 64))
+    rows = ["| config | LM params | vision + 4D params | LM weights | KV cache | activations "
+            "| total | fits |", "|---|---|---|---|---|---|---|---|"]
+    for name in CONFIGS[1:]:
+        cfg = bench_config(name, len(tok))
+        n = count_parameters(cfg, tok)
+        lm = cfg.lm
+        head_dim = lm["hidden_size"] // lm["num_attention_heads"]
+        kv = 2 * lm["num_hidden_layers"] * lm["num_key_value_heads"] * head_dim * seq * 2
+        # prefill peak beyond weights and cache: the logits of every prompt position (bf16),
+        # one layer's MLP (gate, up, product) and a few hidden-state copies; SDPA's fused
+        # kernels keep attention O(seq), not seq^2
+        act = seq * (lm["vocab_size"] + 3 * lm["intermediate_size"] + 4 * lm["hidden_size"]) * 2
+        other = (n["vision"] + n["rest"]) * 2
+        for prec, bytes_per in (("bf16", 2.0), ("int8", 1.0), ("int4", 0.5 * 1.03)):
+            # int4: 4-bit weights + a bf16 scale per group of 64 (~3 %)
+            w = n["lm"] * bytes_per
+            total = w + other + kv + act
+            fits = [b for b, gib in boards if total / GiB <= gib - 2]
+            rows.append(f"| {name} {prec} | {n['lm'] / 1e9:.2f} B | "
+                        f"{(n['vision'] + n['rest']) / 1e6:.0f} M | {w / GiB:.2f} | "
+                        f"{kv / GiB:.2f} | {act / GiB:.2f} | {total / GiB:.2f} | "
+                        f"{', '.join(fits) if fits else 'none'} |")
+    return rows
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TimedEncoder:
+    """The model's `PatchEncoder`, timing each call (ms, synchronised on CUDA)."""
+
+    def __init__(self, encoder: Any, device: torch.device):
+        self.encoder, self.device = encoder, device
+        self.feature_dim = encoder.feature_dim
+        self.ms: list[float] = []
+
+    def __call__(self, rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.encoder(rgb, grid)
+        _sync(self.device)
+        self.ms.append(1e3 * (time.perf_counter() - t0))
+        return out
+
+
+def fill_budget(ing: Ingestor, budget: int) -> tuple[Any, float]:
+    """`budget` tokens of the window: pooled at the largest voxel (of 0.2, 0.1, 0.05 m) that
+    gives at least that many, then thinned to `budget` by the model's rule
+    (`apply_token_budget`; the buffer itself would coarsen the voxels to stay within it)."""
+    for voxel in (0.2, 0.1, 0.05):
+        tokens = ing.buffer.tokens(10**9, voxel)
+        if len(tokens) >= budget:
+            break
+    return apply_token_budget(tokens, budget), voxel
+
+
+def run_config(args: argparse.Namespace) -> None:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
+             "bfloat16": torch.bfloat16, "float16": torch.float16,
+             "float32": torch.float32}[args.dtype]
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    tok = _tokenizer()
+    cfg = bench_config(args.config, len(tok))
+    n = count_parameters(cfg, tok)
+    print(f"config {args.config}: LM {n['lm'] / 1e6:.1f} M, vision {n['vision'] / 1e6:.1f} M, "
+          f"4D + projector {n['rest'] / 1e6:.1f} M parameters (random weights)")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}, {dtype}")
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(device):  # weights are created (and initialised) on the device
+        model = LLaVA4D.from_config(cfg, tok)
+    model = model.to(device=device, dtype=dtype).eval()
+    _sync(device)
+    print(f"build: {time.perf_counter() - t0:.1f} s; attention "
+          f"{model.lm.config._attn_implementation}, vision "
+          f"{model.vision_tower.config._attn_implementation}")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    scene = make_scene(args.seed, duration_s=10.0)
+    encoder = TimedEncoder(model.patch_encoder, device)
+    ing = Ingestor(IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget),
+                   encoder)
+    for f in frames(scene):
+        ing.ingest(f.stamp_s, f.rgb, f.depth_m, scene.cam, f.world_from_cam)
+    vision_ms = statistics.median(encoder.ms[1:] or encoder.ms)  # the first call warms up
+    tokens, voxel = fill_budget(ing, cfg.token_budget)
+    t_ref = float(ing.buffer.time_range()[0])
+    print(f"window: {len(ing.buffer)} keyframes over 10 s -> {len(tokens)} visual tokens at "
+          f"{voxel} m voxels (budget {cfg.token_budget})")
+    print(f"vision encoder: median {vision_ms:.1f} ms per keyframe over {len(encoder.ms)}")
+
+    question = f"Where is the {scene.objects[0].label} at 2.5s?"
+    ttft, decode_rates = [], []
+    for _ in range(args.repeats + 1):  # the first run warms up kernels and caches
+        with torch.no_grad():
+            _sync(device)
+            t1 = time.perf_counter()
+            tokens, _ = fill_budget(ing, cfg.token_budget)
+            visual = model.encode(tokens, t_ref)  # (N, D_lm)
+            ids = torch.tensor(model.input_ids(question, visual.shape[0]), device=device)
+            out = model.lm(inputs_embeds=model.embed(ids, visual, None)[None], use_cache=True)
+            nxt = out.logits[0, -1].argmax()
+            int(nxt)  # waits for the device
+            t2 = time.perf_counter()
+            ttft.append(1e3 * (t2 - t1))
+            cache = model._out_cache(out)
+            emb = model.lm.get_input_embeddings()
+            _sync(device)
+            t3 = time.perf_counter()
+            for _ in range(args.decode_tokens):
+                out = model.lm(inputs_embeds=emb(nxt.view(1, 1)), use_cache=True,
+                               **{model._cache_kw: cache})
+                cache = model._out_cache(out)
+                nxt = out.logits[0, -1].argmax()
+            int(nxt)
+            decode_rates.append(args.decode_tokens / (time.perf_counter() - t3))
+    ttft, decode_rates = ttft[1:], decode_rates[1:]
+    with torch.no_grad():
+        answer = model.generate(question, tokens, t_ref, max_new_tokens=16)
+    print(f"prompt: {ids.shape[0]} tokens ({visual.shape[0]} visual); cache "
+          f"{type(cache).__name__}")
+    print(f"ms to first token (buffer tokens -> 4D prompt, fusion, projector -> prefill -> "
+          f"first token): median {statistics.median(ttft):.1f}, min {min(ttft):.1f} over "
+          f"{len(ttft)}")
+    print(f"decode: median {statistics.median(decode_rates):.1f} tokens/s over "
+          f"{args.decode_tokens} tokens with the KV cache")
+    print(f"generate() end to end: {answer.num_tokens} tokens (random weights: text is noise)")
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        print(f"peak GPU memory (after build): {peak:.0f} MiB")
+        mem = f"peak_gpu_mib={peak:.0f}"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak resident memory: {peak:.0f} MiB; threads {args.threads}")
+        mem = f"peak_rss_mib={peak:.0f}"
+    print(f"config={args.config} device={device.type} dtype={str(dtype).split('.')[-1]} "
+          f"vision_ms_per_keyframe={vision_ms:.1f} ttft_ms={statistics.median(ttft):.0f} "
+          f"decode_tok_s={statistics.median(decode_rates):.1f} {mem}")
+    if device.type == "cuda":
+        print(f"gpu_ttft_ms={statistics.median(ttft):.0f}")
+
+
+def run_default(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-
     t0 = time.perf_counter()
     model = LLaVA4D.from_pretrained(args.model)
     print(f"load: {1e3 * (time.perf_counter() - t0):.0f} ms ({model.model_id})")
@@ -80,6 +323,30 @@ def main() -> None:
     print(f"end-to-end per question: median {statistics.median(e2e):.0f} ms, "
           f"min {min(e2e):.0f} ms over {args.repeats}")
     print(f"query_latency_ms={statistics.median(e2e):.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="model directory (default: the shipped one)")
+    ap.add_argument("--config", default=None, choices=CONFIGS,
+                    help="a random-weight LLaVA-4D of this size instead of --model")
+    ap.add_argument("--memory-table", action="store_true",
+                    help="print the computed memory table of the real-size configs and exit")
+    ap.add_argument("--device", default="auto", help="--config: auto, cpu, cuda, cuda:N")
+    ap.add_argument("--dtype", default="auto",
+                    choices=("auto", "bfloat16", "float16", "float32"),
+                    help="--config: auto = bfloat16 on CUDA, float32 on the CPU")
+    ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    if args.memory_table:
+        print("\n".join(memory_table(2560)))
+    elif args.config:
+        run_config(args)
+    else:
+        run_default(args)
 
 
 if __name__ == "__main__":
