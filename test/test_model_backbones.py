@@ -402,3 +402,12 @@ def test_stage_1_trains_the_compressor(lm_dir):
     trained = {id(p) for p in stage_setup(model, 1, train_lm_in_stage1=False)}
     assert all(id(p) in trained for p in model.compressor.parameters())
     assert not any(id(p) in trained for p in model.lm.parameters())
+
+
+def test_answer_follows_the_chat_turn_without_a_space(lm_dir):
+    model = LLaVA4D.from_lm(lm_dir, **_small())
+    tok = model.tokenizer
+    q = model.text_after("Which objects move?").ids
+    qa = model.text_after("Which objects move?", "The red cube moves.").ids
+    assert qa[:len(q)] == q
+    assert tok.decode(qa[len(q):]) == "The red cube moves."  # as the LM would write it

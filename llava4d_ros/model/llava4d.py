@@ -418,7 +418,9 @@ class LLaVA4D(nn.Module):
         t_out = [(positions(s.start, s.end), s.value[0]) for s in times]
         c_out = [(positions(s.start, s.end), s.value[:3]) for s in coords]
         if answer is not None:
-            ids += self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+            # after "ASSISTANT:" a space; a chat template's turn ends its line already
+            sep = "" if after.endswith((" ", "\n")) else " "
+            ids += self.tokenizer(sep + answer, add_special_tokens=False)["input_ids"]
         return _Text(ids, [x for x in t_out if x[0]], [x for x in c_out if x[0]])
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None,
