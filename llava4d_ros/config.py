@@ -43,6 +43,8 @@ class NodeConfig:
     model_path: str = _p("", "Local model directory (safetensors). Empty: the embedded default.")
     device: str = _p("auto", "auto, cpu, cuda or cuda:N. auto picks cuda when available.")
     dtype: str = _p("float32", "float32, float16 or bfloat16 (the latter two on GPU).")
+    quantization: str = _p("none", "none, int8 or int4: the LM's weights quantized at load "
+                           "(torchao or bitsandbytes, CUDA only; refused on the CPU).")
     cpu_threads: int = _p(1, "torch threads for the model on the CPU; 0: torch's default (one "
                           "per core). The ingest and DDS threads need a core of their own: "
                           "on 2 cores, 2 torch threads made a question 20x slower.")
@@ -79,6 +81,9 @@ class NodeConfig:
             raise ValueError("world_frame must not be empty")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.quantization not in ("none", "int8", "int4"):
+            raise ValueError(f"quantization must be none, int8 or int4, got "
+                             f"{self.quantization!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

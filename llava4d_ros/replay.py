@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_model:
         from llava4d_ros.runtime import load_model
 
-        model = load_model(args.model, args.device, cfg.dtype, cfg.cpu_threads)
+        model = load_model(args.model, args.device, cfg.dtype, cfg.cpu_threads,
+                           cfg.quantization)
     engine = Engine(cfg, model=model)
     topics = {"rgb": args.rgb_topic, "depth": args.depth_topic, "info": args.info_topic}
     try:
