@@ -15,14 +15,12 @@ from llava4d_ros.data.scene import frames, make_scene
 require_ros()
 
 import rclpy  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from helpers.publish import ScenePublisher, image_msg, info_msg
+from helpers.node_harness import Harness, wait_for  # noqa: E402
+from helpers.publish import image_msg, info_msg  # noqa: E402
 from helpers.tiny_model import save_tiny_model  # noqa: E402
-from llava4d_ros.msg import ObjectTrackArray  # noqa: E402
 from llava4d_ros.ros.node import Llava4dNode  # noqa: E402
 from llava4d_ros.srv import Query  # noqa: E402
 
@@ -37,61 +35,6 @@ def scene():
 @pytest.fixture(scope="module")
 def scene_frames(scene):
     return list(frames(scene))
-
-
-class Harness:
-    """The node under test, a peer node (publishers, client, subscribers), one executor."""
-
-    def __init__(self, ctx, **params):
-        self.ctx = ctx
-        params.setdefault("device", "cpu")
-        params.setdefault("tracks_period_s", 0.1)
-        # Sensor QoS is best effort by default; here (2 shared cores) frames must not be lost,
-        # so the tests also exercise the QoS overrides a user sets the same way.
-        for topic in ("/rgb/image", "/depth/image", "/camera_info"):
-            params.setdefault(f"qos_overrides.{topic}.subscription.reliability", "reliable")
-            params.setdefault(f"qos_overrides.{topic}.subscription.depth", 50)
-        self.node = Llava4dNode(context=ctx, parameter_overrides=[
-            Parameter(k, value=v) for k, v in params.items()])
-        self.peer = rclpy.create_node("llava4d_test_peer", context=ctx)
-        self.tracks: list = []
-        self.markers: list = []
-        self.peer.create_subscription(ObjectTrackArray, "/llava4d/tracks", self.tracks.append, 10)
-        self.peer.create_subscription(MarkerArray, "/llava4d/markers", self.markers.append, 10)
-        self.client = self.peer.create_client(Query, "/llava4d/query")
-        self.pub = ScenePublisher(self.peer)
-        self.executor = MultiThreadedExecutor(num_threads=8, context=ctx)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def start(self):
-        assert self.node.trigger_configure() == SUCCESS
-        assert self.node.trigger_activate() == SUCCESS
-        assert wait_for(self.client.service_is_ready, 20), "service never appeared"
-        assert wait_for(self.pub.matched, 20), "node never subscribed"
-        self.pub.send_static()
-        return self
-
-    def ask(self, question: str, timeout: float = 60.0) -> Query.Response:
-        future = self.client.call_async(Query.Request(question=question))
-        assert wait_for(future.done, timeout), f"no reply to {question!r}"
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-
-
-def wait_for(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,16 @@ class _Edge:
     parent: str
     static: np.ndarray | None = None  # parent_from_child (4, 4) when static
     stamps: list[int] = field(default_factory=list)  # sorted, dynamic only
-    poses: list[np.ndarray] = field(default_factory=list)  # parent_from_child (4, 4) each
+    # parent_from_child (4, 4) each, or its (translation (3,), quat_xyzw (4,)) until first
+    # used: most samples are never looked up, and building the matrix (scipy) cost most of
+    # set_transform under a flood of transforms
+    poses: list[np.ndarray | tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def pose(self, i: int) -> np.ndarray:
+        p = self.poses[i]
+        if isinstance(p, tuple):
+            p = self.poses[i] = se3(*p)
+        return p
 
     def at(self, child: str, stamp_ns: int) -> np.ndarray:
         if self.static is not None:
@@ -105,9 +114,9 @@ class _Edge:
                 oldest_ns=stamps[0], newest_ns=stamps[-1])
         i = bisect.bisect_left(stamps, stamp_ns)
         if stamps[i] == stamp_ns:
-            return self.poses[i]
+            return self.pose(i)
         t0, t1 = stamps[i - 1], stamps[i]
-        return interpolate_pose(self.poses[i - 1], self.poses[i], (stamp_ns - t0) / (t1 - t0))
+        return interpolate_pose(self.pose(i - 1), self.pose(i), (stamp_ns - t0) / (t1 - t0))
 
 
 class TransformBuffer:
@@ -164,14 +173,18 @@ class TransformBuffer:
         if not parent or not child or parent == child:
             raise ValueError(f"need two different non-empty frame names, got {parent!r}, "
                              f"{child!r}")
+        t = np.asarray(translation, dtype=np.float64).reshape(-1)
         q = np.asarray(quat_xyzw, dtype=np.float64).reshape(-1)
-        if q.shape == (4,) and np.all(np.isfinite(q)):
-            with np.errstate(over="ignore"):
-                norm2 = float(q @ q)
-            if not abs(norm2 - 1.0) <= QUATERNION_NORM2_TOLERANCE:
-                raise ValueError(f"{parent} -> {child}: quaternion {_short(q.tolist())} has "
-                                 f"squared norm {norm2:.3g}, not 1 (tf2 ignores it too)")
-        pose = se3(translation, q)
+        if t.shape != (3,) or q.shape != (4,) or not (np.all(np.isfinite(t))
+                                                      and np.all(np.isfinite(q))):
+            raise ValueError(f"{parent} -> {child}: need a finite translation (3,) and "
+                             f"quaternion (4,), got {_short(t.tolist())}, {_short(q.tolist())}")
+        with np.errstate(over="ignore"):
+            norm2 = float(q @ q)
+        if not abs(norm2 - 1.0) <= QUATERNION_NORM2_TOLERANCE:
+            raise ValueError(f"{parent} -> {child}: quaternion {_short(q.tolist())} has "
+                             f"squared norm {norm2:.3g}, not 1 (tf2 ignores it too)")
+        pose = (t, q)  # made a matrix when first looked up (_Edge.pose)
         stamp_ns = int(stamp_ns)
         with self._lock:
             edge = self._edges.get(child)
@@ -186,7 +199,7 @@ class TransformBuffer:
                 edge = _Edge(parent=parent)
                 self._put_edge(child, edge)
             if is_static:
-                edge.static = pose
+                edge.static = se3(t, q)
                 return
             i = bisect.bisect_left(edge.stamps, stamp_ns)
             if i < len(edge.stamps) and edge.stamps[i] == stamp_ns:
