@@ -189,3 +189,5 @@ def test_shipped_default_answers_exactly_as_before():
     assert got == _DEFAULT_ANSWERS
     assert model.cfg.lm_source.kind == "scratch" and model.cfg.compressor.kind == "none"
     assert model.compressor is None
+    # loaded without a random init first; the output layer is still the tied embedding
+    assert model.lm.get_output_embeddings().weight is model.lm.get_input_embeddings().weight

@@ -66,14 +66,27 @@ def read_config(path: str) -> LLaVA4DConfig:
             raise CheckpointError(path, f"bad config.json: {exc}") from exc
 
 
-def build_lm(lm_cfg: dict[str, Any]) -> torch.nn.Module:
-    """A causal LM with random weights from a transformers config dict."""
+def build_lm(lm_cfg: dict[str, Any], init: bool = True) -> torch.nn.Module:
+    """A causal LM from a transformers config dict: random weights, or with `init=False`
+    uninitialised ones for a caller that loads every weight next (random init of a 135M LM
+    takes seconds of the load time)."""
+    from contextlib import nullcontext
+
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4
+        from transformers.modeling_utils import no_init_weights
 
     d = dict(lm_cfg)
     model_type = d.pop("model_type")
     config = AutoConfig.for_model(model_type, **d)
-    return AutoModelForCausalLM.from_config(config)
+    with nullcontext() if init else no_init_weights():
+        lm = AutoModelForCausalLM.from_config(config)
+    if not init:
+        lm.tie_weights()  # part of the init that no_init_weights skips
+    return lm
 
 
 def build_vision_tower(vision: VisionConfig) -> torch.nn.Module | None:

@@ -870,9 +870,10 @@ class LLaVA4D(nn.Module):
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_config(cls, cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
-        """A fresh model (random LM, random CLIP/SigLIP tower of a "clip" config)."""
-        return cls(cfg, checkpoint.build_lm(cfg.lm), tokenizer,
+    def from_config(cls, cfg: LLaVA4DConfig, tokenizer: Any, init_lm: bool = True) -> LLaVA4D:
+        """A fresh model (random LM, random CLIP/SigLIP tower of a "clip" config);
+        `init_lm=False` leaves the LM's weights uninitialised, for a caller that loads them."""
+        return cls(cfg, checkpoint.build_lm(cfg.lm, init=init_lm), tokenizer,
                    vision_tower=checkpoint.build_vision_tower(cfg.vision))
 
     @classmethod
@@ -884,7 +885,9 @@ class LLaVA4D(nn.Module):
         their initial values (training re-initialises them; shapes there may differ)."""
         path = checkpoint.DEFAULT_DIR if path is None else str(path)
         cfg = checkpoint.read_config(path)
-        model = cls.from_config(cfg, checkpoint.load_tokenizer(path))
+        # every LM weight is loaded next (a missing one is an error), so none is initialised
+        fresh_lm = any(p.startswith("lm") or "lm.".startswith(p) for p in fresh)
+        model = cls.from_config(cfg, checkpoint.load_tokenizer(path), init_lm=fresh_lm)
         checkpoint.load_state(model, cfg, path, fresh)
         return model.to(device=device, dtype=dtype).eval()
 
