@@ -21,8 +21,9 @@ from llava4d_ros.model.config import CompressorConfig
 
 
 class PoolCompressor(nn.Module):
-    """Mean of each run of `k` consecutive tokens; the buffer orders tokens by keyframe and then
-    by voxel, so a run is a patch of one keyframe's neighbourhood. No parameters."""
+    """Mean of each run of `k` consecutive tokens. `Buffer4D.tokens` sorts them by time, then
+    x, y, z, so a run mostly shares one stamp and a slab of x: coarse, but spatially and
+    temporally local. No parameters."""
 
     def __init__(self, k: int):
         super().__init__()
