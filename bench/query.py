@@ -201,6 +201,12 @@ def run_config(args: argparse.Namespace) -> None:
     with torch.device(device):  # weights are created (and initialised) on the device
         model = LLaVA4D.from_config(cfg, tok)
     model = model.to(device=device, dtype=dtype).eval()
+    if args.quantization != "none":  # the node's path (runtime.load_model), refused on a CPU
+        from llava4d_ros.runtime import quantization_backend, quantize_lm
+
+        backend = quantization_backend(args.quantization, str(device))
+        quantize_lm(model.lm, args.quantization, backend)
+        print(f"LM quantized to {args.quantization} with {backend}")
     _sync(device)
     print(f"build: {time.perf_counter() - t0:.1f} s; attention "
           f"{model.lm.config._attn_implementation}, vision "
@@ -222,12 +228,13 @@ def run_config(args: argparse.Namespace) -> None:
     print(f"vision encoder: median {vision_ms:.1f} ms per keyframe over {len(encoder.ms)}")
 
     question = f"Where is the {scene.objects[0].label} at 2.5s?"
-    ttft, decode_rates = [], []
+    ttft, decode_rates, pool_ms = [], [], []
     for _ in range(args.repeats + 1):  # the first run warms up kernels and caches
         with torch.no_grad():
             _sync(device)
             t1 = time.perf_counter()
-            tokens, _ = fill_budget(ing, cfg.token_budget)
+            tokens = apply_token_budget(ing.buffer.tokens(10**9, voxel), cfg.token_budget)
+            pool_ms.append(1e3 * (time.perf_counter() - t1))
             visual = model.encode(tokens, t_ref)  # (N, D_lm)
             ids = torch.tensor(model.input_ids(question, visual.shape[0]), device=device)
             out = model.lm(inputs_embeds=model.embed(ids, visual, None)[None], use_cache=True)
@@ -246,14 +253,15 @@ def run_config(args: argparse.Namespace) -> None:
                 nxt = out.logits[0, -1].argmax()
             int(nxt)
             decode_rates.append(args.decode_tokens / (time.perf_counter() - t3))
-    ttft, decode_rates = ttft[1:], decode_rates[1:]
+    ttft, decode_rates, pool_ms = ttft[1:], decode_rates[1:], pool_ms[1:]
     with torch.no_grad():
         answer = model.generate(question, tokens, t_ref, max_new_tokens=16)
     print(f"prompt: {ids.shape[0]} tokens ({visual.shape[0]} visual); cache "
           f"{type(cache).__name__}")
     print(f"ms to first token (buffer tokens -> 4D prompt, fusion, projector -> prefill -> "
           f"first token): median {statistics.median(ttft):.1f}, min {min(ttft):.1f} over "
-          f"{len(ttft)}")
+          f"{len(ttft)}; of which voxel pooling on the CPU (Buffer4D.tokens) median "
+          f"{statistics.median(pool_ms):.1f}")
     print(f"decode: median {statistics.median(decode_rates):.1f} tokens/s over "
           f"{args.decode_tokens} tokens with the KV cache")
     print(f"generate() end to end: {answer.num_tokens} tokens (random weights: text is noise)")
@@ -266,6 +274,7 @@ def run_config(args: argparse.Namespace) -> None:
         print(f"peak resident memory: {peak:.0f} MiB; threads {args.threads}")
         mem = f"peak_rss_mib={peak:.0f}"
     print(f"config={args.config} device={device.type} dtype={str(dtype).split('.')[-1]} "
+          f"quantization={args.quantization} "
           f"vision_ms_per_keyframe={vision_ms:.1f} ttft_ms={statistics.median(ttft):.0f} "
           f"decode_tok_s={statistics.median(decode_rates):.1f} {mem}")
     if device.type == "cuda":
@@ -336,6 +345,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto",
                     choices=("auto", "bfloat16", "float16", "float32"),
                     help="--config: auto = bfloat16 on CUDA, float32 on the CPU")
+    ap.add_argument("--quantization", default="none", choices=("none", "int8", "int4"),
+                    help="--config: the LM's weights, as the node's quantization parameter")
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)

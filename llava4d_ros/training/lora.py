@@ -9,6 +9,7 @@ the adapter alone can be saved and loaded with peft's own files for a run that w
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,9 @@ def add_lora(model: Any, rank: int, alpha: float | None = None,
     cfg = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha,
                      target_modules=list(targets), lora_dropout=0.0, bias="none")
     dev = model.device
-    model.lm = get_peft_model(model.lm, cfg).to(dev)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        model.lm = get_peft_model(model.lm, cfg).to(dev)
 
 
 def lora_trainable(model: Any, params: Sequence[torch.nn.Parameter]
