@@ -22,6 +22,7 @@ LM with its KV cache. Last lines `key=value`; on CUDA also `gpu_ttft_ms=<n>`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import resource
 import statistics
 import time
@@ -170,6 +171,12 @@ class TimedEncoder:
         return out
 
 
+def _kv_cache(out: Any, cache_kw: str) -> Any:
+    """The KV cache of an LM output: `cache` on transformers >= 5 (where reading
+    `past_key_values` warns), `past_key_values` before."""
+    return out.cache if cache_kw == "cache" else out.past_key_values
+
+
 def fill_budget(ing: Ingestor, budget: int) -> tuple[Any, float]:
     """`budget` tokens of the window: pooled at the largest voxel (of 0.2, 0.1, 0.05 m) that
     gives at least that many, then thinned to `budget` by the model's rule
@@ -229,6 +236,8 @@ def run_config(args: argparse.Namespace) -> None:
 
     question = f"Where is the {scene.objects[0].label} at 2.5s?"
     ttft, decode_rates, pool_ms = [], [], []
+    cache_kw = "cache" if "cache" in inspect.signature(model.lm.forward).parameters else (
+        "past_key_values")
     for _ in range(args.repeats + 1):  # the first run warms up kernels and caches
         with torch.no_grad():
             _sync(device)
@@ -242,14 +251,14 @@ def run_config(args: argparse.Namespace) -> None:
             int(nxt)  # waits for the device
             t2 = time.perf_counter()
             ttft.append(1e3 * (t2 - t1))
-            cache = model._out_cache(out)
+            cache = _kv_cache(out, cache_kw)
             emb = model.lm.get_input_embeddings()
             _sync(device)
             t3 = time.perf_counter()
             for _ in range(args.decode_tokens):
                 out = model.lm(inputs_embeds=emb(nxt.view(1, 1)), use_cache=True,
-                               **{model._cache_kw: cache})
-                cache = model._out_cache(out)
+                               **{cache_kw: cache})
+                cache = _kv_cache(out, cache_kw)
                 nxt = out.logits[0, -1].argmax()
             int(nxt)
             decode_rates.append(args.decode_tokens / (time.perf_counter() - t3))
