@@ -124,8 +124,9 @@ def memory_table(n_tokens: int, answer_tokens: int = 96, prompt_tokens: int = 40
     seq = n_tokens + prompt_tokens + answer_tokens
     boards = (("Orin Nano 8 GB", 8), ("Orin NX 16 GB", 16), ("AGX Orin 32 GB", 32),
               ("AGX Orin 64 GB", 64))
-    rows = ["| config | LM params | vision + 4D params | LM weights | KV cache | activations "
-            "| total | fits |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| config | LM params | vision + 4D params | LM weights GiB | KV cache GiB | "
+            "activations GiB | total GiB | fits (2 GiB kept for the OS, ROS, the node) |",
+            "|---|---|---|---|---|---|---|---|"]
     for name in CONFIGS[1:]:
         cfg = bench_config(name, len(tok))
         n = count_parameters(cfg, tok)
