@@ -46,10 +46,11 @@ from torch.nn import functional as F
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
-from llava4d_ros.model.llava4d import build_model, load_llava4d, slot_total
+from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training import distributed as ddp
+from llava4d_ros.training import losses as train_losses
 from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
 
 GROUNDED_TASKS = ("grounding", "when_start", "heading", "caption")
@@ -228,11 +229,10 @@ def collect_slot_batches(model: Any, records: list[SceneRecord],
         if not samples:
             continue
         with torch.no_grad():
-            model.loss(rec.tokens, rec.t_ref_s, samples)
-        batch = model.detach_slot_batch(model.last_slot_batch)
+            _, batch = train_losses.window_loss(model, rec.tokens, rec.t_ref_s, samples)
+        batch = train_losses.detach_slot_batch(batch)
         batch["tasks"] = [samples[i]["task"] for i in batch["sample"]]
         batches.append(batch)
-        model.last_slot_batch = None
     return batches
 
 
@@ -255,9 +255,9 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
     for step in tqdm(range(steps), desc="stage 4 (heads)"):
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr)
-        losses = model.slot_losses(batches[rng.randrange(len(batches))])
+        losses = train_losses.slot_losses(model, batches[rng.randrange(len(batches))])
         opt.zero_grad(set_to_none=True)
-        slot_total(losses).backward()
+        train_losses.slot_total(losses).backward()
         opt.step()
         if log_path and (step % 100 == 0 or step == steps - 1):
             with open(log_path, "a", encoding="utf-8") as f:
@@ -364,7 +364,7 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
     with torch.no_grad():
         for rec, w in tqdm(list(zip(records, windows)), desc="stage 5 (LM states)",
                            disable=not progress):
-            b = model.inventory_batch(rec.tokens, rec.t_ref_s, rec.samples)
+            b = train_losses.inventory_batch(model, rec.tokens, rec.t_ref_s, rec.samples)
             inv = inv_mod(*w, use_time)
             b["feats"] = decode_features(inv, b["named"], b["in_q"], b["shape_after"],
                                          b["cur"], b["plural"], b["t_at"])
@@ -441,15 +441,15 @@ def _window_step(model: Any, replica: Any, opt: torch.optim.Optimizer,
                     loss = replica("idle")
                 else:
                     rec, samples = item
-                    losses = replica("window", rec.tokens, rec.t_ref_s, samples,
-                                     lm_weight=1.0, slot_weight=0.0 if stage == 1 else 1.0)
+                    losses, batch = replica("window", rec.tokens, rec.t_ref_s, samples,
+                                            lm_weight=1.0,
+                                            slot_weight=0.0 if stage == 1 else 1.0)
+                    if stage > 1 and batch is not None:
+                        slot_batches.append(train_losses.detach_slot_batch(batch))
                     loss = losses["total"] * scale
                     for k, v in _rounded(losses).items():
                         sums[k] = sums.get(k, 0.0) + v
             loss.backward()
-        if stage > 1 and model.last_slot_batch is not None:
-            slot_batches.append(model.detach_slot_batch(model.last_slot_batch))
-        model.last_slot_batch = None
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     # The heads are cheap next to the LM pass that feeds them: a few more steps of the heads

@@ -17,6 +17,7 @@ from llava4d_ros.model.config import CompressorConfig, VisionConfig
 from llava4d_ros.model.llava4d import LLaVA4D
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
+from llava4d_ros.training.losses import window_loss
 
 CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -120,7 +121,7 @@ def test_hf_lm_dir_with_chat_template_and_slot_tokens(tmp_path, kind):
     tokens = random_tokens(30, 18, seed=2, t0_s=50.0)
     ans = model.answer("Where is the red cube at 2.5s?", tokens, 50.0, max_new_tokens=6)
     assert ans.num_tokens <= 6 and isinstance(ans.text, str)
-    losses = model.loss(tokens, 50.0, [SAMPLE, SAMPLE])
+    losses, _ = window_loss(model, tokens, 50.0, [SAMPLE, SAMPLE])
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
     assert model.lm.get_input_embeddings().weight.grad is not None
@@ -353,11 +354,11 @@ def test_compressor_shapes_and_heads_see_all_tokens(lm_dir, comp, m):
     n = 30
     tokens = random_tokens(n, 18, seed=3, t0_s=50.0)
     assert model.encode(tokens, 50.0).shape == (m, 32)  # what the LM reads
-    pre_ids, out, keys = model._visual_prefix(tokens, 50.0, hidden=True)
+    pre_ids, out, keys = model.visual_prefix(tokens, 50.0, hidden=True)
     assert int((pre_ids == model.image_token_id).sum()) == m
     assert out.logits.shape[1] == len(pre_ids)
     assert keys.shape[0] == n  # the pointer addresses every window token
-    losses = model.loss(tokens, 50.0, [SAMPLE])  # its box target is token 29 of 30
+    losses, _ = window_loss(model, tokens, 50.0, [SAMPLE])  # its box target: token 29 of 30
     assert torch.isfinite(losses["pointer"]) and float(losses["pointer"].detach()) > 0
     losses["total"].backward()
     if comp.kind == "resampler":

@@ -21,6 +21,7 @@ from llava4d_ros.model.inventory import (
 )
 from llava4d_ros.model.llava4d import build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
+from llava4d_ros.training.losses import inventory_batch, window_loss
 
 
 def make_tokens(n: int, seed: int = 0) -> VisualTokens:
@@ -152,8 +153,8 @@ def test_inventory_batch_matches_the_lm_loss(tok):
          "targets": [], "answer_template": "There are 3 objects.", "answer": ""},
     ]
     with torch.no_grad():
-        batch = model.inventory_batch(tokens, 10.0, samples)
-        lm = model.loss(tokens, 10.0, samples, slot_weight=0.0)["lm"]
+        batch = inventory_batch(model, tokens, 10.0, samples)
+        lm = window_loss(model, tokens, 10.0, samples, slot_weight=0.0)[0]["lm"]
     n = sum(len(tok(" " + s["answer_template"], add_special_tokens=False)["input_ids"]) + 1
             for s in samples)  # answers and their end tokens
     assert batch["h"].shape == (n, 32) and batch["target"].shape == (n,)

@@ -25,6 +25,7 @@ from llava4d_ros.model.llava4d import VisualTokenMismatchError, apply_token_budg
 from llava4d_ros.model.prompt import SpatioTemporalPrompt, find_text_coordinates
 from llava4d_ros.model.tokenizer import build_tokenizer, detokenize
 from llava4d_ros.model.vision import ColourStatsEncoder
+from llava4d_ros.training.losses import window_loss
 
 WORDS = ["where", "is", "the", "red", "cube", "at", "s", ".", "now", "blue", "sphere", "was"]
 
@@ -156,8 +157,10 @@ def test_generate_and_loss_run(tiny_model):
               "slots": [{"kind": "time", "value": 1.0}, {"kind": "box",
                                                          "value": [0, 0, 0.2, 0.3, 0.3, 0.3]}],
               "targets": [[3, 4], [5]]}
-    losses = tiny_model.loss(tokens, 50.0, [sample, sample])
+    losses, batch = window_loss(tiny_model, tokens, 50.0, [sample, sample])
     assert set(losses) == {"lm", "pointer", "box", "time", "total"}
+    assert batch["is_time"] == [True, False, True, False]  # the slots of both samples, in order
+    assert not hasattr(tiny_model, "last_slot_batch")  # handed back, not left on the model
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
     assert tiny_model.pointer.k.weight.grad is not None
@@ -254,3 +257,18 @@ def test_colour_stats_of_a_large_image_match_its_small_version():
     big = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)  # (480, 640, 3)
     enc = ColourStatsEncoder()
     np.testing.assert_allclose(enc(big, (24, 32)), enc(small, (24, 32)), atol=2e-3)
+
+
+def test_model_package_does_not_import_training():
+    """The model is what inference loads; the trainer depends on it, never the other way."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "llava4d_ros" / "model"
+    bad = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.name}: {n}" for n in names if n.startswith("llava4d_ros.training")]
+    assert folder.is_dir() and not bad, bad

@@ -8,8 +8,9 @@
     text --grounding.parse_answer--> GroundedBox list
 
 `encode` (visual side) is separate from `generate` (language side), as `get_image_features` is
-from `forward` in transformers' LLaVA. `loss` is the training forward of one window with several
-questions: the visual prefix is run once and its KV cache shared by the batch of questions.
+from `forward` in transformers' LLaVA. The training forwards and losses live in
+llava4d_ros/training/losses.py; they read the model through `visual_prefix`, `text_after`,
+`embed` and the heads.
 
 Loading and saving (`from_pretrained`, `from_lm`, `from_llava_hf`, `save_pretrained`) assemble
 the model from what model/checkpoint.py and model/backbones.py read; neither imports this file.
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model import backbones, checkpoint
@@ -44,7 +44,6 @@ from llava4d_ros.model.heads import (
     decode_time,
     dynamic_tokens,
     first_motion_time,
-    soft_time,
     time_match_features,
 )
 from llava4d_ros.model.inventory import (
@@ -67,11 +66,6 @@ from llava4d_ros.model.vision import (
     ColourStatsEncoder,
     EfficientNetLite0Encoder,
 )
-
-
-def slot_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The weighted sum of the slot losses (box in metres, time in seconds)."""
-    return losses["pointer"] + 5.0 * losses["box"] + 0.5 * losses["time"]
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -232,11 +226,10 @@ class LLaVA4D(nn.Module):
         self.box_token_id = self._token_id(SLOT_BOX) if cfg.slot_heads else -1
         self.time_token_id = self._token_id(SLOT_TIME) if cfg.slot_heads else -1
         self.period_id = self._token_id(".") if cfg.slot_heads else -1
-        self.last_slot_batch: dict[str, Any] | None = None  # kept by `loss` for head steps
         self.words: WordSets | None = None
         if cfg.inventory is not None:
             self._add_inventory()
-        self._cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
+        self.cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
                           else "past_key_values")
 
     def _add_inventory(self) -> None:
@@ -258,10 +251,10 @@ class LLaVA4D(nn.Module):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _out_cache(self, out: Any) -> Any:
+    def kv_cache(self, out: Any) -> Any:
         """The KV cache of an LM output: `cache` (transformers >= 5, where reading
         `past_key_values` logs a deprecation warning) or `past_key_values` (older)."""
-        return out.cache if self._cache_kw == "cache" else out.past_key_values
+        return out.cache if self.cache_kw == "cache" else out.past_key_values
 
     def _token_id(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -308,7 +301,7 @@ class LLaVA4D(nn.Module):
         visual = self._encode(tokens, t_ref_s)[0]
         return visual if self.compressor is None else self.compressor(visual)
 
-    def _visual_prefix(self, tokens: VisualTokens, t_ref_s: float, hidden: bool
+    def visual_prefix(self, tokens: VisualTokens, t_ref_s: float, hidden: bool
                        ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         """The LM's forward over the prompt up to and with the image (`tokens` within budget):
         (prefix ids `(L,)`, the LM output with its KV cache, pointer keys `(N, H + D + P + dt)`
@@ -475,8 +468,8 @@ class LLaVA4D(nn.Module):
             t_ref_s = float(np.min(tokens.t_s))
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
-        pre_ids, out, h_visual = self._visual_prefix(tokens, t_ref_s, hidden=slots)
-        cache = self._out_cache(out)
+        pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
+        cache = self.kv_cache(out)
         answers = []
         for question in questions:
             extra = cache.get_seq_length() - len(pre_ids)
@@ -487,7 +480,7 @@ class LLaVA4D(nn.Module):
             q_emb = self.embed(ids, None, text)  # (Lq, D)
             out = self.lm(inputs_embeds=q_emb[None], use_cache=True,
                           output_hidden_states=slots or inv is not None,
-                          **{self._cache_kw: cache})
+                          **{self.cache_kw: cache})
             q_ctx = ((self.slot_pool(q_emb), self.question_time(text, q_emb),
                       self.question_seconds(text)) if slots else None)
             guide = None if inv is None else _Guide(self, inv, text.ids)
@@ -503,7 +496,7 @@ class LLaVA4D(nn.Module):
         with a `guide`, the inventory's bias is added to the LM's logits before each choice."""
         slots = self.cfg.slot_heads
         hidden = slots or guide is not None
-        cache = self._out_cache(out)
+        cache = self.kv_cache(out)
         embedding = self.lm.get_input_embeddings()
         generated: list[int] = []
         values: list[str] = []
@@ -536,8 +529,8 @@ class LLaVA4D(nn.Module):
             if nxt == self.period_id:
                 t_sentence = float("nan")
             out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=hidden,
-                          **{self._cache_kw: cache})
-            cache = self._out_cache(out)
+                          **{self.cache_kw: cache})
+            cache = self.kv_cache(out)
             if slots and nxt in (self.box_token_id, self.time_token_id):
                 ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
                                    self.slot_pool(torch.stack(sentence)), q_ctx[1])
@@ -604,268 +597,6 @@ class LLaVA4D(nn.Module):
         view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
         box = self.box_head(h_slot[None], scores.softmax(dim=-1), xyz, view)[0]
         return "[" + ", ".join(f"{round(float(v), 2) + 0.0:.2f}" for v in box) + "]"
-
-    # ------------------------------------------------------------------ training
-
-    def _teacher_forced(self, tokens: VisualTokens, t_ref_s: float,
-                        samples: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
-        """The training forward of one window (within budget) and a batch of its samples: the
-        visual prefix once, its KV cache shared by the batch of answers.
-
-        Returns (LM output over the answers, `ids (B, L)`, `labels (B, L)` (-100 outside the
-        answers), the `_Text`s, prompt lengths, input embeddings `(B, L, D)`, pointer keys)."""
-        dev = self.device
-        pre_ids, pre, h_visual = self._visual_prefix(tokens, t_ref_s, hidden=True)
-        prefix = pre_ids.tolist()
-        cache = self._out_cache(pre)
-        b = len(samples)
-        cache.batch_repeat_interleave(b)
-
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        texts, n_prompt = [], []
-        for s in samples:
-            ans = s["answer_template"] if self.cfg.slot_heads else s["answer"]
-            prompt_only = self.text_after(s["question"])
-            full = self.text_after(s["question"], ans)
-            full.ids.append(self.eos_token_id)
-            texts.append(full)
-            n_prompt.append(len(prompt_only.ids))
-        length = max(len(t.ids) for t in texts)
-        ids = torch.full((b, length), pad, dtype=torch.long, device=dev)
-        mask = torch.zeros((b, length), dtype=torch.long, device=dev)
-        labels = torch.full((b, length), -100, dtype=torch.long, device=dev)
-        for i, t in enumerate(texts):
-            ids[i, :len(t.ids)] = torch.tensor(t.ids, device=dev)
-            mask[i, :len(t.ids)] = 1
-            labels[i, n_prompt[i]:len(t.ids)] = ids[i, n_prompt[i]:len(t.ids)]
-        emb = torch.stack([self.embed(ids[i], None, texts[i]) for i in range(b)])  # (B, L, D)
-        attn = torch.cat([torch.ones((b, len(prefix)), dtype=torch.long, device=dev), mask], 1)
-        out = self.lm(inputs_embeds=emb, attention_mask=attn, output_hidden_states=True,
-                      **{self._cache_kw: cache})
-        return out, ids, labels, texts, n_prompt, emb, h_visual
-
-    def inventory_batch(self, tokens: VisualTokens, t_ref_s: float,
-                        samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """What stage 5 fits the output bias on, teacher-forced over one window: per answer
-        position (predicting the next answer token or the end) the LM's hidden state `h (P, H)`,
-        its logits `(P, V)`, the target `(P,)`, and the decode state (`named`, `in_q`,
-        `shape_after`, `cur`, `plural`, `t_at`, as `inventory.decode_features` takes them)."""
-        if self.words is None:
-            raise ValueError("this model has no scene inventory (cfg.inventory is None)")
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
-        out, ids, labels, texts, n_prompt, _, _ = self._teacher_forced(tokens, t_ref_s, samples)
-        rows: dict[str, list[Any]] = {k: [] for k in
-                                      ("named", "in_q", "shape_after", "cur", "plural", "t_at")}
-        pos_b, pos_j = [], []
-        for i, text in enumerate(texts):
-            q_named, shape_after, plural = self.words.question(text.ids[:n_prompt[i]])
-            q_first = q_named.index(1) if 1 in q_named else -1
-            answer = text.ids[n_prompt[i]:]
-            states = [([0] * len(q_named), q_first),
-                      *self.words.answer_states(answer, q_first)[:-1]]
-            # the sentence's time so far (its filled `<time>` slot), as `_decode` tracks it
-            t_vals = iter([float(sl["value"]) for sl in samples[i]["slots"]
-                           if sl["kind"] == "time"])
-            t_at, t_now = [], float("nan")
-            for tid in answer:
-                t_at.append(t_now)
-                if tid == self.time_token_id:
-                    t_now = next(t_vals, float("nan"))
-                elif tid == self.period_id:
-                    t_now = float("nan")
-            for k, (named, cur) in enumerate(states):
-                rows["t_at"].append(t_at[k])
-                pos_b.append(i)
-                pos_j.append(n_prompt[i] - 1 + k)
-                rows["named"].append(named)
-                rows["in_q"].append(q_named)
-                rows["shape_after"].append(shape_after)
-                rows["cur"].append(cur)
-                rows["plural"].append(plural)
-        b, j = torch.tensor(pos_b), torch.tensor(pos_j)
-        dev = self.device
-        batch = {k: torch.tensor(v, device=dev) for k, v in rows.items()}
-        batch["t_at"] = batch["t_at"].to(out.logits.dtype)
-        batch["h"] = out.hidden_states[-1][b, j]
-        batch["logits"] = out.logits[b, j]
-        batch["target"] = ids[b, j + 1]
-        return batch
-
-    def loss(self, tokens: VisualTokens, t_ref_s: float, samples: Sequence[dict[str, Any]],
-             lm_weight: float = 1.0, slot_weight: float = 1.0) -> dict[str, torch.Tensor]:
-        """Losses of one window and a batch of its samples.
-
-        A sample: `question`, `answer_template` (with slot tokens; the target text when
-        `slot_heads`), `answer` (the target text otherwise), `slots` (kind, value) and
-        `targets` (per slot, the indices of the tokens the pointer should select).
-        Returns `lm` (next-token CE on answers), `pointer` (multi-positive CE + BCE),
-        `box` (L1 on box6, with the pointer's and the true weights), `time` (L1, soft) and
-        `total`.
-        """
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
-        out, ids, labels, texts, n_prompt, emb, h_visual = self._teacher_forced(
-            tokens, t_ref_s, samples)
-        logits = out.logits[:, :-1]  # (B, L-1, V): position i predicts token i+1
-        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                             ignore_index=-100)
-        losses = {"lm": lm}
-        zero = lm.new_zeros(())
-        losses.update(pointer=zero, box=zero, time=zero)
-        if self.cfg.slot_heads and slot_weight > 0:
-            te_q = [self.question_time(t, emb) for t in texts]
-            batch = self._slot_batch(out.hidden_states[-1], ids, labels, samples, h_visual,
-                                     tokens, t_ref_s, (emb, n_prompt, te_q))
-            batch["t_question"] = [self.question_seconds(texts[i]) for i in batch["sample"]]
-            losses.update(self.slot_losses(batch))
-            self.last_slot_batch = batch
-        losses["total"] = lm_weight * lm + slot_weight * slot_total(losses)
-        return losses
-
-    def text_loss(self, samples: Sequence[dict[str, Any]]) -> torch.Tensor:
-        """Next-token loss on the answers of `samples` with no visual tokens at all: the
-        language warm-up of an LM that starts from scratch (it learns the answer forms and to
-        copy names from the question; what it cannot know without seeing is learnt later)."""
-        dev = self.device
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
-        seqs, starts = [], []
-        for s in samples:
-            ans = s["answer_template"] if self.cfg.slot_heads else s["answer"]
-            starts.append(len(bos) + len(self.text_after(s["question"]).ids))
-            seqs.append(bos + self.text_after(s["question"], ans).ids + [self.eos_token_id])
-        length = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), length), pad, dtype=torch.long, device=dev)
-        labels = torch.full_like(ids, -100)
-        mask = torch.zeros_like(ids)
-        for i, (x, st) in enumerate(zip(seqs, starts)):
-            ids[i, :len(x)] = torch.tensor(x, device=dev)
-            labels[i, st:len(x)] = ids[i, st:len(x)]
-            mask[i, :len(x)] = 1
-        logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, L-1, V)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=-100)
-
-    def _slot_batch(self, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
-                    samples: Sequence[dict[str, Any]], h_visual: torch.Tensor,
-                    tokens: VisualTokens, t_ref_s: float,
-                    context: tuple[torch.Tensor, list[int], list[torch.Tensor]]
-                    ) -> dict[str, Any]:
-        """What the slot losses need: per slot its hidden state, question and sentence token
-        embeddings, kind, target token indices and true value; per window the pointer keys and
-        the tokens' model time, xyz and view direction."""
-        dev, dtype = hidden.device, hidden.dtype
-        emb, n_prompt, te_q = context
-        batch: dict[str, Any] = {"h": [], "question": [], "sentence": [], "te": [],
-                                 "sample": [], "is_time": [], "targets": [], "values": [],
-                                 "t_sentence": []}
-        for i, s in enumerate(samples):
-            is_slot = ((ids[i] == self.box_token_id) | (ids[i] == self.time_token_id)) & (
-                labels[i] != -100)
-            pos = torch.nonzero(is_slot).flatten().tolist()
-            if len(pos) != len(s["slots"]):
-                raise ValueError(f"{len(pos)} slot tokens but {len(s['slots'])} slots in "
-                                 f"{s['answer_template']!r}")
-            periods = (ids[i] == self.period_id).nonzero().flatten().tolist()
-            times_at: list[tuple[int, float]] = []  # (position, value) of time slots so far
-            for p, slot, tgt in zip(pos, s["slots"], s["targets"]):
-                start = max([n_prompt[i]] + [j + 1 for j in periods if j < p])
-                in_sentence = [v for q, v in times_at if q >= start]
-                batch["t_sentence"].append(in_sentence[-1] if in_sentence else float("nan"))
-                if slot["kind"] == "time":
-                    times_at.append((p, float(slot["value"])))
-                batch["h"].append(hidden[i, p])
-                batch["question"].append(emb[i, :n_prompt[i]])
-                batch["sentence"].append(emb[i, start:p + 1])
-                batch["te"].append(te_q[i])
-                batch["sample"].append(i)
-                batch["is_time"].append(slot["kind"] == "time")
-                batch["targets"].append(tgt)
-                batch["values"].append(slot["value"])
-        batch["keys"] = h_visual
-        batch["t"] = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                                     device=dev)
-        batch["xyz"] = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
-        batch["view"] = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype,
-                                        device=dev)
-        batch["motion"] = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
-        batch["dyn"] = dynamic_tokens(batch["xyz"], self.cfg.voxel_m, batch["motion"])
-        return batch
-
-    @staticmethod
-    def detach_slot_batch(batch: dict[str, Any]) -> dict[str, Any]:
-        """The batch with every tensor detached: for extra steps of the heads alone."""
-        out = {}
-        for k, v in batch.items():
-            if isinstance(v, torch.Tensor):
-                out[k] = v.detach()
-            elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
-                out[k] = [x.detach() for x in v]
-            else:
-                out[k] = v
-        return out
-
-    def slot_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Pointer, box and time losses of a slot batch.
-
-        A slot's context is its LM hidden state and the attention-pooled input embeddings of
-        the question (with the text-side TE/PE) and of its answer sentence so far: the LM's
-        next-token objective does not make a slot's hidden state carry which object and when
-        (the token after `<box>` is always "."), these skip connections do."""
-        keys = batch["keys"]
-        dev, dtype = keys.device, keys.dtype
-        zero = keys.new_zeros(())
-        if not batch["h"]:
-            return {"pointer": zero, "box": zero, "time": zero}
-        h_slot = torch.stack([slot_context(h, self.slot_pool(q), self.slot_pool(e), te)
-                              for h, q, e, te in zip(batch["h"], batch["question"],
-                                                     batch["sentence"], batch["te"])])
-        is_time, targets, values = batch["is_time"], batch["targets"], batch["values"]
-        dt_feat = None
-        if self.cfg.prompt.use_time and "t_sentence" in batch:
-            t_sent = torch.tensor([float("nan") if is_time[k] else batch["t_sentence"][k]
-                                   for k in range(len(is_time))], dtype=dtype, device=dev)
-            dt_feat = time_match_features(t_sent, batch["t"], batch["dyn"], batch["motion"])
-        scores = self.pointer(h_slot, torch.tensor(is_time, device=dev), keys,
-                              dt_feat)  # (S, N)
-        target = torch.zeros_like(scores)
-        for k, tgt in enumerate(targets):
-            if tgt:
-                target[k, tgt] = 1.0
-        has = target.sum(1) > 0
-        logp = scores.log_softmax(dim=-1)
-        ce = -(torch.logsumexp(logp.masked_fill(target == 0, -1e4), dim=-1))[has]
-        bce = F.binary_cross_entropy_with_logits(scores[has], target[has],
-                                                 pos_weight=scores.new_tensor(10.0))
-        pointer = (ce.mean() + bce) if bool(has.any()) else zero
-        w = logp.exp()  # (S, N)
-        box_rows = [k for k in range(len(values)) if not is_time[k]]
-        time_rows = [k for k in range(len(values)) if is_time[k]]
-        box_loss, time_loss = zero, zero
-        xyz, view = batch["xyz"], batch["view"]
-        if box_rows:
-            rows = torch.tensor(box_rows, device=dev)
-            gt = torch.tensor([values[k] for k in box_rows], dtype=dtype, device=dev)
-            pred = self.box_head(h_slot[rows], w[rows], xyz, view)
-            box_loss = F.smooth_l1_loss(pred, gt, beta=0.05)
-            oracle_rows = [k for k in box_rows if targets[k]]
-            if oracle_rows:
-                r = torch.tensor(oracle_rows, device=dev)
-                w_true = target[r] / target[r].sum(1, keepdim=True)
-                gt_o = torch.tensor([values[k] for k in oracle_rows], dtype=dtype, device=dev)
-                pred_o = self.box_head(h_slot[r], w_true, xyz, view)
-                box_loss = box_loss + F.smooth_l1_loss(pred_o, gt_o, beta=0.05)
-        if time_rows:
-            rows = torch.tensor(time_rows, device=dev)
-            gt_t = torch.tensor([values[k] for k in time_rows], dtype=dtype, device=dev)
-            t_ptr = soft_time(w[rows], batch["t"])
-            t_q = torch.tensor([batch["t_question"][k] for k in time_rows], dtype=dtype,
-                               device=dev)
-            t_first = (first_motion_time(w[rows], batch["t"], batch["motion"])
-                       if self.cfg.prompt.use_time and "motion" in batch else None)
-            t_hat = self.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first)
-            time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
-                t_ptr, gt_t, beta=0.2)
-        return {"pointer": pointer, "box": box_loss, "time": time_loss}
 
     # ------------------------------------------------------------------ loading
 

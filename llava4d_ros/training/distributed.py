@@ -22,6 +22,8 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from llava4d_ros.training import losses
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -104,8 +106,9 @@ def broadcast_module(module: nn.Module, info: DistInfo) -> None:
 
 class TrainStep(nn.Module):
     """The model's training forwards behind one `forward(kind, ...)`, so DDP sees (and syncs the
-    gradients of) every one of them: `window` -> `LLaVA4D.loss` (dict of losses), `heads` -> the
-    slot-head loss of a detached slot batch, `text` -> `LLaVA4D.text_loss`, `idle` -> zero
+    gradients of) every one of them: `window` -> `losses.window_loss` (dict of losses, slot
+    batch), `heads` -> the slot-head loss of a detached slot batch, `text` ->
+    `losses.text_loss`, `idle` -> zero
     times one trainable parameter (a process with nothing to learn in a step still joins the
     all-reduce: DDP starts it from the gradient hook of a parameter in the graph)."""
 
@@ -115,13 +118,11 @@ class TrainStep(nn.Module):
 
     def forward(self, kind: str, *args: Any, **kwargs: Any) -> Any:
         if kind == "window":
-            return self.model.loss(*args, **kwargs)
+            return losses.window_loss(self.model, *args, **kwargs)
         if kind == "heads":
-            from llava4d_ros.model.llava4d import slot_total
-
-            return slot_total(self.model.slot_losses(*args))
+            return losses.slot_total(losses.slot_losses(self.model, *args))
         if kind == "text":
-            return self.model.text_loss(*args)
+            return losses.text_loss(self.model, *args)
         if kind == "idle":
             first = next(p for p in self.model.parameters() if p.requires_grad)
             return 0.0 * first.sum()
