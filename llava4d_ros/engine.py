@@ -481,8 +481,10 @@ class Engine:
         if t_start_s is not None and t_end_s is not None and t_end_s < t_start_s:
             raise QueryError(f"window_end {t_end_s:.3f} is before window_start {t_start_s:.3f}")
         _check_numbers(question)
-        if self.model is None:  # checked again under the model lock (see below)
+        model = self.model  # read again under the model lock (see below)
+        if model is None:
             raise QueryError("no model is loaded (the node is not active)")
+        _check_special_tokens(question, model)
         with self._signal:
             self._queries_running += 1  # the ingest thread pauses between frames
         try:
@@ -501,7 +503,6 @@ class Engine:
                 model = self.model
                 if model is None:
                     raise QueryError("no model is loaded (the node is not active)")
-                _check_special_tokens(question, model)
                 out = model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
         finally:
             with self._signal:

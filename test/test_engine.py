@@ -284,7 +284,9 @@ def fed_engine(tiny_model, scene):
 
 
 def _tiny_engine(model, **cfg) -> Engine:
+    """An engine on the tiny untrained model; short answers (their text is noise anyway)."""
     grid = model.cfg.patch_grid
+    cfg.setdefault("max_new_tokens", 4)
     return Engine(NodeConfig(patch_rows=grid[0], patch_cols=grid[1], **cfg), model)
 
 
@@ -376,7 +378,6 @@ def test_questions_the_model_must_not_see_get_a_clear_refusal(fed_engine, questi
     engine = fed_engine
     with pytest.raises(QueryError, match=match):
         engine.ask(question)
-    assert engine.ask("Where is the red cube at 2.5s?").text is not None
 
 
 def test_window_stamps_near_2_31_s_do_not_wrap(tiny_model, scene):
@@ -391,6 +392,7 @@ def test_window_stamps_near_2_31_s_do_not_wrap(tiny_model, scene):
     assert 2**31 - 2 <= fields[0] < 2**31
     with pytest.raises(QueryError, match="window_start"):
         engine.ask("Which objects move?", t_start_s=float("inf"))
+    assert engine.ask("Where is the red cube at 2.5s?").text is not None  # a time inside
 
 
 def test_deactivate_during_a_question_leaves_its_answer_whole(tiny_model, scene):

@@ -376,6 +376,9 @@ class Llava4dNode(LifecycleNode):
             except InputRefused as exc:  # counted by the engine (/diagnostics)
                 self._warn(exc.reason, f"refused ({exc.reason}, "
                                        f"{engine.stats.refused[exc.reason]} so far): {exc}")
+            except Exception as exc:  # noqa: BLE001 - an error here would stop the TF thread
+                self._count("error", f"tf {parent} -> {child}: {exc}")
+                self.get_logger().debug(traceback.format_exc())
         # Frames waiting for this transform are ingested by the ingest thread, woken by it.
 
     def _ingest_loop(self) -> None:
@@ -625,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     node = Llava4dNode()
     executor = MultiThreadedExecutor(num_threads=executor_threads(node))
     executor.add_node(node)
-    spinner = threading.Thread(target=_spin, args=(executor, stop, node), name="llava4d_exec")
+    failed: list[str] = []  # why the executor stopped, if it did on its own
+    spinner = threading.Thread(target=_spin, args=(executor, stop, node, failed),
+                               name="llava4d_exec")
     spinner.start()
     rc = 0
     try:
@@ -636,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("staying inactive (see the error above)")
         stop.wait()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second signal ends it at once
+            signal.signal(signum, signal.SIG_DFL)
         node.get_logger().info("shutting down")
         if node._state_machine.current_state[1] in ("unconfigured", "inactive", "active"):
             node.trigger_shutdown()
@@ -648,17 +655,19 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return rc
+    return 1 if failed else rc
 
 
-def _spin(executor: MultiThreadedExecutor, stop: threading.Event, node: Llava4dNode) -> None:
+def _spin(executor: MultiThreadedExecutor, stop: threading.Event, node: Llava4dNode,
+          failed: list[str]) -> None:
     """The executor's thread: an error out of spin is logged and stops the node in order."""
     try:
         executor.spin()
     except ExternalShutdownException:
         pass
     except Exception:  # noqa: BLE001 - main() shuts down; the log says why
-        node.get_logger().error(f"executor stopped: {traceback.format_exc()}")
+        failed.append(traceback.format_exc())
+        node.get_logger().error(f"executor stopped: {failed[-1]}")
     finally:
         stop.set()
 
