@@ -92,9 +92,11 @@ def when_start_targets(tokens: VisualTokens, samples: list[dict[str, Any]]) -> N
 
 
 def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig,
-                scene_kwargs: dict[str, Any] | None = None) -> SceneRecord:
+                scene_kwargs: dict[str, Any] | None = None,
+                sample_kwargs: dict[str, Any] | None = None) -> SceneRecord:
     """Render scene `make_scene(seed, **scene_kwargs)`, ingest every frame, pool tokens, attach
-    samples and slot targets."""
+    `samples_for_scene(scene, **sample_kwargs)` (e.g. `phrasing="train", honest=True`) and
+    their slot targets."""
     from llava4d_ros.data.instructions import samples_for_scene
     from llava4d_ros.data.scene import frames, make_scene
 
@@ -106,7 +108,7 @@ def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig,
     tokens = ingestor.buffer.tokens(ingest_cfg.token_budget, ingest_cfg.voxel_m)
     t_ref = 0.0  # samples_for_scene's window starts at scene time 0
     samples = []
-    for s in samples_for_scene(scene):
+    for s in samples_for_scene(scene, **(sample_kwargs or {})):
         d = s.to_dict()
         d["targets"] = [slot_targets(tokens, scene, t_ref, slot) for slot in s.slots]
         samples.append(d)
@@ -132,13 +134,22 @@ def load_record(path: str) -> SceneRecord:
 
 
 def cache_scenes(seeds: list[int], cache_dir: str, encoder: PatchEncoder,
-                 ingest_cfg: IngestConfig, progress: bool = True) -> list[str]:
-    """Build (or reuse) the cached `.npz` of every seed; returns their paths in seed order."""
+                 ingest_cfg: IngestConfig, progress: bool = True,
+                 scene_kwargs: dict[str, Any] | None = None,
+                 sample_kwargs: dict[str, Any] | None = None) -> list[str]:
+    """Build (or reuse) the cached `.npz` of every seed; returns their paths in seed order.
+    Records made with `scene_kwargs` / `sample_kwargs` (see `build_scene`) go to a
+    subdirectory named by them, so each variant has a cache of its own."""
     from tqdm import tqdm
 
+    if scene_kwargs or sample_kwargs:
+        words = [f"{k}-{v}" for kw in (scene_kwargs or {}, sample_kwargs or {})
+                 for k, v in sorted(kw.items())]
+        variant = "".join(c if c.isalnum() or c in "-=" else "_" for c in "_".join(words))
+        cache_dir = os.path.join(cache_dir, "variant_" + variant)
     os.makedirs(cache_dir, exist_ok=True)
     paths = [os.path.join(cache_dir, f"scene_{s:06d}.npz") for s in seeds]
     todo = [(s, p) for s, p in zip(seeds, paths) if not os.path.exists(p)]
     for seed, path in tqdm(todo, desc=f"scenes -> {cache_dir}", disable=not progress):
-        save_record(build_scene(seed, encoder, ingest_cfg), path)
+        save_record(build_scene(seed, encoder, ingest_cfg, scene_kwargs, sample_kwargs), path)
     return paths
