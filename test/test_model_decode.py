@@ -26,8 +26,11 @@ def steered_model(choose: Callable[[str], str]):
     table = model.lm.get_input_embeddings().weight.detach()  # (V, D)
 
     def hook(module, args, kwargs, out):
-        e_last = kwargs["inputs_embeds"][0, -1]  # (D,): the embedding of the last input token
-        last = tok.convert_ids_to_tokens(int(torch.cdist(e_last[None], table).argmin()))
+        if kwargs.get("input_ids") is not None:  # a decode step of `generate`
+            last = tok.convert_ids_to_tokens(int(kwargs["input_ids"][0, -1]))
+        else:  # the prompt, as embeddings: the nearest row of the table
+            e_last = kwargs["inputs_embeds"][0, -1]  # (D,): the last input token's embedding
+            last = tok.convert_ids_to_tokens(int(torch.cdist(e_last[None], table).argmin()))
         logits = torch.full_like(out.logits, -1e4)
         logits[0, -1, tok.convert_tokens_to_ids(choose(last))] = 1e4
         out.logits = logits
@@ -56,3 +59,28 @@ def test_different_sentences_are_kept_until_one_repeats():
     model = steered_model(lambda w: next(colours) if w == "the" else LOOP.get(w, "the"))
     ans = model.generate("Which objects move?", random_tokens(40), 50.0, max_new_tokens=60)
     assert ans.text.lower() == "the red cube moves. the blue cube moves."
+
+
+def test_answer_ids_ends_at_the_end_token_a_repeat_or_the_last_full_sentence():
+    from llava4d_ros.model.llava4d import answer_ids
+
+    period, eos = 0, 9
+    assert answer_ids([1, 2, 0, 3, 0, 9], period, eos) == ([1, 2, 0, 3, 0], True)
+    assert answer_ids([1, 2, 0, 3, 0, 1, 2, 0], period, eos) == ([1, 2, 0, 3, 0], True)
+    assert answer_ids([1, 2, 0, 3, 4], period, eos) == ([1, 2, 0], False)  # out of tokens
+    assert answer_ids([1, 2, 3], period, eos) == ([1, 2, 3], False)  # no full sentence: kept
+    assert answer_ids([1, 2, 3], period, None) == ([1, 2, 3], False)
+
+
+def test_a_slot_at_the_token_limit_is_filled_like_any_other():
+    # "at <box> at <box> ...": with no full sentence the answer keeps its tokens, and the last
+    # one (a slot that `generate` never ran) gets the same value as when more tokens follow
+    from llava4d_ros.model.tokenizer import SLOT_BOX
+
+    model = steered_model(lambda w: SLOT_BOX if w == "at" else "at")
+    tokens = random_tokens(40)
+    two = model.generate("Where is the red cube?", tokens, 50.0, max_new_tokens=2)
+    three = model.generate("Where is the red cube?", tokens, 50.0, max_new_tokens=3)
+    assert two.num_tokens == 2 and three.num_tokens == 3
+    assert two.text.startswith("at [") and SLOT_BOX not in two.text + three.text
+    assert three.text.startswith(two.text) and three.text.endswith(" at")

@@ -100,6 +100,7 @@ def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
         guided.inventory_bias.glob[-1].bias[seven] = 1e3
     a2 = guided.generate_batch(qs, tokens, max_new_tokens=3)
     assert all(a.text.startswith("7") for a in a2)
+    assert not guided.lm._forward_hooks  # the bias's hidden-state hook lives for one call
     with pytest.raises(ValueError, match="no scene inventory"):
         plain.scene_inventory(tokens, 10.0)
 
@@ -213,9 +214,9 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
         visual, extra = model._encode(tokens, 10.0)
         h_visual = model._keys(torch.zeros(len(tokens), 32), extra)
         ctx = torch.randn(3 * 32 + model.cfg.prompt.temporal_dim)
-        box = model._fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"),
+        box = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"),
                                colour_w=weights[2])
-        free = model._fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"))
+        free = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"))
     centre = [float(v) for v in box.strip("[]").split(",")][:2]
     assert abs(centre[0] - 10.0) < 1.0 and abs(centre[1] - 10.0) < 1.0
     assert abs(float(free.strip("[]").split(",")[0]) - 10.0) > 3.0  # unmasked: all tokens

@@ -19,13 +19,20 @@ the model from what model/checkpoint.py and model/backbones.py read; neither imp
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model import backbones, checkpoint
@@ -184,6 +191,113 @@ class _Guide:
         return self.model.inventory_bias(h[None], feats)[0]
 
 
+def answer_ids(ids: Sequence[int], period_id: int, eos_id: int | None
+               ) -> tuple[list[int], bool]:
+    """The answer in generated `ids` and whether it ended (by the end token or a sentence said
+    twice) rather than ran out of tokens: the end token dropped; a repeated sentence dropped (it
+    adds nothing and would loop to the token limit); out of tokens mid-sentence, cut back to the
+    last full sentence."""
+    ids = list(ids)
+    ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
+    if ended:
+        ids.pop()
+    said: set[tuple[int, ...]] = set()
+    start = 0  # where the current sentence starts
+    for j, tid in enumerate(ids):
+        if tid == period_id:
+            done = tuple(ids[start:j + 1])
+            if done in said:
+                return ids[:start], True
+            said.add(done)
+            start = j + 1
+    if not ended and 0 < start < len(ids):
+        del ids[start:]
+    return ids, ended
+
+
+class _RepeatedSentence(StoppingCriteria):
+    """Stops when the sentence just finished (at `period_id`) was said before."""
+
+    def __init__(self, period_id: int) -> None:
+        self.period_id = period_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any
+                 ) -> torch.BoolTensor:
+        ids = input_ids[0].tolist()  # the generated ids (the prompt went in as embeddings)
+        stop = bool(ids) and ids[-1] == self.period_id and answer_ids(
+            ids, self.period_id, None)[1]
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool,
+                          device=input_ids.device)
+
+
+class _SlotFiller:
+    """One question's `<box>` / `<time>` values: each from the LM's hidden state at the slot,
+    the question's pooled embeddings and TE, the sentence so far (its pooled embeddings and the
+    value of its `<time>` slot) and, with a `guide`, the inventory's weights of the tokens of
+    the object the sentence names. Values are kept by answer position: the inventory bias asks
+    for the times while decoding, the answer for every slot at the end."""
+
+    def __init__(self, model: LLaVA4D, q_pool: torch.Tensor, q_te: torch.Tensor, t_q: float,
+                 h_visual: torch.Tensor, tokens: VisualTokens, t_ref_s: float,
+                 guide: _Guide | None) -> None:
+        self.model, self.guide = model, guide
+        self.q_pool, self.q_te, self.t_q = q_pool, q_te, t_q
+        self.h_visual, self.tokens, self.t_ref_s = h_visual, tokens, t_ref_s
+        self.values: dict[int, str] = {}
+
+    def sentence_time(self, generated: Sequence[int],
+                      hidden_at: Callable[[int], torch.Tensor], boxes: bool = False) -> float:
+        """The value of the current sentence's `<time>` slot (NaN if none), filling the slots
+        of `generated` on the way (`<box>` ones only with `boxes`); `hidden_at(j)`: the LM's
+        hidden state `(H,)` at answer position j."""
+        m = self.model
+        emb = m.lm.get_input_embeddings()(torch.tensor(generated, dtype=torch.long,
+                                                       device=m.device))  # (n, D)
+        start, t_sentence = 0, float("nan")
+        for j, tid in enumerate(generated):
+            if tid == m.period_id:
+                start, t_sentence = j + 1, float("nan")
+                continue
+            is_box = tid == m.box_token_id
+            if not (is_box or tid == m.time_token_id) or (is_box and not boxes):
+                continue
+            if j not in self.values:
+                ctx = slot_context(hidden_at(j), self.q_pool, m.slot_pool(emb[start:j + 1]),
+                                   self.q_te)
+                # a box is pointed among the named object's tokens (the inventory's colour
+                # weights); a time is not: its first-motion reading did worse so (30 val scenes)
+                mask = (self.guide.current_weights(generated[:j + 1])
+                        if self.guide is not None and is_box else None)
+                self.values[j] = m.fill_slot(tid, ctx, self.h_visual, self.tokens, self.t_ref_s,
+                                             self.t_q, t_sentence, mask)
+            if not is_box:
+                t_sentence = float(self.values[j])
+        return t_sentence
+
+    def fill(self, generated: Sequence[int], hidden_at: Callable[[int], torch.Tensor]
+             ) -> list[str]:
+        """The text of every slot of `generated`, in order."""
+        self.sentence_time(generated, hidden_at, boxes=True)
+        m = self.model
+        return [self.values[j] for j, tid in enumerate(generated)
+                if tid in (m.box_token_id, m.time_token_id)]
+
+
+class _InventoryBiasProcessor(LogitsProcessor):
+    """Adds the inventory's output bias for the next token: it reads the hidden state of the
+    position just run (`seen[-1]`, kept by the caller's forward hook) and the decode state of
+    the answer so far, with the value of its sentence's `<time>` slot."""
+
+    def __init__(self, guide: _Guide, filler: _SlotFiller, seen: list[torch.Tensor]) -> None:
+        self.guide, self.filler, self.seen = guide, filler, seen
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        generated = input_ids[0].tolist()  # seen[0]: the prompt's last position, then one each
+        t_sentence = self.filler.sentence_time(generated, lambda j: self.seen[j + 1])
+        return scores + self.guide.bias(self.seen[-1], generated, t_sentence)[None]
+
+
 class LLaVA4D(nn.Module):
     def __init__(self, cfg: LLaVA4DConfig, lm: nn.Module, tokenizer: Any,
                  vision_tower: nn.Module | None = None):
@@ -286,6 +400,14 @@ class LLaVA4D(nn.Module):
     @property
     def eos_token_id(self) -> int | None:
         return self.tokenizer.eos_token_id
+
+    @property
+    def _pad_id(self) -> int:
+        """What `generate` pads with (one answer at a time: never read)."""
+        for tid in (self.tokenizer.pad_token_id, self.eos_token_id):
+            if tid is not None:
+                return int(tid)
+        return 0
 
     def set_encoding(self, encoding: str) -> None:
         """Switch the ablation mode (full, none, xyz, time) in place."""
@@ -476,83 +598,71 @@ class LLaVA4D(nn.Module):
             if extra > 0:
                 cache.crop(-extra)  # back to the visual prefix
             text = self.text_after(question)
-            ids = torch.tensor(text.ids, device=self.device)
-            q_emb = self.embed(ids, None, text)  # (Lq, D)
-            out = self.lm(inputs_embeds=q_emb[None], use_cache=True,
-                          output_hidden_states=slots or inv is not None,
-                          **{self.cache_kw: cache})
-            q_ctx = ((self.slot_pool(q_emb), self.question_time(text, q_emb),
-                      self.question_seconds(text)) if slots else None)
+            q_emb = self.embed(torch.tensor(text.ids, device=self.device), None, text)  # (Lq, D)
             guide = None if inv is None else _Guide(self, inv, text.ids)
-            answers.append(self._decode(out, max_new_tokens, h_visual, q_ctx, tokens, t_ref_s,
-                                        guide))
+            filler = None
+            if slots:
+                filler = _SlotFiller(self, self.slot_pool(q_emb), self.question_time(text, q_emb),
+                                     self.question_seconds(text), h_visual, tokens, t_ref_s,
+                                     guide)
+            answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
+                                             filler, guide))
         return answers
 
-    def _decode(self, out: Any, max_new_tokens: int, h_visual: torch.Tensor | None,
-                q_ctx: tuple[torch.Tensor, torch.Tensor, float] | None, tokens: VisualTokens,
-                t_ref_s: float, guide: _Guide | None = None
-                ) -> ModelAnswer:
-        """Greedy continuation from `out` (the prompt's forward); slots filled as they come;
-        with a `guide`, the inventory's bias is added to the LM's logits before each choice."""
-        slots = self.cfg.slot_heads
-        hidden = slots or guide is not None
-        cache = self.kv_cache(out)
-        embedding = self.lm.get_input_embeddings()
-        generated: list[int] = []
-        values: list[str] = []
-        sentence: list[torch.Tensor] = []  # embeddings since the last "."
-        t_sentence = float("nan")  # the value of this sentence's `<time>` slot
-        said: set[tuple[int, ...]] = set()  # the ids of each finished sentence
-        start = 0  # where the current sentence starts in `generated`
-        ended = False  # by EOS or a repeat, not by max_new_tokens
-        for _ in range(max_new_tokens):
-            logits = out.logits[0, -1]
-            if guide is not None:
-                logits = logits + guide.bias(out.hidden_states[-1][0, -1], generated,
-                                             t_sentence)
-            nxt = int(logits.argmax())
-            if nxt == self.eos_token_id:
-                ended = True
-                break
-            generated.append(nxt)
-            if nxt == self.period_id:
-                # a sentence said twice adds nothing and would loop to max_new_tokens: drop it
-                done = tuple(generated[start:])
-                if done in said:
-                    del generated[start:]
-                    ended = True
-                    break
-                said.add(done)
-                start = len(generated)
-            e = embedding(torch.tensor([[nxt]], device=self.device))  # (1, 1, D)
-            sentence = [] if nxt == self.period_id else [*sentence, e[0, 0]]
-            if nxt == self.period_id:
-                t_sentence = float("nan")
-            out = self.lm(inputs_embeds=e, use_cache=True, output_hidden_states=hidden,
-                          **{self.cache_kw: cache})
-            cache = self.kv_cache(out)
-            if slots and nxt in (self.box_token_id, self.time_token_id):
-                ctx = slot_context(out.hidden_states[-1][0, -1], q_ctx[0],
-                                   self.slot_pool(torch.stack(sentence)), q_ctx[1])
-                # a box is pointed among the named object's tokens (the inventory's colour
-                # weights); a time is not: its first-motion reading did worse so (30 val scenes)
-                mask = None
-                if guide is not None and nxt == self.box_token_id:
-                    mask = guide.current_weights(generated)
-                values.append(self._fill_slot(nxt, ctx, h_visual, tokens, t_ref_s, q_ctx[2],
-                                              t_sentence, mask))
-                if nxt == self.time_token_id:
-                    t_sentence = float(values[-1])
-        if not ended and 0 < start < len(generated):
-            del generated[start:]  # out of tokens mid-sentence: end at the last full one
-        slot_ids = (self.box_token_id, self.time_token_id)
-        values = values[:sum(1 for i in generated if i in slot_ids)]
-        if slots:
+    def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
+                     filler: _SlotFiller | None, guide: _Guide | None) -> ModelAnswer:
+        """Greedy answer to the question embedded in `q_emb (Lq, D)` after the `n_prefix` tokens
+        of the visual prefix in `cache`, by the LM's own `generate`: it ends at the end token,
+        at a sentence said twice (dropped) or after `max_new_tokens` (cut back to the last full
+        sentence). Slots are filled from the hidden states at their positions. With a `guide`,
+        the inventory's bias is added to the logits before each choice; it reads the hidden
+        state of the position just run, which `generate` gives no logits processor, so a
+        forward hook on the LM keeps it for the length of this one call."""
+        hidden = filler is not None
+        # the whole prompt's embeddings: `generate` runs only the part the cache lacks
+        embeds = torch.cat([q_emb.new_zeros(n_prefix, q_emb.shape[1]), q_emb])[None]  # (1, L, D)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            eos_token_id=self.eos_token_id, pad_token_id=self._pad_id,
+            # greedy as trained, whatever the LM's own generation_config says
+            repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+            output_hidden_states=hidden, return_dict_in_generate=True)
+        processors = LogitsProcessorList()
+        seen: list[torch.Tensor] = []  # per LM forward in this call, its last hidden state (H,)
+        hook = None
+        if guide is not None and filler is not None:
+            hook = self.lm.register_forward_hook(
+                lambda _m, _a, out: seen.append(out.hidden_states[-1][0, -1]))
+            processors.append(_InventoryBiasProcessor(guide, filler, seen))
+        stopping = StoppingCriteriaList([_RepeatedSentence(self.period_id)])
+        try:
+            out = self.lm.generate(
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
+                generation_config=config, logits_processor=processors,
+                stopping_criteria=stopping, **{self.cache_kw: cache})
+        finally:
+            if hook is not None:
+                hook.remove()
+        generated, _ = answer_ids(out.sequences[0].tolist(), self.period_id, self.eos_token_id)
+        if filler is None:
+            text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
+        else:
+            steps = out.hidden_states  # step 0: the prompt; step k: generated token k - 1
+
+            def hidden_at(j: int) -> torch.Tensor:
+                if j + 1 < len(steps):
+                    return steps[j + 1][-1][0, -1]
+                # generate stops without running its last token: run it for the slot's state
+                last = self.lm(input_ids=torch.tensor([[generated[j]]], device=self.device),
+                               use_cache=True, output_hidden_states=True,
+                               **{self.cache_kw: cache})
+                return last.hidden_states[-1][0, -1]
+
+            values = filler.fill(generated, hidden_at)
             text_out = self.render_text(generated)
             for v in values:
                 text_out = text_out.replace(SLOT_BOX if v.startswith("[") else SLOT_TIME, v, 1)
-        else:
-            text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
         parsed = parse_answer(text_out)
         return ModelAnswer(text=text_out, boxes=parsed.boxes, num_tokens=len(generated),
                            times=parsed.times, warnings=parsed.warnings)
@@ -566,7 +676,7 @@ class LLaVA4D(nn.Module):
         """The engine's `SceneModel.answer`."""
         return self.generate(question, tokens, t_ref_s, max_new_tokens)
 
-    def _fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
+    def fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
                    tokens: VisualTokens, t_ref_s: float, t_question: float,
                    t_sentence: float = float("nan"), colour_w: torch.Tensor | None = None
                    ) -> str:
