@@ -25,7 +25,8 @@ every `--save-every` steps with the optimiser state for `--resume`, `<out>/final
 Scaling (training/): under torchrun every process trains on its share of `--windows-per-step`
 windows per step and DDP averages the gradients (stages 4 and 5 run alike on every process and
 rank 0's result is broadcast); `--lora-rank` trains LoRA adapters instead of the LM's weights
-(checkpoints hold the merged weights); `--bf16` runs the forwards under bfloat16 autocast.
+(checkpoints hold the merged weights); `--bf16` runs the forwards under bfloat16 autocast;
+`--grad-checkpointing` recomputes the visual prefix's LM layers in the backward.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
 from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
+from llava4d_ros.training import checkpointing
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
 from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
@@ -443,7 +445,8 @@ def _window_step(model: Any, replica: Any, opt: torch.optim.Optimizer,
                     rec, samples = item
                     losses, batch = replica("window", rec.tokens, rec.t_ref_s, samples,
                                             lm_weight=1.0,
-                                            slot_weight=0.0 if stage == 1 else 1.0)
+                                            slot_weight=0.0 if stage == 1 else 1.0,
+                                            checkpoint=args.grad_checkpointing)
                     if stage > 1 and batch is not None:
                         slot_batches.append(train_losses.detach_slot_batch(batch))
                     loss = losses["total"] * scale
@@ -513,6 +516,8 @@ def train(args: argparse.Namespace) -> str:
     model.to(info.device).train()
     if args.lora_rank:
         add_lora(model, args.lora_rank)
+    if args.grad_checkpointing:
+        checkpointing.prepare(model.lm)
 
     def save(path: str, opt: torch.optim.Optimizer | None = None, stage: int = 0,
              step: int = 0) -> None:
@@ -643,6 +648,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="train LoRA adapters of this rank on the LM instead of its weights "
                          "(peft); checkpoints hold the merged weights")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forwards")
+    ap.add_argument("--grad-checkpointing", action="store_true",
+                    help="recompute the visual prefix's LM layers in the backward instead of "
+                         "keeping their activations (training/checkpointing.py)")
     args = ap.parse_args(argv)
     final = train(args)
     if int(os.environ.get("RANK", "0")) == 0:

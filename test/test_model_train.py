@@ -90,3 +90,49 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(k.startswith("inventory_bias.") and v.abs().sum() > 0 for k, v in after.items()
                if k.endswith("2.weight"))  # the zero-initialised last layers were fitted
+
+
+def test_gradient_checkpointing_of_the_prefix_keeps_losses_and_gradients():
+    """The visual prefix's layers recompute in the backward: same losses and gradients,
+    fewer activations kept between forward and backward."""
+    from helpers.tiny_model import random_tokens
+    from llava4d_ros.data.instructions import vocabulary
+    from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+    from llava4d_ros.model.llava4d import build_model
+    from llava4d_ros.model.tokenizer import build_tokenizer
+    from llava4d_ros.training import checkpointing
+    from llava4d_ros.training.losses import window_loss
+
+    tok = build_tokenizer(vocabulary())
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=3, heads=4), pointer_dim=16,
+                        box_hidden=16, token_budget=200)
+    sample = {"question": "where is the red cube at 1.0s", "task": "grounding",
+              "answer_template": "at <time> s the red cube is at <box> .", "answer": "",
+              "slots": [{"kind": "time", "value": 1.0},
+                        {"kind": "box", "value": [0, 0, 0.2, 0.3, 0.3, 0.3]}],
+              "targets": [[3, 4], [5]]}
+    tokens = random_tokens(200)
+
+    def run(checkpoint: bool) -> tuple[dict, dict, int]:
+        torch.manual_seed(0)
+        model = build_model(cfg, tok).train()
+        checkpointing.prepare(model.lm)
+        kept = [0]
+
+        def pack(t):
+            kept[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            losses, _ = window_loss(model, tokens, 50.0, [sample, sample],
+                                    checkpoint=checkpoint)
+        losses["total"].backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        return {k: v.item() for k, v in losses.items()}, grads, kept[0]
+
+    l0, g0, kept0 = run(False)
+    l1, g1, kept1 = run(True)
+    assert l0 == pytest.approx(l1, rel=1e-6)
+    assert g0.keys() == g1.keys() and any(k.startswith("lm.") for k in g0)
+    assert all(torch.allclose(g0[k], g1[k], atol=1e-6) for k in g0)
+    assert kept1 < 0.8 * kept0, (kept0, kept1)

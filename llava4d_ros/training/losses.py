@@ -22,6 +22,7 @@ from llava4d_ros.model.heads import (
     time_match_features,
 )
 from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget, slot_context
+from llava4d_ros.training import checkpointing
 
 
 def slot_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -30,16 +31,19 @@ def slot_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def teacher_forced(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
-                   samples: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+                   samples: Sequence[dict[str, Any]], checkpoint: bool = False
+                   ) -> tuple[Any, ...]:
     """The training forward of one window (within budget) and a batch of its samples: the
-    visual prefix once, its KV cache shared by the batch of answers.
+    visual prefix once, its KV cache shared by the batch of answers; `checkpoint`: the
+    prefix's LM layers with gradient checkpointing (training/checkpointing.py).
 
     Returns (LM output over the answers, `ids (B, L)`, `labels (B, L)` (-100 outside the
     answers), the `_Text`s, prompt lengths, input embeddings `(B, L, D)`, pointer keys)."""
     dev = model.device
-    pre_ids, pre, h_visual = model.visual_prefix(tokens, t_ref_s, hidden=True)
+    with checkpointing.checkpointed_prefix(model.lm, checkpoint):
+        pre_ids, pre, h_visual = model.visual_prefix(tokens, t_ref_s, hidden=True)
     prefix = pre_ids.tolist()
-    cache = model.kv_cache(pre)
+    cache = checkpointing.answer_cache(model.kv_cache(pre), checkpoint)
     b = len(samples)
     cache.batch_repeat_interleave(b)
 
@@ -70,7 +74,7 @@ def teacher_forced(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
 
 def window_loss(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
                 samples: Sequence[dict[str, Any]], lm_weight: float = 1.0,
-                slot_weight: float = 1.0
+                slot_weight: float = 1.0, checkpoint: bool = False
                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Losses of one window and a batch of its samples, and the window's slot batch (None
     when the slot losses are off) for extra steps of the heads alone.
@@ -84,7 +88,7 @@ def window_loss(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
     """
     tokens = apply_token_budget(tokens, model.cfg.token_budget)
     out, ids, labels, texts, n_prompt, emb, h_visual = teacher_forced(
-        model, tokens, t_ref_s, samples)
+        model, tokens, t_ref_s, samples, checkpoint)
     logits = out.logits[:, :-1]  # (B, L-1, V): position i predicts token i+1
     lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                          ignore_index=-100)
