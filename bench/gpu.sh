@@ -65,8 +65,8 @@ sys.exit(not (u.find_spec('torchao') or u.find_spec('bitsandbytes')))"; then
   run query_llava-1.5-7b-int4 120 $PY bench/query.py --config llava-1.5-7b --device "$DEVICE" \
     --quantization int4
 fi
-# the training path on the device: nccl (gloo on a CPU), bf16 autocast, LoRA and gradient
-# checkpointing, tiny preset
+# the training path on the device: bf16 autocast, LoRA and gradient checkpointing, tiny preset
+# (one GPU is one process: no process group; nccl needs a process per GPU, so two GPUs)
 run train_tiny 80 $PY -m torch.distributed.run --standalone --nproc_per_node 1 \
   -m llava4d_ros.train --config tiny --device "$DEVICE" --bf16 --lora-rank 4 \
   --grad-checkpointing --stages 1,2,3 \
