@@ -22,15 +22,18 @@ class NodeConfig:
                                  "(REP 105: map, or odom).")
     window_s: float = _p(30.0, "Sliding window length [s]; older keyframes are dropped.")
     max_buffer_mb: float = _p(512.0, "Memory cap of the 4D buffer [MiB]; oldest dropped first.")
-    patch_rows: int = _p(24, "Patch grid rows per image (each patch becomes one 4D point).")
-    patch_cols: int = _p(32, "Patch grid columns per image.")
+    patch_rows: int = _p(0, "Patch grid rows per image. 0: the model's (its ModelSpec); any "
+                         "other value must equal it (the weights were trained on that grid).")
+    patch_cols: int = _p(0, "Patch grid columns per image. 0: the model's; else must equal it.")
     keyframe_min_interval_s: float = _p(0.1, "Never take keyframes closer than this [s].")
     keyframe_max_interval_s: float = _p(0.5, "Take a keyframe at least this often [s], "
                                              "even with a still camera (objects may move).")
     keyframe_min_translation_m: float = _p(0.05, "Camera motion that triggers a keyframe [m].")
     keyframe_min_rotation_deg: float = _p(5.0, "Camera rotation that triggers a keyframe [deg].")
-    voxel_m: float = _p(0.2, "Voxel size for pooling patches into visual tokens [m].")
-    token_budget: int = _p(2560, "Most visual tokens given to the model per question.")
+    voxel_m: float = _p(0.0, "Voxel size for pooling patches into visual tokens [m]. 0: the "
+                             "model's (its ModelSpec); any other value must equal it.")
+    token_budget: int = _p(0, "Most visual tokens given to the model per question. 0: the "
+                              "model's (its ModelSpec); any other value must equal it.")
     sync_slop_s: float = _p(0.02, "Largest stamp difference for rgb/depth/camera_info to match.")
     sync_queue_size: int = _p(30, "Messages kept per stream while waiting for partners.")
     ingest_queue_size: int = _p(30, "Matched frames waiting for their TF or for the ingest "
@@ -59,16 +62,20 @@ class NodeConfig:
     tracks_period_s: float = _p(0.2, "Period of ~/tracks and track markers [s].")
 
     def __post_init__(self) -> None:
-        positive = ("window_s", "max_buffer_mb", "keyframe_max_interval_s", "voxel_m",
+        positive = ("window_s", "max_buffer_mb", "keyframe_max_interval_s",
                     "sync_slop_s", "tf_timeout_s", "tf_cache_s", "time_jump_reset_s",
                     "tracks_period_s", "max_depth_m")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("patch_rows", "patch_cols", "token_budget", "sync_queue_size",
-                     "ingest_queue_size", "max_question_chars", "max_new_tokens"):
+        for name in ("sync_queue_size", "ingest_queue_size", "max_question_chars",
+                     "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("patch_rows", "patch_cols", "token_budget", "voxel_m"):  # 0: the model's
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (0: the model's), got "
+                                 f"{getattr(self, name)}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
             raise ValueError("keyframe_min_interval_s must not exceed keyframe_max_interval_s")
         if self.query_queue_size < 0:

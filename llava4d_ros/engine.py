@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from llava4d_ros.core.tf_buffer import (
     TransformLoopError,
 )
 from llava4d_ros.core.tracking import Track
+
+if TYPE_CHECKING:  # model/ imports torch; the engine loads it only with a model
+    from llava4d_ros.model.spec import ModelSpec
 
 NS = 1_000_000_000
 # A number in a question is a coordinate [m] or a time [s] in a window of seconds to minutes;
@@ -95,6 +98,7 @@ class SceneModel(Protocol):
 
     model_id: str
     tokenizer: Any  # a transformers tokenizer: its special tokens are refused in questions
+    spec: ModelSpec  # patch grid, voxel, token budget the weights were trained with
 
     @property
     def patch_encoder(self) -> PatchEncoder: ...
@@ -150,17 +154,37 @@ class EngineStats:
     refused: Counter = field(default_factory=Counter)  # inputs refused (TF, depth), by reason
 
 
-def ingest_config(cfg: NodeConfig) -> IngestConfig:
+def ingest_config(cfg: NodeConfig, spec: ModelSpec | None = None) -> IngestConfig:
+    """The ingest settings: the keyframe policy and window from the node, the patch grid, voxel
+    and token budget from the model's `spec` (what its weights were trained with). A node
+    parameter left at 0 takes the model's value; any other value must equal it (ValueError
+    naming both). Without a model, the node's values, else IngestConfig's defaults."""
+    default = IngestConfig()
+    if spec is None:
+        rows, cols = default.patch_grid
+        model = {"patch_rows": rows, "patch_cols": cols, "voxel_m": default.voxel_m,
+                 "token_budget": default.token_budget}
+    else:
+        model = {"patch_rows": spec.patch_grid[0], "patch_cols": spec.patch_grid[1],
+                 "voxel_m": spec.voxel_m, "token_budget": spec.token_budget}
+    chosen = {}
+    for name, model_value in model.items():
+        node_value = getattr(cfg, name)
+        if node_value and spec is not None and node_value != model_value:
+            raise ValueError(
+                f"node parameter {name} = {node_value} conflicts with the model, trained with "
+                f"{name} = {model_value}; leave it 0 to use the model's value")
+        chosen[name] = node_value or model_value
     return IngestConfig(
-        patch_grid=(cfg.patch_rows, cfg.patch_cols),
+        patch_grid=(chosen["patch_rows"], chosen["patch_cols"]),
+        voxel_m=chosen["voxel_m"],
+        token_budget=chosen["token_budget"],
         window_s=cfg.window_s,
         max_buffer_mb=cfg.max_buffer_mb,
         keyframe_min_interval_s=cfg.keyframe_min_interval_s,
         keyframe_max_interval_s=cfg.keyframe_max_interval_s,
         keyframe_min_translation_m=cfg.keyframe_min_translation_m,
         keyframe_min_rotation_deg=cfg.keyframe_min_rotation_deg,
-        voxel_m=cfg.voxel_m,
-        token_budget=cfg.token_budget,
     )
 
 
@@ -172,7 +196,7 @@ class Engine:
         self.model = model
         self.tf = TransformBuffer(cache_s=cfg.tf_cache_s)
         self.sync = ApproximateTimeSync(slop_s=cfg.sync_slop_s, queue_size=cfg.sync_queue_size)
-        self.ingestor = Ingestor(ingest_config(cfg),
+        self.ingestor = Ingestor(ingest_config(cfg, model.spec if model is not None else None),
                                  encoder=model.patch_encoder if model is not None else None)
         self.stats = EngineStats()
         self._encoder_id = model.model_id if model is not None else None
@@ -192,13 +216,19 @@ class Engine:
 
     def set_model(self, model: SceneModel | None) -> None:
         """Swap the model (activate/deactivate). The buffer is kept when the new model's patch
-        features are those already stored (same encoder); otherwise it starts over, since
-        features from two encoders cannot be mixed in one window."""
+        features and ingest settings are those already stored (same encoder, same spec);
+        otherwise it starts over, since features from two encoders or two patch grids cannot
+        be mixed in one window. Raises ValueError (nothing changed) when a node parameter
+        conflicts with the model's spec."""
+        new_cfg = ingest_config(self.cfg, model.spec) if model is not None else None
         with self._input_lock, self._buffer_lock, self._model_lock:
             self.model = model
             if model is None:
                 return
             old_dim = self.ingestor.feature_dim
+            if new_cfg != self.ingestor.cfg:
+                self.ingestor = Ingestor(new_cfg, encoder=model.patch_encoder)
+                self._last_ingested_ns = None
             self.ingestor.encoder = model.patch_encoder
             if self.ingestor.feature_dim != old_dim or self._encoder_id != model.model_id:
                 self.ingestor.reset()
@@ -490,7 +520,8 @@ class Engine:
         try:
             with self._buffer_lock:
                 try:
-                    tokens = self.ingestor.buffer.tokens(self.cfg.token_budget, self.cfg.voxel_m,
+                    ing = self.ingestor.cfg
+                    tokens = self.ingestor.buffer.tokens(ing.token_budget, ing.voxel_m,
                                                          t_start_s=t_start_s, t_end_s=t_end_s)
                 except EmptyBufferError as exc:
                     raise QueryError(f"no observations in the window yet ({exc})") from None

@@ -241,9 +241,7 @@ def test_ingest_yields_to_a_question_until_the_queue_is_half_full(scene, scene_f
     from llava4d_ros.runtime import load_model
 
     model = BlockingModel(load_model(str(save_tiny_model(tmp_path / "tiny")), "cpu"))
-    cfg = NodeConfig(ingest_queue_size=8, patch_rows=model.cfg.patch_grid[0],
-                     patch_cols=model.cfg.patch_grid[1])
-    engine = Engine(cfg, model)
+    engine = Engine(NodeConfig(ingest_queue_size=8), model)  # the grid from the model's spec
     static_tf(engine)
     for f in scene_frames[:5]:
         feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
@@ -285,9 +283,37 @@ def fed_engine(tiny_model, scene):
 
 def _tiny_engine(model, **cfg) -> Engine:
     """An engine on the tiny untrained model; short answers (their text is noise anyway)."""
-    grid = model.cfg.patch_grid
     cfg.setdefault("max_new_tokens", 4)
-    return Engine(NodeConfig(patch_rows=grid[0], patch_cols=grid[1], **cfg), model)
+    return Engine(NodeConfig(**cfg), model)
+
+
+def test_ingest_settings_come_from_the_model_spec(tiny_model):
+    spec = tiny_model.spec
+    engine = Engine(NodeConfig())
+    assert engine.ingestor.cfg.token_budget == 2560 != spec.token_budget  # so this can fail
+    engine.set_model(tiny_model)
+    ing = engine.ingestor.cfg
+    assert (ing.patch_grid, ing.voxel_m, ing.token_budget) == (
+        spec.patch_grid, spec.voxel_m, spec.token_budget)
+    # a node parameter equal to the model's is accepted
+    same = NodeConfig(patch_rows=spec.patch_grid[0], token_budget=spec.token_budget)
+    assert Engine(same, tiny_model).ingestor.cfg == ing
+
+
+@pytest.mark.parametrize("param, value, match", [
+    ("patch_cols", 7, r"patch_cols = 7 conflicts .* patch_cols = 32"),
+    ("voxel_m", 0.35, r"voxel_m = 0.35 conflicts .* voxel_m = 0.2"),
+    ("token_budget", 99, r"token_budget = 99 conflicts .* token_budget = 256"),
+])
+def test_a_node_parameter_conflicting_with_the_model_spec_is_refused(tiny_model, param, value,
+                                                                      match):
+    with pytest.raises(ValueError, match=match):
+        Engine(NodeConfig(**{param: value}), tiny_model)
+    engine = Engine(NodeConfig(**{param: value}))  # no model yet: the node's value is used
+    before = engine.ingestor
+    with pytest.raises(ValueError, match=match):
+        engine.set_model(tiny_model)
+    assert engine.model is None and engine.ingestor is before  # nothing changed
 
 
 def test_tf_far_from_data_time_is_refused_and_never_resets(scene, scene_frames):

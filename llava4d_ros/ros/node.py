@@ -185,7 +185,7 @@ class Llava4dNode(LifecycleNode):
             self._pub_detections = self._publisher(Detection3DArray, "~/detections", 10)
         self._tf = TfListener(self, self._on_tf)
         self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
-                               f"window={self.cfg.window_s}s budget={self.cfg.token_budget}")
+                               f"window={self.cfg.window_s}s")
         return TransitionCallbackReturn.SUCCESS
 
     def _publisher(self, msg_type, topic: str, qos):
@@ -201,7 +201,15 @@ class Llava4dNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node inactive
             self.get_logger().error(f"activate failed: could not load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.engine.set_model(model)
+        try:
+            self.engine.set_model(model)
+        except ValueError as exc:  # a node parameter conflicts with the model's spec
+            self.get_logger().error(f"activate failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        spec = model.spec
+        self.get_logger().info(
+            f"model {model.model_id}: patch grid {spec.patch_grid}, voxel {spec.voxel_m} m, "
+            f"token budget {spec.token_budget}, trained on {spec.window_s} s windows")
         self._ingest_stop.clear()
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="llava4d_ingest",
                                                daemon=True)
