@@ -105,6 +105,19 @@ def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
         plain.scene_inventory(tokens, 10.0)
 
 
+def test_the_bias_steers_a_model_without_slot_heads(tok):
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=2, heads=4),
+                        token_budget=60, inventory=InventoryConfig(), slot_heads=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok).eval()
+    tokens = make_tokens(50)
+    before = model.generate("Which objects move?", tokens, max_new_tokens=3).text
+    with torch.no_grad():
+        model.inventory_bias.glob[-1].bias[tok.convert_tokens_to_ids("7")] = 1e3
+    after = model.generate("Which objects move?", tokens, max_new_tokens=3).text
+    assert not before.startswith("7") and after.startswith("7")
+
+
 def test_decode_features_follow_the_state(tok):
     model = tiny(tok, InventoryConfig())
     words = model.words

@@ -288,13 +288,15 @@ class _InventoryBiasProcessor(LogitsProcessor):
     position just run (`seen[-1]`, kept by the caller's forward hook) and the decode state of
     the answer so far, with the value of its sentence's `<time>` slot."""
 
-    def __init__(self, guide: _Guide, filler: _SlotFiller, seen: list[torch.Tensor]) -> None:
+    def __init__(self, guide: _Guide, filler: _SlotFiller | None,
+                 seen: list[torch.Tensor]) -> None:
         self.guide, self.filler, self.seen = guide, filler, seen
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
                  ) -> torch.FloatTensor:
         generated = input_ids[0].tolist()  # seen[0]: the prompt's last position, then one each
-        t_sentence = self.filler.sentence_time(generated, lambda j: self.seen[j + 1])
+        t_sentence = (float("nan") if self.filler is None  # no slot heads: no `<time>` values
+                      else self.filler.sentence_time(generated, lambda j: self.seen[j + 1]))
         return scores + self.guide.bias(self.seen[-1], generated, t_sentence)[None]
 
 
@@ -618,7 +620,7 @@ class LLaVA4D(nn.Module):
         the inventory's bias is added to the logits before each choice; it reads the hidden
         state of the position just run, which `generate` gives no logits processor, so a
         forward hook on the LM keeps it for the length of this one call."""
-        hidden = filler is not None
+        hidden = filler is not None or guide is not None
         # the whole prompt's embeddings: `generate` runs only the part the cache lacks
         embeds = torch.cat([q_emb.new_zeros(n_prefix, q_emb.shape[1]), q_emb])[None]  # (1, L, D)
         config = GenerationConfig(
@@ -630,7 +632,7 @@ class LLaVA4D(nn.Module):
         processors = LogitsProcessorList()
         seen: list[torch.Tensor] = []  # per LM forward in this call, its last hidden state (H,)
         hook = None
-        if guide is not None and filler is not None:
+        if guide is not None:
             hook = self.lm.register_forward_hook(
                 lambda _m, _a, out: seen.append(out.hidden_states[-1][0, -1]))
             processors.append(_InventoryBiasProcessor(guide, filler, seen))
