@@ -62,7 +62,7 @@ def test_different_sentences_are_kept_until_one_repeats():
 
 
 def test_answer_ids_ends_at_the_end_token_a_repeat_or_the_last_full_sentence():
-    from llava4d_ros.model.llava4d import answer_ids
+    from llava4d_ros.model.decoding import answer_ids
 
     period, eos = 0, 9
     assert answer_ids([1, 2, 0, 3, 0, 9], period, eos) == ([1, 2, 0, 3, 0], True)

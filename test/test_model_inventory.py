@@ -208,7 +208,8 @@ def test_velocity_at_a_time_reads_the_right_segment():
 
 
 def test_box_slot_points_among_the_named_objects_tokens(tok):
-    from llava4d_ros.model.llava4d import _Guide, apply_token_budget
+    from llava4d_ros.model.decoding import Guide
+    from llava4d_ros.model.llava4d import apply_token_budget
 
     model = tiny(tok, InventoryConfig())
     tokens = apply_token_budget(make_tokens(50), model.cfg.token_budget)
@@ -219,7 +220,7 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
     weights[2, :5] = 1.0  # blue: tokens 0..4; red: no tokens
     inv = Inventory(torch.zeros(8), torch.zeros(8), torch.zeros(8, 3), weights=weights)
     q = tok("Where is the blue sphere now?", add_special_tokens=False)["input_ids"]
-    guide = _Guide(model, inv, q)
+    guide = Guide(model, inv, q)
     assert torch.equal(guide.current_weights([]), weights[2])
     red = tok.convert_tokens_to_ids("red")
     assert guide.current_weights([red]) is None  # red is named but has no tokens

@@ -19,20 +19,14 @@ the model from what model/checkpoint.py and model/backbones.py read; neither imp
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import (
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model import backbones, checkpoint
@@ -41,6 +35,13 @@ from llava4d_ros.model.config import (
     CompressorConfig,
     LLaVA4DConfig,
     VisionConfig,
+)
+from llava4d_ros.model.decoding import (
+    Guide,
+    InventoryBiasProcessor,
+    RepeatedSentence,
+    SlotFiller,
+    answer_ids,
 )
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
 from llava4d_ros.model.grounding import GroundedBox, parse_answer
@@ -58,7 +59,6 @@ from llava4d_ros.model.inventory import (
     InventoryBias,
     SceneInventory,
     WordSets,
-    decode_features,
 )
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
@@ -152,152 +152,6 @@ class _Text:
     ids: list[int]
     times: list[tuple[list[int], float]]  # (positions in ids, value)
     coords: list[tuple[list[int], tuple[float, float, float]]]
-
-
-class _Guide:
-    """One question's decode state for the inventory bias: the window's `Inventory` and what the
-    question names; `bias(h, generated)` is the bias `(V,)` for the next token."""
-
-    def __init__(self, model: LLaVA4D, inv: Inventory, question_ids: Sequence[int]) -> None:
-        self.model, self.inv = model, inv
-        named, shape_after, plural = model.words.question(question_ids)
-        dev = inv.present.device
-        self.in_q = torch.tensor([named], device=dev)
-        self.shape_after = torch.tensor([shape_after], device=dev)
-        self.plural = torch.tensor([plural], device=dev)
-        self.q_first = named.index(1) if 1 in named else -1
-
-    def _state(self, generated: Sequence[int]) -> tuple[list[int], int]:
-        """(colours the answer named so far, the current colour: the last it named, else the
-        question's first, or -1)."""
-        if not generated:
-            return [0] * self.in_q.shape[1], self.q_first
-        return self.model.words.answer_states(generated, self.q_first)[-1]
-
-    def current_weights(self, generated: Sequence[int]) -> torch.Tensor | None:
-        """`(N,)` the inventory's token weights of the object the answer is about, None if
-        there is none or it has no tokens."""
-        cur = self._state(generated)[1]
-        if cur < 0 or self.inv.weights is None or not bool(self.inv.weights[cur].any()):
-            return None
-        return self.inv.weights[cur]
-
-    def bias(self, h: torch.Tensor, generated: Sequence[int], t_sentence: float) -> torch.Tensor:
-        named, cur = self._state(generated)
-        dev = h.device
-        feats = decode_features(self.inv, torch.tensor([named], device=dev), self.in_q,
-                                self.shape_after, torch.tensor([cur], device=dev), self.plural,
-                                torch.tensor([t_sentence], dtype=h.dtype, device=dev))
-        return self.model.inventory_bias(h[None], feats)[0]
-
-
-def answer_ids(ids: Sequence[int], period_id: int, eos_id: int | None
-               ) -> tuple[list[int], bool]:
-    """The answer in generated `ids` and whether it ended (by the end token or a sentence said
-    twice) rather than ran out of tokens: the end token dropped; a repeated sentence dropped (it
-    adds nothing and would loop to the token limit); out of tokens mid-sentence, cut back to the
-    last full sentence."""
-    ids = list(ids)
-    ended = bool(ids) and eos_id is not None and ids[-1] == eos_id
-    if ended:
-        ids.pop()
-    said: set[tuple[int, ...]] = set()
-    start = 0  # where the current sentence starts
-    for j, tid in enumerate(ids):
-        if tid == period_id:
-            done = tuple(ids[start:j + 1])
-            if done in said:
-                return ids[:start], True
-            said.add(done)
-            start = j + 1
-    if not ended and 0 < start < len(ids):
-        del ids[start:]
-    return ids, ended
-
-
-class _RepeatedSentence(StoppingCriteria):
-    """Stops when the sentence just finished (at `period_id`) was said before."""
-
-    def __init__(self, period_id: int) -> None:
-        self.period_id = period_id
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any
-                 ) -> torch.BoolTensor:
-        ids = input_ids[0].tolist()  # the generated ids (the prompt went in as embeddings)
-        stop = bool(ids) and ids[-1] == self.period_id and answer_ids(
-            ids, self.period_id, None)[1]
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool,
-                          device=input_ids.device)
-
-
-class _SlotFiller:
-    """One question's `<box>` / `<time>` values: each from the LM's hidden state at the slot,
-    the question's pooled embeddings and TE, the sentence so far (its pooled embeddings and the
-    value of its `<time>` slot) and, with a `guide`, the inventory's weights of the tokens of
-    the object the sentence names. Values are kept by answer position: the inventory bias asks
-    for the times while decoding, the answer for every slot at the end."""
-
-    def __init__(self, model: LLaVA4D, q_pool: torch.Tensor, q_te: torch.Tensor, t_q: float,
-                 h_visual: torch.Tensor, tokens: VisualTokens, t_ref_s: float,
-                 guide: _Guide | None) -> None:
-        self.model, self.guide = model, guide
-        self.q_pool, self.q_te, self.t_q = q_pool, q_te, t_q
-        self.h_visual, self.tokens, self.t_ref_s = h_visual, tokens, t_ref_s
-        self.values: dict[int, str] = {}
-
-    def sentence_time(self, generated: Sequence[int],
-                      hidden_at: Callable[[int], torch.Tensor], boxes: bool = False) -> float:
-        """The value of the current sentence's `<time>` slot (NaN if none), filling the slots
-        of `generated` on the way (`<box>` ones only with `boxes`); `hidden_at(j)`: the LM's
-        hidden state `(H,)` at answer position j."""
-        m = self.model
-        emb = m.lm.get_input_embeddings()(torch.tensor(generated, dtype=torch.long,
-                                                       device=m.device))  # (n, D)
-        start, t_sentence = 0, float("nan")
-        for j, tid in enumerate(generated):
-            if tid == m.period_id:
-                start, t_sentence = j + 1, float("nan")
-                continue
-            is_box = tid == m.box_token_id
-            if not (is_box or tid == m.time_token_id) or (is_box and not boxes):
-                continue
-            if j not in self.values:
-                ctx = slot_context(hidden_at(j), self.q_pool, m.slot_pool(emb[start:j + 1]),
-                                   self.q_te)
-                # a box is pointed among the named object's tokens (the inventory's colour
-                # weights); a time is not: its first-motion reading did worse so (30 val scenes)
-                mask = (self.guide.current_weights(generated[:j + 1])
-                        if self.guide is not None and is_box else None)
-                self.values[j] = m.fill_slot(tid, ctx, self.h_visual, self.tokens, self.t_ref_s,
-                                             self.t_q, t_sentence, mask)
-            if not is_box:
-                t_sentence = float(self.values[j])
-        return t_sentence
-
-    def fill(self, generated: Sequence[int], hidden_at: Callable[[int], torch.Tensor]
-             ) -> list[str]:
-        """The text of every slot of `generated`, in order."""
-        self.sentence_time(generated, hidden_at, boxes=True)
-        m = self.model
-        return [self.values[j] for j, tid in enumerate(generated)
-                if tid in (m.box_token_id, m.time_token_id)]
-
-
-class _InventoryBiasProcessor(LogitsProcessor):
-    """Adds the inventory's output bias for the next token: it reads the hidden state of the
-    position just run (`seen[-1]`, kept by the caller's forward hook) and the decode state of
-    the answer so far, with the value of its sentence's `<time>` slot."""
-
-    def __init__(self, guide: _Guide, filler: _SlotFiller | None,
-                 seen: list[torch.Tensor]) -> None:
-        self.guide, self.filler, self.seen = guide, filler, seen
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
-                 ) -> torch.FloatTensor:
-        generated = input_ids[0].tolist()  # seen[0]: the prompt's last position, then one each
-        t_sentence = (float("nan") if self.filler is None  # no slot heads: no `<time>` values
-                      else self.filler.sentence_time(generated, lambda j: self.seen[j + 1]))
-        return scores + self.guide.bias(self.seen[-1], generated, t_sentence)[None]
 
 
 class LLaVA4D(nn.Module):
@@ -601,10 +455,10 @@ class LLaVA4D(nn.Module):
                 cache.crop(-extra)  # back to the visual prefix
             text = self.text_after(question)
             q_emb = self.embed(torch.tensor(text.ids, device=self.device), None, text)  # (Lq, D)
-            guide = None if inv is None else _Guide(self, inv, text.ids)
+            guide = None if inv is None else Guide(self, inv, text.ids)
             filler = None
             if slots:
-                filler = _SlotFiller(self, self.slot_pool(q_emb), self.question_time(text, q_emb),
+                filler = SlotFiller(self, self.slot_pool(q_emb), self.question_time(text, q_emb),
                                      self.question_seconds(text), h_visual, tokens, t_ref_s,
                                      guide)
             answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
@@ -612,7 +466,7 @@ class LLaVA4D(nn.Module):
         return answers
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
-                     filler: _SlotFiller | None, guide: _Guide | None) -> ModelAnswer:
+                     filler: SlotFiller | None, guide: Guide | None) -> ModelAnswer:
         """Greedy answer to the question embedded in `q_emb (Lq, D)` after the `n_prefix` tokens
         of the visual prefix in `cache`, by the LM's own `generate`: it ends at the end token,
         at a sentence said twice (dropped) or after `max_new_tokens` (cut back to the last full
@@ -635,8 +489,8 @@ class LLaVA4D(nn.Module):
         if guide is not None:
             hook = self.lm.register_forward_hook(
                 lambda _m, _a, out: seen.append(out.hidden_states[-1][0, -1]))
-            processors.append(_InventoryBiasProcessor(guide, filler, seen))
-        stopping = StoppingCriteriaList([_RepeatedSentence(self.period_id)])
+            processors.append(InventoryBiasProcessor(guide, filler, seen))
+        stopping = StoppingCriteriaList([RepeatedSentence(self.period_id)])
         try:
             out = self.lm.generate(
                 inputs_embeds=embeds,
@@ -677,6 +531,13 @@ class LLaVA4D(nn.Module):
                max_new_tokens: int = 96) -> ModelAnswer:
         """The engine's `SceneModel.answer`."""
         return self.generate(question, tokens, t_ref_s, max_new_tokens)
+
+    def context_of_slot(self, h_slot: torch.Tensor, q_pool: torch.Tensor,
+                        sentence_emb: torch.Tensor, q_te: torch.Tensor) -> torch.Tensor:
+        """`(3H + dt,)` what the heads read for a slot: its hidden state `(H,)`, the question's
+        pooled embeddings `(H,)`, its sentence so far `(L, H)` (pooled here) and the TE of the
+        time the question names `(dt,)`."""
+        return slot_context(h_slot, q_pool, self.slot_pool(sentence_emb), q_te)
 
     def fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
                    tokens: VisualTokens, t_ref_s: float, t_question: float,
