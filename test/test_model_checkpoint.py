@@ -159,23 +159,30 @@ def test_shipped_default_loads_and_answers():
 
 # Answers of the shipped default before the backbone refactor (commit 38424fe), same windows:
 # our format, the word-level tokenizer and the decode path must keep giving exactly these.
+# Two changed on purpose with abstention (model/abstention.py): on these noise windows the
+# inventory puts red below presence and blue's sphere at 0, and the model had answered with a
+# red sphere and a blue cube instead.
 _DEFAULT_ANSWERS = [
     (0, 'Where is the red cube at 2.5s?',
-     'At 2.5s, the red sphere is at [0.27, -1.59, 1.76, 0.29, 0.29, 0.61].'),
+     'I do not see a red cube.'),
     (0, 'Which objects move?',
      'The green cube moves.'),
     (0, 'When did the blue sphere start moving?',
-     'The blue cube did not move.'),
+     'I do not see a blue sphere.'),
     (0, 'How many cubes are there?',
      'There are 4 cubes.'),
+    (0, 'Where is the green cube at 2.5s?',
+     'At 2.5s, the green cube is at [0.21, -1.51, 0.24, 0.32, 0.32, 0.63].'),
     (1, 'Where is the red cube at 2.5s?',
-     'At 2.5s, the red cylinder is at [-0.13, -1.24, 0.80, 0.39, 0.39, 0.61].'),
+     'I do not see a red cube.'),
     (1, 'Which objects move?',
      'The green cube moves.'),
     (1, 'When did the blue sphere start moving?',
-     'The blue cube did not move.'),
+     'I do not see a blue sphere.'),
     (1, 'How many cubes are there?',
      'There are 4 cubes.'),
+    (1, 'Where is the green cube at 2.5s?',
+     'At 2.5s, the green cube is at [-1.46, 1.72, 0.96, 0.29, 0.29, 0.59].'),
 ]
 
 

@@ -30,6 +30,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model import backbones, checkpoint
+from llava4d_ros.model.abstention import abstain_text
 from llava4d_ros.model.compressor import build_compressor
 from llava4d_ros.model.config import (
     CompressorConfig,
@@ -448,8 +449,14 @@ class LLaVA4D(nn.Module):
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
         pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
         cache = self.kv_cache(out)
+        seen = self._seen(inv)
         answers = []
         for question in questions:
+            if seen is not None:
+                declined = abstain_text(question, *seen)
+                if declined is not None:  # no box for what the window does not support
+                    answers.append(ModelAnswer(text=declined, boxes=()))
+                    continue
             extra = cache.get_seq_length() - len(pre_ids)
             if extra > 0:
                 cache.crop(-extra)  # back to the visual prefix
@@ -464,6 +471,18 @@ class LLaVA4D(nn.Module):
             answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
                                              filler, guide))
         return answers
+
+    def _seen(self, inv: Inventory | None
+              ) -> tuple[dict[str, float], dict[str, dict[str, float]]] | None:
+        """The inventory's presence per colour and shape per colour as probabilities by name,
+        for `abstain_text`; None without an inventory (an open-vocabulary LM: the closed task
+        vocabulary must not decline words such an LM knows)."""
+        if inv is None:
+            return None
+        present, _, shape = inv.probs()
+        colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
+        return (dict(zip(colours, present.tolist())),
+                {c: dict(zip(shapes, row)) for c, row in zip(colours, shape.tolist())})
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
                      filler: SlotFiller | None, guide: Guide | None) -> ModelAnswer:

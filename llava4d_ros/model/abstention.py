@@ -1,0 +1,132 @@
+"""Abstention: "I do not see a mug." instead of an invented box.
+
+Before the LM answers, the object a question names is checked against what the model knows:
+- a noun that names no object the model knows ("mug", "kettle") -> it cannot be in the window
+  for this model, whatever the tokens hold;
+- a palette colour whose presence the scene inventory (model/inventory.py) puts below
+  `min_present`, or a shape the inventory gives that colour with probability below
+  `min_shape` -> the window does not support it.
+Either way the answer is "I do not see ..." with no box. Questions that name no object, or an
+object the window supports, go to the LM unchanged.
+
+The words come from the task vocabulary (data/vocabulary.py): colours, shapes and their
+synonyms, the words for "objects". Nouns of the scene itself ("the scene", "the room") are not
+objects. Which unknown nouns tests use is not looked at: any noun outside the known words counts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llava4d_ros.data.vocabulary import COLOURS, OBJECT_WORDS, canonical_shape
+
+#: Nouns after "the"/"a" that name the scene, a time or a place, not an object.
+SCENE_NOUNS = frozenset({
+    "scene", "room", "window", "view", "world", "camera", "map", "frame", "image", "picture",
+    "moment", "time", "start", "end", "beginning", "past", "present", "last", "first", "same",
+    "one", "ones", "other", "others", "rest", "way", "direction", "robot", "floor", "table",
+    "x", "y", "z", "axis", "origin", "left", "right", "front", "back", "top", "bottom",
+    "second", "seconds", "sec", "secs", "s", "number", "count", "total", "most", "position",
+    "location", "place", "motion", "movement", "speed", "heading",
+})
+_GENERIC = frozenset({*OBJECT_WORDS, "object", "thing", "item", "anything", "something"})
+#: Words that open a question or a request rather than name an object ("Where is ...",
+#: "Could you ..."); a question that opens with anything else may open with its object
+#: ("Red cube at 3 s?", "Cup location now?").
+OPENERS = frozenset({
+    "where", "what", "when", "which", "who", "whose", "why", "how", "is", "are", "was", "were",
+    "did", "does", "do", "has", "have", "had", "can", "could", "would", "will", "should", "may",
+    "might", "shall", "tell", "show", "find", "give", "describe", "count", "list", "name", "say",
+    "locate", "point", "report", "explain", "please", "kindly", "i", "we", "you", "it", "there",
+    "any", "anything", "something", "nothing", "everything", "in", "at", "on", "from", "since",
+    "during", "after", "before", "between", "hey", "hi", "hello", "ok", "okay", "so", "now",
+    "then", "and", "also", "yes", "no", "robot", "let", "lets", "let's",
+})
+#: Words after a question's first word that make it no object ("Summary of the scene").
+_NOT_AFTER_OBJECT = frozenset({"of", "for", "about", "me", "us", "the", "a", "an", "all", "every",
+                               "each", "to", "with"})
+# the second word is looked at, not consumed: it may start the next phrase ("Locate the mug")
+_PHRASE = re.compile(r"(?:^|\b(the|a|an|any)\s+)([a-z]+)(?=(?:\s+([a-z]+))?)")
+
+
+@dataclass(frozen=True)
+class NamedObject:
+    """The object a question asks about: `colour` / `shape` (canonical words, None when not
+    named) or an `unknown` noun; `determiner` as asked ("the", "a", "any")."""
+
+    determiner: str
+    colour: str | None = None
+    shape: str | None = None
+    unknown: str | None = None
+
+    def phrase(self) -> str:
+        """'a green sphere', 'an orange cube', 'a mug', 'any mugs'."""
+        words = " ".join(w for w in (self.colour, self.shape or self.unknown) if w)
+        if self.determiner == "any":
+            return f"any {words}"
+        return f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
+
+
+def _kind(word: str | None) -> str:
+    """'colour', 'shape', 'generic' (objects, things), 'scene' (scene, room, time...), 'none'
+    or 'other' (a word the model has no object for)."""
+    if word is None:
+        return "none"
+    if word in COLOURS:
+        return "colour"
+    if canonical_shape(word) is not None:
+        return "shape"
+    if word in _GENERIC:
+        return "generic"
+    return "scene" if word in SCENE_NOUNS else "other"
+
+
+def named_object(question: str) -> NamedObject | None:
+    """The first object phrase of `question` ("the red cube", "a mug", "the moving block"), or
+    None when it names none (counts over "the objects", "the scene", a colour alone)."""
+    for m in _PHRASE.finditer(question.lower().strip()):
+        det, w1, w2 = m.group(1), m.group(2), m.group(3)
+        if det is None:  # the question's first word
+            if w1 in OPENERS or w2 in _NOT_AFTER_OBJECT:
+                continue
+            det = "a"
+        k1, k2 = _kind(w1), _kind(w2)
+        if k1 == "colour":
+            if k2 == "shape":
+                return NamedObject(det, w1, canonical_shape(w2))
+            if k2 == "other":
+                return NamedObject(det, w1, unknown=w2)
+            continue  # a colour alone, or "the red one"
+        if k1 == "shape":
+            return NamedObject(det, shape=canonical_shape(w1))
+        if k1 in ("generic", "scene"):
+            continue
+        if k2 == "shape":  # an adjective first: "the moving block"
+            return NamedObject(det, shape=canonical_shape(w2))
+        if k2 == "generic":  # "the moving object"
+            continue
+        return NamedObject(det, unknown=w1)
+    return None
+
+
+def abstain_text(question: str, present_p: dict[str, float] | None = None,
+                 shape_p: dict[str, dict[str, float]] | None = None, min_present: float = 0.5,
+                 min_shape: float = 0.05) -> str | None:
+    """"I do not see <the object>." when the question names an object the model does not know,
+    or (given the inventory's `present_p[colour]` and `shape_p[colour][shape]` probabilities)
+    one the window does not support; None to let the model answer."""
+    obj = named_object(question)
+    if obj is None:
+        return None
+    if obj.unknown is not None:
+        return f"I do not see {obj.phrase()}."
+    if obj.colour is None or present_p is None:
+        return None
+    # a colour or shape the inventory has no entry for is one the model cannot see
+    if present_p.get(obj.colour, 0.0) < min_present:
+        return f"I do not see {obj.phrase()}."
+    if obj.shape is not None and shape_p is not None and (
+            shape_p.get(obj.colour, {}).get(obj.shape, 0.0) < min_shape):
+        return f"I do not see {obj.phrase()}."
+    return None
