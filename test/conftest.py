@@ -46,3 +46,32 @@ def ros_context():
     yield ctx
     if ctx.ok():
         rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny untrained model saved in our format (the node tests' default model)."""
+    from helpers.tiny_model import save_tiny_model
+
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny_model")))
+
+
+@pytest.fixture
+def harness(ros_context, tiny_model_dir):
+    """`harness(**params)` makes the node under test with a peer (helpers/node_harness.py),
+    closed after the test. Nodes run the tiny untrained model unless a test asks for another
+    (model_path="" is the embedded default): most node tests are about plumbing, not answers."""
+    from helpers.node_harness import Harness
+
+    made = []
+
+    def make(**params):
+        params.setdefault("model_path", tiny_model_dir)
+        h = Harness(ros_context, **params)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+

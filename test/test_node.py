@@ -18,9 +18,8 @@ import rclpy  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from helpers.node_harness import Harness, wait_for  # noqa: E402
+from helpers.node_harness import wait_for  # noqa: E402
 from helpers.publish import image_msg, info_msg  # noqa: E402
-from helpers.tiny_model import save_tiny_model  # noqa: E402
 from llava4d_ros.ros.node import Llava4dNode  # noqa: E402
 from llava4d_ros.srv import Query  # noqa: E402
 
@@ -35,28 +34,6 @@ def scene():
 @pytest.fixture(scope="module")
 def scene_frames(scene):
     return list(frames(scene))
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return str(save_tiny_model(tmp_path_factory.mktemp("tiny_model")))
-
-
-@pytest.fixture
-def harness(ros_context, tiny_model_dir):
-    """Nodes run the tiny untrained model unless a test asks for another (model_path="" is the
-    embedded default): most tests here are about plumbing, not answers."""
-    made = []
-
-    def make(**params):
-        params.setdefault("model_path", tiny_model_dir)
-        h = Harness(ros_context, **params)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def test_missing_model_path_leaves_node_unconfigured_and_alive(harness):

@@ -21,9 +21,8 @@ require_ros()
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 
-from helpers.node_harness import SUCCESS, Harness, wait_for  # noqa: E402
+from helpers.node_harness import SUCCESS, wait_for  # noqa: E402
 from helpers.publish import ScenePublisher, image_msg, info_msg, tf_msg  # noqa: E402
-from helpers.tiny_model import save_tiny_model  # noqa: E402
 from llava4d_ros.srv import Query  # noqa: E402
 
 
@@ -35,26 +34,6 @@ def scene():
 @pytest.fixture(scope="module")
 def scene_frames(scene):
     return list(frames(scene))
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return str(save_tiny_model(tmp_path_factory.mktemp("tiny_model")))
-
-
-@pytest.fixture
-def harness(ros_context, tiny_model_dir):
-    made = []
-
-    def make(**params):
-        params.setdefault("model_path", tiny_model_dir)
-        h = Harness(ros_context, **params)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 NS = 1_000_000_000
