@@ -54,9 +54,8 @@ def test_absent_colours_and_shapes_are_declined_from_the_inventory():
     assert abstain_text(ask.format("red cube"), present, shape) is None
     assert abstain_text(ask.format("red block"), present, shape) is None
     assert abstain_text(ask.format("green cube"), present, shape) == "I do not see a green cube."
-    assert abstain_text(ask.format("red ball"), present, shape, min_shape=0.1) == (
-        "I do not see a red sphere.")
-    # the thresholds decide: a shape at 0.05 passes below 0.05, not at 0.1
+    assert abstain_text(ask.format("red ball"), present, shape) == "I do not see a red sphere."
+    # the thresholds decide: a shape at 0.05 passes below 0.05, not at the default 0.1
     assert abstain_text(ask.format("red ball"), present, shape, min_shape=0.04) is None
     # without an inventory only unknown nouns are declined
     assert abstain_text(ask.format("green cube")) is None
