@@ -41,7 +41,7 @@ OPENERS = frozenset({
     "locate", "point", "report", "explain", "please", "kindly", "i", "we", "you", "it", "there",
     "any", "anything", "something", "nothing", "everything", "in", "at", "on", "from", "since",
     "during", "after", "before", "between", "hey", "hi", "hello", "ok", "okay", "so", "now",
-    "then", "and", "also", "yes", "no", "robot", "let", "lets", "let's",
+    "then", "and", "also", "yes", "no", "robot", "let", "lets",
 })
 #: Words after a question's first word that make it no object ("Summary of the scene").
 _NOT_AFTER_OBJECT = frozenset({"of", "for", "about", "me", "us", "the", "a", "an", "all", "every",
