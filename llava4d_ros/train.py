@@ -37,7 +37,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
 from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
-from llava4d_ros.training import checkpointing
+from llava4d_ros.training import checkpointing, new_tokens
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
 from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
@@ -71,11 +71,29 @@ class Preset:
     inventory_scenes: int  # stage 5: cheap per scene, and its shape classifier wants objects
     refine_steps: int = 6000  # stage 4's head steps
     bias_steps: int = 3000  # stage 5's output-bias steps
+    # a pretrained LM (`lm`: a directory, a .gguf, or "smollm2" for the one setup converts):
+    # the LM stays frozen but for LoRA adapters and the rows of the tokens we add
+    lm: str | None = None
+    lora_rank: int = 0
+    compressor: str = "none"
+    samples_per_window: int = 0  # 0: all of a window's questions in each step
+    phrasing: str = "template"  # the instruction data's wording (data/instructions.py)
+    honest: bool = False  # with the questions whose answer is "no" / "I do not see it"
+    head_steps: int = 8  # extra steps of the slot heads alone per window step (stages 2, 3)
+    stages: str = "1,2,3,4,5"
 
 
 PRESETS = {
     "small": Preset(hidden=128, layers=3, heads=4, steps=(150, 250, 450), lr=1e-3,
                     train_scenes=320, test_scenes=40, text_warmup=300, inventory_scenes=640),
+    # LLaVA-4D on SmolLM2-135M-Instruct: a window step of 12 questions takes 4-7 s on 2 CPU
+    # threads, so fewer steps, two extra head steps, and no stage 4 (its feature pass costs a
+    # step per window); stage 5's inventory needs a closed vocabulary
+    "smollm2": Preset(hidden=0, layers=0, heads=0, steps=(80, 80, 600), lr=6e-4,
+                      train_scenes=240, test_scenes=40, text_warmup=0, inventory_scenes=0,
+                      refine_steps=3000, lm="smollm2", lora_rank=8, compressor="resampler",
+                      samples_per_window=12, phrasing="train", honest=True, head_steps=2,
+                      stages="1,2,3"),
     "tiny": Preset(hidden=32, layers=2, heads=4, steps=(2, 2, 2), lr=1e-3, train_scenes=2,
                    test_scenes=1, text_warmup=2, inventory_scenes=2, refine_steps=20,
                    bias_steps=20),
@@ -118,17 +136,45 @@ def cache_dir_for(root: str, cfg: LLaVA4DConfig) -> str:
                               f"v{cfg.voxel_m:g}_{h.hexdigest()[:12]}")
 
 
+def sample_kwargs(preset: Preset) -> dict[str, Any]:
+    """`samples_for_scene` options of a preset's data (empty: the template tasks)."""
+    kw: dict[str, Any] = {}
+    if preset.phrasing != "template":
+        kw["phrasing"] = preset.phrasing
+    if preset.honest:
+        kw["honest"] = True
+    return kw
+
+
 def load_split(split: str, n: int, cache_root: str, cfg: LLaVA4DConfig,
-               progress: bool = True) -> list[SceneRecord]:
-    """Cached records of the first `n` scene seeds of `split` (built on first use)."""
+               progress: bool = True, samples: dict[str, Any] | None = None
+               ) -> list[SceneRecord]:
+    """Cached records of the first `n` scene seeds of `split` (built on first use);
+    `samples`: `samples_for_scene` options (e.g. `phrasing="train", honest=True`)."""
     from llava4d_ros.data.instructions import seeds_for_split
 
     if cfg.vision.kind != "colour_stats":
         raise ValueError("training data is cached with the colour-stats encoder only here")
     seeds = seeds_for_split(split, n)
     paths = cache_scenes(seeds, cache_dir_for(cache_root, cfg), ColourStatsEncoder(),
-                         ingest_config(cfg), progress=progress)
+                         ingest_config(cfg), progress=progress, sample_kwargs=samples)
     return [load_record(p) for p in paths]
+
+
+def pretrained_model(preset: Preset, lm: str, encoding: str) -> Any:
+    """LLaVA-4D on the pretrained LM at `lm` ("smollm2": the one setup converts) with fresh
+    4D parts, the preset's compressor, and the 4D encoding of the ablation."""
+    from llava4d_ros.model.backbones import default_lm_dir
+    from llava4d_ros.model.config import CompressorConfig
+    from llava4d_ros.model.llava4d import LLaVA4D
+
+    path = default_lm_dir() if lm == "smollm2" else lm
+    model = LLaVA4D.from_lm(path, compressor=CompressorConfig(kind=preset.compressor))
+    if model.cfg.lm_source.kind == "hf":  # checkpoints keep only the LM's changes (MBs)
+        model.cfg = replace(model.cfg, lm_weights="delta")
+    if encoding != "full":
+        model.set_encoding(encoding)
+    return model
 
 
 def default_config(preset: Preset, encoding: str, vocab_size: int) -> LLaVA4DConfig:
@@ -484,6 +530,10 @@ def train(args: argparse.Namespace) -> str:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     preset = PRESETS[args.config]
+    lm_path = args.lm or preset.lm
+    lora_rank = preset.lora_rank if args.lora_rank is None else args.lora_rank
+    per_window = (preset.samples_per_window if args.samples_per_window is None
+                  else args.samples_per_window)
     steps = tuple(args.steps) if args.steps else preset.steps
     if args.text_warmup is None:
         args.text_warmup = preset.text_warmup
@@ -491,7 +541,9 @@ def train(args: argparse.Namespace) -> str:
         args.refine_steps = preset.refine_steps
     if args.bias_steps is None:
         args.bias_steps = preset.bias_steps
-    stages = [int(s) for s in args.stages.split(",")]
+    stages = [int(s) for s in (args.stages or preset.stages).split(",")]
+    if args.head_steps is None:
+        args.head_steps = preset.head_steps
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.jsonl") if info.is_main else None
 
@@ -510,12 +562,19 @@ def train(args: argparse.Namespace) -> str:
         model = load_llava4d(os.path.join(args.out, "last"),
                              fresh=FRESH_FOR_STAGE4 if start_stage == 4 else ())
         print(f"resuming at stage {start_stage}, step {start_step}")
+    elif lm_path:
+        model = pretrained_model(preset, lm_path, args.ablation)
     else:
         tok = build_tokenizer(vocabulary())
         model = build_model(default_config(preset, args.ablation, len(tok)), tok)
     model.to(info.device).train()
-    if args.lora_rank:
-        add_lora(model, args.lora_rank)
+    pretrained_lm = model.cfg.lm_source.kind != "scratch"
+    if pretrained_lm and 5 in stages:
+        print("stage 5 skipped: the scene inventory's word heads need a closed vocabulary of "
+              "one-token words, which a pretrained LM's tokenizer is not")
+        stages = [s for s in stages if s != 5]
+    if lora_rank:
+        add_lora(model, lora_rank)
     if args.grad_checkpointing:
         checkpointing.prepare(model.lm)
 
@@ -532,7 +591,8 @@ def train(args: argparse.Namespace) -> str:
 
     n_train = args.train_scenes or preset.train_scenes
     with ddp.main_first(info):
-        records = load_split("train", n_train, args.cache, model.cfg, progress=info.is_main)
+        records = load_split("train", n_train, args.cache, model.cfg, progress=info.is_main,
+                             samples=sample_kwargs(preset))
     rng = random.Random(args.seed)
     per_step = args.windows_per_step or info.world_size
 
@@ -550,7 +610,8 @@ def train(args: argparse.Namespace) -> str:
             n5 = args.inventory_scenes or preset.inventory_scenes
             with ddp.main_first(info):
                 records5 = (records if n5 == len(records)
-                            else load_split("train", n5, args.cache, model.cfg))
+                            else load_split("train", n5, args.cache, model.cfg,
+                                            samples=sample_kwargs(preset)))
             fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path,
                           progress=info.is_main)
             ddp.broadcast_module(model, info)
@@ -558,25 +619,32 @@ def train(args: argparse.Namespace) -> str:
             if info.is_main:
                 _save_last_model_only(merged_copy(model), args.out, 6)
             continue
-        params = lora_trainable(model, stage_setup(model, stage, train_lm_in_stage1=True))
+        params = lora_trainable(model, stage_setup(model, stage,
+                                                   train_lm_in_stage1=not pretrained_lm))
         # the slot heads start from nothing and see few examples per step: a larger step size
         head_ids = {id(p) for name, p in model.named_parameters()
                     if name.startswith((*HEADS, "text_coords."))}
         groups = [{"params": [p for p in params if id(p) not in head_ids], "scale": 1.0},
                   {"params": [p for p in params if id(p) in head_ids], "scale": 3.0}]
+        rows_hook = None
+        if pretrained_lm and stage in (1, 3):  # the LM learns to say <box> / <time>
+            emb = model.lm.get_input_embeddings().weight
+            rows_hook = new_tokens.train_rows(emb, new_tokens.added_token_ids(model))
+            params.append(emb)
+            groups.append({"params": [emb], "scale": 3.0, "weight_decay": 0.0})
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=preset.lr,
                                 weight_decay=0.01)
         first = start_step if stage == start_stage else 0
         opt_path = os.path.join(args.out, "last", "optimizer.pt")
         if first > 0 and os.path.isfile(opt_path):
-            if args.lora_rank:  # `last/` holds merged weights: the adapters start afresh
+            if lora_rank:  # `last/` holds merged weights: the adapters start afresh
                 print("resuming with fresh LoRA adapters: the saved optimiser state is not "
                       "loaded")
             else:
                 opt.load_state_dict(torch.load(opt_path, weights_only=True))
         total = steps[stage - 1]
         replica = ddp.replicate(model, info)  # after stage_setup: DDP registers what trains
-        if stage == 1 and first == 0 and args.text_warmup > 0:
+        if stage == 1 and first == 0 and args.text_warmup > 0 and not pretrained_lm:
             _text_warmup(model, records, args.text_warmup, preset.lr * 3, rng, log_path,
                          replica, info)
         order = [i for _ in range(total * per_step // len(records) + 2) for i in
@@ -588,6 +656,9 @@ def train(args: argparse.Namespace) -> str:
             windows = ddp.local_share(order[step * per_step:(step + 1) * per_step], info)
             work = [(records[i], s) for i in windows if (s := _samples_for_stage(records[i],
                                                                                   stage))]
+            if per_window:
+                work = [(r, rng.sample(s, per_window) if len(s) > per_window else s)
+                        for r, s in work]
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, preset.lr) * g["scale"]
             vals = _window_step(model, replica, opt, params, work, stage, args, info)
@@ -600,6 +671,9 @@ def train(args: argparse.Namespace) -> str:
                                         "s": round(time.time() - t0, 1)}) + "\n")
             if (step + 1) % args.save_every == 0 and step + 1 < total:
                 save("", opt, stage, step + 1)
+        if rows_hook is not None:
+            rows_hook.remove()
+            model.lm.get_input_embeddings().weight.requires_grad_(False)
         save(os.path.join(args.out, f"stage{stage}"))
         nxt = stages[stages.index(stage) + 1] if stage != stages[-1] else stage + 1
         save("", opt, nxt, 0)
@@ -615,8 +689,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="run directory (checkpoints, log)")
     ap.add_argument("--config", default="small", choices=sorted(PRESETS))
-    ap.add_argument("--stages", default="1,2,3,4,5",
-                    help="1 content alignment, 2 coordinate alignment, 3 instruction tuning, "
+    ap.add_argument("--lm", default=None,
+                    help="a pretrained LM to build on: a transformers directory, a .gguf file, "
+                         "or smollm2 (the one setup converts; the smollm2 preset's default)")
+    ap.add_argument("--samples-per-window", type=int, default=None,
+                    help="questions of a window per step, drawn at random (0: all; default: "
+                         "the preset's)")
+    ap.add_argument("--stages", default=None,
+                    help="(default: the preset's, 1-5 for small, 1-3 for smollm2) "
+                         "1 content alignment, 2 coordinate alignment, 3 instruction tuning, "
                          "4 slot-head refinement on the frozen model, 5 scene inventory and "
                          "output bias on the frozen model")
     ap.add_argument("--refine-steps", type=int, default=None,
@@ -638,15 +719,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--text-warmup", type=int, default=None,
                     help="text-only LM steps at the start of stage 1 (default: preset)")
-    ap.add_argument("--head-steps", type=int, default=8,
-                    help="extra steps of the slot heads alone per window (stages 2, 3)")
+    ap.add_argument("--head-steps", type=int, default=None,
+                    help="extra steps of the slot heads alone per window (stages 2, 3; "
+                         "default: the preset's, 8 for small)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--windows-per-step", type=int, default=None,
                     help="scene windows per optimiser step, over all processes (default: one "
                          "per process); one process with N equals N processes with one")
-    ap.add_argument("--lora-rank", type=int, default=0,
+    ap.add_argument("--lora-rank", type=int, default=None,
                     help="train LoRA adapters of this rank on the LM instead of its weights "
-                         "(peft); checkpoints hold the merged weights")
+                         "(peft; default: the preset's, 8 for smollm2, 0 = none); checkpoints "
+                         "hold the merged weights")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forwards")
     ap.add_argument("--grad-checkpointing", action="store_true",
                     help="recompute the visual prefix's LM layers in the backward instead of "

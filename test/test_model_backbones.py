@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_lm import CHAT, SAMPLE, bpe_tokenizer, save_lm
 from helpers.tiny_model import random_tokens
 from llava4d_ros.model import backbones
 from llava4d_ros.model.compressor import PoolCompressor, Resampler
@@ -19,62 +20,10 @@ from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
 from llava4d_ros.training.losses import window_loss
 
-CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-CORPUS = ["Where is the red cube at 2.5s? The red cube is at [0.10, -1.20, 0.30].",
-          "Which objects move? The blue sphere moves toward +x.",
-          "When did the green cylinder start moving? It started at 3.0s.",
-          "How many cubes are there? There are 2 cubes."] * 20
-SAMPLE = {"question": "Where is the red cube at 1.0s?", "task": "grounding",
-          "answer_template": "At <time>s, the red cube is at <box>.", "answer": "",
-          "slots": [{"kind": "time", "value": 1.0},
-                    {"kind": "box", "value": [0, 0, 0.2, 0.3, 0.3, 0.3]}],
-          "targets": [[3, 4], [29]]}  # token 29: the last of the 30-token window
-
-
-def _bpe_tokenizer(chat: bool):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    if chat:
-        fast.chat_template = CHAT
-    return fast
-
-
-def _lm_config(kind: str, tok):
-    from transformers import LlamaConfig, Qwen2Config
-
-    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=512, tie_word_embeddings=True,
-                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                  pad_token_id=tok.pad_token_id)
-    return LlamaConfig(**common) if kind == "llama" else Qwen2Config(**common)
-
-
-def _save_lm(path, kind: str = "llama", chat: bool = True) -> str:
-    from transformers import AutoModelForCausalLM
-
-    tok = _bpe_tokenizer(chat)
-    torch.manual_seed(0)
-    lm = AutoModelForCausalLM.from_config(_lm_config(kind, tok))
-    lm.save_pretrained(str(path), safe_serialization=True)
-    tok.save_pretrained(str(path))
-    return str(path)
-
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
-    return _save_lm(tmp_path_factory.mktemp("tiny_llama"))
+    return save_lm(tmp_path_factory.mktemp("tiny_llama"))
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +45,8 @@ def _small(**kw):
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_hf_lm_dir_with_chat_template_and_slot_tokens(tmp_path, kind):
-    path = _save_lm(tmp_path / kind, kind)
-    vocab_before = len(_bpe_tokenizer(True))
+    path = save_lm(tmp_path / kind, kind)
+    vocab_before = len(bpe_tokenizer(True))
     model = LLaVA4D.from_lm(path, **_small())
     tok = model.tokenizer
     assert model.cfg.lm_source.kind == "hf" and model.cfg.lm_source.path == path
@@ -137,7 +86,7 @@ def test_hf_lm_dir_with_chat_template_and_slot_tokens(tmp_path, kind):
 
 
 def test_lm_without_chat_template_gets_the_plain_template(tmp_path):
-    model = LLaVA4D.from_lm(_save_lm(tmp_path / "plain", chat=False), **_small())
+    model = LLaVA4D.from_lm(save_lm(tmp_path / "plain", chat=False), **_small())
     assert model.cfg.template == "USER: {image}\n{question} ASSISTANT:" and model.cfg.add_bos
     assert model.prefix_ids(2)[0] == model.tokenizer.bos_token_id
 

@@ -29,9 +29,9 @@ def test_default_model_info(capsys):
 
 
 def test_model_info_of_a_pretrained_lm(tmp_path):
-    from test_model_backbones import _save_lm
+    from helpers.tiny_lm import save_lm
 
-    model = LLaVA4D.from_lm(_save_lm(tmp_path / "lm"), pointer_dim=16, box_hidden=16,
+    model = LLaVA4D.from_lm(save_lm(tmp_path / "lm"), pointer_dim=16, box_hidden=16,
                             token_budget=64, window_s=12.0)
     model.save_pretrained(str(tmp_path / "ours"))
     info = model_info(str(tmp_path / "ours"))

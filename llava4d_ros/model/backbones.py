@@ -58,7 +58,10 @@ def load_lm(path: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, LM
     lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kw)
     name = os.path.splitext(gguf)[0] if gguf else os.path.basename(folder.rstrip(os.sep))
     full = os.path.join(folder, gguf) if gguf else folder
-    return lm, tokenizer, LMSource(kind="gguf" if gguf else "hf", path=full, name=name)
+    from llava4d_ros.model.lm_delta import fingerprint
+
+    return lm, tokenizer, LMSource(kind="gguf" if gguf else "hf", path=full, name=name,
+                                   fingerprint=fingerprint(lm.state_dict()))
 
 
 def lm_config_dict(lm: torch.nn.Module) -> dict[str, Any]:

@@ -7,7 +7,9 @@ Our format (`LLaVA4D.save_pretrained` / `LLaVA4D.from_pretrained`):
     config.json          LLaVA4DConfig.to_dict() (the LM's transformers config inside, and
                          where the LM came from: `lm_source`)
     model.safetensors    the whole state dict (LM, 4D parts, projector, heads, compressor, CLIP /
-                         SigLIP tower if any; EfficientNet-Lite0 weights stay in their package)
+                         SigLIP tower if any; EfficientNet-Lite0 weights stay in their package);
+                         with `lm_weights: "delta"` the LM's part is only its changes to the
+                         base LM `lm_source` names (model/lm_delta.py)
     tokenizer.json (+ tokenizer_config.json, chat_template.jinja, special_tokens_map.json)
 
 A LLaVA-1.5 checkpoint in Hugging Face layout (`read_llava_hf`): `LlavaForConditionalGeneration`
@@ -116,6 +118,8 @@ def load_state(model: torch.nn.Module, cfg: LLaVA4DConfig, path: str,
 
     state = load_file(os.path.join(path, "model.safetensors"))
     own = model.state_dict()
+    if cfg.lm_weights == "delta":
+        state = _with_base_lm(state, cfg, own, path)
     if cfg.lm.get("tie_word_embeddings"):
         state.setdefault("lm.lm_head.weight", state.get("lm.model.embed_tokens.weight"))
     if fresh:
@@ -131,9 +135,42 @@ def load_state(model: torch.nn.Module, cfg: LLaVA4DConfig, path: str,
     model.load_state_dict(state)
 
 
+def _base_lm(cfg: LLaVA4DConfig, path: str) -> dict[str, torch.Tensor]:
+    """The base LM state of a delta checkpoint, checked against its fingerprint."""
+    from llava4d_ros.model import lm_delta
+
+    try:
+        base = lm_delta.read_base(lm_delta.base_dir(cfg.lm_source))
+    except (FileNotFoundError, ValueError) as exc:
+        raise CheckpointError(path, str(exc)) from exc
+    want, got = cfg.lm_source.fingerprint, lm_delta.fingerprint(base)
+    if want and want != got:
+        raise CheckpointError(path, f"the base LM {cfg.lm_source.name!r} found has fingerprint "
+                                    f"{got}, the checkpoint was trained on {want}")
+    return base
+
+
+def _with_base_lm(state: dict[str, torch.Tensor], cfg: LLaVA4DConfig,
+                  own: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """A delta checkpoint's state with the LM's tensors rebuilt from its base."""
+    from llava4d_ros.model import lm_delta
+
+    delta = {k: v for k, v in state.items() if k.startswith(lm_delta.PREFIX)}
+    rest = {k: v for k, v in state.items() if not k.startswith(lm_delta.PREFIX)}
+    shapes = {k[3:]: v.shape for k, v in own.items() if k.startswith("lm.")}
+    if cfg.lm.get("tie_word_embeddings"):
+        shapes.pop("lm_head.weight", None)
+    try:
+        lm = lm_delta.decode(delta, _base_lm(cfg, path), shapes)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"cannot rebuild the LM from its base: {exc}") from exc
+    return {**rest, **{"lm." + k: v for k, v in lm.items()}}
+
+
 def write_dir(path: str, cfg: LLaVA4DConfig, state: dict[str, torch.Tensor],
               tokenizer: Any) -> None:
-    """Write our format: config.json, model.safetensors, the tokenizer's files."""
+    """Write our format: config.json, model.safetensors, the tokenizer's files; with
+    `cfg.lm_weights == "delta"` only the LM's changes to its base (model/lm_delta.py)."""
     from safetensors.torch import save_file
 
     os.makedirs(path, exist_ok=True)
@@ -142,6 +179,11 @@ def write_dir(path: str, cfg: LLaVA4DConfig, state: dict[str, torch.Tensor],
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     if cfg.lm.get("tie_word_embeddings") and "lm.lm_head.weight" in state:
         del state["lm.lm_head.weight"]  # tied to the input embeddings; safetensors refuses aliases
+    if cfg.lm_weights == "delta":
+        from llava4d_ros.model import lm_delta
+
+        lm, rest = lm_delta.split_state(state)
+        state = {**rest, **lm_delta.encode(lm, _base_lm(cfg, path))}
     save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(path)
 

@@ -82,11 +82,13 @@ class CompressorConfig:
 class LMSource:
     """Where the LM came from: scratch (built from its config, random init), hf (a local
     transformers directory) or gguf (a GGUF file); `path` that directory or file, `name` a
-    human name. Provenance only: our checkpoint holds the LM's weights itself."""
+    human name. Provenance, unless the checkpoint keeps only the LM's changes
+    (`LLaVA4DConfig.lm_weights == "delta"`, model/lm_delta.py): then it is the base it loads."""
 
     kind: str = "scratch"
     path: str = ""
     name: str = ""
+    fingerprint: str = ""  # of the base weights, for a checkpoint that stores only a delta
 
     def __post_init__(self) -> None:
         if self.kind not in LM_SOURCES:
@@ -192,6 +194,7 @@ class LLaVA4DConfig:
     add_bos: bool = True  # False when the template (a chat template) writes its own start
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     window_s: float = 8.0  # the window length it was trained on (data.scene duration_s)
+    lm_weights: str = "full"  # "delta": the checkpoint holds the changes to lm_source's LM
 
     def __post_init__(self) -> None:
         if "model_type" not in self.lm:
@@ -206,6 +209,11 @@ class LLaVA4DConfig:
             object.__setattr__(self, "lm_source", LMSource(**self.lm_source))
         if isinstance(self.compressor, dict):
             object.__setattr__(self, "compressor", CompressorConfig(**self.compressor))
+        if self.lm_weights not in ("full", "delta"):
+            raise ValueError(f"lm_weights must be 'full' or 'delta', got {self.lm_weights!r}")
+        if self.lm_weights == "delta" and self.lm_source.kind != "hf":
+            raise ValueError("lm_weights='delta' needs an LM from a transformers directory "
+                             f"(lm_source.kind 'hf'), got {self.lm_source.kind!r}")
         if not self.window_s > 0:
             raise ValueError(f"window_s must be > 0, got {self.window_s}")
         grid = tuple(int(g) for g in self.patch_grid)
