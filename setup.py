@@ -11,7 +11,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["llava4d_ros", "llava4d_ros.*"]),
-    package_data={"llava4d_ros": ["model/default/*"]},
+    package_data={"llava4d_ros": ["model/default/*", "model/smollm2/*"]},
     install_requires=[
         "numpy",
         "scipy",

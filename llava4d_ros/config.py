@@ -43,7 +43,9 @@ class NodeConfig:
     tf_cache_s: float = _p(30.0, "How much TF history is kept [s].")
     time_jump_reset_s: float = _p(1.0, "A stamp this far behind the newest resets the buffer "
                                        "(a bag restarting); smaller steps back are dropped.")
-    model_path: str = _p("", "Local model directory (safetensors). Empty: the embedded default.")
+    model_path: str = _p("", "Local model directory (safetensors), or the name of a model "
+                             "shipped in the package (default, smollm2). Empty: the embedded "
+                             "default.")
     device: str = _p("auto", "auto, cpu, cuda or cuda:N. auto picks cuda when available.")
     dtype: str = _p("float32", "float32, float16 or bfloat16 (the latter two on GPU).")
     quantization: str = _p("none", "none, int8 or int4: the LM's weights quantized at load "

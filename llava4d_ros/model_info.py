@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from llava4d_ros.model.checkpoint import DEFAULT_DIR, CheckpointError, read_config
+from llava4d_ros.model.checkpoint import CheckpointError, read_config
+from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 
 
@@ -37,7 +38,7 @@ def lm_parameters(path: str) -> int:
 
 
 def model_info(path: str | None = None) -> dict[str, Any]:
-    path = DEFAULT_DIR if path is None else os.path.abspath(path)
+    path = os.path.abspath(model_dir(path))
     cfg = read_config(path)
     src = cfg.lm_source
     return {

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from llava4d_ros.model.llava4d import LLaVA4D
+from llava4d_ros.model.shipped import model_dir
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 QUANTIZATIONS = ("none", "int8", "int4")
@@ -110,7 +111,8 @@ def load_model(path: str | None = None, device: str = "auto",
         raise ValueError("float16 is not supported on the CPU; use float32 or bfloat16")
     torch_dtype = DTYPES[dtype]
     model = None
-    if path is not None:
+    if path:
+        path = model_dir(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"model directory {path!r} does not exist")
         cfg_path = os.path.join(path, "config.json")

@@ -198,3 +198,15 @@ def test_shipped_default_answers_exactly_as_before():
     assert model.compressor is None
     # loaded without a random init first; the output layer is still the tied embedding
     assert model.lm.get_output_embeddings().weight is model.lm.get_input_embeddings().weight
+
+
+def test_shipped_models_by_name(tmp_path):
+    from llava4d_ros.model.shipped import DEFAULT_DIR, SHIPPED, model_dir
+    from llava4d_ros.runtime import load_model
+
+    assert model_dir(None) == model_dir("") == model_dir("default") == DEFAULT_DIR
+    assert model_dir(str(tmp_path)) == str(tmp_path)  # a path stays a path
+    assert load_model("default", device="cpu").model_id == load_model(None).model_id
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "smollm2"))  # a path named like a shipped model is a path
+    assert set(SHIPPED) == {"default", "smollm2"}

@@ -22,14 +22,12 @@ import glob
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from llava4d_ros.model.config import LLaVA4DConfig, LMSource, VisionConfig
 
-DEFAULT_DIR = str(Path(__file__).resolve().parent / "default")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 

@@ -67,6 +67,7 @@ from llava4d_ros.model.prompt import (
     TextCoordinateEmbedding,
     find_text_coordinates,
 )
+from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
 from llava4d_ros.model.vision import (
@@ -604,9 +605,10 @@ class LLaVA4D(nn.Module):
                         dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()
                         ) -> LLaVA4D:
         """Our format (config.json + model.safetensors + tokenizer files); `None`: the shipped
-        default in llava4d_ros/model/default/. Parameters under the prefixes in `fresh` keep
-        their initial values (training re-initialises them; shapes there may differ)."""
-        path = checkpoint.DEFAULT_DIR if path is None else str(path)
+        default in llava4d_ros/model/default/; a name in `shipped.SHIPPED`: that model.
+        Parameters under the prefixes in `fresh` keep their initial values (training
+        re-initialises them; shapes there may differ)."""
+        path = model_dir(path)
         cfg = checkpoint.read_config(path)
         # every LM weight is loaded next (a missing one is an error), so none is initialised
         fresh_lm = any(p.startswith("lm") or "lm.".startswith(p) for p in fresh)

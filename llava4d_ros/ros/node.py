@@ -58,6 +58,7 @@ from visualization_msgs.msg import MarkerArray
 
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.engine import Engine, InputRefused, QueryError
+from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
 from llava4d_ros.ros import convert
 from llava4d_ros.srv import Query
@@ -168,10 +169,11 @@ class Llava4dNode(LifecycleNode):
         except (TypeError, ValueError) as exc:
             self.get_logger().error(f"configure failed: bad parameter: {exc}")
             return TransitionCallbackReturn.FAILURE
-        if self.cfg.model_path and not os.path.isdir(self.cfg.model_path):
+        if self.cfg.model_path and not os.path.isdir(model_dir(self.cfg.model_path)):
             self.get_logger().error(
                 f"configure failed: model_path {self.cfg.model_path!r} is not a directory; "
-                "set it to a local model directory, or leave it empty for the embedded default")
+                "set it to a local model directory, the name of a model shipped in the "
+                f"package ({', '.join(SHIPPED)}), or leave it empty for the embedded default")
             return TransitionCallbackReturn.FAILURE
         self.engine = Engine(self.cfg, model=None)
         self._pub_answers = self._publisher(Answer, "~/answers", 10)
