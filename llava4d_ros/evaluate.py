@@ -1,9 +1,12 @@
 """Evaluate a LLaVA-4D model on held-out synthetic 4D instruction data.
 
     python -m llava4d_ros.evaluate [--model DIR] [--split test] [--ablations DIR ...]
+    python -m llava4d_ros.evaluate --calibrate --split val [--write]   # fit box confidence
+    python -m llava4d_ros.evaluate --reliability                      # check it
 
-Metrics, all from the answer *text* through `grounding.parse_answer` (the path any checkpoint's
-output takes):
+Metrics, from the answer's boxes and times (for a model with slot heads the heads' numbers at
+the precision the text writes them, else `grounding.parse_answer` of the text, the path any
+checkpoint's output takes):
 - SAcc@0.5: for each `<box>` slot of the reference, the answer's box with the same label
   (a caption may list objects in any order; unlabelled boxes go by position): 3D axis-aligned
   IoU >= 0.5 with the true box at the asked time (a missing box is a miss).
@@ -11,15 +14,21 @@ output takes):
   within 0.5 s.
 - EM: exact match of the categorical answer (count, heading, when_start); which_move as a set
   (the objects named, in any order, each once).
+- Reliability of box confidence: each box of an answer is right when it is the box of a
+  reference `<box>` slot (the SAcc matching) with IoU >= 0.5; per confidence bin, how many,
+  the mean confidence and the fraction right, and the expected calibration error (ECE).
+  `--calibrate` fits `LLaVA4DConfig.confidence_table` to the raw scores (isotonic regression).
 The last line is `sacc=<..> tacc=<..>` of `--model` (default: the shipped default).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +36,9 @@ import numpy as np
 import torch
 
 from llava4d_ros.data.vocabulary import COLOURS, SHAPE_SYNONYMS, SHAPES
-from llava4d_ros.model.grounding import GroundedBox, parse_answer
+from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
+from llava4d_ros.model.shipped import model_dir
 
 _LABEL_RE = re.compile(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b")
 # a palette object in any words: "red cube", "pink ball", "blue cans"
@@ -121,6 +131,17 @@ def _match_boxes(sample: dict[str, Any], answer: ModelAnswer) -> list[GroundedBo
     return out
 
 
+def box_outcomes(sample: dict[str, Any], answer: ModelAnswer) -> list[tuple[float, bool]]:
+    """(confidence, right) of each box of `answer`: right when SAcc matched it to a `<box>`
+    slot of the reference with IoU >= 0.5; a box matched to no slot names nothing the
+    reference does, so it is wrong."""
+    truth = {id(got): slot["value"]
+             for slot, got in zip([s for s in sample["slots"] if s["kind"] == "box"],
+                                  _match_boxes(sample, answer)) if got is not None}
+    return [(b.confidence, id(b) in truth and box_iou(b.box6, truth[id(b)]) >= 0.5)
+            for b in answer.boxes]
+
+
 def score(sample: dict[str, Any], answer: ModelAnswer) -> dict[str, int]:
     """Hit counts of one answer against its sample's slots."""
     boxes = [s for s in sample["slots"] if s["kind"] == "box"]
@@ -143,8 +164,10 @@ def score(sample: dict[str, Any], answer: ModelAnswer) -> dict[str, int]:
 
 
 def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
-                   examples: int = 0) -> dict[str, dict[str, float]]:
-    """Per-task and overall counts/rates over `records` (cached scenes with samples)."""
+                   examples: int = 0, outcomes: list[tuple[float, bool]] | None = None
+                   ) -> dict[str, dict[str, float]]:
+    """Per-task and overall counts/rates over `records` (cached scenes with samples);
+    `outcomes` collects the (confidence, right) of every box answered (`box_outcomes`)."""
     from tqdm import tqdm
 
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -157,6 +180,8 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
                 print(f"Q: {s['question']}\n  A: {a.text}\n  ref: {s['answer']}")
                 shown += 1
             sc = score(s, a)
+            if outcomes is not None:
+                outcomes.extend(box_outcomes(s, a))
             for key in (s["task"], "all"):
                 sums[key]["n"] += 1
                 for k, v in sc.items():
@@ -184,6 +209,86 @@ def print_table(table: dict[str, dict[str, float]]) -> None:
         r = table[task]
         print(f"{task:<12}{r['n']:>5}{r['box_n']:>7}{_fmt(r['sacc']):>10}{r['time_n']:>7}"
               f"{_fmt(r['tacc']):>8}{_fmt(r['em']):>8}")
+
+
+def fit_isotonic(raw: Sequence[float], right: Sequence[bool]) -> tuple[tuple[float, float], ...]:
+    """The (raw, probability) knots of the non-decreasing fit of P(right | raw) by least
+    squares (isotonic regression, pool-adjacent-violators): one knot per pooled block, at its
+    mean raw score, valued at its fraction right. `grounding.calibrated` interpolates between
+    the knots, so the map is monotone and piecewise linear. Equal raw scores pool first, so
+    the knots' raw scores increase strictly."""
+    x = np.asarray(raw, np.float64)
+    y = np.asarray(right, np.float64)
+    if x.size == 0:
+        raise ValueError("no boxes to fit a confidence table to")
+    _, inv = np.unique(x, return_inverse=True)
+    blocks: list[list[float]] = []  # [sum raw, sum right, count]: fractions non-decreasing
+    for bx, by, bn in zip(np.bincount(inv, x), np.bincount(inv, y), np.bincount(inv)):
+        blocks.append([bx, by, bn])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
+            last = blocks.pop()
+            blocks[-1] = [a + b for a, b in zip(blocks[-1], last)]
+    return tuple((float(sx / c), float(sy / c)) for sx, sy, c in blocks)
+
+
+def reliability(confidence: Sequence[float], right: Sequence[bool], bins: int = 5
+                ) -> tuple[list[dict[str, float]], float]:
+    """Rows per confidence bin (equal widths over [0, 1], the last one closed): lo, hi, n,
+    mean confidence, fraction right; and the expected calibration error, the n-weighted mean
+    of |mean confidence - fraction right| over the bins."""
+    c = np.asarray(confidence, np.float64)
+    y = np.asarray(right, np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        mean_c = float(c[sel].mean()) if n else float("nan")
+        frac = float(y[sel].mean()) if n else float("nan")
+        rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n,
+                     "confidence": mean_c, "right": frac})
+        if n:
+            ece += n / len(c) * abs(mean_c - frac)
+    return rows, ece
+
+
+def print_reliability(title: str, confidence: Sequence[float], right: Sequence[bool]) -> None:
+    rows, ece = reliability(confidence, right)
+    n, hits = len(right), int(sum(right))
+    print(f"{title}: {n} boxes, {hits} right")
+    print(f"{'confidence':<12}{'n':>6}{'mean conf':>11}{'right':>8}")
+    for r in rows:
+        print(f"{r['lo']:.1f}-{r['hi']:.1f}{'':<5}{r['n']:>6}{_fmt(r['confidence']):>11}"
+              f"{_fmt(r['right']):>8}")
+    print(f"ECE {ece:.3f}")
+
+
+def raw_outcomes(model: LLaVA4D, records: list[Any], examples: int = 0
+                 ) -> tuple[dict[str, dict[str, float]], list[tuple[float, bool]]]:
+    """The evaluation table and each box's (raw score, right): the model runs without its
+    confidence table (then a box's confidence is its raw score) and gets the table back after.
+    The model's confidence is `calibrated(raw, table)`, so this one pass gives both."""
+    table = model.cfg.confidence_table
+    model.cfg = replace(model.cfg, confidence_table=None)
+    outcomes: list[tuple[float, bool]] = []
+    try:
+        result = evaluate_model(model, records, examples=examples, outcomes=outcomes)
+    finally:
+        model.cfg = replace(model.cfg, confidence_table=table)
+    return result, outcomes
+
+
+def write_confidence_table(path: str, table: Sequence[tuple[float, float]]) -> None:
+    """Store `table` as `confidence_table` in `path`/config.json, every other field as it
+    was (the weights are untouched)."""
+    from llava4d_ros.model.config import LLaVA4DConfig
+
+    cfg_path = Path(path) / "config.json"
+    d = json.loads(cfg_path.read_text(encoding="utf-8"))
+    d["confidence_table"] = [[round(r, 6), round(p, 6)] for r, p in table]
+    LLaVA4DConfig.from_dict(d)  # refuse to write a config the loader would refuse
+    cfg_path.write_text(json.dumps(d, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def _acc(c: dict[str, int]) -> float:
@@ -329,17 +434,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kitchen", default=str(Path(__file__).resolve().parents[2] / "shared" /
                                              "data" / "7scenes-redkitchen"),
                     help="--honesty: a 7-Scenes folder (frames 0-299); '' to skip")
+    ap.add_argument("--reliability", action="store_true",
+                    help="also: the reliability table of box confidence, raw and calibrated")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="fit the box confidence table on this split (use val) and print it")
+    ap.add_argument("--write", action="store_true",
+                    help="--calibrate: store the table in the model directory's config.json")
     args = ap.parse_args(argv)
+    if args.write and not args.calibrate:
+        ap.error("--write stores what --calibrate fits")
     torch.set_num_threads(args.threads)
 
     model = LLaVA4D.from_pretrained(args.model)
     records = load_split(args.split, args.scenes, args.cache, model.cfg)
     if args.honesty:
         run_honesty(model, records, args)
-    main_table = evaluate_model(model, records, examples=args.examples)
+    outcomes: list[tuple[float, bool]] = []
+    if args.reliability or args.calibrate:
+        main_table, outcomes = raw_outcomes(model, records, examples=args.examples)
+    else:
+        main_table = evaluate_model(model, records, examples=args.examples)
     print(f"model {model.model_id} ({args.model or 'default'}), split {args.split}, "
           f"{len(records)} scenes")
     print_table(main_table)
+    if outcomes:
+        report_confidence(model, outcomes, args)
     if args.ablations:
         rows = [(model.cfg.prompt.encoding, args.model or "default", main_table["all"])]
         for path in args.ablations:
@@ -352,6 +471,29 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{enc:<14}{_fmt(r['sacc']):>10}{_fmt(r['tacc']):>8}{_fmt(r['em']):>8}  {path}")
     r = main_table["all"]
     print(f"sacc={r['sacc']:.3f} tacc={r['tacc']:.3f}")
+
+
+def report_confidence(model: LLaVA4D, outcomes: list[tuple[float, bool]],
+                      args: argparse.Namespace) -> None:
+    """The reliability of box confidence on the split evaluated: raw, and through the model's
+    table (or, with --calibrate, the table fitted here; --write stores it)."""
+    raw = [c for c, _ in outcomes]
+    right = [r for _, r in outcomes]
+    print()
+    print_reliability(f"raw box score, split {args.split}", raw, right)
+    table = model.cfg.confidence_table
+    if args.calibrate:
+        table = fit_isotonic(raw, right)
+        print(f"\nconfidence_table fitted on split {args.split} ({len(table)} knots, raw -> "
+              f"P(right)):")
+        print(json.dumps([[round(r, 4), round(p, 4)] for r, p in table]))
+        if args.write:
+            write_confidence_table(model_dir(args.model), table)
+            print(f"written to {Path(model_dir(args.model)) / 'config.json'}")
+    if table:
+        print()
+        print_reliability(f"calibrated box confidence, split {args.split}",
+                          [calibrated(c, table) for c in raw], right)
 
 
 def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) -> None:

@@ -89,7 +89,7 @@ PRESETS = {
     # LLaVA-4D on SmolLM2-135M-Instruct: a window step of 12 questions takes 4-7 s on 2 CPU
     # threads, so fewer steps, two extra head steps, and no stage 4 (its feature pass costs a
     # step per window); stage 5's inventory needs a closed vocabulary
-    "smollm2": Preset(hidden=0, layers=0, heads=0, steps=(80, 80, 600), lr=6e-4,
+    "smollm2": Preset(hidden=0, layers=0, heads=0, steps=(80, 80, 300), lr=6e-4,
                       train_scenes=240, test_scenes=40, text_warmup=0, inventory_scenes=0,
                       refine_steps=3000, lm="smollm2", lora_rank=8, compressor="resampler",
                       samples_per_window=12, phrasing="train", honest=True, head_steps=2,
@@ -568,6 +568,9 @@ def train(args: argparse.Namespace) -> str:
         tok = build_tokenizer(vocabulary())
         model = build_model(default_config(preset, args.ablation, len(tok)), tok)
     model.to(info.device).train()
+    # training moves the heads, so a confidence calibration fitted to the old ones would lie;
+    # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val
+    model.cfg = replace(model.cfg, confidence_table=None)
     pretrained_lm = model.cfg.lm_source.kind != "scratch"
     if pretrained_lm and 5 in stages:
         print("stage 5 skipped: the scene inventory's word heads need a closed vocabulary of "

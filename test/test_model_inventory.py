@@ -231,6 +231,5 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
         box = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"),
                                colour_w=weights[2])
         free = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"))
-    centre = [float(v) for v in box.strip("[]").split(",")][:2]
-    assert abs(centre[0] - 10.0) < 1.0 and abs(centre[1] - 10.0) < 1.0
-    assert abs(float(free.strip("[]").split(",")[0]) - 10.0) > 3.0  # unmasked: all tokens
+    assert abs(box.box6[0] - 10.0) < 1.0 and abs(box.box6[1] - 10.0) < 1.0
+    assert abs(free.box6[0] - 10.0) > 3.0  # unmasked: all tokens

@@ -195,6 +195,9 @@ class LLaVA4DConfig:
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     window_s: float = 8.0  # the window length it was trained on (data.scene duration_s)
     lm_weights: str = "full"  # "delta": the checkpoint holds the changes to lm_source's LM
+    # (raw score, P(box right)) knots of a box's confidence, raw increasing (fitted on the val
+    # split by `evaluate --calibrate`); None: the raw score, clipped to [0, 1]
+    confidence_table: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if "model_type" not in self.lm:
@@ -232,6 +235,8 @@ class LLaVA4DConfig:
             raise ValueError("template needs exactly one {image} and one {question}")
         if min(self.gate_hidden, self.pointer_dim, self.box_hidden) < 1:
             raise ValueError("gate_hidden, pointer_dim and box_hidden must be >= 1")
+        if self.confidence_table is not None:
+            object.__setattr__(self, "confidence_table", _check_table(self.confidence_table))
 
     @property
     def lm_hidden(self) -> int:
@@ -245,6 +250,8 @@ class LLaVA4DConfig:
         d["patch_grid"] = list(self.patch_grid)
         for name in ("pixel_mean", "pixel_std", "input_hw"):
             d["vision"][name] = list(d["vision"][name])
+        if self.confidence_table is not None:
+            d["confidence_table"] = [list(k) for k in self.confidence_table]
         return d
 
     @classmethod
@@ -254,6 +261,21 @@ class LLaVA4DConfig:
         if unknown:
             raise ValueError(f"unknown LLaVA4DConfig keys {sorted(unknown)}")
         return cls(**d)
+
+
+def _check_table(table: Any) -> tuple[tuple[float, float], ...]:
+    """A confidence table as (raw, probability) float pairs, checked: raw strictly increasing
+    and probabilities non-decreasing in [0, 1], so that the map is monotone."""
+    knots = tuple((float(r), float(p)) for r, p in table)
+    if not knots:
+        raise ValueError("confidence_table needs at least one (raw, probability) knot")
+    raw, prob = [k[0] for k in knots], [k[1] for k in knots]
+    if any(b <= a for a, b in zip(raw, raw[1:])):
+        raise ValueError(f"confidence_table raw scores must increase, got {raw}")
+    if any(b < a for a, b in zip(prob, prob[1:])) or not 0.0 <= prob[0] <= prob[-1] <= 1.0:
+        raise ValueError(f"confidence_table probabilities must be non-decreasing in [0, 1], "
+                         f"got {prob}")
+    return knots
 
 
 def tiny_llama(vocab_size: int, hidden: int = 128, layers: int = 3, heads: int = 4,

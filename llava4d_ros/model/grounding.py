@@ -4,13 +4,20 @@ Boxes are axis-aligned in the world frame, centre and full extents in metres (AR
 times are model seconds since the window start. `parse_answer` never raises on model output: a
 malformed box (wrong count of numbers, NaN, negative or zero sizes, absurd magnitudes) is left
 out and reported in `warnings`, because one bad sentence must not lose the rest of an answer.
+
+A model with slot heads hands its boxes' numbers and confidences to `parse_answer` by where it
+wrote them (`slot_boxes`), so those come from the heads and only the label and time from the
+sentence; `calibrated` maps a box's raw score to the probability that it is right.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 MAX_ABS_COORD_M = 1000.0  # beyond this a "coordinate" is a hallucination, not a place
 MAX_SIZE_M = 100.0
@@ -27,7 +34,9 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 @dataclass(frozen=True)
 class GroundedBox:
     """One box an answer names: `t_s` model seconds (None when the sentence has no time),
-    `box6 = (cx, cy, cz, sx, sy, sz)` world metres."""
+    `box6 = (cx, cy, cz, sx, sy, sz)` world metres, `confidence` the probability that it is
+    right (3D IoU >= 0.5 with the truth) from the slot heads; 1.0 for a box that was only text
+    (a model that writes its own digits gives no score)."""
 
     label: str
     t_s: float | None
@@ -67,23 +76,30 @@ def check_box(numbers: list[str]) -> tuple[tuple[float, ...] | None, str]:
     return tuple(vals), ""
 
 
-def _sentences(text: str) -> list[str]:
-    """Split at sentence ends, but not at the decimal points inside numbers."""
+def _sentences(text: str) -> list[tuple[int, str]]:
+    """(offset in `text`, sentence): split at sentence ends, but not at the decimal points
+    inside numbers."""
     out, start = [], 0
     for m in _SENTENCE_END.finditer(text):
-        out.append(text[start:m.end()])
+        out.append((start, text[start:m.end()]))
         start = m.end()
     if text[start:].strip():
-        out.append(text[start:])
+        out.append((start, text[start:]))
     return out
 
 
-def parse_answer(text: str) -> ParsedAnswer:
-    """Boxes (with the label and time of their sentence) and times mentioned in `text`."""
+def parse_answer(text: str, slot_boxes: Mapping[int, tuple[Sequence[float], float]] | None = None
+                 ) -> ParsedAnswer:
+    """Boxes (with the label and time of their sentence) and times mentioned in `text`.
+
+    `slot_boxes`: the boxes the slot heads wrote into `text`, by the offset of their "[":
+    (box6, confidence). Their numbers are taken as given rather than read back from the
+    digits; any other box in the text is read and checked."""
+    slot_boxes = slot_boxes or {}
     boxes: list[GroundedBox] = []
     times: list[float] = []
     warnings: list[str] = []
-    for sentence in _sentences(text):
+    for offset, sentence in _sentences(text):
         at = _AT_RE.search(sentence)
         t_s = _to_float(at.group(1)) if at else None
         label = ""
@@ -101,12 +117,27 @@ def parse_answer(text: str) -> ParsedAnswer:
             else:
                 warnings.append(f"bad time {m.group(1)!r}")
         for m in _BOX_RE.finditer(sentence):
+            slot = slot_boxes.get(offset + m.start())
+            if slot is not None:
+                box6 = tuple(float(v) for v in slot[0])
+                boxes.append(GroundedBox(label, t_s, box6, float(slot[1])))  # type: ignore[arg-type]
+                continue
             box, why = check_box(m.group(1).split(","))
             if box is None:
                 warnings.append(f"refused box [{m.group(1)}]: {why}")
                 continue
             boxes.append(GroundedBox(label=label, t_s=t_s, box6=box))  # type: ignore[arg-type]
     return ParsedAnswer(tuple(boxes), tuple(times), tuple(warnings))
+
+
+def calibrated(raw: float, table: Sequence[tuple[float, float]] | None) -> float:
+    """The probability that a box is right for its raw score: linear between the (raw,
+    probability) knots of `table` (`LLaVA4DConfig.confidence_table`), flat beyond its ends;
+    without a table the raw score itself, clipped to [0, 1]."""
+    if not table:
+        return min(max(float(raw), 0.0), 1.0)
+    knots = np.asarray(table, np.float64)  # (K, 2)
+    return float(np.interp(float(raw), knots[:, 0], knots[:, 1]))
 
 
 def format_grounded(label: str, t_s: float, box6: tuple[float, ...]) -> str:

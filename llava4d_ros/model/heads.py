@@ -10,8 +10,9 @@
               surfaces lie on the camera's side of an object, so the mean is biased toward
               it), the mean height, and the slot context (which names the shape)
 
-The numbers are then written into the answer text, and the grounding parser reads them back, so
-a checkpoint that writes digits itself and this one share one output path.
+The numbers are written into the answer text and go, with the box's calibrated confidence, to
+its `GroundedBox` directly; the grounding parser takes only the label and time from the sentence
+(and everything from the text of a checkpoint that writes digits itself).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
     --compressor (optional)--> (M, D_lm)
     "{image}{question} ASSISTANT:" (or the LM's chat template) with {image} = M placeholder
     tokens whose embeddings are the visual embeddings --any HF causal LM--> answer tokens
-    <box>/<time> slot tokens (shipped default) --pointer + box heads--> numbers in the text
-    text --grounding.parse_answer--> GroundedBox list
+    <box>/<time> slot tokens (shipped default) --pointer + box heads--> numbers in the text,
+    and each box's numbers and calibrated confidence straight to its GroundedBox
+    text --grounding.parse_answer--> GroundedBox list (label and time from the sentence)
 
 `encode` (visual side) is separate from `generate` (language side), as `get_image_features` is
 from `forward` in transformers' LLaVA. The training forwards and losses live in
@@ -42,10 +43,13 @@ from llava4d_ros.model.decoding import (
     InventoryBiasProcessor,
     RepeatedSentence,
     SlotFiller,
+    SlotValue,
     answer_ids,
+    box_raw_score,
+    write_slots,
 )
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
-from llava4d_ros.model.grounding import GroundedBox, parse_answer
+from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
 from llava4d_ros.model.heads import (
     BoxHead,
     PointerHead,
@@ -123,8 +127,9 @@ class VisualTokenMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class ModelAnswer:
-    """`text`, the boxes parsed from it (`t_s` model seconds since the window start), the times
-    it mentions, the parser's warnings, and how many tokens were generated."""
+    """`text`, the boxes it names (`t_s` model seconds since the window start; a slot box's
+    numbers and confidence straight from the heads, its label and time from its sentence), the
+    times it mentions, the parser's warnings, and how many tokens were generated."""
 
     text: str
     boxes: tuple[GroundedBox, ...]
@@ -521,6 +526,7 @@ class LLaVA4D(nn.Module):
             if hook is not None:
                 hook.remove()
         generated, _ = answer_ids(out.sequences[0].tolist(), self.period_id, self.eos_token_id)
+        slot_boxes = None
         if filler is None:
             text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
         else:
@@ -535,11 +541,9 @@ class LLaVA4D(nn.Module):
                                **{self.cache_kw: cache})
                 return last.hidden_states[-1][0, -1]
 
-            values = filler.fill(generated, hidden_at)
-            text_out = self.render_text(generated)
-            for v in values:
-                text_out = text_out.replace(SLOT_BOX if v.startswith("[") else SLOT_TIME, v, 1)
-        parsed = parse_answer(text_out)
+            text_out, slot_boxes = write_slots(self.render_text(generated),
+                                               filler.fill(generated, hidden_at))
+        parsed = parse_answer(text_out, slot_boxes)
         return ModelAnswer(text=text_out, boxes=parsed.boxes, num_tokens=len(generated),
                            times=parsed.times, warnings=parsed.warnings)
 
@@ -562,9 +566,10 @@ class LLaVA4D(nn.Module):
     def fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
                    tokens: VisualTokens, t_ref_s: float, t_question: float,
                    t_sentence: float = float("nan"), colour_w: torch.Tensor | None = None
-                   ) -> str:
-        """The text a `<box>` / `<time>` slot becomes; `t_sentence`: the value of the `<time>`
-        slot earlier in the same sentence (the time a box is asked at), NaN if none;
+                   ) -> SlotValue:
+        """What a `<box>` / `<time>` slot becomes (its text, and a box's numbers and confidence:
+        `box_raw_score` through `cfg.confidence_table`); `t_sentence`: the value of the
+        `<time>` slot earlier in the same sentence (the time a box is asked at), NaN if none;
         `colour_w (N,)`: the inventory's weights of the tokens of the object the sentence
         names; the pointer then chooses among those tokens (scores + log(w + 1e-4))."""
         is_time = token_id == self.time_token_id
@@ -586,10 +591,12 @@ class LLaVA4D(nn.Module):
                        if self.cfg.prompt.use_time else None)
             t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max(),
                                    t.new_tensor([t_question]), t_first)[0]
-            return f"{round(float(t_hat), 1) + 0.0:.1f}"
+            return SlotValue.of_time(float(t_hat))
         view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
-        box = self.box_head(h_slot[None], scores.softmax(dim=-1), xyz, view)[0]
-        return "[" + ", ".join(f"{round(float(v), 2) + 0.0:.2f}" for v in box) + "]"
+        w = scores.softmax(dim=-1)  # (1, N)
+        box = self.box_head(h_slot[None], w, xyz, view)[0]  # (6,)
+        raw = box_raw_score(w[0], xyz, box)
+        return SlotValue.of_box(box.tolist(), calibrated(raw, self.cfg.confidence_table))
 
     # ------------------------------------------------------------------ loading
 
