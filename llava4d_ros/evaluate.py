@@ -429,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--examples", type=int, default=0, help="print this many Q/A pairs")
     ap.add_argument("--honesty", action="store_true",
                     help="also: held-out phrasings, abstention, repetition, the real kitchen")
+    ap.add_argument("--honesty-scenes", type=int, default=0,
+                    help="--honesty: only the first N scenes of --scenes (0: all); a model "
+                         "on a 135M LM answers ~80 questions a scene there")
     ap.add_argument("--crowded", type=int, default=10,
                     help="--honesty: scenes with 7-8 objects for counting")
     ap.add_argument("--kitchen", default=str(Path(__file__).resolve().parents[2] / "shared" /
@@ -507,6 +510,7 @@ def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) ->
     kitchen = None
     if args.kitchen and Path(args.kitchen, "associations.txt").exists():
         kitchen = kitchen_tokens(model, args.kitchen)
+    records = records[:args.honesty_scenes or None]
     report = honesty(model, records, crowded, kitchen)
     print(f"honesty: model {model.model_id} ({args.model or 'default'}), split {args.split}, "
           f"{len(records)} scenes + {len(crowded)} with 7-8 objects"

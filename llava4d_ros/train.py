@@ -89,7 +89,7 @@ PRESETS = {
     # LLaVA-4D on SmolLM2-135M-Instruct: a window step of 12 questions takes 4-7 s on 2 CPU
     # threads, so fewer steps, two extra head steps, and no stage 4 (its feature pass costs a
     # step per window); stage 5's inventory needs a closed vocabulary
-    "smollm2": Preset(hidden=0, layers=0, heads=0, steps=(80, 80, 300), lr=6e-4,
+    "smollm2": Preset(hidden=0, layers=0, heads=0, steps=(80, 80, 420), lr=6e-4,
                       train_scenes=240, test_scenes=40, text_warmup=0, inventory_scenes=0,
                       refine_steps=3000, lm="smollm2", lora_rank=8, compressor="resampler",
                       samples_per_window=12, phrasing="train", honest=True, head_steps=2,
@@ -170,8 +170,6 @@ def pretrained_model(preset: Preset, lm: str, encoding: str) -> Any:
 
     path = default_lm_dir() if lm == "smollm2" else lm
     model = LLaVA4D.from_lm(path, compressor=CompressorConfig(kind=preset.compressor))
-    if model.cfg.lm_source.kind == "hf":  # checkpoints keep only the LM's changes (MBs)
-        model.cfg = replace(model.cfg, lm_weights="delta")
     if encoding != "full":
         model.set_encoding(encoding)
     return model
@@ -572,6 +570,8 @@ def train(args: argparse.Namespace) -> str:
     # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val
     model.cfg = replace(model.cfg, confidence_table=None)
     pretrained_lm = model.cfg.lm_source.kind != "scratch"
+    if model.cfg.lm_source.kind == "hf":  # checkpoints keep only the LM's changes (MBs)
+        model.cfg = replace(model.cfg, lm_weights="delta")
     if pretrained_lm and 5 in stages:
         print("stage 5 skipped: the scene inventory's word heads need a closed vocabulary of "
               "one-token words, which a pretrained LM's tokenizer is not")
