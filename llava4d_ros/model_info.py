@@ -24,11 +24,24 @@ from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 
 
-def lm_parameters(path: str) -> int:
+def lm_parameters(path: str, cfg: Any) -> int:
     """Parameters of the LM in `path`/model.safetensors (tensors under `lm.`), from the header
-    alone; a tied output layer is stored once and counted once."""
+    alone; a tied output layer is stored once and counted once. A delta checkpoint counts its
+    base LM (model/lm_delta.py) plus the embedding rows of the tokens it added."""
     from safetensors import safe_open
 
+    if cfg.lm_weights == "delta":
+        from llava4d_ros.model.lm_delta import base_dir
+
+        total, rows = 0, 0
+        with safe_open(os.path.join(base_dir(cfg.lm_source), "model.safetensors"),
+                       framework="pt") as f:
+            for name in f.keys():
+                shape = f.get_slice(name).get_shape()
+                total += math.prod(shape)
+                if name == "model.embed_tokens.weight":
+                    rows = shape[0]
+        return total + (int(cfg.lm["vocab_size"]) - rows) * int(cfg.lm["hidden_size"])
     total = 0
     with safe_open(os.path.join(path, "model.safetensors"), framework="pt") as f:
         for name in f.keys():
@@ -45,7 +58,7 @@ def model_info(path: str | None = None) -> dict[str, Any]:
         "model_id": cfg.model_id,
         "lm": {"name": src.name or f"{cfg.lm['model_type']} (trained here)",
                "type": cfg.lm["model_type"], "source": src.kind, "path": src.path},
-        "lm_params": lm_parameters(path),
+        "lm_params": lm_parameters(path, cfg),
         "vocab_size": int(cfg.lm["vocab_size"]),
         "vision": {"kind": cfg.vision.kind, "feature_dim": cfg.vision.feature_dim,
                    "source": cfg.vision.source},

@@ -53,3 +53,11 @@ def test_answers_in_its_own_words(smollm2_and_window):
     (box,) = pink.boxes
     assert box.label == "pink cube" and box.t_s == 2.5
     assert 0.0 < box.confidence < 0.9  # the table maps this model's boxes well below 1
+
+
+def test_model_info_counts_the_base_lm():
+    from llava4d_ros.model_info import model_info
+
+    info = model_info("smollm2")
+    assert info["pretrained"] and info["lm"]["name"] == backbones.SMOLLM2_NAME
+    assert info["lm_params"] == 134_515_008 + 3 * 576  # SmolLM2-135M + <image>, <box>, <time>
