@@ -2,6 +2,7 @@
 
     python -m llava4d_ros.train --out runs/default [--config small] [--stages 1,2,3,4,5]
                                 [--resume] [--ablation full|none|xyz|time] [--device cpu|cuda]
+    python -m llava4d_ros.train --out runs/smollm2 --config smollm2    (on SmolLM2, LoRA)
     torchrun --standalone --nproc_per_node N -m llava4d_ros.train ...   (data-parallel)
 
 Stages (LLAVA4D.md):
@@ -21,6 +22,11 @@ One step is one scene window with all its questions (its visual prefix runs once
 rendered and ingested once through `core.pipeline.Ingestor` and cached (model/dataset.py).
 Checkpoints: `<out>/stage<k>/` after each stage (a loadable model directory), `<out>/last/`
 every `--save-every` steps with the optimiser state for `--resume`, `<out>/final/` at the end.
+
+On a pretrained LM (`--lm`, or a preset's `lm`: the smollm2 preset) the LM stays frozen but for
+LoRA adapters (stage 3) and the embedding rows of the tokens LLaVA-4D adds (stages 1 and 3,
+training/new_tokens.py); there is no text warm-up and no stage 5, and checkpoints keep only the
+LM's changes to its base (model/lm_delta.py).
 
 Scaling (training/): under torchrun every process trains on its share of `--windows-per-step`
 windows per step and DDP averages the gradients (stages 4 and 5 run alike on every process and
