@@ -104,7 +104,12 @@ def repeats_a_sentence(text: str) -> bool:
 
 
 def names_palette_object(text: str) -> bool:
-    return _ANY_LABEL_RE.search(text.lower()) is not None
+    """Whether `text` names a palette object as there: some sentence names one in any words
+    ("pink cylinder", "red ball") and does not decline it ("I do not see a red cube." repeats
+    the question's object; it invents nothing)."""
+    sentences = re.split(r"(?<=\.)\s+", text.strip())
+    return any(_ANY_LABEL_RE.search(s.lower()) is not None and not abstains(s)
+               for s in sentences)
 
 
 def _as_set(labels: str) -> str:
@@ -410,7 +415,7 @@ def print_honesty(r: dict[str, Any]) -> None:
     if r["kitchen"]:
         invented = sum(names_palette_object(a) for _, a in r["kitchen"])
         print(f"real kitchen: {invented} of {len(r['kitchen'])} answers name a palette object "
-              f"(invented; target 0)")
+              f"as there (invented; target 0)")
         for q, a in r["kitchen"]:
             print(f"  Q: {q}\n  A: {a}")
 
