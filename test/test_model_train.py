@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -83,9 +84,11 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert {p["stage"] for p in parts} == {5}
     assert {p["part"] for p in parts} == {"token_colour", "objects", "bias"}
     model5 = LLaVA4D.from_pretrained(os.path.join(out5, "final"))
-    assert model5.cfg.inventory == InventoryConfig()
-    assert model5.cfg == model4.cfg.__class__(**{**model4.cfg.__dict__,
-                                                 "inventory": InventoryConfig()})
+    # the object envelope is fitted on the same windows: one (low, high) per feature
+    env = model5.cfg.inventory.object_envelope
+    assert env is not None and len(env) == 2 and all(lo < hi for lo, hi in env)
+    assert model5.cfg.inventory == InventoryConfig(object_envelope=env)
+    assert model5.cfg == replace(model4.cfg, inventory=InventoryConfig(object_envelope=env))
     before, after = model4.state_dict(), model5.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(k.startswith("inventory_bias.") and v.abs().sum() > 0 for k, v in after.items()

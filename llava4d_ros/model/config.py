@@ -150,6 +150,9 @@ class InventoryConfig:
     directions: tuple[str, ...] = ("+", "-", "x", "y")  # "heading toward +x": sign, then axis
     hidden: int = 32
     bias_hidden: int = 64
+    # (low, high) per inventory.ENVELOPE_FEATURES (log mass, 3D spread m) of one object, fitted
+    # on the training scenes' objects (training/envelope.py); None: no colour is rejected
+    object_envelope: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "colours", tuple(self.colours))
@@ -167,6 +170,12 @@ class InventoryConfig:
             raise ValueError(f"inventory words must be distinct, got {words}")
         if min(self.hidden, self.bias_hidden) < 1:
             raise ValueError("hidden and bias_hidden must be >= 1")
+        if self.object_envelope is not None:
+            env = tuple((float(lo), float(hi)) for lo, hi in self.object_envelope)
+            if len(env) != 2 or any(not lo < hi for lo, hi in env):
+                raise ValueError("object_envelope is (low, high) with low < high for log mass "
+                                 f"and 3D spread, got {self.object_envelope}")
+            object.__setattr__(self, "object_envelope", env)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ The words: the config's colours, shapes, plurals and direction words (+, -, x, y
 digits 0-9, each one tokenizer token. The direction words are told the current object's
 velocity at the sentence's time (`Inventory.velocity`, from the object's tokens near that time;
 full / time encodings only). `C` colours, `S` shapes; probabilities are per window.
+
+The object envelope (`InventoryConfig.object_envelope`): a colour whose tokens' mass or 3D
+spread lies outside the range of the training scenes' objects is not one object of a kind the
+model knows (a red kitchen front 5 m wide, a few pink patches spread over 2 m), so its tokens
+are dropped before pooling and it reads as absent. Without this, a real room's red cabinets
+were "the red cylinder" in every answer.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ _MOTION_CLIP_M = 2.0
 _VELOCITY_SIGMA_S = 0.5  # chosen on 30 val scenes' heading questions (0.3 / 0.5 / 1.0 s)
 _VELOCITY_VAR_FLOOR = 0.1
 N_TIME_FEATURES = 7
+#: What the object envelope bounds, per colour (`envelope_features`).
+ENVELOPE_FEATURES: tuple[str, ...] = ("log_mass", "spread_m")
 
 
 def object_feature_dim(feature_dim: int) -> int:
@@ -102,6 +110,27 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     return torch.cat(parts, dim=1)
 
 
+def envelope_features(w: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
+    """`(C, 2)` per colour from token weights `w (C, N)` and world `xyz (N, 3)`: log(1 + mass)
+    and the 3D spread (metres: the square root of the trace of the weighted covariance, the
+    same in any world frame); zeros for a colour without tokens."""
+    mass = w.sum(1)
+    wn = w / mass[:, None].clamp_min(1e-6)
+    mean = wn @ xyz
+    var = (wn @ (xyz * xyz) - mean * mean).clamp_min(0.0).sum(1)
+    return torch.stack([torch.log1p(mass), var.sqrt() * (mass > 0)], dim=1)
+
+
+def fits_envelope(w: torch.Tensor, xyz: torch.Tensor,
+                  envelope: Sequence[tuple[float, float]]) -> torch.Tensor:
+    """`(C,)` bool: the colour has no tokens (nothing to reject) or each of its
+    `envelope_features` lies in the envelope's (low, high)."""
+    f = envelope_features(w, xyz)
+    lo = f.new_tensor([e[0] for e in envelope])
+    hi = f.new_tensor([e[1] for e in envelope])
+    return (w.sum(1) == 0) | ((f >= lo) & (f <= hi)).all(1)
+
+
 @dataclass(frozen=True)
 class Inventory:
     """Logits per colour: `present (C,)`, `moving (C,)` (moves at some time in the window),
@@ -118,18 +147,19 @@ class Inventory:
     def probs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.present.sigmoid(), self.moving.sigmoid(), self.shape.softmax(-1)
 
-    def velocity(self, cur: torch.Tensor, t_at: torch.Tensor) -> torch.Tensor:
+    def velocity(self, cur: torch.Tensor, t_at: torch.Tensor,
+                 sigma_s: float = _VELOCITY_SIGMA_S) -> torch.Tensor:
         """`(B, 2)` world xy velocity (m/s) of colour `cur (B,)` at model time `t_at (B,)`:
         the least-squares slope of its tokens' xy over their time, tokens weighted by a
-        Gaussian of 0.5 s around `t_at` (the variance of t gets 0.1 s^2 added: a few tokens
-        at one time give no slope rather than a wild one). Zero where `cur < 0`, `t_at` is
-        NaN or the inventory has no token times."""
+        Gaussian of `sigma_s` (0.5 s) around `t_at` (the variance of t gets 0.1 s^2 added: a
+        few tokens at one time give no slope rather than a wild one). Zero where `cur < 0`,
+        `t_at` is NaN or the inventory has no token times."""
         out = self.present.new_zeros(cur.shape[0], 2)
         ok = (cur >= 0) & ~torch.isnan(t_at)
         if self.weights is None or self.t is None or self.xyz is None or not bool(ok.any()):
             return out
         w = self.weights[cur[ok]] * torch.exp(
-            -0.5 * ((self.t[None] - t_at[ok, None]) / _VELOCITY_SIGMA_S) ** 2)  # (b, N)
+            -0.5 * ((self.t[None] - t_at[ok, None]) / sigma_s) ** 2)  # (b, N)
         wn = w / w.sum(1, keepdim=True).clamp_min(1e-6)
         m_t = wn @ self.t  # (b,)
         m_xy = wn @ self.xyz[:, :2]  # (b, 2)
@@ -159,15 +189,26 @@ class SceneInventory(nn.Module):
         """`(N, C + 1)`: per token, each colour and (last) background."""
         return self.token_colour(features).softmax(-1)
 
-    def colour_weights(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(`p (C, N)` per colour and token, `w (C, N)`: p where above 0.5, else 0)."""
+    def colour_weights(self, features: torch.Tensor, xyz: torch.Tensor | None = None,
+                       envelope: Sequence[tuple[float, float]] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`p (C, N)` per colour and token, `w (C, N)`: p where above 0.5, else 0); with an
+        `envelope` (and the tokens' `xyz`), both are zero for a colour outside it."""
         p = self.token_probs(features)[:, :self.n_colours].T  # (C, N)
-        return p, p * (p > _WEIGHT_FLOOR)
+        w = p * (p > _WEIGHT_FLOOR)
+        if envelope is not None:
+            if xyz is None:
+                raise ValueError("the object envelope needs the tokens' xyz")
+            keep = fits_envelope(w, xyz, envelope).to(p.dtype)[:, None]
+            p, w = p * keep, w * keep
+        return p, w
 
     def pooled(self, features: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor,
-               motion: torch.Tensor, use_time: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               motion: torch.Tensor, use_time: bool,
+               envelope: Sequence[tuple[float, float]] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(`object_features` `(C, F)` unstandardised, presence inputs `(C, 2)`)."""
-        p, w = self.colour_weights(features)
+        p, w = self.colour_weights(features, xyz, envelope)
         pres_in = torch.stack([p.amax(1), torch.log1p(w.sum(1))], dim=1)
         return object_features(w, xyz, t, motion, features, use_time), pres_in
 
@@ -179,10 +220,12 @@ class SceneInventory(nn.Module):
                          shape=out[..., :-1], **tokens)
 
     def forward(self, features: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor,
-                motion: torch.Tensor, use_time: bool) -> Inventory:
-        """`features (N, D)`, `xyz (N, 3)` world m, `t (N,)` model s, `motion (N,)` m."""
-        feats, pres_in = self.pooled(features, xyz, t, motion, use_time)
-        tokens = {"weights": self.colour_weights(features)[1]}
+                motion: torch.Tensor, use_time: bool,
+                envelope: Sequence[tuple[float, float]] | None = None) -> Inventory:
+        """`features (N, D)`, `xyz (N, 3)` world m, `t (N,)` model s, `motion (N,)` m;
+        `envelope`: (low, high) per `ENVELOPE_FEATURES`, None for no check."""
+        feats, pres_in = self.pooled(features, xyz, t, motion, use_time, envelope)
+        tokens = {"weights": self.colour_weights(features, xyz, envelope)[1]}
         if use_time:
             tokens.update(xyz=xyz, t=t)
         return self.from_pooled(feats, pres_in, **tokens)
