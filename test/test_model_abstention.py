@@ -66,14 +66,27 @@ def test_absent_colours_and_shapes_are_declined_from_the_inventory():
 
 def test_the_shipped_default_declines_what_it_cannot_see_and_answers_the_rest():
     from helpers.tiny_model import random_tokens
+    from llava4d_ros.core.pipeline import IngestConfig
+    from llava4d_ros.data.instructions import seeds_for_split
+    from llava4d_ros.data.scene import make_scene
+    from llava4d_ros.model.dataset import build_scene
     from llava4d_ros.model.llava4d import LLaVA4D
+    from llava4d_ros.model.vision import ColourStatsEncoder
 
     model = LLaVA4D.from_pretrained()
-    window = random_tokens(300, 18, seed=0, t0_s=100.0)
-    answers = model.generate_batch(["Where is the mug?", "Where is the green cube now?"], window,
-                                   t_ref_s=100.0, max_new_tokens=40)
+    seed = seeds_for_split("test", 1)[0]
+    cfg = model.cfg
+    rec = build_scene(seed, ColourStatsEncoder(), IngestConfig(
+        patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
+    there = make_scene(seed).objects[0]
+    answers = model.generate_batch(["Where is the mug?", f"Where is the {there.label} now?"],
+                                   rec.tokens, rec.t_ref_s, max_new_tokens=40)
     assert answers[0].text == "I do not see a mug." and answers[0].boxes == ()
     assert answers[1].text.startswith("At ") and len(answers[1].boxes) == 1
+    # noise has no compact patch of any colour: nothing there to give a box for
+    noise = random_tokens(300, 18, seed=0, t0_s=100.0)
+    answer = model.generate("Where is the green cube now?", noise, t_ref_s=100.0)
+    assert answer.text == "I do not see a green cube." and answer.boxes == ()
 
 
 def test_a_model_without_inventory_is_not_gated_by_the_closed_vocabulary(tmp_path):

@@ -31,7 +31,6 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model import backbones, checkpoint
-from llava4d_ros.model.abstention import abstain_text
 from llava4d_ros.model.compressor import build_compressor
 from llava4d_ros.model.config import (
     CompressorConfig,
@@ -71,6 +70,7 @@ from llava4d_ros.model.prompt import (
     TextCoordinateEmbedding,
     find_text_coordinates,
 )
+from llava4d_ros.model.scene_answers import SceneFacts, scene_answer
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
@@ -347,7 +347,7 @@ class LLaVA4D(nn.Module):
         if self.cfg.inventory is None:
             raise ValueError("this model has no scene inventory (cfg.inventory is None)")
         return self.inventory(*self.inventory_inputs(tokens, t_ref_s),
-                              self.cfg.prompt.use_time)
+                              self.cfg.prompt.use_time, self.cfg.inventory.object_envelope)
 
     # ------------------------------------------------------------------ language side
 
@@ -455,13 +455,14 @@ class LLaVA4D(nn.Module):
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
         pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
         cache = self.kv_cache(out)
-        seen = self._seen(inv)
+        facts = (None if inv is None else
+                 self.scene_facts(inv, float(np.max(tokens.t_s)) - t_ref_s))
         answers = []
         for question in questions:
-            if seen is not None:
-                declined = abstain_text(question, *seen)
-                if declined is not None:  # no box for what the window does not support
-                    answers.append(ModelAnswer(text=declined, boxes=()))
+            if facts is not None:
+                direct = scene_answer(question, facts)
+                if direct is not None:  # decided by what the window holds: no box
+                    answers.append(ModelAnswer(text=direct, boxes=()))
                     continue
             extra = cache.get_seq_length() - len(pre_ids)
             if extra > 0:
@@ -478,17 +479,25 @@ class LLaVA4D(nn.Module):
                                              filler, guide))
         return answers
 
-    def _seen(self, inv: Inventory | None
-              ) -> tuple[dict[str, float], dict[str, dict[str, float]]] | None:
-        """The inventory's presence per colour and shape per colour as probabilities by name,
-        for `abstain_text`; None without an inventory (an open-vocabulary LM: the closed task
-        vocabulary must not decline words such an LM knows)."""
-        if inv is None:
-            return None
-        present, _, shape = inv.probs()
+    def scene_facts(self, inv: Inventory, t_end_s: float) -> SceneFacts:
+        """The inventory's readings by name, for `scene_answer`; `t_end_s` the newest token's
+        model time. Only a model with an
+        inventory answers from it: an open-vocabulary LM must not have words it knows declined
+        by the closed task vocabulary."""
+        present, moving, shape = inv.probs()
         colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
-        return (dict(zip(colours, present.tolist())),
-                {c: dict(zip(shapes, row)) for c, row in zip(colours, shape.tolist())})
+
+        def speed(colour: str, t_s: float, sigma_s: float) -> float:
+            cur = torch.tensor([colours.index(colour)], device=present.device)
+            v = inv.velocity(cur, torch.tensor([t_s], dtype=present.dtype,
+                                               device=present.device), sigma_s)
+            return float(v.norm())
+
+        return SceneFacts(present=dict(zip(colours, present.tolist())),
+                          shape={c: dict(zip(shapes, row)) for c, row in
+                                 zip(colours, shape.tolist())},
+                          moving=dict(zip(colours, moving.tolist())), t_end_s=t_end_s,
+                          speed=speed)
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
                      filler: SlotFiller | None, guide: Guide | None) -> ModelAnswer:

@@ -1,0 +1,227 @@
+"""Answers the scene inventory decides (model/scene_answers.py) and the object envelope that
+keeps a real room's coloured surfaces from being read as palette objects (model/inventory.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llava4d_ros.data.vocabulary import COLOURS, SHAPES
+from llava4d_ros.model.config import InventoryConfig, LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.inventory import SceneInventory, envelope_features, fits_envelope
+from llava4d_ros.model.scene_answers import (
+    MIN_SPEED_MPS,
+    AskedTime,
+    SceneFacts,
+    asked_time,
+    count_kind,
+    is_yes_no_motion,
+    scene_answer,
+)
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("Where is the red cube at 2.5s?", AskedTime("at", 2.5)),
+    ("where is the red block at 2.5 seconds?", AskedTime("at", 2.5)),
+    ("Red ball at t=3.5?", AskedTime("at", 3.5)),
+    ("Position of the cyan can at time 4?", AskedTime("at", 4.0)),
+    ("Where was the red cube at three seconds?", AskedTime("at", 3.0)),
+    ("Where was the red cube 3 s ago?", AskedTime("ago", 3.0)),
+    ("WHERE WAS THE RED CUBE TWO SECONDS AGO?", AskedTime("ago", 2.0)),
+    ("Is anything moving right now?", AskedTime("now")),
+    ("What is currently moving?", AskedTime("now")),
+    ("Which ones are moving?", AskedTime("window")),
+    ("Where is the mug?", AskedTime("window")),
+])
+def test_the_time_a_question_asks_about(question, expected):
+    assert asked_time(question) == expected
+
+
+def test_asked_times_in_model_seconds():
+    assert AskedTime("at", 2.5).model_time(7.9) == 2.5
+    assert AskedTime("ago", 3.0).model_time(7.9) == pytest.approx(4.9)
+    assert AskedTime("now").model_time(7.9) == 7.9
+    assert AskedTime("window").model_time(7.9) is None
+
+
+@pytest.mark.parametrize("question", [
+    "Is anything moving now?", "Is the red cube moving at 3 s?", "Did the blue ball move?",
+    "Tell me if anything is moving.", "Could you tell me whether the red box is moving?",
+    "Can you see anything moving right now?", "Red box moving now?", "Anything moving?",
+    "Are any objects moving at t=2?",
+])
+def test_yes_no_questions_about_motion(question):
+    assert is_yes_no_motion(question)
+
+
+@pytest.mark.parametrize("question", [
+    "Which objects move?", "What's moving?", "When did the red cube start moving?",
+    "How many objects are moving?", "Start of motion of the red block?",
+    "Where is the red cube now?", "Describe the scene.", "Is the red cube still there?",
+    "List the moving things.", "moving objects?",
+])
+def test_questions_that_are_not_yes_no_about_motion(question):
+    assert not is_yes_no_motion(question)
+
+
+def facts(present: dict[str, str], moving: dict[str, float] | None = None,
+          speed_mps: dict[str, float] | None = None, t_end_s: float = 7.9) -> SceneFacts:
+    """A window holding `present` {colour: shape}; `moving` P(moves in the window) and a
+    constant speed per colour (0 where not given)."""
+    moving, speed_mps = moving or {}, speed_mps or {}
+    return SceneFacts(
+        present={c: 0.95 if c in present else 0.25 for c in COLOURS},
+        shape={c: {s: 0.9 if present.get(c) == s else 0.05 for s in SHAPES} for c in COLOURS},
+        moving={c: moving.get(c, 0.0) for c in COLOURS}, t_end_s=t_end_s,
+        speed=lambda colour, t_s, sigma_s: speed_mps.get(colour, 0.0))
+
+
+def test_an_empty_window_recognises_nothing_and_sees_nothing_move():
+    empty = facts({})
+    assert scene_answer("What objects are in the scene?", empty) == (
+        "I do not recognise any known objects.")
+    assert scene_answer("How many objects are there?", empty) == (
+        "I do not recognise any known objects.")
+    assert scene_answer("Is anything moving right now?", empty) == "No, nothing is moving."
+    assert scene_answer("Which objects move?", empty) == "No object moves."
+    assert scene_answer("Where is the red cube now?", empty) == "I do not see a red cube."
+    assert scene_answer("Where is the cube?", empty) == "I do not see a cube."
+    assert scene_answer("Where is the kettle?", empty) == "I do not see a kettle."
+
+
+def test_yes_no_motion_from_the_inventory():
+    scene = facts({"red": "cube", "blue": "sphere", "cyan": "cylinder"},
+                  moving={"red": 0.9, "blue": 0.9},
+                  speed_mps={"red": MIN_SPEED_MPS + 0.1, "blue": MIN_SPEED_MPS - 0.05})
+    assert scene_answer("Is anything moving now?", scene) == "Yes, the red cube is moving."
+    assert scene_answer("Is the blue ball moving at 3s?", scene) == (
+        "No, the blue sphere is not moving.")
+    assert scene_answer("Is the red box moving 2 seconds ago?", scene) == (
+        "Yes, the red cube is moving.")
+    # no time named: whether it moves at all in the window
+    assert scene_answer("Did the blue ball move?", scene) == "Yes, the blue sphere is moving."
+    assert scene_answer("Did the cyan can move?", scene) == "No, the cyan cylinder is not moving."
+    fast = facts({"red": "cube", "blue": "sphere"}, moving={"red": 0.9, "blue": 0.9},
+                 speed_mps={"red": 1.0, "blue": 1.0})
+    assert scene_answer("Anything moving at 1 s?", fast) == (
+        "Yes, the red cube and the blue sphere are moving.")
+    # the inventory's "never moves" overrides a noisy speed
+    still = facts({"red": "cube"}, moving={"red": 0.1}, speed_mps={"red": 1.0})
+    assert scene_answer("Is anything moving now?", still) == "No, nothing is moving."
+
+
+def test_motion_at_the_window_end_is_read_over_a_shorter_span():
+    """At the window's end the speed is read from the last NOW_SIGMA_S: a motion that ended
+    before it (fast over SIGMA_S, still over NOW_SIGMA_S) is no motion now."""
+    from llava4d_ros.model.scene_answers import NOW_SIGMA_S, SIGMA_S
+
+    scene = SceneFacts(present={"red": 0.9}, shape={"red": {"cube": 0.9}}, moving={"red": 0.9},
+                       t_end_s=7.9, speed=lambda c, t_s, sigma_s: 1.0 if sigma_s == SIGMA_S
+                       else 0.0)
+    assert NOW_SIGMA_S < SIGMA_S
+    assert scene_answer("Is the red cube moving now?", scene) == "No, the red cube is not moving."
+    assert scene_answer("Is the red cube moving at 7.8s?", scene) == (
+        "No, the red cube is not moving.")
+    assert scene_answer("Is the red cube moving at 5s?", scene) == "Yes, the red cube is moving."
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("How many objects are there?", "all"), ("Count the things.", "all"),
+    ("Number of items?", "all"), ("How many objects do you see moving?", "moving"),
+    ("Can you tell me how many objects are in motion?", "moving"),
+    ("How many cubes are there?", None), ("Number of balls?", None),
+    ("Where is the red cube?", None), ("Is anything moving?", None),
+])
+def test_count_questions(question, kind):
+    assert count_kind(question) == kind
+
+
+def test_counts_come_from_the_inventory_past_what_the_lm_saw():
+    eight = dict(zip(COLOURS, ("cube", "sphere", "cylinder") * 3))
+    assert len(eight) == 8
+    scene = facts(eight, moving={"red": 0.9, "blue": 0.9})
+    assert scene_answer("How many objects are there?", scene) == "There are 8 objects."
+    assert scene_answer("How many objects are moving?", scene) == "2 objects are moving."
+    one = facts({"red": "cube"}, moving={"red": 0.9})
+    assert scene_answer("How many things are there?", one) == "There is 1 object."
+    assert scene_answer("How many objects move?", one) == "1 object is moving."
+    assert scene_answer("How many objects move?", facts({"red": "cube"})) == (
+        "0 objects are moving.")
+    assert scene_answer("How many cubes are there?", scene) is None
+
+
+def test_times_outside_the_window_name_the_window():
+    scene = facts({"red": "cube"}, t_end_s=7.9)
+    assert scene_answer("Where is the red cube at 12s?", scene) == (
+        "I only see from 0.0s to 7.9s.")
+    assert scene_answer("Where was the red cube twenty seconds ago?", scene) == (
+        "I only see from 0.0s to 7.9s.")
+    assert scene_answer("Where is the red cube at 8.2s?", scene) is None  # within the slack
+    assert scene_answer("Where was the red cube 3 s ago?", scene) is None
+
+
+def test_answerable_questions_go_to_the_lm():
+    scene = facts({"red": "cube", "blue": "sphere"}, moving={"red": 0.9})
+    for q in ("Where is the red cube at 2.5s?", "Which objects move?", "Describe the scene.",
+              "How many cubes are there?", "When did the red cube start moving?"):
+        assert scene_answer(q, scene) is None, q
+    assert scene_answer("Where is the green cube?", scene) == "I do not see a green cube."
+
+
+def test_the_envelope_drops_a_colour_spread_over_metres_and_keeps_an_object():
+    gen = torch.Generator().manual_seed(0)
+    obj = torch.rand(40, 3, generator=gen) * 0.4  # a 0.4 m object
+    wall = torch.rand(40, 3, generator=gen) * torch.tensor([5.0, 0.3, 2.5])  # a 5 m front
+    xyz = torch.cat([obj, wall])
+    w = torch.zeros(3, 80)
+    w[0, :40], w[1, 40:] = 0.9, 0.9  # colour 2 has no tokens
+    f = envelope_features(w, xyz)
+    assert 0.15 < float(f[0, 1]) < 0.3 and float(f[1, 1]) > 1.0 and float(f[2, 1]) == 0.0
+    assert f[0, 0] == pytest.approx(torch.log1p(torch.tensor(36.0)))
+    env = ((1.0, 5.0), (0.02, 0.85))
+    assert fits_envelope(w, xyz, env).tolist() == [True, False, True]
+    # the same tokens, translated and rotated: the spread is the same in any world frame
+    rot = torch.tensor([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    assert torch.allclose(envelope_features(w, xyz @ rot.T + 3.0), f, atol=1e-5)
+
+
+def test_a_colour_outside_the_envelope_reads_as_absent():
+    torch.manual_seed(0)
+    inv = SceneInventory(feature_dim=4, n_colours=2, n_shapes=3, hidden=8).eval()
+    with torch.no_grad():  # colour 0 for a positive first feature, else background
+        inv.token_colour[0].weight.zero_()
+        inv.token_colour[0].bias.zero_()
+        inv.token_colour[0].weight[0, 0] = 1.0
+        last = inv.token_colour[2]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-9.0, -9.0, 0.0]))
+        last.weight[0, 0] = 60.0
+    n = 50
+    features = torch.zeros(n, 4)
+    features[:, 0] = 1.0
+    t = torch.linspace(0, 4, n)
+    motion = torch.zeros(n)
+    compact = torch.rand(n, 3) * 0.3
+    spread = torch.rand(n, 3) * 4.0
+    env = ((0.5, 5.0), (0.02, 0.85))
+    with torch.no_grad():
+        kept = inv(features, compact, t, motion, True, env)
+        dropped = inv(features, spread, t, motion, True, env)
+        unchecked = inv(features, spread, t, motion, True, None)
+        absent = inv(torch.zeros(n, 4), spread, t, motion, True, env)
+    assert kept.weights[0].sum() > 0 and unchecked.weights[0].sum() > 0
+    assert dropped.weights[0].sum() == 0
+    assert torch.allclose(dropped.present, absent.present, atol=1e-3)
+    assert not torch.allclose(unchecked.present, dropped.present)
+
+
+def test_object_envelope_config_is_checked_and_round_trips():
+    with pytest.raises(ValueError, match="object_envelope"):
+        InventoryConfig(object_envelope=((1.0, 5.0),))
+    with pytest.raises(ValueError, match="object_envelope"):
+        InventoryConfig(object_envelope=((5.0, 1.0), (0.0, 1.0)))
+    cfg = LLaVA4DConfig(lm=tiny_llama(50), inventory=InventoryConfig(
+        object_envelope=[[1.2, 5.8], [0.02, 0.85]]))
+    assert cfg.inventory.object_envelope == ((1.2, 5.8), (0.02, 0.85))
+    again = LLaVA4DConfig.from_dict(cfg.to_dict())
+    assert again.inventory.object_envelope == cfg.inventory.object_envelope
