@@ -59,6 +59,7 @@ from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training import checkpointing, new_tokens
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
+from llava4d_ros.training.envelope import object_envelope, set_object_envelope
 from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
 
 GROUNDED_TASKS = ("grounding", "when_start", "heading", "caption")
@@ -92,6 +93,11 @@ class Preset:
 PRESETS = {
     "small": Preset(hidden=128, layers=3, heads=4, steps=(150, 250, 450), lr=1e-3,
                     train_scenes=320, test_scenes=40, text_warmup=300, inventory_scenes=640),
+    # the default's recipe on data in the training-side phrasing families plus the honest
+    # questions, with the vocabulary of both; 240 scenes (the SmolLM2 run's scene cache)
+    "small-honest": Preset(hidden=128, layers=3, heads=4, steps=(150, 250, 450), lr=1e-3,
+                           train_scenes=240, test_scenes=40, text_warmup=300,
+                           inventory_scenes=240, phrasing="train", honest=True),
     # LLaVA-4D on SmolLM2-135M-Instruct: a window step of 12 questions takes 4-7 s on 2 CPU
     # threads, so fewer steps, two extra head steps, and no stage 4 (its feature pass costs a
     # step per window); stage 5's inventory needs a closed vocabulary
@@ -569,7 +575,7 @@ def train(args: argparse.Namespace) -> str:
     elif lm_path:
         model = pretrained_model(preset, lm_path, args.ablation)
     else:
-        tok = build_tokenizer(vocabulary())
+        tok = build_tokenizer(vocabulary(extended=bool(sample_kwargs(preset))))
         model = build_model(default_config(preset, args.ablation, len(tok)), tok)
     model.to(info.device).train()
     # training moves the heads, so a confidence calibration fitted to the old ones would lie;
@@ -623,6 +629,7 @@ def train(args: argparse.Namespace) -> str:
                                             samples=sample_kwargs(preset)))
             fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path,
                           progress=info.is_main)
+            set_object_envelope(model, object_envelope(model, records5))
             ddp.broadcast_module(model, info)
             save(os.path.join(args.out, "stage5"))
             if info.is_main:
