@@ -59,7 +59,7 @@ from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training import checkpointing, new_tokens
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
-from llava4d_ros.training.envelope import object_envelope, set_object_envelope
+from llava4d_ros.training.envelope import fit_object_envelope
 from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
 
 GROUNDED_TASKS = ("grounding", "when_start", "heading", "caption")
@@ -629,7 +629,7 @@ def train(args: argparse.Namespace) -> str:
                                             samples=sample_kwargs(preset)))
             fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path,
                           progress=info.is_main)
-            set_object_envelope(model, object_envelope(model, records5))
+            fit_object_envelope(model, records5)
             ddp.broadcast_module(model, info)
             save(os.path.join(args.out, "stage5"))
             if info.is_main:

@@ -157,42 +157,45 @@ def test_shipped_default_loads_and_answers():
         assert len(box.box6) == 6 and min(box.box6[3:]) > 0
 
 
-# Answers of the shipped default before the backbone refactor (commit 38424fe), same windows:
-# our format, the word-level tokenizer and the decode path must keep giving exactly these.
-# Two changed on purpose with abstention (model/abstention.py): on these noise windows the
-# inventory puts red below presence and blue's sphere at 0, and the model had answered with a
-# red sphere and a blue cube instead.
+# Answers of the shipped default: our format, the word-level tokenizer, the decode path and the
+# inventory's own answers (model/scene_answers.py) must keep giving exactly these. Scene 40 is
+# the first test scene (pink cube and yellow cylinder move; red cube, purple and blue cylinders
+# stand); the noise window holds no object of any kind the model knows. Changed on purpose:
+# abstention (absent colours), and the object envelope, after which the noise window, which
+# used to get a green cube with a box, gets none.
 _DEFAULT_ANSWERS = [
-    (0, 'Where is the red cube at 2.5s?',
-     'I do not see a red cube.'),
-    (0, 'Which objects move?',
-     'The green cube moves.'),
-    (0, 'When did the blue sphere start moving?',
-     'I do not see a blue sphere.'),
-    (0, 'How many cubes are there?',
-     'There are 4 cubes.'),
-    (0, 'Where is the green cube at 2.5s?',
-     'At 2.5s, the green cube is at [0.21, -1.51, 0.24, 0.32, 0.32, 0.63].'),
-    (1, 'Where is the red cube at 2.5s?',
-     'I do not see a red cube.'),
-    (1, 'Which objects move?',
-     'The green cube moves.'),
-    (1, 'When did the blue sphere start moving?',
-     'I do not see a blue sphere.'),
-    (1, 'How many cubes are there?',
-     'There are 4 cubes.'),
-    (1, 'Where is the green cube at 2.5s?',
-     'At 2.5s, the green cube is at [-1.46, 1.72, 0.96, 0.29, 0.29, 0.59].'),
+    ("scene40", "Where is the red cube at 2.5s?",
+     "At 2.5s, the red cube is at [0.14, -0.90, 0.18, 0.32, 0.32, 0.32]."),
+    ("scene40", "Which objects move?", "The yellow cube and the pink cube move."),
+    ("scene40", "When did the pink cube start moving?",
+     "The pink cube started moving at 2.3s."),
+    ("scene40", "When did the red cube start moving?", "The red cube did not move."),
+    ("scene40", "When did the blue sphere start moving?", "I do not see a blue sphere."),
+    ("scene40", "How many cubes are there?", "There are 3 cubes."),
+    ("scene40", "How many objects are there?", "There are 5 objects."),
+    ("scene40", "Is anything moving now?", "No, nothing is moving."),
+    ("scene40", "Where is the green cube at 2.5s?", "I do not see a green cube."),
+    ("noise", "Where is the green cube at 2.5s?", "I do not see a green cube."),
+    ("noise", "Which objects move?", "No object moves."),
+    ("noise", "How many objects are there?", "I do not recognise any known objects."),
 ]
 
 
 def test_shipped_default_answers_exactly_as_before():
     from helpers.tiny_model import random_tokens
+    from llava4d_ros.core.pipeline import IngestConfig
+    from llava4d_ros.model.dataset import build_scene
+    from llava4d_ros.model.vision import ColourStatsEncoder
 
     model = LLaVA4D.from_pretrained()
-    windows = {seed: random_tokens(300, 18, seed=seed, t0_s=100.0) for seed in (0, 1)}
-    got = [(seed, q, model.answer(q, windows[seed], t_ref_s=100.0, max_new_tokens=60).text)
-           for seed, q, _ in _DEFAULT_ANSWERS]
+    cfg = model.cfg
+    scene = build_scene(40, ColourStatsEncoder(), IngestConfig(
+        patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
+    windows = {"scene40": (scene.tokens, scene.t_ref_s),
+               "noise": (random_tokens(300, 18, seed=0, t0_s=100.0), 100.0)}
+    got = [(w, q, model.answer(q, windows[w][0], t_ref_s=windows[w][1],
+                               max_new_tokens=60).text)
+           for w, q, _ in _DEFAULT_ANSWERS]
     assert got == _DEFAULT_ANSWERS
     assert model.cfg.lm_source.kind == "scratch" and model.cfg.compressor.kind == "none"
     assert model.compressor is None

@@ -168,26 +168,33 @@ def test_answerable_questions_go_to_the_lm():
     assert scene_answer("Where is the green cube?", scene) == "I do not see a green cube."
 
 
-def test_the_envelope_drops_a_colour_spread_over_metres_and_keeps_an_object():
+def test_the_envelope_drops_a_colour_spread_over_metres_or_unlike_its_objects():
     gen = torch.Generator().manual_seed(0)
     obj = torch.rand(40, 3, generator=gen) * 0.4  # a 0.4 m object
     wall = torch.rand(40, 3, generator=gen) * torch.tensor([5.0, 0.3, 2.5])  # a 5 m front
-    xyz = torch.cat([obj, wall])
-    w = torch.zeros(3, 80)
-    w[0, :40], w[1, 40:] = 0.9, 0.9  # colour 2 has no tokens
-    f = envelope_features(w, xyz)
-    assert 0.15 < float(f[0, 1]) < 0.3 and float(f[1, 1]) > 1.0 and float(f[2, 1]) == 0.0
+    xyz = torch.cat([obj, obj, wall])
+    feats = torch.zeros(120, 2)
+    feats[40:80, 0] = 3.0  # the second colour's tokens look unlike its training objects
+    feats[0, 0] = 3.0  # one odd patch of the first: its best patch still looks right
+    w = torch.zeros(4, 120)
+    w[0, :40], w[1, 40:80], w[2, 80:] = 0.9, 0.9, 0.9  # colour 3 has no tokens
+    mean, precision = torch.zeros(4, 2), torch.eye(2).repeat(4, 1, 1)
+    f = envelope_features(w, xyz, feats, mean, precision)
+    assert 0.15 < float(f[0, 1]) < 0.3 and float(f[2, 1]) > 1.0 and float(f[3, 1]) == 0.0
     assert f[0, 0] == pytest.approx(torch.log1p(torch.tensor(36.0)))
-    env = ((1.0, 5.0), (0.02, 0.85))
-    assert fits_envelope(w, xyz, env).tolist() == [True, False, True]
+    assert f[:, 2].tolist() == pytest.approx([0.0, 9.0, 0.0, 0.0])
+    env = ((1.0, 5.0), (0.02, 0.85), (0.0, 5.0))
+    assert fits_envelope(f, w, env).tolist() == [True, False, False, True]
     # the same tokens, translated and rotated: the spread is the same in any world frame
     rot = torch.tensor([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
-    assert torch.allclose(envelope_features(w, xyz @ rot.T + 3.0), f, atol=1e-5)
+    assert torch.allclose(envelope_features(w, xyz @ rot.T + 3.0, feats, mean, precision), f,
+                          atol=1e-5)
 
 
 def test_a_colour_outside_the_envelope_reads_as_absent():
     torch.manual_seed(0)
-    inv = SceneInventory(feature_dim=4, n_colours=2, n_shapes=3, hidden=8).eval()
+    inv = SceneInventory(feature_dim=4, n_colours=2, n_shapes=3, hidden=8,
+                         appearance=True).eval()
     with torch.no_grad():  # colour 0 for a positive first feature, else background
         inv.token_colour[0].weight.zero_()
         inv.token_colour[0].bias.zero_()
@@ -196,6 +203,7 @@ def test_a_colour_outside_the_envelope_reads_as_absent():
         last.weight.zero_()
         last.bias.copy_(torch.tensor([-9.0, -9.0, 0.0]))
         last.weight[0, 0] = 60.0
+    inv.set_appearance(torch.tensor([[1.0, 0, 0, 0]]).repeat(2, 1), torch.eye(4).repeat(2, 1, 1))
     n = 50
     features = torch.zeros(n, 4)
     features[:, 0] = 1.0
@@ -203,25 +211,30 @@ def test_a_colour_outside_the_envelope_reads_as_absent():
     motion = torch.zeros(n)
     compact = torch.rand(n, 3) * 0.3
     spread = torch.rand(n, 3) * 4.0
-    env = ((0.5, 5.0), (0.02, 0.85))
+    env = ((0.5, 5.0), (0.02, 0.85), (0.0, 1.0))
     with torch.no_grad():
         kept = inv(features, compact, t, motion, True, env)
         dropped = inv(features, spread, t, motion, True, env)
         unchecked = inv(features, spread, t, motion, True, None)
         absent = inv(torch.zeros(n, 4), spread, t, motion, True, env)
+        odd = features.clone()
+        odd[:, 1] = 2.0  # still classified colour 0, but 4 squared units from its look
+        unlike = inv(odd, compact, t, motion, True, env)
     assert kept.weights[0].sum() > 0 and unchecked.weights[0].sum() > 0
-    assert dropped.weights[0].sum() == 0
+    assert dropped.weights[0].sum() == 0 and unlike.weights[0].sum() == 0
     assert torch.allclose(dropped.present, absent.present, atol=1e-3)
     assert not torch.allclose(unchecked.present, dropped.present)
+    with pytest.raises(ValueError, match="appearance"):
+        SceneInventory(4, 2, 3, 8)(features, compact, t, motion, True, env)
 
 
 def test_object_envelope_config_is_checked_and_round_trips():
     with pytest.raises(ValueError, match="object_envelope"):
-        InventoryConfig(object_envelope=((1.0, 5.0),))
+        InventoryConfig(object_envelope=((1.0, 5.0), (0.0, 1.0)))
     with pytest.raises(ValueError, match="object_envelope"):
-        InventoryConfig(object_envelope=((5.0, 1.0), (0.0, 1.0)))
+        InventoryConfig(object_envelope=((5.0, 1.0), (0.0, 1.0), (0.0, 9.0)))
     cfg = LLaVA4DConfig(lm=tiny_llama(50), inventory=InventoryConfig(
-        object_envelope=[[1.2, 5.8], [0.02, 0.85]]))
-    assert cfg.inventory.object_envelope == ((1.2, 5.8), (0.02, 0.85))
+        object_envelope=[[1.2, 5.8], [0.02, 0.85], [0.0, 28.0]]))
+    assert cfg.inventory.object_envelope == ((1.2, 5.8), (0.02, 0.85), (0.0, 28.0))
     again = LLaVA4DConfig.from_dict(cfg.to_dict())
     assert again.inventory.object_envelope == cfg.inventory.object_envelope

@@ -84,9 +84,9 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert {p["stage"] for p in parts} == {5}
     assert {p["part"] for p in parts} == {"token_colour", "objects", "bias"}
     model5 = LLaVA4D.from_pretrained(os.path.join(out5, "final"))
-    # the object envelope is fitted on the same windows: one (low, high) per feature
+    # the object envelope and the colours' appearance are fitted on the same windows
     env = model5.cfg.inventory.object_envelope
-    assert env is not None and len(env) == 2 and all(lo < hi for lo, hi in env)
+    assert env is not None and len(env) == 3 and all(lo < hi for lo, hi in env)
     assert model5.cfg.inventory == InventoryConfig(object_envelope=env)
     assert model5.cfg == replace(model4.cfg, inventory=InventoryConfig(object_envelope=env))
     before, after = model4.state_dict(), model5.state_dict()

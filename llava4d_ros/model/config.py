@@ -150,8 +150,9 @@ class InventoryConfig:
     directions: tuple[str, ...] = ("+", "-", "x", "y")  # "heading toward +x": sign, then axis
     hidden: int = 32
     bias_hidden: int = 64
-    # (low, high) per inventory.ENVELOPE_FEATURES (log mass, 3D spread m) of one object, fitted
-    # on the training scenes' objects (training/envelope.py); None: no colour is rejected
+    # (low, high) per inventory.ENVELOPE_FEATURES (log mass, 3D spread m, appearance distance)
+    # of one object, fitted on the training scenes' objects (training/envelope.py) with the
+    # colours' appearance (weights of the inventory); None: no colour is rejected
     object_envelope: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
@@ -172,9 +173,10 @@ class InventoryConfig:
             raise ValueError("hidden and bias_hidden must be >= 1")
         if self.object_envelope is not None:
             env = tuple((float(lo), float(hi)) for lo, hi in self.object_envelope)
-            if len(env) != 2 or any(not lo < hi for lo, hi in env):
-                raise ValueError("object_envelope is (low, high) with low < high for log mass "
-                                 f"and 3D spread, got {self.object_envelope}")
+            if len(env) != 3 or any(not lo < hi for lo, hi in env):
+                raise ValueError("object_envelope is (low, high) with low < high for log "
+                                 "mass, 3D spread and appearance distance, got "
+                                 f"{self.object_envelope}")
             object.__setattr__(self, "object_envelope", env)
 
 

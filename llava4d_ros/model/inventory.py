@@ -23,11 +23,14 @@ digits 0-9, each one tokenizer token. The direction words are told the current o
 velocity at the sentence's time (`Inventory.velocity`, from the object's tokens near that time;
 full / time encodings only). `C` colours, `S` shapes; probabilities are per window.
 
-The object envelope (`InventoryConfig.object_envelope`): a colour whose tokens' mass or 3D
-spread lies outside the range of the training scenes' objects is not one object of a kind the
-model knows (a red kitchen front 5 m wide, a few pink patches spread over 2 m), so its tokens
-are dropped before pooling and it reads as absent. Without this, a real room's red cabinets
-were "the red cylinder" in every answer.
+The object envelope (`InventoryConfig.object_envelope`): a colour whose tokens' mass, 3D spread
+or appearance lies outside the range of the training scenes' objects is not one object of a
+kind the model knows (a red kitchen front 5 m wide, a few bluish-white patches), so its tokens
+are dropped before pooling and it reads as absent. Appearance is the smallest Mahalanobis
+distance (squared) of the colour's tokens to the features of that colour's tokens on training
+objects (`appearance_mean`, `appearance_precision`): every rendered primitive has patches that
+look like its colour's, a real room's red wood has none. Without this, a real room's red
+cabinets were "the red cylinder" in every answer.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ _VELOCITY_SIGMA_S = 0.5  # chosen on 30 val scenes' heading questions (0.3 / 0.5
 _VELOCITY_VAR_FLOOR = 0.1
 N_TIME_FEATURES = 7
 #: What the object envelope bounds, per colour (`envelope_features`).
-ENVELOPE_FEATURES: tuple[str, ...] = ("log_mass", "spread_m")
+ENVELOPE_FEATURES: tuple[str, ...] = ("log_mass", "spread_m", "appearance_d2")
 
 
 def object_feature_dim(feature_dim: int) -> int:
@@ -110,25 +113,33 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     return torch.cat(parts, dim=1)
 
 
-def envelope_features(w: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:
-    """`(C, 2)` per colour from token weights `w (C, N)` and world `xyz (N, 3)`: log(1 + mass)
-    and the 3D spread (metres: the square root of the trace of the weighted covariance, the
-    same in any world frame); zeros for a colour without tokens."""
+def envelope_features(w: torch.Tensor, xyz: torch.Tensor, features: torch.Tensor,
+                      mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """`(C, 3)` per colour from token weights `w (C, N)`, world `xyz (N, 3)` and patch
+    `features (N, D)`: log(1 + mass), the 3D spread (metres: the square root of the trace of
+    the weighted covariance, the same in any world frame), and the smallest squared
+    Mahalanobis distance of its tokens to the colour's appearance (`mean (C, D)`, `precision
+    (C, D, D)`): one patch that looks like the rendered colour is enough, as an occluded or
+    distant object may have few clean ones; zeros for a colour without tokens."""
     mass = w.sum(1)
     wn = w / mass[:, None].clamp_min(1e-6)
-    mean = wn @ xyz
-    var = (wn @ (xyz * xyz) - mean * mean).clamp_min(0.0).sum(1)
-    return torch.stack([torch.log1p(mass), var.sqrt() * (mass > 0)], dim=1)
+    centre = wn @ xyz
+    var = (wn @ (xyz * xyz) - centre * centre).clamp_min(0.0).sum(1)
+    diff = features[None] - mean[:, None]  # (C, N, D)
+    d2 = torch.einsum("cnd,cde,cne->cn", diff, precision, diff)
+    has = mass > 0
+    d2 = torch.where(w > 0, d2, torch.full_like(d2, float("inf"))).amin(1)
+    return torch.stack([torch.log1p(mass), var.sqrt() * has,
+                        torch.where(has, d2, torch.zeros_like(d2))], dim=1)
 
 
-def fits_envelope(w: torch.Tensor, xyz: torch.Tensor,
+def fits_envelope(features: torch.Tensor, w: torch.Tensor,
                   envelope: Sequence[tuple[float, float]]) -> torch.Tensor:
     """`(C,)` bool: the colour has no tokens (nothing to reject) or each of its
-    `envelope_features` lies in the envelope's (low, high)."""
-    f = envelope_features(w, xyz)
-    lo = f.new_tensor([e[0] for e in envelope])
-    hi = f.new_tensor([e[1] for e in envelope])
-    return (w.sum(1) == 0) | ((f >= lo) & (f <= hi)).all(1)
+    `envelope_features` (`features (C, 3)`) lies in the envelope's (low, high)."""
+    lo = features.new_tensor([e[0] for e in envelope])
+    hi = features.new_tensor([e[1] for e in envelope])
+    return (w.sum(1) == 0) | ((features >= lo) & (features <= hi)).all(1)
 
 
 @dataclass(frozen=True)
@@ -173,9 +184,13 @@ class SceneInventory(nn.Module):
     """Visual tokens -> `Inventory`. The token colour classifier reads the patch features only;
     the object MLP reads `object_features` standardised by `mu` / `sd` (set when fitted)."""
 
-    def __init__(self, feature_dim: int, n_colours: int, n_shapes: int, hidden: int):
+    def __init__(self, feature_dim: int, n_colours: int, n_shapes: int, hidden: int,
+                 appearance: bool = False):
         super().__init__()
         self.n_colours, self.n_shapes = n_colours, n_shapes
+        if appearance:  # a model with an object envelope: each colour's token appearance
+            self.set_appearance(torch.zeros(n_colours, feature_dim),
+                                torch.zeros(n_colours, feature_dim, feature_dim))
         self.token_colour = nn.Sequential(nn.Linear(feature_dim, 2 * hidden), nn.GELU(),
                                           nn.Linear(2 * hidden, n_colours + 1))
         f = object_feature_dim(feature_dim)
@@ -184,6 +199,24 @@ class SceneInventory(nn.Module):
         self.object = nn.Sequential(nn.Linear(f, hidden), nn.GELU(), nn.Dropout(0.2),
                                     nn.Linear(hidden, n_shapes + 1))
         self.present = nn.Linear(2, 1)
+
+    def set_appearance(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        """Each colour's token appearance on training objects: `mean (C, D)` and the inverse
+        covariance `precision (C, D, D)` of their patch features (for the object envelope)."""
+        for name, value in (("appearance_mean", mean), ("appearance_precision", precision)):
+            if hasattr(self, name):
+                getattr(self, name).copy_(value)
+            else:
+                self.register_buffer(name, value.clone())
+
+    def envelope_features(self, features: torch.Tensor, xyz: torch.Tensor,
+                          w: torch.Tensor) -> torch.Tensor:
+        """`envelope_features` of the colours' token weights `w (C, N)`."""
+        if not hasattr(self, "appearance_mean"):
+            raise ValueError("the object envelope needs the colours' appearance "
+                             "(SceneInventory.set_appearance)")
+        return envelope_features(w, xyz, features, self.appearance_mean,
+                                 self.appearance_precision)
 
     def token_probs(self, features: torch.Tensor) -> torch.Tensor:
         """`(N, C + 1)`: per token, each colour and (last) background."""
@@ -199,7 +232,8 @@ class SceneInventory(nn.Module):
         if envelope is not None:
             if xyz is None:
                 raise ValueError("the object envelope needs the tokens' xyz")
-            keep = fits_envelope(w, xyz, envelope).to(p.dtype)[:, None]
+            keep = fits_envelope(self.envelope_features(features, xyz, w), w,
+                                 envelope).to(p.dtype)[:, None]
             p, w = p * keep, w * keep
         return p, w
 

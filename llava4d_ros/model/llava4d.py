@@ -214,7 +214,8 @@ class LLaVA4D(nn.Module):
         self.words = WordSets(inv, self._token_id)
         vocab = int(self.lm.get_input_embeddings().weight.shape[0])
         self.inventory = SceneInventory(self.cfg.vision.feature_dim, len(inv.colours),
-                                        len(inv.shapes), inv.hidden)
+                                        len(inv.shapes), inv.hidden,
+                                        appearance=inv.object_envelope is not None)
         self.inventory_bias = InventoryBias(self.cfg.lm_hidden, vocab, self.words,
                                             inv.bias_hidden)
 
