@@ -64,6 +64,7 @@ from llava4d_ros.model.inventory import (
     SceneInventory,
     WordSets,
 )
+from llava4d_ros.model.normalise import normalise_question
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
@@ -452,6 +453,8 @@ class LLaVA4D(nn.Module):
             raise ValueError("no visual tokens")
         if t_ref_s is None:
             t_ref_s = float(np.min(tokens.t_s))
+        if self.cfg.lm_source.kind == "scratch":  # a closed word vocabulary, one notation
+            questions = [normalise_question(q) for q in questions]
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
         pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
