@@ -324,32 +324,6 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
                         + "\n")
 
 
-def inventory_truth(rec: SceneRecord, model: Any) -> dict[str, torch.Tensor]:
-    """Stage 5's targets for one cached window, from its scene's ground truth: per token its
-    object's colour index (C = background or an object of no inventory colour), and per
-    inventory colour present / moving (in the window) / shape index (-1 where absent)."""
-    from llava4d_ros.data.scene import make_scene
-    from llava4d_ros.model.llava4d import apply_token_budget
-
-    inv = model.cfg.inventory
-    n_c = len(inv.colours)
-    tokens = apply_token_budget(rec.tokens, model.cfg.token_budget)
-    colour_of = {}
-    present, moving = torch.zeros(n_c), torch.zeros(n_c)
-    shape = torch.full((n_c,), -1, dtype=torch.long)
-    for o in make_scene(rec.seed).objects:
-        if o.colour not in inv.colours or o.shape not in inv.shapes:
-            continue
-        c = inv.colours.index(o.colour)
-        colour_of[o.object_id] = c
-        present[c] = 1.0
-        moving[c] = float(bool(o.moving_segments))
-        shape[c] = inv.shapes.index(o.shape)
-    token_colour = torch.tensor([colour_of.get(int(lab), n_c) for lab in tokens.labels])
-    return {"token_colour": token_colour, "present": present, "moving": moving,
-            "shape": shape}
-
-
 def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
                   rng: random.Random, log_path: str | None, progress: bool = True) -> None:
     """Stage 5 (the rest of the model frozen): the scene inventory on the windows' ground truth
@@ -367,7 +341,7 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
         p.requires_grad_(False)
     inv_mod, dev = model.inventory, model.device
     use_time = model.cfg.prompt.use_time
-    truth = [inventory_truth(r, model) for r in records]
+    truth = [train_losses.inventory_truth(r, model) for r in records]
     windows = [model.inventory_inputs(rec.tokens, rec.t_ref_s) for rec in records]
 
     def log(row: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ import torch
 def _colour_tokens(model: Any, rec: Any) -> tuple[torch.Tensor, ...]:
     """One cached window: patch features `(N, D)`, xyz `(N, 3)`, the colours' token weights
     `(C, N)`, each token's true colour index `(N,)` (C: none) and the colours present `(C,)`."""
-    from llava4d_ros.train import inventory_truth
+    from llava4d_ros.training.losses import inventory_truth
 
     features, xyz, _, _ = model.inventory_inputs(rec.tokens, rec.t_ref_s)
     _, w = model.inventory.colour_weights(features)

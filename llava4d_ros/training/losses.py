@@ -301,3 +301,28 @@ def inventory_batch(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
     batch["logits"] = out.logits[b, j]
     batch["target"] = ids[b, j + 1]
     return batch
+
+
+def inventory_truth(rec: Any, model: LLaVA4D) -> dict[str, torch.Tensor]:
+    """Stage 5's targets for one cached window, from its scene's ground truth: per token its
+    object's colour index (C = background or an object of no inventory colour), and per
+    inventory colour present / moving (in the window) / shape index (-1 where absent)."""
+    from llava4d_ros.data.scene import make_scene
+
+    inv = model.cfg.inventory
+    n_c = len(inv.colours)
+    tokens = apply_token_budget(rec.tokens, model.cfg.token_budget)
+    colour_of = {}
+    present, moving = torch.zeros(n_c), torch.zeros(n_c)
+    shape = torch.full((n_c,), -1, dtype=torch.long)
+    for o in make_scene(rec.seed).objects:
+        if o.colour not in inv.colours or o.shape not in inv.shapes:
+            continue
+        c = inv.colours.index(o.colour)
+        colour_of[o.object_id] = c
+        present[c] = 1.0
+        moving[c] = float(bool(o.moving_segments))
+        shape[c] = inv.shapes.index(o.shape)
+    token_colour = torch.tensor([colour_of.get(int(lab), n_c) for lab in tokens.labels])
+    return {"token_colour": token_colour, "present": present, "moving": moving,
+            "shape": shape}
