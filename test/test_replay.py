@@ -76,6 +76,25 @@ def test_7scenes_bag_static_scene_has_no_lasting_dynamic_track(tmp_path):
     assert not lasting, [(t.track_id, t.first_seen_s, t.last_seen_s) for t in lasting]
 
 
+@pytest.mark.skipif(not KITCHEN.exists(), reason=f"{KITCHEN} not present")
+def test_7scenes_bag_answers_name_no_object_the_kitchen_does_not_hold(tmp_path):
+    """A real rosbag2 of the kitchen's frames 0-299 through the replay CLI and the shipped
+    default: no answer names a palette object, none carries a box, nothing moves."""
+    from llava4d_ros.evaluate import names_palette_object
+
+    path, out = tmp_path / "kitchen", tmp_path / "out"
+    bagtools.write_folder_bag(path, KITCHEN, stop=300)
+    questions = ["What do you see?", "Describe the scene.", "Is anything moving right now?",
+                 "Which things are moving?", "How many objects are there?",
+                 "Where is the red box now?", "Where is the kettle?"]
+    assert main([str(path), "--out", str(out), *(a for q in questions for a in ("-q", q))]) == 0
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["question"] for a in answers] == questions
+    assert not [a["text"] for a in answers if names_palette_object(a["text"])]
+    assert all(a["objects"] == [] for a in answers)
+    assert answers[2]["text"] == "No, nothing is moving."
+
+
 def test_cli_writes_tracks_and_plot_without_a_model(tmp_path, scene_bag, capsys):
     out = tmp_path / "out"
     assert main([str(scene_bag), "--no-model", "--out", str(out)]) == 0
