@@ -506,8 +506,8 @@ def report_confidence(model: LLaVA4D, outcomes: list[tuple[float, bool]],
 
 def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) -> None:
     from llava4d_ros.data.instructions import seeds_for_split
-    from llava4d_ros.model.dataset import build_scene
     from llava4d_ros.train import ingest_config
+    from llava4d_ros.training.dataset import build_scene
 
     crowded = [build_scene(seed, model.patch_encoder, ingest_config(model.cfg),
                            {"n_objects": 7 + seed % 2})

@@ -19,7 +19,7 @@ Stages (LLAVA4D.md):
    the LM's teacher-forced answers of every window for `--bias-steps` steps.
 
 One step is one scene window with all its questions (its visual prefix runs once). Scenes are
-rendered and ingested once through `core.pipeline.Ingestor` and cached (model/dataset.py).
+rendered and ingested once through `core.pipeline.Ingestor` and cached (training/dataset.py).
 Checkpoints: `<out>/stage<k>/` after each stage (a loadable model directory), `<out>/last/`
 every `--save-every` steps with the optimiser state for `--resume`, `<out>/final/` at the end.
 
@@ -52,13 +52,13 @@ from torch.nn import functional as F
 
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
-from llava4d_ros.model.dataset import SceneRecord, cache_scenes, load_record
 from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training import checkpointing, new_tokens
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
+from llava4d_ros.training.dataset import SceneRecord, cache_scenes, load_record
 from llava4d_ros.training.envelope import fit_object_envelope
 from llava4d_ros.training.lora import add_lora, lora_trainable, merged_copy
 
@@ -127,7 +127,7 @@ def ingest_config(cfg: LLaVA4DConfig) -> IngestConfig:
 # a change to any of them gives a new cache directory, so a stale cache is never read.
 _CACHE_SOURCES = ("data/scene.py", "data/instructions.py", "data/vocabulary.py",
                   "core/geometry.py", "core/buffer4d.py", "core/pipeline.py", "core/tracking.py",
-                  "core/colors.py", "model/vision.py", "model/dataset.py")
+                  "core/colors.py", "model/vision.py", "training/dataset.py")
 
 
 def cache_dir_for(root: str, cfg: LLaVA4DConfig) -> str:

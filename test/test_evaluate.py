@@ -29,10 +29,10 @@ from llava4d_ros.evaluate import (
     score,
 )
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
-from llava4d_ros.model.dataset import build_scene
 from llava4d_ros.model.grounding import parse_answer
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer, build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
+from llava4d_ros.training.dataset import build_scene
 
 
 def answer(text: str) -> ModelAnswer:

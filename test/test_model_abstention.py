@@ -69,9 +69,9 @@ def test_the_shipped_default_declines_what_it_cannot_see_and_answers_the_rest():
     from llava4d_ros.core.pipeline import IngestConfig
     from llava4d_ros.data.instructions import seeds_for_split
     from llava4d_ros.data.scene import make_scene
-    from llava4d_ros.model.dataset import build_scene
     from llava4d_ros.model.llava4d import LLaVA4D
     from llava4d_ros.model.vision import ColourStatsEncoder
+    from llava4d_ros.training.dataset import build_scene
 
     model = LLaVA4D.from_pretrained()
     seed = seeds_for_split("test", 1)[0]

@@ -184,8 +184,8 @@ _DEFAULT_ANSWERS = [
 def test_shipped_default_answers_exactly_as_before():
     from helpers.tiny_model import random_tokens
     from llava4d_ros.core.pipeline import IngestConfig
-    from llava4d_ros.model.dataset import build_scene
     from llava4d_ros.model.vision import ColourStatsEncoder
+    from llava4d_ros.training.dataset import build_scene
 
     model = LLaVA4D.from_pretrained()
     cfg = model.cfg

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def smollm2_and_window():
     from llava4d_ros.data.instructions import seeds_for_split
-    from llava4d_ros.model.dataset import build_scene
     from llava4d_ros.runtime import load_model
     from llava4d_ros.train import ingest_config
+    from llava4d_ros.training.dataset import build_scene
 
     model = load_model("smollm2", device="cpu", cpu_threads=1)
     rec = build_scene(seeds_for_split("test", 1)[0], model.patch_encoder,

@@ -7,8 +7,8 @@ import os
 
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import HONEST_TASKS, TASKS
-from llava4d_ros.model.dataset import cache_scenes, load_record
 from llava4d_ros.model.vision import ColourStatsEncoder
+from llava4d_ros.training.dataset import cache_scenes, load_record
 
 
 def test_honest_and_paraphrased_records_are_cached_apart(tmp_path):
