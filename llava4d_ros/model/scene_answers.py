@@ -1,7 +1,8 @@
 """Answers read off the scene inventory instead of the LM, where the honest answer is decided by
 what the window holds and the default's LM was never taught to give it.
 
-In this order, before the LM sees the question:
+The question is read in the training notation (`model/normalise.py`: "t=2.5" is "2.5s",
+"currently" is "now", "the red box" is "the red cube"). In this order, before the LM sees it:
 1. an object the window does not support: "I do not see a mug." (`abstention.abstain_text`);
 2. a time outside the window ("at 30 s", "20 seconds ago" in an 8 s window): "I only see from
    0.0s to 7.9s.", the window in model seconds;
@@ -29,8 +30,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llava4d_ros.data.vocabulary import NUMBER_WORDS, canonical_shape
+from llava4d_ros.data.vocabulary import PLURALS, SHAPES
 from llava4d_ros.model.abstention import abstain_text, named_object
+from llava4d_ros.model.normalise import normalise_question
 
 #: An object moves at T when its speed there is at least this. The speed is read from its
 #: tokens within `SIGMA_S` of T, or `NOW_SIGMA_S` at the window's end: there the weighting is
@@ -44,11 +46,10 @@ NOW_SIGMA_S = 0.25
 #: A time this far outside the window still counts as inside (rounding, a late keyframe).
 WINDOW_SLACK_S = 0.5
 
-_DIGIT_TIME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:s|secs?|seconds?)\b")
-_WORD_TIME = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\s+(?:secs?|seconds?)\b")
-_T_EQUALS = re.compile(r"\b(?:t\s*=\s*|time\s+)(\d+(?:\.\d+)?)\b")
-_AGO = re.compile(r"\s*ago\b")
-_NOW = re.compile(r"\b(now|currently|at the moment|at present|at this moment)\b")
+# in the training notation (model/normalise.py): "at 2.5s", "3 seconds ago", "now"
+_AT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)s\b")
+_AGO = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) seconds? ago\b")
+_NOW = re.compile(r"\bnow\b")
 _MOTION = re.compile(r"\b(move|moves|moved|moving|motion)\b")
 # wh-words, and the words of "when did it start moving", which ask for a time, not yes or no
 _WH = re.compile(r"\b(which|what|what's|whats|where|when|how|who|list|count|number|start|"
@@ -56,7 +57,7 @@ _WH = re.compile(r"\b(which|what|what's|whats|where|when|how|who|list|count|numb
 _AUX_FIRST = re.compile(r"^\W*(is|are|was|were|does|do|did|has|have|can|could|will|would)\b")
 _YES_NO_CUE = re.compile(r"\b(if|whether|anything|something|any)\b")
 _COUNT = re.compile(r"\b(how many|count|number of)\b")
-_CAN_VERB = re.compile(r"\bcan(?=\s+(you|i|we|one)\b)")
+_SHAPE_WORDS = frozenset({*SHAPES, *PLURALS})
 
 
 @dataclass(frozen=True)
@@ -79,18 +80,16 @@ class AskedTime:
 
 
 def asked_time(question: str) -> AskedTime:
-    """The time `question` names: "at 2.5s", "at 2.5 seconds", "t=2.5", "time 2.5", "at three
-    seconds" (kind "at"); "3 s ago", "three seconds ago" ("ago"); "now", "right now",
-    "currently" ("now"); else "window"."""
-    q = question.lower()
-    for pattern in (_T_EQUALS, _DIGIT_TIME, _WORD_TIME):
-        m = pattern.search(q)
-        if m is None:
-            continue
-        word = m.group(1)
-        value = float(NUMBER_WORDS.index(word)) if word in NUMBER_WORDS else float(word)
-        kind = "ago" if _AGO.match(q, m.end()) else "at"
-        return AskedTime(kind, value)
+    """The time `question` names: "at 2.5s", "at t=2.5", "at three seconds" (kind "at"); "3 s
+    ago", "three seconds ago" ("ago"); "now", "right now", "currently" ("now"); else "window".
+    Any notation `normalise_question` knows."""
+    q = normalise_question(question).lower()
+    m = _AGO.search(q)
+    if m is not None:
+        return AskedTime("ago", float(m.group(1)))
+    m = _AT.search(q)
+    if m is not None:
+        return AskedTime("at", float(m.group(1)))
     return AskedTime("now") if _NOW.search(q) else AskedTime("window")
 
 
@@ -98,7 +97,7 @@ def is_yes_no_motion(question: str) -> bool:
     """Whether `question` asks yes or no about motion: it speaks of moving, asks no wh-question
     (nor when something started), and opens with an auxiliary verb ("Is ...", "Did ..."),
     asks "if" / "whether" / about "anything", or names an object ("Red cube moving now?")."""
-    q = question.lower()
+    q = normalise_question(question).lower()
     if not _MOTION.search(q) or _WH.search(q):
         return False
     return bool(_AUX_FIRST.match(q) or _YES_NO_CUE.search(q) or named_object(q) is not None)
@@ -108,8 +107,8 @@ def count_kind(question: str) -> str | None:
     """"all" or "moving" for a question that asks how many objects there are or move ("How
     many things do you see moving?", "Number of items?"); None for any other question, a
     count of one shape included ("How many cubes are there?")."""
-    q = _CAN_VERB.sub(" ", question.lower())  # "can you", not a can
-    if not _COUNT.search(q) or any(canonical_shape(w) for w in re.findall(r"[a-z]+", q)):
+    q = normalise_question(question).lower()  # shapes by their own words, "can" the verb
+    if not _COUNT.search(q) or _SHAPE_WORDS & set(re.findall(r"[a-z]+", q)):
         return None
     return "moving" if _MOTION.search(q) else "all"
 
@@ -172,6 +171,7 @@ def _motion_answer(question: str, facts: SceneFacts, t_s: float | None) -> str |
 def scene_answer(question: str, facts: SceneFacts) -> str | None:
     """The answer to `question` the inventory decides (see the module docstring), or None to
     let the LM answer."""
+    question = normalise_question(question)
     declined = abstain_text(question, facts.present, facts.shape, facts.min_present)
     if declined is not None:
         return declined
