@@ -47,11 +47,11 @@ def fit_appearance(model: Any, records: Sequence[Any], ridge: float = 1e-4) -> N
     n_c = model.inventory.n_colours
     dim = windows[0][0].shape[1]
     mean = torch.zeros(n_c, dim)
-    precision = torch.eye(dim).repeat(n_c, 1, 1)
+    precision = torch.zeros(n_c, dim, dim)  # distance 0: a colour never seen is not judged
     for c in range(n_c):
         x = torch.cat([f[(w[c] > 0) & (tc == c)] for f, _, w, tc, _ in windows]).double()
         if len(x) <= dim:
-            continue  # too few to fit: unit precision around zero rejects nothing useful
+            continue  # too few tokens for a covariance
         cov = torch.cov(x.T) + ridge * torch.eye(dim, dtype=x.dtype)
         mean[c], precision[c] = x.mean(0).float(), torch.linalg.inv(cov).float()
     model.inventory.set_appearance(mean.to(model.device), precision.to(model.device))
