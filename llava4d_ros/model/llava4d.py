@@ -457,17 +457,19 @@ class LLaVA4D(nn.Module):
             questions = [normalise_question(q) for q in questions]
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
+        direct: list[str | None] = [None] * len(questions)
+        if inv is not None:  # what the window holds decides these: no box, no LM
+            facts = self.scene_facts(inv, float(np.max(tokens.t_s)) - t_ref_s)
+            direct = [scene_answer(q, facts) for q in questions]
+        if all(d is not None for d in direct):
+            return [ModelAnswer(text=d, boxes=()) for d in direct]
         pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
         cache = self.kv_cache(out)
-        facts = (None if inv is None else
-                 self.scene_facts(inv, float(np.max(tokens.t_s)) - t_ref_s))
         answers = []
-        for question in questions:
-            if facts is not None:
-                direct = scene_answer(question, facts)
-                if direct is not None:  # decided by what the window holds: no box
-                    answers.append(ModelAnswer(text=direct, boxes=()))
-                    continue
+        for question, decided in zip(questions, direct):
+            if decided is not None:
+                answers.append(ModelAnswer(text=decided, boxes=()))
+                continue
             extra = cache.get_seq_length() - len(pre_ids)
             if extra > 0:
                 cache.crop(-extra)  # back to the visual prefix
@@ -485,9 +487,8 @@ class LLaVA4D(nn.Module):
 
     def scene_facts(self, inv: Inventory, t_end_s: float) -> SceneFacts:
         """The inventory's readings by name, for `scene_answer`; `t_end_s` the newest token's
-        model time. Only a model with an
-        inventory answers from it: an open-vocabulary LM must not have words it knows declined
-        by the closed task vocabulary."""
+        model time. Only a model with an inventory answers from it: an open-vocabulary LM must
+        not have words it knows declined by the closed task vocabulary."""
         present, moving, shape = inv.probs()
         colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
 
