@@ -44,6 +44,10 @@ MIN_SPEED_MPS = 0.15
 SIGMA_S = 0.5
 NOW_SIGMA_S = 0.25
 #: A time this far outside the window still counts as inside (rounding, a late keyframe).
+#: Through the node or replay, `engine._check_times` refuses a digit time ("at 30s") more
+#: than 1 s past the window before the model runs; this answers the rest (the generated
+#: out-of-window questions ask 1 s or more past its end, which that 1 s slack lets through,
+#: "t=30" / "thirty seconds", and the model used without the engine, as `evaluate` does).
 WINDOW_SLACK_S = 0.5
 
 # in the training notation (model/normalise.py): "at 2.5s", "3 seconds ago", "now"
