@@ -29,6 +29,7 @@ from llava4d_ros.model.normalise import normalise_question
     ("Which things didn't move?", "Which objects did not move?"),
     ("Can you see the pink tubes?", "Can you see the pink cylinders?"),
     ("  Where   is the red box at the moment? ", "Where is the red cube now?"),
+    ("Where was the red box at the beginning?", "Where was the red cube at 0s?"),
 ])
 def test_people_notation_becomes_the_training_notation(question, expected):
     assert normalise_question(question) == expected

@@ -775,6 +775,29 @@ def iter_samples(
         yield from samples_for_scene(make_scene(seed, **(make_scene_kwargs or {})), **kwargs)
 
 
+def is_template_question(question: str) -> bool:
+    """Whether `question` is one of the question templates (the task templates and the yes/no
+    motion ones) with any object, time, count or shape filled in: "Where is the red cube at
+    2.5s?" is, "where's the red box?" is not."""
+    return _TEMPLATE_QUESTION.fullmatch(question.strip()) is not None
+
+
+def _template_question_pattern() -> re.Pattern[str]:
+    fillers = {"obj": r"[a-z]+ [a-z]+", "t": r"\d+\.\d", "n": r"\d+", "seconds": r"seconds?",
+               "shapes": "|".join(PLURAL.values()), "when": r"now|at \d+\.\ds"}
+    alternatives = []
+    for q in (*_Q_GROUND_AT, *_Q_GROUND_AGO, *_Q_GROUND_NOW, *_Q_WHEN_START, *_Q_WHICH_MOVE,
+              *_Q_HEADING_AT, *_Q_HEADING_NOW, *_Q_COUNT_ALL, *_Q_COUNT_MOVING,
+              *_Q_COUNT_SHAPE, *_Q_CAPTION, *_Q_MOVING_ANY, *_Q_MOVING_OBJ):
+        parts = re.split(r"\{(\w+)\}", q)  # text, field, text, field, ..., text
+        alternatives.append("".join(re.escape(p) if i % 2 == 0 else f"(?:{fillers[p]})"
+                                    for i, p in enumerate(parts)))
+    return re.compile("|".join(alternatives))
+
+
+_TEMPLATE_QUESTION = _template_question_pattern()
+
+
 def _template_texts() -> Iterator[str]:
     """Every template with every closed-class filler, for the vocabulary."""
     labels = [f"{c} {s}" for c in COLOURS for s in SHAPES]

@@ -28,7 +28,8 @@ SCENE_NOUNS = frozenset({
     "one", "ones", "other", "others", "rest", "way", "direction", "robot", "floor", "table",
     "x", "y", "z", "axis", "origin", "left", "right", "front", "back", "top", "bottom",
     "second", "seconds", "sec", "secs", "s", "number", "count", "total", "most", "position",
-    "location", "place", "motion", "movement", "speed", "heading",
+    "location", "place", "motion", "movement", "speed", "heading", "description", "summary",
+    "overview", "list", "look", "status", "update", "report",
 })
 _GENERIC = frozenset({*OBJECT_WORDS, "object", "thing", "item", "anything", "something"})
 #: Words that open a question or a request rather than name an object ("Where is ...",
@@ -46,6 +47,9 @@ OPENERS = frozenset({
 #: Words after a question's first word that make it no object ("Summary of the scene").
 _NOT_AFTER_OBJECT = frozenset({"of", "for", "about", "me", "us", "the", "a", "an", "all", "every",
                                "each", "to", "with"})
+#: Words after a determiner that start no noun phrase ("any of the objects", "a lot").
+_FUNCTION_WORDS = frozenset({"of", "in", "on", "at", "to", "for", "with", "from", "by", "that",
+                             "this", "these", "those", "lot", "bit", "few", "little", "more"})
 # the second word is looked at, not consumed: it may start the next phrase ("Locate the mug")
 _PHRASE = re.compile(r"(?:^|\b(the|a|an|any)\s+)([a-z]+)(?=(?:\s+([a-z]+))?)")
 
@@ -91,6 +95,8 @@ def named_object(question: str) -> NamedObject | None:
             if w1 in OPENERS or w2 in _NOT_AFTER_OBJECT:
                 continue
             det = "a"
+        elif w1 in _FUNCTION_WORDS:
+            continue
         k1, k2 = _kind(w1), _kind(w2)
         if k1 == "colour":
             if k2 == "shape":

@@ -64,7 +64,7 @@ from llava4d_ros.model.inventory import (
     SceneInventory,
     WordSets,
 )
-from llava4d_ros.model.normalise import normalise_question
+from llava4d_ros.model.intent import canonical_question
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
@@ -453,8 +453,8 @@ class LLaVA4D(nn.Module):
             raise ValueError("no visual tokens")
         if t_ref_s is None:
             t_ref_s = float(np.min(tokens.t_s))
-        if self.cfg.lm_source.kind == "scratch":  # a closed word vocabulary, one notation
-            questions = [normalise_question(q) for q in questions]
+        if self.cfg.lm_source.kind == "scratch":  # it reads the task templates best
+            questions = [canonical_question(q) for q in questions]
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
         direct: list[str | None] = [None] * len(questions)

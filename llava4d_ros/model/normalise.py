@@ -14,7 +14,8 @@ What changes (nothing else; a question already in the training notation is uncha
 - number words before a time unit become digits ("three seconds" -> "3 seconds");
 - "t=2.5", "t = 2.5", "time 2.5" -> "2.5s"; "2.5 s", "2.5 sec", "2.5 seconds" -> "2.5s"
   ("3 sec ago", "3 s ago" -> "3 seconds ago", and "1 second ago" as written);
-- "right now", "currently", "at the moment", "at present" -> "now";
+- "right now", "currently", "at the moment", "at present" -> "now"; "at the start" / "at the
+  beginning" (of the window) -> "at 0s";
 - shape synonyms -> the shape ("box", "block" -> "cube"; "ball" -> "sphere"; "can", "tube" ->
   "cylinder"; plurals too; "can" only after a colour word or an article, as it is also the
   verb); "things", "items" -> "objects".
@@ -32,6 +33,7 @@ _T_EQUALS = re.compile(r"\b(?:t\s*=\s*|time\s+)(" + _NUM + r")\b(?!\s*(?:s|secs?
 _AGO = re.compile(r"(?<![\w.])(" + _NUM + r")\s*(?:s|secs?|seconds?)\s+ago\b")
 _AT_UNIT = re.compile(r"(?<![\w.])(" + _NUM + r")\s*(?:s|secs?|seconds?)\b")
 _NOW = re.compile(r"\b(right now|currently|at the moment|at present|at this moment)\b")
+_START = re.compile(r"\bat the (?:very )?(?:start|beginning)\b(?: of the (?:window|scene|clip))?")
 _OBJECTS = re.compile(r"\b(things|items)\b")
 _CONTRACTIONS = {"can't": "cannot", "won't": "will not", "n't": " not", "'s": " is",
                  "'re": " are", "'m": " am", "'ll": " will", "'ve": " have", "'d": " would"}
@@ -68,6 +70,7 @@ def normalise_question(question: str) -> str:
     q = _AT_UNIT.sub(lambda m: m.group(0) if q[m.end():].lstrip().startswith("ago")
                      else f"{m.group(1)}s", q)
     q = _NOW.sub("now", q)
+    q = _START.sub("at 0s", q)
     q = _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1)], q)
     q = _CAN.sub(lambda m: f"{m.group(1)} cylinder", q)
     q = _OBJECTS.sub("objects", q)

@@ -58,7 +58,7 @@ _MOTION = re.compile(r"\b(move|moves|moved|moving|motion)\b")
 # wh-words, and the words of "when did it start moving", which ask for a time, not yes or no
 _WH = re.compile(r"\b(which|what|what's|whats|where|when|how|who|list|count|number|start|"
                  r"starts|started|begin|begins|began)\b")
-_AUX_FIRST = re.compile(r"^\W*(is|are|was|were|does|do|did|has|have|can|could|will|would)\b")
+AUX_FIRST = re.compile(r"^\W*(is|are|was|were|does|do|did|has|have|can|could|will|would)\b")
 _YES_NO_CUE = re.compile(r"\b(if|whether|anything|something|any)\b")
 _COUNT = re.compile(r"\b(how many|count|number of)\b")
 _SHAPE_WORDS = frozenset({*SHAPES, *PLURALS})
@@ -104,7 +104,7 @@ def is_yes_no_motion(question: str) -> bool:
     q = normalise_question(question).lower()
     if not _MOTION.search(q) or _WH.search(q):
         return False
-    return bool(_AUX_FIRST.match(q) or _YES_NO_CUE.search(q) or named_object(q) is not None)
+    return bool(AUX_FIRST.match(q) or _YES_NO_CUE.search(q) or named_object(q) is not None)
 
 
 def count_kind(question: str) -> str | None:
