@@ -43,14 +43,19 @@ from llava4d_ros.data.instructions import is_template_question
 from llava4d_ros.data.vocabulary import COLOURS, PLURAL, canonical_shape
 from llava4d_ros.model.abstention import NamedObject, named_object
 from llava4d_ros.model.normalise import normalise_question
-from llava4d_ros.model.scene_answers import AUX_FIRST, AskedTime, asked_time, is_yes_no_motion
+from llava4d_ros.model.scene_answers import (
+    AUX_FIRST,
+    COUNT,
+    MOTION,
+    AskedTime,
+    asked_time,
+    is_yes_no_motion,
+)
 
 KINDS: tuple[str, ...] = ("count_all", "count_moving", "count_shape", "moving_any",
                           "moving_obj", "when_start", "heading", "caption", "which_move",
                           "ground")
 
-_COUNT = re.compile(r"\b(how many|count|number of)\b")
-_MOTION = re.compile(r"\b(move|moves|moved|moving|motion|movement|movements)\b")
 _START = re.compile(r"\b(start|starts|started|starting|begin|begins|began|beginning|onset)\b")
 _STILL = re.compile(r"\b(stationary|static|at rest|standing still|motionless)\b")
 _NEGATED = re.compile(r"\b(not|never|no longer)\b")
@@ -136,11 +141,11 @@ def read_intent(question: str) -> Intent | None:
     if obj is not None and obj.colour is None and obj.shape is None and obj.unknown is None:
         obj = None
     when = asked_time(q)
-    motion = _MOTION.search(q) is not None
+    motion = MOTION.search(q) is not None
     if not motion and obj is not None and _STILL.search(q) and AUX_FIRST.match(q):
         # "is the red cube stationary?": answered as whether it moves ("No, ... not moving.")
         return Intent("moving_obj", obj, when)
-    if _COUNT.search(q):
+    if COUNT.search(q):
         if _COLOUR.search(q):
             return None  # "how many red cubes": the templates count by shape only
         shape = _shape_asked(q)

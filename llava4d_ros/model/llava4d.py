@@ -58,13 +58,13 @@ from llava4d_ros.model.heads import (
     first_motion_time,
     time_match_features,
 )
+from llava4d_ros.model.intent import canonical_question
 from llava4d_ros.model.inventory import (
     Inventory,
     InventoryBias,
     SceneInventory,
     WordSets,
 )
-from llava4d_ros.model.intent import canonical_question
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,

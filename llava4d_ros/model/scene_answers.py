@@ -54,13 +54,13 @@ WINDOW_SLACK_S = 0.5
 _AT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)s\b")
 _AGO = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) seconds? ago\b")
 _NOW = re.compile(r"\bnow\b")
-_MOTION = re.compile(r"\b(move|moves|moved|moving|motion)\b")
+MOTION = re.compile(r"\b(move|moves|moved|moving|motion|movement|movements)\b")
 # wh-words, and the words of "when did it start moving", which ask for a time, not yes or no
 _WH = re.compile(r"\b(which|what|what's|whats|where|when|how|who|list|count|number|start|"
                  r"starts|started|begin|begins|began)\b")
 AUX_FIRST = re.compile(r"^\W*(is|are|was|were|does|do|did|has|have|can|could|will|would)\b")
 _YES_NO_CUE = re.compile(r"\b(if|whether|anything|something|any)\b")
-_COUNT = re.compile(r"\b(how many|count|number of)\b")
+COUNT = re.compile(r"\b(how many|count|number of)\b")
 _SHAPE_WORDS = frozenset({*SHAPES, *PLURALS})
 
 
@@ -102,7 +102,7 @@ def is_yes_no_motion(question: str) -> bool:
     (nor when something started), and opens with an auxiliary verb ("Is ...", "Did ..."),
     asks "if" / "whether" / about "anything", or names an object ("Red cube moving now?")."""
     q = normalise_question(question).lower()
-    if not _MOTION.search(q) or _WH.search(q):
+    if not MOTION.search(q) or _WH.search(q):
         return False
     return bool(AUX_FIRST.match(q) or _YES_NO_CUE.search(q) or named_object(q) is not None)
 
@@ -112,9 +112,9 @@ def count_kind(question: str) -> str | None:
     many things do you see moving?", "Number of items?"); None for any other question, a
     count of one shape included ("How many cubes are there?")."""
     q = normalise_question(question).lower()  # shapes by their own words, "can" the verb
-    if not _COUNT.search(q) or _SHAPE_WORDS & set(re.findall(r"[a-z]+", q)):
+    if not COUNT.search(q) or _SHAPE_WORDS & set(re.findall(r"[a-z]+", q)):
         return None
-    return "moving" if _MOTION.search(q) else "all"
+    return "moving" if MOTION.search(q) else "all"
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def scene_answer(question: str, facts: SceneFacts) -> str | None:
             return f"I do not see {obj.phrase()}."
         if yes_no:
             return "No, nothing is moving."
-        if _MOTION.search(question.lower()):
+        if MOTION.search(question.lower()):
             return "No object moves."
         return "I do not recognise any known objects."
     if yes_no:
