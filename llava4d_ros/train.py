@@ -51,7 +51,7 @@ import torch
 from torch.nn import functional as F
 
 from llava4d_ros.core.pipeline import IngestConfig
-from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD, LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
@@ -266,13 +266,23 @@ HEADS = ("pointer.", "box_head.", "time_head.", "slot_pool.")
 FRESH_FOR_STAGE4 = ("box_head.", "time_head.", "pointer.dt.")
 
 
+def _fresh_for(stage: int, box_only: bool) -> tuple[str, ...]:
+    """The parameters a checkpoint loaded to start `stage` does not give (built fresh)."""
+    if stage != 4:
+        return ()
+    return ("box_head.",) if box_only else FRESH_FOR_STAGE4
+
+
 def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
-                 rng: random.Random, log_path: str) -> None:
+                 rng: random.Random, log_path: str, box_head: str = DEFAULT_BOX_HEAD,
+                 box_only: bool = False) -> None:
     """Stage 4: the box and time heads, re-initialised, fitted with the pointer and the pooling
     on the frozen model's slot batches of every training window (one forward pass each; a head
-    step then costs milliseconds instead of a whole LM pass)."""
+    step then costs milliseconds instead of a whole LM pass). `box_head`: the kind of the new
+    box head; `box_only`: re-initialise and fit the box head alone, every other part as it is
+    (a finished model's pointer, time head and inventory keep their numbers)."""
     batches = collect_slot_batches(model, records)
-    fit_heads(model, batches, steps, lr, rng, log_path)
+    fit_heads(model, batches, steps, lr, rng, log_path, box_head, box_only)
 
 
 def collect_slot_batches(model: Any, records: list[SceneRecord],
@@ -295,18 +305,23 @@ def collect_slot_batches(model: Any, records: list[SceneRecord],
 
 
 def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
-              rng: random.Random, log_path: str | None) -> None:
-    """Stage 4's fit: fresh box and time heads, with the pointer and the pooling, on `batches`."""
+              rng: random.Random, log_path: str | None, box_head: str = DEFAULT_BOX_HEAD,
+              box_only: bool = False) -> None:
+    """Stage 4's fit on `batches`: a fresh box head of kind `box_head` and, unless `box_only`,
+    a fresh time head, with the pointer and the pooling."""
     from tqdm import tqdm
 
     from llava4d_ros.model.heads import BoxHead, TimeHead
 
     ctx_dim = model.box_head.h_proj.in_features
-    model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden).to(model.device)
-    model.time_head = TimeHead(ctx_dim, model.cfg.box_hidden).to(model.device)
+    model.cfg = replace(model.cfg, box_head=box_head)
+    model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden, box_head).to(model.device)
+    if not box_only:
+        model.time_head = TimeHead(ctx_dim, model.cfg.box_hidden).to(model.device)
     for p in model.parameters():
         p.requires_grad_(False)
-    params = [p for n, p in model.named_parameters() if n.startswith(HEADS)]
+    params = [p for n, p in model.named_parameters()
+              if n.startswith(("box_head.",) if box_only else HEADS)]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -536,7 +551,7 @@ def train(args: argparse.Namespace) -> str:
     if args.init:
         # a trained model (e.g. <run>/stage3) as the start of the requested stages; the
         # heads stage 4 re-initialises, and parts newer than the checkpoint, start fresh
-        model = load_llava4d(args.init, fresh=FRESH_FOR_STAGE4 if stages[0] == 4 else ())
+        model = load_llava4d(args.init, fresh=_fresh_for(stages[0], args.stage4_box_only))
         print(f"starting stage {stages[0]} from {args.init}")
     elif args.resume and os.path.isfile(progress_file):
         with open(progress_file, encoding="utf-8") as f:
@@ -544,7 +559,7 @@ def train(args: argparse.Namespace) -> str:
         start_stage, start_step = prog["stage"], prog["step"]
         # stage 4 re-initialises the box and time heads: their saved shapes may be older
         model = load_llava4d(os.path.join(args.out, "last"),
-                             fresh=FRESH_FOR_STAGE4 if start_stage == 4 else ())
+                             fresh=_fresh_for(start_stage, args.stage4_box_only))
         print(f"resuming at stage {start_stage}, step {start_step}")
     elif lm_path:
         model = pretrained_model(preset, lm_path, args.ablation)
@@ -589,7 +604,8 @@ def train(args: argparse.Namespace) -> str:
         if stage < start_stage:
             continue
         if stage == 4:
-            refine_heads(model, records, args.refine_steps, preset.lr, rng, log_path)
+            refine_heads(model, records, args.refine_steps, preset.lr, rng, log_path,
+                         args.box_head, args.stage4_box_only)
             ddp.broadcast_module(model, info)
             save(os.path.join(args.out, "stage4"))
             if info.is_main:
@@ -692,6 +708,12 @@ def main(argv: list[str] | None = None) -> None:
                          "output bias on the frozen model")
     ap.add_argument("--refine-steps", type=int, default=None,
                     help="stage 4's head steps (default: the preset's, 6000 for small)")
+    ap.add_argument("--box-head", default=DEFAULT_BOX_HEAD, choices=BOX_HEADS,
+                    help="the box head stage 4 builds: pooled statistics of the pointed tokens, "
+                         "or those and an encoding of the tokens themselves (default)")
+    ap.add_argument("--stage4-box-only", action="store_true",
+                    help="stage 4 re-initialises and fits the box head alone: gives a finished "
+                         "model (--stages 4 --init <final>) a new box head, the rest unchanged")
     ap.add_argument("--bias-steps", type=int, default=None,
                     help="stage 5's output-bias steps (default: the preset's, 3000 for small)")
     ap.add_argument("--inventory-scenes", type=int, default=None,

@@ -186,7 +186,7 @@ def test_pointer_and_box_heads_decode():
     assert float(decode_time(scores, t)[0]) == 4.0
     # zero-init output layer: centre = xy of the top (tilted toward high z, tau 0.05) and the
     # weighted mean height, size 0.4; the far, high tokens 0-2 (weight 0) take no part
-    box = BoxHead(8, 16)
+    box = BoxHead(8, 16, "pooled")
     xyz = torch.tensor([[3.0, 0, 2.5], [0, 3.0, 2.5], [0, 0, 2.8], [1.0, 2.0, 0.5],
                         [1.2, 2.0, 0.3]])
     w = torch.tensor([[0, 0, 0, 0.5, 0.5]])
@@ -194,6 +194,38 @@ def test_pointer_and_box_heads_decode():
     e4 = math.exp(4.0)
     torch.testing.assert_close(out[0, :3], torch.tensor([(1.0 * e4 + 1.2) / (e4 + 1), 2.0, 0.4]))
     torch.testing.assert_close(out[0, 3:], torch.full((3,), 0.4))
+
+
+def test_tokens_box_head_reads_only_the_pointed_tokens_in_any_order():
+    torch.manual_seed(0)
+    head = BoxHead(8, 16, "tokens")
+    for p in head.mlp[-1].parameters():  # past the zero init, so the token encoding counts
+        torch.nn.init.normal_(p, std=0.5)
+    g = torch.Generator().manual_seed(1)
+    xyz = torch.rand(30, 3, generator=g) * 3.0
+    view = torch.nn.functional.normalize(torch.randn(30, 3, generator=g), dim=-1)
+    scores = torch.full((2, 30), float("-inf"))
+    scores[0, 3:9] = torch.randn(6, generator=g)
+    scores[1, 10:14] = torch.randn(4, generator=g)
+    w = scores.softmax(dim=-1)  # exactly 0 off the pointed tokens
+    h = torch.randn(2, 8, generator=g)
+    box = head(h, w, xyz, view)
+    assert box.shape == (2, 6) and torch.isfinite(box).all()
+    assert ((box[:, 3:] > 0.24) & (box[:, 3:] < 0.66)).all()
+    # a token nobody points at, moved 5 m away (a far wall), changes no box
+    far = xyz.clone()
+    far[20] += 5.0
+    torch.testing.assert_close(head(h, w, far, view), box)
+    # the tokens' order in the window does not matter
+    perm = torch.randperm(30, generator=g)
+    torch.testing.assert_close(head(h, w[:, perm], xyz[perm], view[perm]), box)
+
+
+def test_box_head_kind_is_checked():
+    with pytest.raises(ValueError, match="box head kind"):
+        BoxHead(8, 16, "mean")
+    with pytest.raises(ValueError, match="box_head"):
+        LLaVA4DConfig(lm=tiny_llama(20), box_head="mean")
 
 
 def test_time_readings():

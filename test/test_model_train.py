@@ -93,6 +93,19 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(k.startswith("inventory_bias.") and v.abs().sum() > 0 for k, v in after.items()
                if k.endswith("2.weight"))  # the zero-initialised last layers were fitted
+    # a new box head alone on the finished model: every other part keeps its numbers
+    out6 = str(tmp_path / "run6")
+    train_main(["--out", out6, "--config", "tiny", "--cache", cache, "--threads", "1",
+                "--stages", "4", "--init", os.path.join(out5, "final"), "--refine-steps", "3",
+                "--stage4-box-only", "--box-head", "pooled"])
+    model6 = LLaVA4D.from_pretrained(os.path.join(out6, "final"))
+    assert model5.cfg.box_head == "tokens"
+    assert model6.cfg == replace(model5.cfg, box_head="pooled")
+    new = model6.state_dict()
+    rest = [k for k in after if not k.startswith("box_head.")]
+    assert rest and all(torch.equal(after[k], new[k]) for k in rest)
+    assert any(k.startswith("box_head.tokens.") for k in after)
+    assert not any(k.startswith("box_head.tokens.") for k in new)
 
 
 def test_gradient_checkpointing_of_the_prefix_keeps_losses_and_gradients():

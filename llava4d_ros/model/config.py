@@ -14,6 +14,10 @@ ENCODINGS = ("full", "none", "xyz", "time")  # the paper's ablation: 4D, none, 3
 VISION_KINDS = ("colour_stats", "efficientnet_lite0", "clip")  # clip: any HF CLIP/SigLIP tower
 COMPRESSORS = ("none", "pool", "resampler")
 LM_SOURCES = ("scratch", "hf", "gguf")
+# what a box head reads (model/heads.py): pooled statistics of the pointed tokens, or those and
+# an encoding of the tokens themselves
+BOX_HEADS = ("pooled", "tokens")
+DEFAULT_BOX_HEAD = "tokens"
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -199,6 +203,7 @@ class LLaVA4DConfig:
     slot_heads: bool = True  # LM writes <box>/<time>, the pointer and box heads fill them in
     pointer_dim: int = 64
     box_hidden: int = 96
+    box_head: str = DEFAULT_BOX_HEAD  # one of BOX_HEADS
     inventory: InventoryConfig | None = None  # scene inventory + output bias (stage 5)
     model_id: str = "llava4d-default"
     lm_source: LMSource = field(default_factory=LMSource)
@@ -244,6 +249,8 @@ class LLaVA4DConfig:
                              f"fusion_heads {self.fusion_heads}")
         if self.template.count("{image}") != 1 or self.template.count("{question}") != 1:
             raise ValueError("template needs exactly one {image} and one {question}")
+        if self.box_head not in BOX_HEADS:
+            raise ValueError(f"box_head must be one of {BOX_HEADS}, got {self.box_head!r}")
         if min(self.gate_hidden, self.pointer_dim, self.box_hidden) < 1:
             raise ValueError("gate_hidden, pointer_dim and box_hidden must be >= 1")
         if self.confidence_table is not None:

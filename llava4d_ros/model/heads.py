@@ -5,10 +5,12 @@
     <time>  = gated choice of: the time of the best-scoring token, the time the question names,
               the newest token's time, that minus the question's time, or the first motion
               among the pointed tokens (TimeHead)
-    <box>   = centre: w-weighted mean xyz + MLP correction; size: MLP. The MLP sees the
-              weighted spread and soft extremes of xyz, the mean view direction (visible
-              surfaces lie on the camera's side of an object, so the mean is biased toward
-              it), the mean height, and the slot context (which names the shape)
+    <box>   = centre: the pointed top face's xy and mean height + MLP correction; size: MLP.
+              The MLP sees the weighted spread and soft extremes of xyz, the mean view
+              direction (visible surfaces lie on the camera's side of an object, so the mean
+              is biased toward it), the mean height, the slot context (which names the
+              shape) and, in a `tokens` box head (the default), an encoding of the pointed
+              tokens themselves (`PointedTokens`)
 
 The numbers are written into the answer text and go, with the box's calibrated confidence, to
 its `GroundedBox` directly; the grounding parser takes only the label and time from the sentence
@@ -22,6 +24,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -118,35 +122,88 @@ def _soft_extreme(w: torch.Tensor, xyz: torch.Tensor, tau: float) -> torch.Tenso
     return (_tilt_logits(w, xyz, tau).softmax(dim=1) * xyz[None]).sum(1)
 
 
-class BoxHead(nn.Module):
-    """Box6 from pointer weights over token geometry; see the module docstring."""
+def pooled_geometry(w: torch.Tensor, xyz: torch.Tensor, view_dir: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What pooling the pointed tokens says about a box. `w (S, N)` rows sum to 1,
+    `xyz, view_dir (N, 3)` -> (base centre `(S, 3)`, statistics `(S, 15)`).
 
-    def __init__(self, lm_hidden: int, hidden: int):
+    The base centre is the top face's xy (measured with the true tokens: 4 cm mean error
+    against 7 cm for the mean of all pointed tokens, which leans toward the camera) and the
+    mean height. The statistics, scaled to about unit size: the weighted spread, the mean view
+    direction, the mean height, how far the soft extremes reach above and below the mean, and
+    the top face's offset from it."""
+    mu = w @ xyz  # (S, 3)
+    var = (w @ (xyz * xyz) - mu * mu).clamp_min(0.0)
+    sigma = torch.sqrt(var + 1e-6)  # (S, 3)
+    v = F.normalize(w @ view_dir, dim=-1)  # (S, 3)
+    hi = _soft_extreme(w, xyz, 0.05) - mu  # (S, 3) how far the pointed points reach
+    lo = mu - _soft_extreme(w, xyz, -0.05)
+    # the top face's xy centre is the box's (seen from above, whatever the view side)
+    w_top = _tilt_logits(w, xyz[:, 2:], 0.05)[:, :, 0]  # (S, N)
+    top_xy = w_top.softmax(dim=-1) @ xyz[:, :2]  # (S, 2)
+    base = torch.cat([top_xy, mu[:, 2:]], dim=-1)
+    stats = torch.cat([sigma * 4.0, v, mu[:, 2:3], hi * 4.0, lo * 4.0,
+                       (top_xy - mu[:, :2]) * 4.0], dim=-1)
+    return base, stats
+
+
+class PointedTokens(nn.Module):
+    """An encoding `(S, 2 * dim)` of the `k` tokens a slot's pointer weighs most: a shared MLP
+    of each token's place relative to the base centre (x4, so about unit size), its view
+    direction, its height, its log-weight relative to the top one and its share of the
+    weight, pooled by weight (mean) and by max over the tokens above `KEEP_REL` of the top.
+
+    Why: the pooled statistics cannot say which side of an object its tokens lie on, or how
+    they are spread over its faces, and the box's centre was what a box missed by (on 60 val
+    scenes, with the true centre 0.98 of the boxes were right, with the true size 0.80)."""
+
+    def __init__(self, dim: int = 64, k: int = 48):
         super().__init__()
+        self.k = k
+        self.phi = nn.Sequential(nn.Linear(9, dim), nn.LayerNorm(dim), nn.GELU(),
+                                 nn.Linear(dim, dim), nn.GELU())
+
+    def forward(self, w: torch.Tensor, xyz: torch.Tensor, view_dir: torch.Tensor,
+                base: torch.Tensor) -> torch.Tensor:
+        """`w (S, N)` rows sum to 1, `xyz, view_dir (N, 3)`, `base (S, 3)` -> `(S, 2 * dim)`."""
+        k = min(self.k, w.shape[1])
+        wk, idx = w.topk(k, dim=-1)  # (S, k), sorted: wk[:, 0] is the top weight
+        share = wk / wk.sum(-1, keepdim=True).clamp_min(1e-12)
+        rel = torch.log(wk.clamp_min(1e-30) / wk[:, :1].clamp_min(1e-30)).clamp_min(-7.0) / 7.0
+        p = xyz[idx]  # (S, k, 3)
+        f = torch.cat([(p - base[:, None, :]) * 4.0, view_dir[idx], rel[..., None],
+                       p[..., 2:] * 2.0, (share * k).clamp_max(4.0)[..., None]], dim=-1)
+        h = self.phi(f)  # (S, k, dim)
+        keep = wk >= KEEP_REL * wk[:, :1]
+        mean = (share[..., None] * h).sum(1)
+        top = h.masked_fill(~keep[..., None], -1e4).max(1).values
+        return torch.cat([mean, top], dim=-1)
+
+
+class BoxHead(nn.Module):
+    """Box6 from pointer weights over token geometry; see the module docstring. `kind`
+    "pooled" reads `pooled_geometry` only, "tokens" also `PointedTokens`."""
+
+    def __init__(self, lm_hidden: int, hidden: int, kind: str = DEFAULT_BOX_HEAD):
+        super().__init__()
+        if kind not in BOX_HEADS:
+            raise ValueError(f"box head kind must be one of {BOX_HEADS}, got {kind!r}")
         self.h_proj = nn.Linear(lm_hidden, 32)
-        self.mlp = mlp(32 + 15, hidden, 6)
+        self.tokens = PointedTokens() if kind == "tokens" else None
+        extra = 0 if self.tokens is None else 2 * self.tokens.phi[0].out_features
+        self.mlp = mlp(32 + 15 + extra, hidden, 6)
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, h_slot: torch.Tensor, w: torch.Tensor, xyz: torch.Tensor,
                 view_dir: torch.Tensor) -> torch.Tensor:
         """`h_slot (S, H)`, `w (S, N)` rows sum to 1, `xyz, view_dir (N, 3)` -> box6 `(S, 6)`."""
-        mu = w @ xyz  # (S, 3)
-        var = (w @ (xyz * xyz) - mu * mu).clamp_min(0.0)
-        sigma = torch.sqrt(var + 1e-6)  # (S, 3)
-        v = F.normalize(w @ view_dir, dim=-1)  # (S, 3)
-        hi = _soft_extreme(w, xyz, 0.05) - mu  # (S, 3) how far the pointed points reach
-        lo = mu - _soft_extreme(w, xyz, -0.05)
-        # the top face's xy centre is the box's (seen from above, whatever the view side)
-        w_top = _tilt_logits(w, xyz[:, 2:], 0.05)[:, :, 0]  # (S, N)
-        top_xy = w_top.softmax(dim=-1) @ xyz[:, :2]  # (S, 2)
-        top = top_xy - mu[:, :2]
-        inp = torch.cat([self.h_proj(h_slot), sigma * 4.0, v, mu[:, 2:3], hi * 4.0, lo * 4.0,
-                         top * 4.0], dim=-1)  # (S, 47)
-        out = self.mlp(inp)  # (S, 6)
-        # base: the top face's xy (measured with the true tokens: 4 cm mean error against 7 cm
-        # for the mean of all pointed tokens, which leans toward the camera), the mean height
-        centre = torch.cat([top_xy, mu[:, 2:]], dim=-1) + 0.2 * out[:, :3]
+        base, stats = pooled_geometry(w, xyz, view_dir)
+        parts = [self.h_proj(h_slot), stats]
+        if self.tokens is not None:
+            parts.append(self.tokens(w, xyz, view_dir, base))
+        out = self.mlp(torch.cat(parts, dim=-1))  # (S, 6)
+        centre = base + 0.2 * out[:, :3]
         size = 0.4 * torch.exp(0.5 * torch.tanh(out[:, 3:]))  # 0.24 .. 0.66 m
         return torch.cat([centre, size], dim=-1)
 

@@ -180,7 +180,7 @@ class LLaVA4D(nn.Module):
             dt = cfg.prompt.temporal_dim
             self.pointer = PointerHead(3 * d_lm + dt, d_lm + d_v + cfg.prompt.dim + dt,
                                        cfg.pointer_dim)
-            self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden)
+            self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden, cfg.box_head)
             self.time_head = TimeHead(3 * d_lm + dt, cfg.box_hidden)
             self.slot_pool = AttentionPool(d_lm)
         # the LM reads M compressed embeddings; None: all N (the shipped default)
