@@ -162,10 +162,12 @@ def test_shipped_default_loads_and_answers():
 # the first test scene (pink cube and yellow cylinder move; red cube, purple and blue cylinders
 # stand); the noise window holds no object of any kind the model knows. Changed on purpose:
 # abstention (absent colours), and the object envelope, after which the noise window, which
-# used to get a green cube with a box, gets none; rephrased questions, read as their templates.
+# used to get a green cube with a box, gets none; rephrased questions, read as their templates;
+# the `tokens` box head (true box: [0.154, -0.92, 0.155, 0.31, 0.31, 0.31]; before it
+# [0.14, -0.90, 0.18, 0.32, 0.32, 0.32]).
 _DEFAULT_ANSWERS = [
     ("scene40", "Where is the red cube at 2.5s?",
-     "At 2.5s, the red cube is at [0.14, -0.90, 0.18, 0.32, 0.32, 0.32]."),
+     "At 2.5s, the red cube is at [0.15, -0.89, 0.16, 0.32, 0.32, 0.33]."),
     ("scene40", "Which objects move?", "The yellow cube and the pink cube move."),
     ("scene40", "When did the pink cube start moving?",
      "The pink cube started moving at 2.3s."),
@@ -177,7 +179,7 @@ _DEFAULT_ANSWERS = [
     ("scene40", "Where is the green cube at 2.5s?", "I do not see a green cube."),
     # the same questions in other words (model/intent.py) get the same answers
     ("scene40", "Could you tell me where the red box is at t=2.5?",
-     "At 2.5s, the red cube is at [0.14, -0.90, 0.18, 0.32, 0.32, 0.32]."),
+     "At 2.5s, the red cube is at [0.15, -0.89, 0.16, 0.32, 0.32, 0.33]."),
     ("scene40", "Tell me which things are moving.", "The yellow cube and the pink cube move."),
     ("scene40", "pink block start time?", "The pink cube started moving at 2.3s."),
     ("scene40", "count the boxes", "There are 3 cubes."),
