@@ -160,6 +160,7 @@ class PointedTokens(nn.Module):
     def __init__(self, dim: int = 64, k: int = 48):
         super().__init__()
         self.k = k
+        self.out_dim = 2 * dim
         self.phi = nn.Sequential(nn.Linear(9, dim), nn.LayerNorm(dim), nn.GELU(),
                                  nn.Linear(dim, dim), nn.GELU())
 
@@ -190,7 +191,7 @@ class BoxHead(nn.Module):
             raise ValueError(f"box head kind must be one of {BOX_HEADS}, got {kind!r}")
         self.h_proj = nn.Linear(lm_hidden, 32)
         self.tokens = PointedTokens() if kind == "tokens" else None
-        extra = 0 if self.tokens is None else 2 * self.tokens.phi[0].out_features
+        extra = 0 if self.tokens is None else self.tokens.out_dim
         self.mlp = mlp(32 + 15 + extra, hidden, 6)
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
