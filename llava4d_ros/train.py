@@ -541,6 +541,9 @@ def train(args: argparse.Namespace) -> str:
     if args.bias_steps is None:
         args.bias_steps = preset.bias_steps
     stages = [int(s) for s in (args.stages or preset.stages).split(",")]
+    if args.stage4_box_only and 4 not in stages:
+        raise ValueError(f"--stage4-box-only refits the box head in stage 4, but the stages "
+                         f"to run are {stages}")
     if args.head_steps is None:
         args.head_steps = preset.head_steps
     os.makedirs(args.out, exist_ok=True)

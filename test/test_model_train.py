@@ -98,6 +98,9 @@ def test_tiny_training_stages_and_resume(tmp_path):
     train_main(["--out", out6, "--config", "tiny", "--cache", cache, "--threads", "1",
                 "--stages", "4", "--init", os.path.join(out5, "final"), "--refine-steps", "3",
                 "--stage4-box-only", "--box-head", "pooled"])
+    with pytest.raises(ValueError, match="stage4-box-only"):
+        train_main(["--out", out6, "--config", "tiny", "--cache", cache, "--stages", "5",
+                    "--init", os.path.join(out5, "final"), "--stage4-box-only"])
     model6 = LLaVA4D.from_pretrained(os.path.join(out6, "final"))
     assert model5.cfg.box_head == "tokens"
     assert model6.cfg == replace(model5.cfg, box_head="pooled")
