@@ -51,7 +51,14 @@ import torch
 from torch.nn import functional as F
 
 from llava4d_ros.core.pipeline import IngestConfig
-from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD, LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.config import (
+    BOX_HEADS,
+    DEFAULT_BOX_HEAD,
+    DEFAULT_TIME_HEAD,
+    TIME_HEADS,
+    LLaVA4DConfig,
+    tiny_llama,
+)
 from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
@@ -275,14 +282,14 @@ def _fresh_for(stage: int, box_only: bool) -> tuple[str, ...]:
 
 def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
                  rng: random.Random, log_path: str, box_head: str = DEFAULT_BOX_HEAD,
-                 box_only: bool = False) -> None:
+                 box_only: bool = False, time_head: str = DEFAULT_TIME_HEAD) -> None:
     """Stage 4: the box and time heads, re-initialised, fitted with the pointer and the pooling
     on the frozen model's slot batches of every training window (one forward pass each; a head
-    step then costs milliseconds instead of a whole LM pass). `box_head`: the kind of the new
-    box head; `box_only`: re-initialise and fit the box head alone, every other part as it is
-    (a finished model's pointer, time head and inventory keep their numbers)."""
+    step then costs milliseconds instead of a whole LM pass). `box_head`, `time_head`: the
+    kinds of the new heads; `box_only`: re-initialise and fit the box head alone, every other
+    part as it is (a finished model's pointer, time head and inventory keep their numbers)."""
     batches = collect_slot_batches(model, records)
-    fit_heads(model, batches, steps, lr, rng, log_path, box_head, box_only)
+    fit_heads(model, batches, steps, lr, rng, log_path, box_head, box_only, time_head)
 
 
 def collect_slot_batches(model: Any, records: list[SceneRecord],
@@ -306,18 +313,19 @@ def collect_slot_batches(model: Any, records: list[SceneRecord],
 
 def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
               rng: random.Random, log_path: str | None, box_head: str = DEFAULT_BOX_HEAD,
-              box_only: bool = False) -> None:
+              box_only: bool = False, time_head: str = DEFAULT_TIME_HEAD) -> None:
     """Stage 4's fit on `batches`: a fresh box head of kind `box_head` and, unless `box_only`,
-    a fresh time head, with the pointer and the pooling."""
+    a fresh time head of kind `time_head`, with the pointer and the pooling."""
     from tqdm import tqdm
 
-    from llava4d_ros.model.heads import BoxHead, TimeHead
+    from llava4d_ros.model.heads import BoxHead
 
     ctx_dim = model.box_head.h_proj.in_features
     model.cfg = replace(model.cfg, box_head=box_head)
     model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden, box_head).to(model.device)
     if not box_only:
-        model.time_head = TimeHead(ctx_dim, model.cfg.box_hidden).to(model.device)
+        model.cfg = replace(model.cfg, time_head=time_head)
+        model.time_head = model.new_time_head()
     for p in model.parameters():
         p.requires_grad_(False)
     params = [p for n, p in model.named_parameters()
@@ -608,7 +616,7 @@ def train(args: argparse.Namespace) -> str:
             continue
         if stage == 4:
             refine_heads(model, records, args.refine_steps, preset.lr, rng, log_path,
-                         args.box_head, args.stage4_box_only)
+                         args.box_head, args.stage4_box_only, args.time_head)
             ddp.broadcast_module(model, info)
             save(os.path.join(args.out, "stage4"))
             if info.is_main:
@@ -714,6 +722,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--box-head", default=DEFAULT_BOX_HEAD, choices=BOX_HEADS,
                     help="the box head stage 4 builds: pooled statistics of the pointed tokens, "
                          "or those and an encoding of the tokens themselves (default)")
+    ap.add_argument("--time-head", default=DEFAULT_TIME_HEAD, choices=TIME_HEADS,
+                    help="the time head stage 4 builds: its gate reads the slot's context, or "
+                         "that and the plain mean of the question's embeddings (default)")
     ap.add_argument("--stage4-box-only", action="store_true",
                     help="stage 4 re-initialises and fits the box head alone: gives a finished "
                          "model (--stages 4 --init <final>) a new box head, the rest unchanged")

@@ -18,6 +18,10 @@ LM_SOURCES = ("scratch", "hf", "gguf")
 # an encoding of the tokens themselves
 BOX_HEADS = ("pooled", "tokens")
 DEFAULT_BOX_HEAD = "tokens"
+# what a time head's gate reads (model/heads.py): the slot's context, or that and the plain mean
+# of the question's embeddings (the attention pool, shared with the pointer, may drop "ago")
+TIME_HEADS = ("context", "question")
+DEFAULT_TIME_HEAD = "question"
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -204,6 +208,7 @@ class LLaVA4DConfig:
     pointer_dim: int = 64
     box_hidden: int = 96
     box_head: str = DEFAULT_BOX_HEAD  # one of BOX_HEADS
+    time_head: str = DEFAULT_TIME_HEAD  # one of TIME_HEADS
     inventory: InventoryConfig | None = None  # scene inventory + output bias (stage 5)
     model_id: str = "llava4d-default"
     lm_source: LMSource = field(default_factory=LMSource)
@@ -251,6 +256,8 @@ class LLaVA4DConfig:
             raise ValueError("template needs exactly one {image} and one {question}")
         if self.box_head not in BOX_HEADS:
             raise ValueError(f"box_head must be one of {BOX_HEADS}, got {self.box_head!r}")
+        if self.time_head not in TIME_HEADS:
+            raise ValueError(f"time_head must be one of {TIME_HEADS}, got {self.time_head!r}")
         if min(self.gate_hidden, self.pointer_dim, self.box_hidden) < 1:
             raise ValueError("gate_hidden, pointer_dim and box_hidden must be >= 1")
         if self.confidence_table is not None:

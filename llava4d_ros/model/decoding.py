@@ -166,16 +166,17 @@ class RepeatedSentence(StoppingCriteria):
 
 class SlotFiller:
     """One question's `<box>` / `<time>` values: each from the LM's hidden state at the slot,
-    the question's pooled embeddings and TE, the sentence so far (its pooled embeddings and the
-    value of its `<time>` slot) and, with a `guide`, the inventory's weights of the tokens of
-    the object the sentence names. Values are kept by answer position: the inventory bias asks
-    for the times while decoding, the answer for every slot at the end."""
+    the question's pooled embeddings (attention pool `q_pool`, plain mean `q_mean`) and TE, the
+    sentence so far (its pooled embeddings and the value of its `<time>` slot) and, with a
+    `guide`, the inventory's weights of the tokens of the object the sentence names. Values
+    are kept by answer position: the inventory bias asks for the times while decoding, the
+    answer for every slot at the end."""
 
-    def __init__(self, model: LLaVA4D, q_pool: torch.Tensor, q_te: torch.Tensor, t_q: float,
-                 h_visual: torch.Tensor, tokens: VisualTokens, t_ref_s: float,
-                 guide: Guide | None) -> None:
+    def __init__(self, model: LLaVA4D, q_pool: torch.Tensor, q_mean: torch.Tensor,
+                 q_te: torch.Tensor, t_q: float, h_visual: torch.Tensor, tokens: VisualTokens,
+                 t_ref_s: float, guide: Guide | None) -> None:
         self.model, self.guide = model, guide
-        self.q_pool, self.q_te, self.t_q = q_pool, q_te, t_q
+        self.q_pool, self.q_mean, self.q_te, self.t_q = q_pool, q_mean, q_te, t_q
         self.h_visual, self.tokens, self.t_ref_s = h_visual, tokens, t_ref_s
         self.values: dict[int, SlotValue] = {}
 
@@ -202,7 +203,7 @@ class SlotFiller:
                 mask = (self.guide.current_weights(generated[:j + 1])
                         if self.guide is not None and is_box else None)
                 self.values[j] = m.fill_slot(tid, ctx, self.h_visual, self.tokens, self.t_ref_s,
-                                             self.t_q, t_sentence, mask)
+                                             self.t_q, t_sentence, mask, self.q_mean)
             if not is_box:
                 t_sentence = self.values[j].t_s
         return t_sentence

@@ -210,27 +210,40 @@ class BoxHead(nn.Module):
 
 
 class TimeHead(nn.Module):
-    """A `<time>` slot's value: a gated choice between four readings of the question,
+    """A `<time>` slot's value: a gated choice between five readings of the question,
 
-        t = g . [t_pointer, t_q, t_end, t_end - t_q],  g = softmax(MLP(c))
+        t = g . [t_pointer, t_q, t_end, t_end - t_q, t_first - lag],  g = softmax(MLP(c))
 
-    t_pointer: the time of the tokens the pointer picks (when did it start moving: only the
-    tokens know); t_q: the time the question names, copied (at 2.5s); t_end: the newest token
-    (now); t_end - t_q: counted back from it (2 seconds ago). Readings that need a time in the
-    question are masked out when it names none. Copying a number from the prompt is what an LM
-    that writes digits does; here it is explicit, so a 3-layer LM need not learn it."""
+    t_pointer: the time of the tokens the pointer picks; t_q: the time the question names,
+    copied (at 2.5s); t_end: the newest token (now); t_end - t_q: counted back from it (2 seconds
+    ago); t_first: when the pointed object started moving. Readings that need a time in the
+    question, or a first motion, are masked out where there is none. Copying a number from the
+    prompt is what an LM that writes digits does; here it is explicit, so a 3-layer LM need not
+    learn it.
 
-    def __init__(self, ctx_dim: int, hidden: int):
+    `question_dim > 0` (kind "question"): the gate also reads `q_mean`, the plain mean of the
+    question's embeddings. The slot context's question part is an attention pool trained with
+    the pointer, which looks at the object's words; in a full-4D model it did not keep "ago",
+    and the gate read "3 seconds ago" as "at 3s" (measured on val, see docs/MODEL.md)."""
+
+    def __init__(self, ctx_dim: int, hidden: int, question_dim: int = 0):
         super().__init__()
-        self.mlp = mlp(ctx_dim, hidden, 5)
+        self.question_dim = question_dim
+        self.mlp = mlp(ctx_dim + question_dim, hidden, 5)
         # the motion estimator reports a start a few keyframes late (measured: 0.3 s median)
         self.lag = nn.Parameter(torch.tensor(0.3))
 
     def forward(self, ctx: torch.Tensor, t_pointer: torch.Tensor, t_end: torch.Tensor,
-                t_question: torch.Tensor, t_first: torch.Tensor | None = None) -> torch.Tensor:
+                t_question: torch.Tensor, t_first: torch.Tensor | None = None,
+                q_mean: torch.Tensor | None = None) -> torch.Tensor:
         """`ctx (S, C)`, `t_pointer (S,)`, `t_end ()`, `t_question (S,)` NaN = none,
         `t_first (S,)` the first motion among the pointed tokens (`first_motion_time`), NaN or
-        None = not available -> `(S,)`."""
+        None = not available, `q_mean (S, question_dim)` (a "question" head only) -> `(S,)`."""
+        if self.question_dim:
+            if q_mean is None:
+                raise ValueError("this time head reads the question's mean embedding: pass "
+                                 "q_mean")
+            ctx = torch.cat([ctx, q_mean], dim=-1)
         has_q = torch.isfinite(t_question)
         t_q = torch.where(has_q, t_question, torch.zeros_like(t_question))
         if t_first is None:

@@ -98,6 +98,12 @@ def pointer_keys(h_visual: torch.Tensor, extra: torch.Tensor, feature_dim: int,
     return torch.cat([_rms(x) for x in parts], dim=-1)
 
 
+def question_mean(q_emb: torch.Tensor) -> torch.Tensor:
+    """`(L, H)` question embeddings -> `(H,)` their plain mean (normalised): every word counts,
+    "ago" as much as the object's name (what a "question" time head's gate reads)."""
+    return _rms(q_emb.mean(dim=0))
+
+
 def slot_context(h_slot: torch.Tensor, bag_question: torch.Tensor, bag_sentence: torch.Tensor,
                  te_question: torch.Tensor) -> torch.Tensor:
     """`(3H + dt,)`: a slot's hidden state, pooled question and sentence embeddings, and the TE
@@ -181,7 +187,7 @@ class LLaVA4D(nn.Module):
             self.pointer = PointerHead(3 * d_lm + dt, d_lm + d_v + cfg.prompt.dim + dt,
                                        cfg.pointer_dim)
             self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden, cfg.box_head)
-            self.time_head = TimeHead(3 * d_lm + dt, cfg.box_hidden)
+            self.time_head = self.new_time_head()
             self.slot_pool = AttentionPool(d_lm)
         # the LM reads M compressed embeddings; None: all N (the shipped default)
         self.compressor = build_compressor(cfg.compressor, d_lm)
@@ -478,9 +484,10 @@ class LLaVA4D(nn.Module):
             guide = None if inv is None else Guide(self, inv, text.ids)
             filler = None
             if slots:
-                filler = SlotFiller(self, self.slot_pool(q_emb), self.question_time(text, q_emb),
-                                     self.question_seconds(text), h_visual, tokens, t_ref_s,
-                                     guide)
+                filler = SlotFiller(self, self.slot_pool(q_emb), question_mean(q_emb),
+                                    self.question_time(text, q_emb),
+                                    self.question_seconds(text), h_visual, tokens, t_ref_s,
+                                    guide)
             answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
                                              filler, guide))
         return answers
@@ -570,6 +577,13 @@ class LLaVA4D(nn.Module):
         """The engine's `SceneModel.answer`."""
         return self.generate(question, tokens, t_ref_s, max_new_tokens)
 
+    def new_time_head(self) -> TimeHead:
+        """A freshly initialised time head of the kind `cfg.time_head` says."""
+        d_lm = self.cfg.lm_hidden
+        ctx_dim = 3 * d_lm + self.cfg.prompt.temporal_dim
+        question_dim = d_lm if self.cfg.time_head == "question" else 0
+        return TimeHead(ctx_dim, self.cfg.box_hidden, question_dim).to(self.device)
+
     def context_of_slot(self, h_slot: torch.Tensor, q_pool: torch.Tensor,
                         sentence_emb: torch.Tensor, q_te: torch.Tensor) -> torch.Tensor:
         """`(3H + dt,)` what the heads read for a slot: its hidden state `(H,)`, the question's
@@ -579,13 +593,14 @@ class LLaVA4D(nn.Module):
 
     def fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
                    tokens: VisualTokens, t_ref_s: float, t_question: float,
-                   t_sentence: float = float("nan"), colour_w: torch.Tensor | None = None
-                   ) -> SlotValue:
+                   t_sentence: float = float("nan"), colour_w: torch.Tensor | None = None,
+                   q_mean: torch.Tensor | None = None) -> SlotValue:
         """What a `<box>` / `<time>` slot becomes (its text, and a box's numbers and confidence:
         `box_raw_score` through `cfg.confidence_table`); `t_sentence`: the value of the
         `<time>` slot earlier in the same sentence (the time a box is asked at), NaN if none;
         `colour_w (N,)`: the inventory's weights of the tokens of the object the sentence
-        names; the pointer then chooses among those tokens (scores + log(w + 1e-4))."""
+        names; the pointer then chooses among those tokens (scores + log(w + 1e-4));
+        `q_mean (H,)`: `question_mean` of the question (read by a "question" time head)."""
         is_time = token_id == self.time_token_id
         dev, dtype = h_slot.device, h_slot.dtype
         t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
@@ -604,7 +619,8 @@ class LLaVA4D(nn.Module):
             t_first = (first_motion_time(scores.softmax(dim=-1), t, motion)
                        if self.cfg.prompt.use_time else None)
             t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max(),
-                                   t.new_tensor([t_question]), t_first)[0]
+                                   t.new_tensor([t_question]), t_first,
+                                   None if q_mean is None else q_mean[None])[0]
             return SlotValue.of_time(float(t_hat))
         view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
         w = scores.softmax(dim=-1)  # (1, N)

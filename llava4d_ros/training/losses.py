@@ -21,7 +21,7 @@ from llava4d_ros.model.heads import (
     soft_time,
     time_match_features,
 )
-from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget, slot_context
+from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget, question_mean, slot_context
 from llava4d_ros.training import checkpointing
 
 
@@ -249,7 +249,8 @@ def slot_losses(model: LLaVA4D, batch: dict[str, Any]) -> dict[str, torch.Tensor
                            device=dev)
         t_first = (first_motion_time(w[rows], batch["t"], batch["motion"])
                    if model.cfg.prompt.use_time and "motion" in batch else None)
-        t_hat = model.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first)
+        q_mean = torch.stack([question_mean(batch["question"][k]) for k in time_rows])
+        t_hat = model.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first, q_mean)
         time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
             t_ptr, gt_t, beta=0.2)
     return {"pointer": pointer, "box": box_loss, "time": time_loss}
