@@ -250,6 +250,40 @@ def test_time_readings():
     assert abs(float(out[1]) - 7.0) < 1e-4  # none: the newest token's time is what is left
 
 
+def test_question_time_head_tells_at_from_ago_where_the_context_cannot():
+    """Two slots with the same context, one asked "at 3s" and one "3 seconds ago": only a gate
+    that reads the question's mean embedding can give each its own reading."""
+    torch.manual_seed(0)
+    ctx = torch.zeros(2, 4)
+    q_mean = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # "at 3s", "3 seconds ago"
+    t_end, t_q, t_ptr = torch.tensor(7.0), torch.tensor([3.0, 3.0]), torch.tensor([5.0, 5.0])
+    truth = torch.tensor([3.0, 4.0])  # copied; counted back from the newest token
+    errors = {}
+    for name, head in (("context", TimeHead(4, 16)), ("question", TimeHead(4, 16, 3))):
+        opt = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(200):
+            loss = (head(ctx, t_ptr, t_end, t_q, None, q_mean) - truth).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        errors[name] = float((head(ctx, t_ptr, t_end, t_q, None, q_mean) - truth).abs().max())
+    assert errors["question"] < 0.05 and errors["context"] > 0.4
+    with pytest.raises(ValueError, match="q_mean"):
+        TimeHead(4, 16, 3)(ctx, t_ptr, t_end, t_q)
+
+
+def test_time_head_kind_is_checked_and_built_from_the_config():
+    with pytest.raises(ValueError, match="time_head"):
+        LLaVA4DConfig(lm=tiny_llama(20), time_head="mean")
+    from llava4d_ros.data.instructions import vocabulary
+
+    tok = build_tokenizer(vocabulary())
+    for kind, question_dim in (("context", 0), ("question", 32)):
+        cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=1, heads=2),
+                            time_head=kind)
+        assert build_model(cfg, tok).time_head.question_dim == question_dim
+
+
 def test_time_match_features():
     xyz = torch.tensor([[0.05, 0.05, 0.05], [0.1, 0.1, 0.1], [1.0, 1.0, 1.0]])
     dyn = dynamic_tokens(xyz, 0.2)

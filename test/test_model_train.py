@@ -74,7 +74,15 @@ def test_tiny_training_stages_and_resume(tmp_path):
     with open(os.path.join(out4, "train_log.jsonl")) as f:
         assert {json.loads(line)["stage"] for line in f} == {4}
     model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
-    assert model4.cfg == model.cfg
+    assert model4.cfg == model.cfg and model.cfg.time_head == "question"
+    # stage 4 builds the time head it is asked for, and says so in the saved config
+    out4c = str(tmp_path / "run4c")
+    train_main(["--out", out4c, "--config", "tiny", "--cache", cache, "--threads", "1",
+                "--stages", "4", "--init", os.path.join(out, "stage3"), "--refine-steps", "3",
+                "--time-head", "context"])
+    model4c = LLaVA4D.from_pretrained(os.path.join(out4c, "final"))
+    assert model4c.cfg == replace(model.cfg, time_head="context")
+    assert model4c.time_head.question_dim == 0 < model4.time_head.question_dim
     # stage 5 alone on a finished model: adds the inventory, leaves everything else as it was
     out5 = str(tmp_path / "run5")
     train_main(["--out", out5, "--config", "tiny", "--cache", cache, "--threads", "1",
