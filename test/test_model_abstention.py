@@ -19,6 +19,19 @@ from llava4d_ros.model.abstention import NamedObject, abstain_text, named_object
     ("In which direction is the pink can heading?", NamedObject("the", "pink", "cylinder")),
     ("What is the heading of the purple box?", NamedObject("the", "purple", "cube")),
     ("Where is the moving block?", NamedObject("the", shape="cube")),
+    # a name of more than one word, and the words after a name that are not part of it
+    ("Where's the coffee mug?", NamedObject("the", unknown="coffee mug")),
+    ("Is there a toy car on the table?", NamedObject("a", unknown="toy car")),
+    ("Where is the red coffee mug now?", NamedObject("the", "red", unknown="coffee mug")),
+    ("Where did the mug go?", NamedObject("the", unknown="mug")),
+    ("When did the kettle begin to move?", NamedObject("the", unknown="kettle")),
+    ("Is the mug visible?", NamedObject("the", unknown="mug")),
+    ("Where is the mug located?", NamedObject("the", unknown="mug")),
+    # adjectives before the colour, and a question that opens with its determiner
+    ("Find the big red cube.", NamedObject("the", "red", "cube")),
+    ("Where is the small red ball?", NamedObject("the", "red", "sphere")),
+    ("The red cube at 3s?", NamedObject("the", "red", "cube")),
+    ("A mug?", NamedObject("a", unknown="mug")),
 ])
 def test_the_object_a_question_names(question, expected):
     assert named_object(question) == expected
@@ -46,6 +59,7 @@ def test_an_unknown_noun_is_declined_whatever_the_window_holds():
     present, shape = _probs({"red": 0.99}, {"red": "cube"})
     assert abstain_text("Where is the mug?", present, shape) == "I do not see a mug."
     assert abstain_text("Where is the orange kettle?") == "I do not see an orange kettle."
+    assert abstain_text("Where's the coffee mug?") == "I do not see a coffee mug."
 
 
 def test_absent_colours_and_shapes_are_declined_from_the_inventory():

@@ -50,8 +50,17 @@ _NOT_AFTER_OBJECT = frozenset({"of", "for", "about", "me", "us", "the", "a", "an
 #: Words after a determiner that start no noun phrase ("any of the objects", "a lot").
 _FUNCTION_WORDS = frozenset({"of", "in", "on", "at", "to", "for", "with", "from", "by", "that",
                              "this", "these", "those", "lot", "bit", "few", "little", "more"})
-# the second word is looked at, not consumed: it may start the next phrase ("Locate the mug")
-_PHRASE = re.compile(r"(?:^|\b(the|a|an|any)\s+)([a-z]+)(?=(?:\s+([a-z]+))?)")
+#: Words after an unknown noun that end its phrase though no other rule knows them: verbs,
+#: adverbs and adjectives of where or whether ("Where did the mug go?", "Is the mug visible?").
+#: Words ending in -ing or -ed end it too ("the mug moving", "the mug located").
+_AFTER_NOUN = frozenset({
+    "go", "goes", "went", "gone", "move", "moves", "stop", "stops", "sit", "sits", "stand",
+    "stands", "lie", "lies", "be", "been", "end", "ends", "come", "comes", "look", "looks",
+    "appear", "appears", "seem", "seems", "still", "there", "here", "visible", "present",
+    "around", "nearby", "anywhere", "somewhere", "right", "just", "ever", "again", "too",
+    "and", "or", "but", "than", "as", "s", "begin", "begins", "began", "turn", "turns",
+    "head", "heads", "currently", "presently", "yet", "later", "earlier", "ago", "today",
+})
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,10 @@ class NamedObject:
         return f"{'an' if words[:1] in 'aeiou' else 'a'} {words}"
 
 
+_DETERMINERS = frozenset({"the", "a", "an", "any"})
+_WORD = re.compile(r"[a-z]+")
+
+
 def _kind(word: str | None) -> str:
     """'colour', 'shape', 'generic' (objects, things), 'scene' (scene, room, time...), 'none'
     or 'other' (a word the model has no object for)."""
@@ -86,33 +99,75 @@ def _kind(word: str | None) -> str:
     return "scene" if word in SCENE_NOUNS else "other"
 
 
+def _continues_noun(word: str) -> bool:
+    """Whether `word`, after a noun the model does not know, is more of the same name ("coffee
+    mug", "toy car"), not the rest of the question."""
+    return (_kind(word) == "other" and word not in OPENERS and word not in _FUNCTION_WORDS
+            and word not in _NOT_AFTER_OBJECT and word not in _AFTER_NOUN
+            and word not in _DETERMINERS and not word.endswith(("ing", "ed")))
+
+
+def _unknown_name(words: list[str], i: int, max_words: int = 3) -> str:
+    """The name of a thing the model does not know that starts at `words[i]`: it and the
+    words after it that continue it, up to `max_words` ("coffee mug")."""
+    name = [words[i]]
+    for word in words[i + 1:i + max_words]:
+        if not _continues_noun(word):
+            break
+        name.append(word)
+    return " ".join(name)
+
+
+def _object_at(det: str, words: list[str], i: int) -> NamedObject | None:
+    """The object phrase that starts at `words[i]` (after its determiner), or None when the
+    words there name none (a colour alone, "the objects", "the scene")."""
+    def at(j: int) -> str | None:
+        return words[j] if j < len(words) else None
+
+    if _kind(at(i)) == "other" and _kind(at(i + 1)) == "colour":
+        i += 1  # an adjective before the colour: "the big red cube"
+    w1, w2 = at(i), at(i + 1)
+    k1, k2 = _kind(w1), _kind(w2)
+    if k1 == "colour":
+        if k2 == "shape":
+            return NamedObject(det, w1, canonical_shape(w2))
+        if k2 == "other":
+            return NamedObject(det, w1, unknown=_unknown_name(words, i + 1))
+        return None  # a colour alone, or "the red one"
+    if k1 == "shape":
+        return NamedObject(det, shape=canonical_shape(w1))
+    if k1 in ("generic", "scene"):
+        return None
+    if k2 == "shape":  # an adjective first: "the moving block"
+        return NamedObject(det, shape=canonical_shape(w2))
+    if k2 == "generic":  # "the moving object"
+        return None
+    return NamedObject(det, unknown=_unknown_name(words, i))
+
+
 def named_object(question: str) -> NamedObject | None:
-    """The first object phrase of `question` ("the red cube", "a mug", "the moving block"), or
-    None when it names none (counts over "the objects", "the scene", a colour alone)."""
-    for m in _PHRASE.finditer(question.lower().strip()):
-        det, w1, w2 = m.group(1), m.group(2), m.group(3)
-        if det is None:  # the question's first word
-            if w1 in OPENERS or w2 in _NOT_AFTER_OBJECT:
+    """The first object phrase of `question` ("the red cube", "a mug", "the moving block", "the
+    big red ball", "the coffee mug"), or None when it names none (counts over "the objects",
+    "the scene", a colour alone). A phrase starts after a determiner or as the question's first
+    word ("Red cube at 3 s?", "Cup location now?")."""
+    words = _WORD.findall(question.lower())
+    for i, word in enumerate(words):
+        if word in _DETERMINERS:
+            continue
+        if i > 0 and words[i - 1] in _DETERMINERS:
+            det = words[i - 1]
+            if word in _FUNCTION_WORDS:
+                continue
+        elif i == 0 or (i == 1 and words[0] in _DETERMINERS):
+            nxt = words[i + 1] if i + 1 < len(words) else None
+            if word in OPENERS or nxt in _NOT_AFTER_OBJECT:
                 continue
             det = "a"
-        elif w1 in _FUNCTION_WORDS:
+        else:
             continue
-        k1, k2 = _kind(w1), _kind(w2)
-        if k1 == "colour":
-            if k2 == "shape":
-                return NamedObject(det, w1, canonical_shape(w2))
-            if k2 == "other":
-                return NamedObject(det, w1, unknown=w2)
-            continue  # a colour alone, or "the red one"
-        if k1 == "shape":
-            return NamedObject(det, shape=canonical_shape(w1))
-        if k1 in ("generic", "scene"):
-            continue
-        if k2 == "shape":  # an adjective first: "the moving block"
-            return NamedObject(det, shape=canonical_shape(w2))
-        if k2 == "generic":  # "the moving object"
-            continue
-        return NamedObject(det, unknown=w1)
+        obj = _object_at(det, words, i)
+        if obj is not None:
+            return obj
     return None
 
 
