@@ -110,6 +110,35 @@ def test_yes_no_motion_from_the_inventory():
     assert scene_answer("Is anything moving now?", still) == "No, nothing is moving."
 
 
+def test_being_still_is_the_other_way_round():
+    scene = facts({"red": "cube", "blue": "sphere"}, moving={"red": 0.9, "blue": 0.9},
+                  speed_mps={"red": MIN_SPEED_MPS + 0.1})
+    assert scene_answer("Is the blue ball still now?", scene) == "Yes, the blue sphere is still."
+    assert scene_answer("Is the red box stationary at 3s?", scene) == (
+        "No, the red cube is moving.")
+    # "still moving" asks about motion; "still there" is no yes/no about motion at all
+    assert scene_answer("Is the red cube still moving now?", scene) == (
+        "Yes, the red cube is moving.")
+    assert scene_answer("Is the red cube still there?", scene) is None
+
+
+def test_which_objects_move_at_a_named_time_from_the_inventory():
+    scene = facts({"red": "cube", "blue": "sphere", "cyan": "cylinder"},
+                  moving={"red": 0.9, "blue": 0.9},
+                  speed_mps={"red": MIN_SPEED_MPS + 0.1, "blue": 1.0})
+    assert scene_answer("Which objects are moving at 3.0s?", scene) == (
+        "At 3.0s, the red cube and the blue sphere are moving.")
+    assert scene_answer("What is moving now?", scene) == (
+        "At 7.9s, the red cube and the blue sphere are moving.")
+    one = facts({"red": "cube"}, moving={"red": 0.9}, speed_mps={"red": 1.0})
+    assert scene_answer("Which objects are moving 2 seconds ago?", one) == (
+        "At 5.9s, the red cube is moving.")
+    none = facts({"red": "cube"}, moving={"red": 0.9})
+    assert scene_answer("What is moving at 1 s?", none) == "At 1.0s, nothing is moving."
+    # no time named: the whole window, the LM's template
+    assert scene_answer("Which objects move?", scene) is None
+
+
 def test_motion_at_the_window_end_is_read_over_a_shorter_span():
     """At the window's end the speed is read from the last NOW_SIGMA_S: a motion that ended
     before it (fast over SIGMA_S, still over NOW_SIGMA_S) is no motion now."""

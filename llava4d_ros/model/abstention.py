@@ -60,6 +60,7 @@ _AFTER_NOUN = frozenset({
     "around", "nearby", "anywhere", "somewhere", "right", "just", "ever", "again", "too",
     "and", "or", "but", "than", "as", "s", "begin", "begins", "began", "turn", "turns",
     "head", "heads", "currently", "presently", "yet", "later", "earlier", "ago", "today",
+    "stationary", "static", "motionless", "idle",
 })
 
 

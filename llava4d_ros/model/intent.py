@@ -13,14 +13,16 @@ The reading is by key words, in this order; the first that applies wins:
    balls"), of moving objects when motion is named, else of all objects (no template counts
    one colour, or the moving objects of one shape: those go on as written);
 2. a yes/no question about motion (`scene_answers.is_yes_no_motion`), or a bare "motion now?":
-   is that object / anything moving ("is the red cube stationary?" is asked as whether it
-   moves: the answer's sentence says which);
+   is that object / anything moving; "is the red cube stationary / still / at rest?" is asked as
+   "Is the red cube still now?" (no template asks it: `scene_answers` answers it);
 3. an object and "start" / "begin" (or "when" with motion): when it started moving;
 4. an object and "heading" / "direction" / "which way" / "going" / "moving to": which way it
    moves;
 5. "describe" / "summary" / "look like" / "tell me about", or "in the scene" / "what do you
    see" without motion, with a time named: describe the scene at that time;
-6. motion and no object ("what is moving", "list the moving things"): which objects move;
+6. motion and no object ("what is moving", "list the moving things"): which objects move (with
+   a time, "what is moving at 3 s?", no template asks it: "Which objects are moving at 3.0s?",
+   which `scene_answers` answers from the inventory);
 7. an object ("where ...", "find ...", "show me ...", "red box at 3 s?"): where it is.
 The time is the question's own ("at 2.5s", "3 seconds ago", "now"; no time: now). Objects
 and times are read as `abstention.named_object` and `scene_answers.asked_time` read them, so a
@@ -44,20 +46,19 @@ from llava4d_ros.data.vocabulary import COLOURS, PLURAL, canonical_shape
 from llava4d_ros.model.abstention import NamedObject, named_object
 from llava4d_ros.model.normalise import normalise_question
 from llava4d_ros.model.scene_answers import (
-    AUX_FIRST,
     COUNT,
     MOTION,
     AskedTime,
     asked_time,
     is_yes_no_motion,
+    is_yes_no_still,
 )
 
 KINDS: tuple[str, ...] = ("count_all", "count_moving", "count_shape", "moving_any",
-                          "moving_obj", "when_start", "heading", "caption", "which_move",
-                          "ground")
+                          "moving_obj", "still_obj", "when_start", "heading", "caption",
+                          "which_move", "ground")
 
 _START = re.compile(r"\b(start|starts|started|starting|begin|begins|began|beginning|onset)\b")
-_STILL = re.compile(r"\b(stationary|static|at rest|standing still|motionless)\b")
 _NEGATED = re.compile(r"\b(not|never|no longer)\b")
 _WHEN = re.compile(r"\b(when|what time)\b")
 _HEADING = re.compile(r"\b(heading|headed|direction|which way|going|toward|towards|moving to|"
@@ -108,13 +109,16 @@ class Intent:
             return "How many objects are moving?"
         if self.kind == "count_shape":
             return f"How many {PLURAL[self.shape]} are there?"
+        if self.kind == "still_obj":  # no template: the inventory answers
+            return f"Is the {obj} still {self.time_words()}?"
         if self.kind in ("moving_any", "moving_obj"):
             about = "anything" if self.kind == "moving_any" else f"the {obj}"
             return " ".join(("Is", about, "moving", self.time_words())).rstrip() + "?"
         if self.kind == "when_start":
             return f"When did the {obj} start moving?"
-        if self.kind == "which_move":
-            return "Which objects move?"
+        if self.kind == "which_move":  # with a time: no template, the inventory answers
+            at = self.time_words()
+            return f"Which objects are moving {at}?" if at else "Which objects move?"
         if self.kind == "heading":
             return f"Where is the {obj} heading {'now' if when.endswith('ago') else when}?"
         if self.kind == "caption":
@@ -142,9 +146,9 @@ def read_intent(question: str) -> Intent | None:
         obj = None
     when = asked_time(q)
     motion = MOTION.search(q) is not None
-    if not motion and obj is not None and _STILL.search(q) and AUX_FIRST.match(q):
-        # "is the red cube stationary?": answered as whether it moves ("No, ... not moving.")
-        return Intent("moving_obj", obj, when)
+    if obj is not None and is_yes_no_still(q):
+        # being still is a state: with no time named it is asked about now
+        return Intent("still_obj", obj, AskedTime("now") if when.kind == "window" else when)
     if COUNT.search(q):
         if _COLOUR.search(q):
             return None  # "how many red cubes": the templates count by shape only
