@@ -47,14 +47,17 @@ def demo_questions(scene) -> list[tuple[str, str]]:
         if o.is_dynamic:
             t = round(min(scene.duration_s - 1.0, (o.start_moving_s or 0.0) + 1.5), 1)
             box = [round(float(v), 2) for v in o.box_at(t)]
+            movers = [m.label for m in scene.objects if m.is_moving_at(t)]
             qs += [(f"Where is the {o.label} at {t}s?", f"{box}"),
-                   (f"When did the {o.label} start moving?", f"{o.start_moving_s:.1f}s")]
+                   (f"When did the {o.label} start moving?", f"{o.start_moving_s:.1f}s"),
+                   (f"What is moving at {t}s?", ", ".join(movers) or "nothing")]
             break
     still = [o for o in scene.objects if not o.is_dynamic]
     if still:
         o = still[0]
-        qs.append((f"Where is the {o.label} now?",
-                   f"{[round(float(v), 2) for v in o.box_at(scene.duration_s)]}"))
+        qs += [(f"Where is the {o.label} now?",
+                f"{[round(float(v), 2) for v in o.box_at(scene.duration_s)]}"),
+               (f"Is the {o.label} still?", "yes")]
     return qs
 
 
