@@ -78,6 +78,25 @@ def test_pretrained_lm_run_keeps_the_base_and_saves_only_changes(trained):
                               base["model.layers.0.self_attn.q_proj.weight"])
 
 
+def test_stage4_on_a_pretrained_lm_refits_the_heads_and_keeps_the_lm(trained, tmp_path):
+    """Stage 4 alone on a finished delta checkpoint (how the shipped SmolLM2 model got its
+    heads): the LM and its changes stay as they were, the heads are new, the save is a delta."""
+    out, lm, cache = trained
+    out4 = str(tmp_path / "run4")
+    train_main(["--out", out4, "--config", "tiny", "--cache", cache, "--threads", "1",
+                "--stages", "4", "--init", os.path.join(out, "final"), "--refine-steps", "3"])
+    before = LLaVA4D.from_pretrained(os.path.join(out, "final")).state_dict()
+    model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
+    after = model4.state_dict()
+    assert model4.cfg.lm_weights == "delta" and model4.cfg.time_head == "question"
+    lm_keys = [k for k in before if k.startswith("lm.")]
+    # the LM's changes are stored again as factors: equal up to float rounding (~1e-9)
+    assert lm_keys and all(torch.allclose(before[k], after[k], atol=1e-6, rtol=0)
+                           for k in lm_keys)
+    heads = [k for k in before if k.startswith(("box_head.", "time_head."))]
+    assert heads and any(not torch.equal(before[k], after[k]) for k in heads)
+
+
 def test_delta_checkpoint_needs_its_own_base(trained, tmp_path):
     out, lm, _ = trained
     final = os.path.join(out, "final")
