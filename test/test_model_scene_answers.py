@@ -114,6 +114,8 @@ def test_being_still_is_the_other_way_round():
     scene = facts({"red": "cube", "blue": "sphere"}, moving={"red": 0.9, "blue": 0.9},
                   speed_mps={"red": MIN_SPEED_MPS + 0.1})
     assert scene_answer("Is the blue ball still now?", scene) == "Yes, the blue sphere is still."
+    # no time named: now (it moved earlier in the window, not at its end)
+    assert scene_answer("Is the blue ball stationary?", scene) == "Yes, the blue sphere is still."
     assert scene_answer("Is the red box stationary at 3s?", scene) == (
         "No, the red cube is moving.")
     # "still moving" asks about motion; "still there" is no yes/no about motion at all

@@ -177,13 +177,18 @@ def asks_movers_at_a_time(question: str) -> bool:
                 and named_object(q) is None and asked_time(q).kind != "window")
 
 
+def _listed(labels: list[str]) -> str:
+    """'the red cube', 'the red cube and the blue sphere', 'the a, the b and the c'."""
+    if len(labels) == 1:
+        return f"the {labels[0]}"
+    return f"the {', the '.join(labels[:-1])} and the {labels[-1]}"
+
+
 def _movers_answer(facts: SceneFacts, t_s: float) -> str:
     movers = [facts.label(c) for c in facts.seen() if facts.moves_at(c, t_s)]
     if not movers:
         return f"At {t_s:.1f}s, nothing is moving."
-    if len(movers) == 1:
-        return f"At {t_s:.1f}s, the {movers[0]} is moving."
-    return f"At {t_s:.1f}s, the {', the '.join(movers[:-1])} and the {movers[-1]} are moving."
+    return f"At {t_s:.1f}s, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
 
 
 def window_text(t_end_s: float) -> str:
@@ -208,9 +213,7 @@ def _motion_answer(question: str, facts: SceneFacts, t_s: float | None,
     movers = [facts.label(c) for c in facts.seen() if facts.moves_at(c, t_s)]
     if not movers:
         return "No, nothing is moving."
-    if len(movers) == 1:
-        return f"Yes, the {movers[0]} is moving."
-    return f"Yes, the {', the '.join(movers[:-1])} and the {movers[-1]} are moving."
+    return f"Yes, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
 
 
 def scene_answer(question: str, facts: SceneFacts) -> str | None:
@@ -236,8 +239,9 @@ def scene_answer(question: str, facts: SceneFacts) -> str | None:
         return "I do not recognise any known objects."
     if yes_no:
         return _motion_answer(question, facts, t_s)
-    if is_yes_no_still(question):
-        return _motion_answer(question, facts, t_s, still=True)
+    if is_yes_no_still(question):  # being still is a state: with no time named, now
+        return _motion_answer(question, facts, facts.t_end_s if t_s is None else t_s,
+                              still=True)
     if t_s is not None and asks_movers_at_a_time(question):
         return _movers_answer(facts, t_s)
     kind = count_kind(question)
