@@ -116,6 +116,17 @@ def test_being_still_is_the_other_way_round():
     assert scene_answer("Is the blue ball still now?", scene) == "Yes, the blue sphere is still."
     # no time named: now (it moved earlier in the window, not at its end)
     assert scene_answer("Is the blue ball stationary?", scene) == "Yes, the blue sphere is still."
+    assert scene_answer("Is everything still?", scene) == "No, the red cube is moving."
+    assert scene_answer("Are all the objects stationary at 2 s?", facts({"red": "cube"})) == (
+        "Yes, nothing is moving.")
+    assert scene_answer("Is everything still?", facts({})) == "Yes, nothing is moving."
+    # "anything": one still object will do
+    assert scene_answer("Is anything still now?", scene) == "Yes, the blue sphere is still."
+    assert scene_answer("Is anything still?", facts({"red": "cube"}, moving={"red": 0.9},
+                                                    speed_mps={"red": 1.0})) == (
+        "No, the red cube is moving.")
+    assert scene_answer("Is anything still?", facts({})) == (
+        "I do not recognise any known objects.")
     assert scene_answer("Is the red box stationary at 3s?", scene) == (
         "No, the red cube is moving.")
     # "still moving" asks about motion; "still there" is no yes/no about motion at all

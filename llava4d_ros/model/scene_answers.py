@@ -16,7 +16,9 @@ The question is read in the training notation (`model/normalise.py`: "t=2.5" is 
    "Did the blue ball move?"): yes or no from the inventory: an object moves at time T when its
    speed there (`Inventory.velocity`, from its tokens near T) is at least `min_speed_mps` and
    the inventory says it moves in the window; with no time named, the latter alone. "Is the
-   red cube still / stationary?" the same, the other way round ("Yes, the red cube is still.");
+   red cube still / stationary?" and "Is everything still?" the same, the other way round
+   ("Yes, the red cube is still.", "No, the blue sphere is moving."), about now when no time
+   is named;
 6. which objects move at a time the question names ("Which objects are moving at 3.0s?",
    "What is moving now?"): the colours present that move at T, as in 5. The LM's template has
    no time ("Which objects move?" is about the whole window): on 30 validation scenes at 9
@@ -67,6 +69,7 @@ _WH = re.compile(r"\b(which|what|what's|whats|where|when|how|who|list|count|numb
 AUX_FIRST = re.compile(r"^\W*(is|are|was|were|does|do|did|has|have|can|could|will|would)\b")
 _YES_NO_CUE = re.compile(r"\b(if|whether|anything|something|any)\b")
 _WHICH = re.compile(r"^\W*(which|what)\b")
+_SOME = re.compile(r"\b(anything|something|any)\b")  # "is anything still?": one will do
 # "still" as the adjective ("is the red cube still?", "... still at 3s?"), not the adverb of
 # "still moving" / "still there"
 STILL = re.compile(r"\b(stationary|static|at rest|motionless|still(?=\s*(?:$|[?.!,]|now\b|"
@@ -208,9 +211,16 @@ def _motion_answer(question: str, facts: SceneFacts, t_s: float | None,
         if moves:
             return f"Yes, the {label} is moving."
         return f"No, the {label} is not moving."
-    if still:
-        return None  # "is everything still?": no template, no answer sentence; the LM's
     movers = [facts.label(c) for c in facts.seen() if facts.moves_at(c, t_s)]
+    if still and _SOME.search(question.lower()):  # "is anything still?"
+        still_ones = [facts.label(c) for c in facts.seen() if not facts.moves_at(c, t_s)]
+        if still_ones:
+            return f"Yes, {_listed(still_ones)} {'is' if len(still_ones) == 1 else 'are'} still."
+        return f"No, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
+    if still:  # "is everything still?"
+        if not movers:
+            return "Yes, nothing is moving."
+        return f"No, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
     if not movers:
         return "No, nothing is moving."
     return f"Yes, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
@@ -234,6 +244,8 @@ def scene_answer(question: str, facts: SceneFacts) -> str | None:
             return f"I do not see {obj.phrase()}."
         if yes_no:
             return "No, nothing is moving."
+        if is_yes_no_still(question) and not _SOME.search(question.lower()):
+            return "Yes, nothing is moving."
         if MOTION.search(question.lower()):
             return "No object moves."
         return "I do not recognise any known objects."
