@@ -180,18 +180,18 @@ def asks_movers_at_a_time(question: str) -> bool:
                 and named_object(q) is None and asked_time(q).kind != "window")
 
 
-def _listed(labels: list[str]) -> str:
-    """'the red cube', 'the red cube and the blue sphere', 'the a, the b and the c'."""
+def _listed(labels: list[str], state: str) -> str:
+    """'the red cube is moving', 'the red cube and the blue sphere are still'."""
     if len(labels) == 1:
-        return f"the {labels[0]}"
-    return f"the {', the '.join(labels[:-1])} and the {labels[-1]}"
+        return f"the {labels[0]} is {state}"
+    return f"the {', the '.join(labels[:-1])} and the {labels[-1]} are {state}"
 
 
 def _movers_answer(facts: SceneFacts, t_s: float) -> str:
     movers = [facts.label(c) for c in facts.seen() if facts.moves_at(c, t_s)]
     if not movers:
         return f"At {t_s:.1f}s, nothing is moving."
-    return f"At {t_s:.1f}s, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
+    return f"At {t_s:.1f}s, {_listed(movers, 'moving')}."
 
 
 def window_text(t_end_s: float) -> str:
@@ -215,15 +215,15 @@ def _motion_answer(question: str, facts: SceneFacts, t_s: float | None,
     if still and _SOME.search(question.lower()):  # "is anything still?"
         still_ones = [facts.label(c) for c in facts.seen() if not facts.moves_at(c, t_s)]
         if still_ones:
-            return f"Yes, {_listed(still_ones)} {'is' if len(still_ones) == 1 else 'are'} still."
-        return f"No, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
+            return f"Yes, {_listed(still_ones, 'still')}."
+        return f"No, {_listed(movers, 'moving')}."
     if still:  # "is everything still?"
         if not movers:
             return "Yes, nothing is moving."
-        return f"No, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
+        return f"No, {_listed(movers, 'moving')}."
     if not movers:
         return "No, nothing is moving."
-    return f"Yes, {_listed(movers)} {'is' if len(movers) == 1 else 'are'} moving."
+    return f"Yes, {_listed(movers, 'moving')}."
 
 
 def scene_answer(question: str, facts: SceneFacts) -> str | None:
