@@ -582,6 +582,8 @@ def train(args: argparse.Namespace) -> str:
     # training moves the heads, so a confidence calibration fitted to the old ones would lie;
     # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val
     model.cfg = replace(model.cfg, confidence_table=None)
+    if args.pointer_space is not None:
+        model.cfg = replace(model.cfg, pointer_space=args.pointer_space == "on")
     pretrained_lm = model.cfg.lm_source.kind != "scratch"
     if model.cfg.lm_source.kind == "hf":  # checkpoints keep only the LM's changes (MBs)
         model.cfg = replace(model.cfg, lm_weights="delta")
@@ -726,6 +728,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-head", default=DEFAULT_TIME_HEAD, choices=TIME_HEADS,
                     help="the time head stage 4 builds: its gate reads the slot's context, or "
                          "that and the plain mean of the question's embeddings (default)")
+    ap.add_argument("--pointer-space", default=None, choices=("on", "off"),
+                    help="whether the pointer's keys include the tokens' spatial PE, in every "
+                         "requested stage (default: the model's setting; off for a new model)")
     ap.add_argument("--stage4-box-only", action="store_true",
                     help="stage 4 re-initialises and fits the box head alone: gives a finished "
                          "model (--stages 4 --init <final>) a new box head, the rest unchanged")

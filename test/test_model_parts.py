@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -282,6 +283,30 @@ def test_time_head_kind_is_checked_and_built_from_the_config():
         cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=1, heads=2),
                             time_head=kind)
         assert build_model(cfg, tok).time_head.question_dim == question_dim
+
+
+def test_pointer_keys_leave_out_the_spatial_pe_when_the_config_says_so():
+    from llava4d_ros.data.instructions import vocabulary
+
+    tok = build_tokenizer(vocabulary())
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=1, heads=2))
+    assert not cfg.pointer_space  # off unless a model says otherwise
+    model = build_model(cfg, tok).eval()
+    h_visual = torch.randn(40, 32, generator=torch.Generator().manual_seed(0))
+    keys = {}
+    for space in (True, False):
+        model.cfg = replace(cfg, pointer_space=space)
+        with torch.no_grad():
+            _, extra = model._encode(random_tokens(40, cfg.vision.feature_dim, seed=3), 50.0)
+            keys[space] = model._keys(h_visual, extra)
+    lo = 32 + cfg.vision.feature_dim
+    hi = lo + cfg.prompt.spatial_dim
+    assert keys[True].shape == keys[False].shape  # same width: checkpoints load either way
+    assert keys[True][:, lo:hi].abs().sum() > 0
+    assert torch.all(keys[False][:, lo:hi] == 0)
+    # each part is normalised on its own, so the other parts are the same numbers
+    assert torch.allclose(keys[True][:, :lo], keys[False][:, :lo])
+    assert torch.allclose(keys[True][:, hi:], keys[False][:, hi:])
 
 
 def test_time_match_features():

@@ -79,9 +79,10 @@ def test_tiny_training_stages_and_resume(tmp_path):
     out4c = str(tmp_path / "run4c")
     train_main(["--out", out4c, "--config", "tiny", "--cache", cache, "--threads", "1",
                 "--stages", "4", "--init", os.path.join(out, "stage3"), "--refine-steps", "3",
-                "--time-head", "context"])
+                "--time-head", "context", "--pointer-space", "on"])
     model4c = LLaVA4D.from_pretrained(os.path.join(out4c, "final"))
-    assert model4c.cfg == replace(model.cfg, time_head="context")
+    assert not model.cfg.pointer_space
+    assert model4c.cfg == replace(model.cfg, time_head="context", pointer_space=True)
     assert model4c.time_head.question_dim == 0 < model4.time_head.question_dim
     # stage 5 alone on a finished model: adds the inventory, leaves everything else as it was
     out5 = str(tmp_path / "run5")

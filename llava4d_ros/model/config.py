@@ -206,6 +206,7 @@ class LLaVA4DConfig:
     image_token: str = "<image>"
     slot_heads: bool = True  # LM writes <box>/<time>, the pointer and box heads fill them in
     pointer_dim: int = 64
+    pointer_space: bool = False  # the pointer's keys include the tokens' spatial PE
     box_hidden: int = 96
     box_head: str = DEFAULT_BOX_HEAD  # one of BOX_HEADS
     time_head: str = DEFAULT_TIME_HEAD  # one of TIME_HEADS

@@ -89,12 +89,16 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def pointer_keys(h_visual: torch.Tensor, extra: torch.Tensor, feature_dim: int,
-                 spatial_dim: int, temporal_dim: int) -> torch.Tensor:
+                 spatial_dim: int, temporal_dim: int, space: bool = True) -> torch.Tensor:
     """`(N, H + D + P + dt)`: the visual tokens' LM hidden states, fused features, PE, p_t and
-    TE of their age (seconds before the window's newest token, for "now" / "n seconds ago")."""
+    TE of their age (seconds before the window's newest token, for "now" / "n seconds ago").
+    `space=False` zeroes the PE block (same width, so a checkpoint loads either way): a
+    question names what and when, never where, so a token's place cannot tell the pointer
+    which token is asked about; the box head reads the pointed tokens' xyz itself."""
     d, ds, dt = feature_dim, spatial_dim, temporal_dim
-    parts = [h_visual, extra[:, :d], extra[:, d:d + ds], extra[:, d + ds:d + ds + dt],
-             extra[:, d + ds + dt:]]
+    pe = extra[:, d:d + ds]
+    parts = [h_visual, extra[:, :d], pe if space else torch.zeros_like(pe),
+             extra[:, d + ds:d + ds + dt], extra[:, d + ds + dt:]]
     return torch.cat([_rms(x) for x in parts], dim=-1)
 
 
@@ -362,7 +366,7 @@ class LLaVA4D(nn.Module):
     def _keys(self, h_visual: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         p = self.cfg.prompt
         return pointer_keys(h_visual, extra, self.cfg.vision.feature_dim, p.spatial_dim,
-                            p.temporal_dim)
+                            p.temporal_dim, self.cfg.pointer_space)
 
     @staticmethod
     def question_seconds(text: _Text) -> float:
