@@ -152,6 +152,27 @@ def test_which_objects_move_at_a_named_time_from_the_inventory():
     assert scene_answer("Which objects move?", scene) is None
 
 
+def test_an_object_named_unasked_gets_its_shape_only_when_the_inventory_is_sure():
+    from llava4d_ros.model.scene_answers import SHAPE_SURE
+
+    def scene(p_cylinder: float) -> SceneFacts:
+        rest = (1.0 - p_cylinder) / 2
+        return SceneFacts(present={"orange": 0.9, "red": 0.9},
+                          shape={"orange": {"cube": rest, "sphere": rest,
+                                            "cylinder": p_cylinder},
+                                 "red": {"cube": 0.9, "sphere": 0.05, "cylinder": 0.05}},
+                          moving={"orange": 0.9, "red": 0.9}, t_end_s=7.9,
+                          speed=lambda c, t_s, sigma_s: 1.0)
+
+    assert scene_answer("What is moving at 3s?", scene(SHAPE_SURE + 0.05)) == (
+        "At 3.0s, the orange cylinder and the red cube are moving.")
+    assert scene_answer("What is moving at 3s?", scene(SHAPE_SURE - 0.05)) == (
+        "At 3.0s, the orange object and the red cube are moving.")
+    # a shape the question names is the one the answer says
+    assert scene_answer("Is the orange cylinder moving at 3s?", scene(0.4)) == (
+        "Yes, the orange cylinder is moving.")
+
+
 def test_motion_at_the_window_end_is_read_over_a_shorter_span():
     """At the window's end the speed is read from the last NOW_SIGMA_S: a motion that ended
     before it (fast over SIGMA_S, still over NOW_SIGMA_S) is no motion now."""
