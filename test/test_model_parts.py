@@ -290,7 +290,12 @@ def test_pointer_keys_leave_out_the_spatial_pe_when_the_config_says_so():
 
     tok = build_tokenizer(vocabulary())
     cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=1, heads=2))
-    assert not cfg.pointer_space  # off unless a model says otherwise
+    assert not cfg.pointer_space  # off for a new model
+    # a saved config without the key predates it: that model had the PE in its keys
+    saved = cfg.to_dict()
+    assert LLaVA4DConfig.from_dict(saved) == cfg
+    del saved["pointer_space"]
+    assert LLaVA4DConfig.from_dict(saved).pointer_space
     model = build_model(cfg, tok).eval()
     h_visual = torch.randn(40, 32, generator=torch.Generator().manual_seed(0))
     keys = {}

@@ -286,7 +286,8 @@ class LLaVA4DConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown LLaVA4DConfig keys {sorted(unknown)}")
-        return cls(**d)
+        # a model saved before `pointer_space` existed was trained with the PE in its keys
+        return cls(**{"pointer_space": True, **d})
 
 
 def _check_table(table: Any) -> tuple[tuple[float, float], ...]:
