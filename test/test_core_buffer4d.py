@@ -89,6 +89,27 @@ def test_tokens_static_voxels_collapse_dynamic_keep_time():
         Buffer4D().tokens()
 
 
+def test_pooled_features_leave_out_patches_without_depth():
+    buf = Buffer4D(window_s=100.0, max_bytes=2**30)
+    xyz = np.array([[0.05, 0.05, 0.05], [0.06, 0.06, 0.06], [np.nan] * 3, [1.05, 0.05, 0.05]],
+                   np.float32)
+    for k in range(2):
+        kf = _kf(float(k), xyz=xyz, d=3)
+        # the patch without depth has features too (the encoder saw pixels there)
+        feats = np.array([[1, 2, 3], [3, 4, 5], [6e4, 6e4, 6e4], [7, 8, 9]], np.float16)
+        buf.add(Keyframe(stamp_s=kf.stamp_s, world_from_cam=kf.world_from_cam,
+                         xyz_world=xyz, rgb=kf.rgb, features=feats + k, depth_m=kf.depth_m,
+                         motion=kf.motion))
+    tok = buf.tokens(token_budget=100, voxel_m=0.2)
+    assert tok.features.dtype == np.float32 and len(tok) == 2
+    for x, f in zip(tok.xyz_world[:, 0], tok.features):
+        # means over both keyframes of the patches with depth in that voxel
+        np.testing.assert_allclose(f, [2.5, 3.5, 4.5] if x < 0.5 else [7.5, 8.5, 9.5])
+    # a budget of one grows the voxel until everything is one token: still no 6e4 in it
+    (one,) = buf.tokens(token_budget=1, voxel_m=0.2).features
+    np.testing.assert_allclose(one, [25 / 6, 31 / 6, 37 / 6], rtol=1e-6)
+
+
 def test_tokens_respect_budget_deterministically():
     rng = np.random.default_rng(1)
     buf = Buffer4D(window_s=100.0, max_bytes=2**30)

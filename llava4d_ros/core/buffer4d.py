@@ -277,7 +277,11 @@ class Buffer4D:
             raise EmptyBufferError(f"no valid points in the {len(kfs)} keyframes in range")
         kf_idx = np.concatenate([np.full(int(m.sum()), i) for i, m in enumerate(ok)])
         t = np.concatenate([np.full(int(m.sum()), k.stamp_s) for k, m in zip(kfs, ok)])
-        feats = np.concatenate([k.features[m] for k, m in zip(kfs, ok)]).astype(np.float32)
+        # Features are the wide array (1,024 floats a patch for CLIP): they are concatenated
+        # whole and the pooling matrix skips the rows without depth, rather than masked per
+        # keyframe and copied again (that cost 3x the pooling itself)
+        feats_all = np.concatenate([k.features for k in kfs]).astype(np.float32, copy=False)
+        valid_rows = np.flatnonzero(np.concatenate(ok))
         rgb = np.concatenate([k.rgb[m] for k, m in zip(kfs, ok)]).astype(np.float32)
         motion = np.concatenate([k.motion[m] for k, m in zip(kfs, ok)]).astype(np.float32)
         labels = np.concatenate([k.labels[m] if k.labels is not None
@@ -295,11 +299,11 @@ class Buffer4D:
         g = group
         n = n_groups
         counts = np.bincount(g, minlength=n)
-        agg = scipy.sparse.csr_matrix((np.ones_like(g, np.float32), (g, np.arange(g.size))),
-                                      shape=(n, g.size))
+        ones = np.ones_like(g, np.float32)
+        agg = scipy.sparse.csr_matrix((ones, (g, np.arange(g.size))), shape=(n, g.size))
+        agg_all = scipy.sparse.csr_matrix((ones, (g, valid_rows)), shape=(n, len(feats_all)))
         inv_c = (1.0 / counts)[:, None]
         out_xyz = (agg @ xyz) * inv_c
-        out_feats = ((agg @ feats) * inv_c).astype(np.float32)
         out_rgb = ((agg @ rgb) * inv_c).astype(np.float32)
         vsum = agg @ view
         out_view = vsum / np.maximum(np.linalg.norm(vsum, axis=1, keepdims=True), 1e-9)
@@ -312,9 +316,11 @@ class Buffer4D:
         order = np.lexsort((out_xyz[:, 2], out_xyz[:, 1], out_xyz[:, 0], out_t))
         if n > token_budget:
             order = order[np.linspace(0, n - 1, token_budget).round().astype(np.intp)]
+        # the wide features of the kept tokens only, already in their order
+        out_feats = ((agg_all[order] @ feats_all) * inv_c[order]).astype(np.float32, copy=False)
         return VisualTokens(
             xyz_world=out_xyz[order].astype(np.float32), t_s=out_t[order],
-            features=out_feats[order], rgb=out_rgb[order], motion=out_motion[order],
+            features=out_feats, rgb=out_rgb[order], motion=out_motion[order],
             view_dir_world=out_view[order].astype(np.float32), labels=out_labels[order],
             counts=counts[order].astype(np.int32))
 
