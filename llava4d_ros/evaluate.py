@@ -430,6 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablations", nargs="*", default=[],
                     help="model directories trained with --ablation; prints the paper's table")
     ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--cache-workers", type=int, default=1,
+                    help="processes that build missing cached scenes (a scene is ~2.5 s of "
+                         "one core)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--examples", type=int, default=0, help="print this many Q/A pairs")
     ap.add_argument("--honesty", action="store_true",
@@ -454,7 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     model = LLaVA4D.from_pretrained(args.model)
-    records = load_split(args.split, args.scenes, args.cache, model.cfg)
+    records = load_split(args.split, args.scenes, args.cache, model.cfg,
+                         workers=args.cache_workers)
     if args.honesty:
         run_honesty(model, records, args)
     outcomes: list[tuple[float, bool]] = []
@@ -471,7 +475,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = [(model.cfg.prompt.encoding, args.model or "default", main_table["all"])]
         for path in args.ablations:
             m = LLaVA4D.from_pretrained(path)
-            t = evaluate_model(m, load_split(args.split, args.scenes, args.cache, m.cfg))
+            t = evaluate_model(m, load_split(args.split, args.scenes, args.cache, m.cfg,
+                                             workers=args.cache_workers))
             rows.append((m.cfg.prompt.encoding, path, t["all"]))
         print("\nablation (same training, same data)")
         print(f"{'4D encoding':<14}{'SAcc@0.5':>10}{'TAcc':>8}{'EM':>8}  model")
