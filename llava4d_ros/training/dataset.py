@@ -133,13 +133,16 @@ def load_record(path: str) -> SceneRecord:
                            samples=samples)
 
 
-def _build_and_save(job: tuple) -> str:
+def _build_and_save(job: tuple) -> None:
     seed, path, encoder, ingest_cfg, scene_kwargs, sample_kwargs = job
+    save_record(build_scene(seed, encoder, ingest_cfg, scene_kwargs, sample_kwargs), path)
+
+
+def _build_and_save_in_worker(job: tuple) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
-    save_record(build_scene(seed, encoder, ingest_cfg, scene_kwargs, sample_kwargs), path)
-    return path
+    _build_and_save(job)
 
 
 def cache_scenes(seeds: list[int], cache_dir: str, encoder: PatchEncoder,
@@ -170,11 +173,11 @@ def cache_scenes(seeds: list[int], cache_dir: str, encoder: PatchEncoder,
         # spawn, not fork: the parent may already hold torch's thread pools
         with ProcessPoolExecutor(min(workers, len(jobs)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in pool.map(_build_and_save, jobs):
+            for _ in pool.map(_build_and_save_in_worker, jobs):
                 bar.update()
     else:
         for job in jobs:
-            save_record(build_scene(*job[:1], *job[2:]), job[1])
+            _build_and_save(job)
             bar.update()
     bar.close()
     return paths
