@@ -10,9 +10,7 @@
 # stage 1 ran, and puts the stage-3 model into $OUT/model at once, its weights cut in 15 MB
 # pieces (`cat model.safetensors.* > model.safetensors` rejoins them); then stage 4 within
 # STAGE4_S, whose model replaces it when it finishes.
-# Measured on an H200 (2026-11-30): stage 1 took 66 s for 80 steps, stages 2-3 193 s for
-# 35 + 178 steps (~0.8 s a step with every question); stage 4 (feature pass and 6000 head
-# steps) did not finish in 250 s, and that run's stage-3 model was lost with the machine.
+# Speed on an H200 and what happened to that run: docs/PERFORMANCE.md.
 # How it went through the device tool's 64 MiB per call (the GGUF is 98 MB, the tracked tree
 # 27 MB of which 19 MB is model/smollm2's weights): `split -b 49M` the GGUF into .gpu/ (ignored
 # via .git/info/exclude), gguf's wheel into .whl/, the smollm2 weights moved out of the tree
@@ -32,9 +30,10 @@ DEVICE=${DEVICE:-cuda}
 SCENES=${SCENES:-240}  # the preset's
 S1=${S1:-80}  # the preset's stage 1
 REFINE=${REFINE:-6000}  # the preset's stage 4
+STAGE4_S=${STAGE4_S:-240}  # 0: no stage 4 here
 mkdir -p "$WORK" "$OUT"
 export PYTHONPATH="$PWD:/tmp/llava4d_site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export TQDM_DISABLE=1 HF_HUB_OFFLINE=1
+export HF_HUB_OFFLINE=1
 CACHE=$WORK/cache
 
 if [ "${1:-}" = cache ]; then
@@ -94,10 +93,10 @@ publish() {
 }
 publish "$run/stage3"
 # stage 4 also runs on a CPU from the stage-3 model (~15 min): --stages 4 --init <stage3>
-if [ "${STAGE4_S:-240}" -gt 0 ] && LIMIT="timeout ${STAGE4_S:-240}" train --stages 4 --init "$run/stage3"; then
+if [ "$STAGE4_S" -gt 0 ] && LIMIT="timeout $STAGE4_S" train --stages 4 --init "$run/stage3"; then
   publish "$run/stage4"
 else
-  echo "no stage 4 (STAGE4_S=${STAGE4_S:-240} s): the stage-3 model is in $OUT/model"
+  echo "no stage 4 (STAGE4_S=$STAGE4_S s): the stage-3 model is in $OUT/model"
 fi
 echo "stage 4: $(($(date +%s) - t2)) s"
 ls -la "$OUT/model"
