@@ -361,3 +361,55 @@ def test_answer_follows_the_chat_turn_without_a_space(lm_dir):
     qa = model.text_after("Which objects move?", "The red cube moves.").ids
     assert qa[:len(q)] == q
     assert tok.decode(qa[len(q):]) == "The red cube moves."  # as the LM would write it
+
+
+def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
+    """The inventory's words are the tokens a BPE writes them as in an answer (" red" after a
+    space, a digit and the axis of "+x" bare), and its output bias moves only the training
+    answers' tokens: stage 5's batch keeps their logits and the logsumexp of the rest, and
+    gives the LM's own answer loss back."""
+    from llava4d_ros.model.config import InventoryConfig
+    from llava4d_ros.training.losses import answer_token_ids, inventory_batch
+
+    model = LLaVA4D.from_lm(lm_dir, **_small())
+    tok = model.tokenizer
+    with pytest.raises(ValueError, match="' teal' is not one token"):
+        model.add_inventory(InventoryConfig(colours=("red", "teal")))
+    samples = [dict(SAMPLE), {"question": "Which objects move?", "task": "which_move",
+                              "answer_template": "The blue cube moves toward +x.",
+                              "answer": "", "slots": [], "targets": []}]
+    words = answer_token_ids(model, samples)
+    assert model.eos_token_id in words and len(words) < len(tok) // 2
+    # the inventory's words join the bias's set even where no answer says them
+    inv = InventoryConfig(colours=("red", "blue", "green"), shapes=("cube", "cylinder"),
+                          plurals=("cubes", "objects"), bias_ids=words)
+    model.add_inventory(inv)
+    inv = model.cfg.inventory
+    assert set(words) < set(inv.bias_ids) and set(model.words.ids()) <= set(inv.bias_ids)
+    written = model.text_after("Which objects move?", "The blue cube moves toward +x.").ids
+    w = model.words
+    assert w.colour_ids[1] in written and w.shape_ids[0] in written
+    assert w.direction_ids[0] in written and w.direction_ids[2] in written  # " +", "x"
+    assert w.digit_ids[1] in model.text_after("q", "At 1.0s.").ids
+
+    tokens = random_tokens(30, 18, seed=3, t0_s=50.0)
+    with torch.no_grad():
+        batch = inventory_batch(model, tokens, 50.0, samples)
+        lm = window_loss(model, tokens, 50.0, samples, slot_weight=0.0)[0]["lm"]
+    k = len(inv.bias_ids)
+    assert batch["logits"].shape[1] == k and bool(torch.isfinite(batch["rest"]).all())
+    ce = torch.nn.functional.cross_entropy(
+        torch.cat([batch["logits"], batch["rest"][:, None]], 1), batch["target"])
+    assert float(ce) == pytest.approx(float(lm), rel=1e-5)
+
+    bias = model.inventory_bias
+    with torch.no_grad():
+        bias.glob[-1].bias.copy_(torch.arange(1.0, k + 1))
+    spread = bias.on_vocab(bias.glob[-1].bias[None])[0]  # (V,)
+    assert spread.shape == (len(tok),) and float(spread.sum()) == pytest.approx(k * (k + 1) / 2)
+    assert float(spread[inv.bias_ids[-1]]) == k
+    model.save_pretrained(str(tmp_path / "m"))
+    back = LLaVA4D.from_pretrained(str(tmp_path / "m"))
+    assert back.cfg.inventory.bias_ids == inv.bias_ids
+    assert torch.equal(back.inventory_bias.glob[-1].bias, bias.glob[-1].bias)
+    assert back.words.colour_ids == w.colour_ids

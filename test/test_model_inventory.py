@@ -79,10 +79,11 @@ def test_inventory_config_validation(tok):
         InventoryConfig(plurals=("cubes",))
     with pytest.raises(ValueError, match="distinct"):
         InventoryConfig(colours=("red", "red"))
-    with pytest.raises(ValueError, match="'teal'"):
+    with pytest.raises(ValueError, match="' teal' is not one token"):
         tiny(tok, InventoryConfig(colours=("teal",)))
-    cfg = LLaVA4DConfig(lm=tiny_llama(10), inventory=InventoryConfig())
-    assert LLaVA4DConfig.from_dict(cfg.to_dict()) == cfg  # round trip through a dict
+    for inv in (InventoryConfig(), InventoryConfig(bias_ids=[5, 9, 2])):
+        cfg = LLaVA4DConfig(lm=tiny_llama(10), inventory=inv)
+        assert LLaVA4DConfig.from_dict(cfg.to_dict()) == cfg  # round trip through a dict
 
 
 def sees_every_colour(model: torch.nn.Module) -> None:

@@ -56,16 +56,22 @@ def test_pretrained_lm_run_keeps_the_base_and_saves_only_changes(trained):
     out, lm, _ = trained
     with open(os.path.join(out, "train_log.jsonl")) as f:
         stages = [json.loads(line)["stage"] for line in f]
-    assert stages == [1, 1, 2, 2, 3, 3]  # no text warm-up for a pretrained LM, no stage 5
+    # no text warm-up for a pretrained LM; stage 5 logs its parts
+    assert stages[:6] == [1, 1, 2, 2, 3, 3] and set(stages[6:]) == {5}
     final = os.path.join(out, "final")
     with open(os.path.join(final, "config.json")) as f:
         cfg = json.load(f)
+    # the output bias moves the answers' tokens and the inventory's words, not the vocabulary
+    bias_ids = cfg["inventory"]["bias_ids"]
+    assert 20 < len(bias_ids) < cfg["lm"]["vocab_size"] // 2
     assert cfg["lm_weights"] == "delta" and cfg["lm_source"]["path"] == os.path.abspath(lm)
     stored = load_file(os.path.join(final, "model.safetensors"))
     assert not any(k.startswith("lm.") for k in stored)  # the base's weights are not copied
     ranks = {v.shape[1] for k, v in stored.items() if k.endswith(".u")}
     assert ranks and max(ranks) <= 2  # merged LoRA updates, at most the adapters' rank
     assert all("self_attn" in k for k in stored if k.endswith(".u"))
+    assert stored["inventory_bias.glob.2.bias"].shape == (len(bias_ids),)
+    assert float(stored["inventory_bias.glob.2.bias"].abs().sum()) > 0  # fitted
     model = LLaVA4D.from_pretrained(final)
     base = lm_delta.read_base(lm)
     own = {k[3:]: v for k, v in model.state_dict().items() if k.startswith("lm.")}

@@ -150,7 +150,8 @@ class PromptConfig:
 class InventoryConfig:
     """The scene inventory (model/inventory.py): which object words it reads out of the visual
     tokens (per colour: present, moving, shape) and biases the LM's next word with. The words
-    must be tokens of the model's tokenizer, one token each."""
+    must be tokens of the model's tokenizer, one token each as written in an answer
+    (`inventory.WordSets`)."""
 
     colours: tuple[str, ...] = vocabulary.COLOURS
     shapes: tuple[str, ...] = vocabulary.SHAPES
@@ -162,8 +163,13 @@ class InventoryConfig:
     # of one object, fitted on the training scenes' objects (training/envelope.py) with the
     # colours' appearance (weights of the inventory); None: no colour is rejected
     object_envelope: tuple[tuple[float, float], ...] | None = None
+    # the token ids the output bias may move (`inventory.InventoryBias`); None: all of them
+    # (a closed vocabulary), else those of the training answers (a pretrained LM's vocabulary)
+    bias_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.bias_ids is not None:
+            object.__setattr__(self, "bias_ids", tuple(int(i) for i in self.bias_ids))
         object.__setattr__(self, "colours", tuple(self.colours))
         object.__setattr__(self, "shapes", tuple(self.shapes))
         object.__setattr__(self, "plurals", tuple(self.plurals))

@@ -122,7 +122,8 @@ class Guide:
         feats = decode_features(self.inv, torch.tensor([named], device=dev), self.in_q,
                                 self.shape_after, torch.tensor([cur], device=dev), self.plural,
                                 torch.tensor([t_sentence], dtype=h.dtype, device=dev))
-        return self.model.inventory_bias(h[None], feats)[0]
+        bias = self.model.inventory_bias
+        return bias.on_vocab(bias(h[None], feats))[0]
 
 
 def answer_ids(ids: Sequence[int], period_id: int, eos_id: int | None

@@ -19,7 +19,8 @@ at zero (an untrained bias leaves every answer unchanged), and it may learn to i
 inventory when the LM already knows (an object named in the question).
 
 The words: the config's colours, shapes, plurals and direction words (+, -, x, y) and the
-digits 0-9, each one tokenizer token. The direction words are told the current object's
+digits 0-9, each one token as written in an answer (`WordSets`), in a word-level vocabulary or
+a pretrained LM's BPE one. The direction words are told the current object's
 velocity at the sentence's time (`Inventory.velocity`, from the object's tokens near that time;
 full / time encodings only). `C` colours, `S` shapes; probabilities are per window.
 
@@ -279,17 +280,28 @@ def count_distribution(p: torch.Tensor, n_max: int) -> torch.Tensor:
 
 
 class WordSets:
-    """The inventory's words as token ids, and the decode state read from token ids."""
+    """The inventory's words as token ids, and the decode state read from token ids.
+
+    `token_id(text)` is the one token `text` is written as inside an answer. A word-level
+    tokenizer has one token per word however it is spaced; a BPE tokenizer (SmolLM2's) writes
+    " red" after a space as one token, and a digit ("2.5s", "3 objects") or the axis after its
+    sign ("+x") as a bare character, so those are looked up bare."""
 
     def __init__(self, cfg: InventoryConfig, token_id) -> None:
-        self.colour_ids = [token_id(w) for w in cfg.colours]
-        self.shape_ids = [token_id(w) for w in cfg.shapes]
-        self.plural_ids = [token_id(w) for w in cfg.plurals]
+        axes = cfg.directions[2:]
+        self.colour_ids = [token_id(" " + w) for w in cfg.colours]
+        self.shape_ids = [token_id(" " + w) for w in cfg.shapes]
+        self.plural_ids = [token_id(" " + w) for w in cfg.plurals]
         self.digit_ids = [token_id(d) for d in _DIGITS]
-        self.direction_ids = [token_id(w) for w in cfg.directions]
+        self.direction_ids = [token_id(w if w in axes else " " + w) for w in cfg.directions]
         self.colour_of = {t: i for i, t in enumerate(self.colour_ids)}
         self.shape_of = {t: i for i, t in enumerate(self.shape_ids)}
         self.plural_of = {t: i for i, t in enumerate(self.plural_ids)}
+
+    def ids(self) -> list[int]:
+        """Every word's token id."""
+        return [*self.colour_ids, *self.shape_ids, *self.plural_ids, *self.digit_ids,
+                *self.direction_ids]
 
     def question(self, ids: Sequence[int]) -> tuple[list[int], list[int], int]:
         """(colours named, the shape named right after each colour or -1 (per colour), the
@@ -384,15 +396,27 @@ def _zero_last(seq: nn.Sequential) -> nn.Sequential:
 
 
 class InventoryBias(nn.Module):
-    """`bias (B, V)` for the LM's next-token logits from its hidden state `h (B, H)` and
-    `decode_features`. Each word group gets an MLP of [h, that word's features]: the colour
-    words, the shape words, the digits, the direction words; every word gets an MLP of
-    [h, glob]. Last layers are
-    zero: an unfitted bias is 0."""
+    """`bias (B, K)` for the LM's next-token logits of the K words in `ids` from its hidden
+    state `h (B, H)` and `decode_features` (`on_vocab` spreads it over the whole vocabulary,
+    zero elsewhere). Each word group gets an MLP of [h, that word's features]: the colour
+    words, the shape words, the digits, the direction words; every word of `ids` gets an MLP
+    of [h, glob]. Last layers are zero: an unfitted bias is 0.
 
-    def __init__(self, lm_hidden: int, vocab_size: int, words: WordSets, hidden: int):
+    `ids`: the words the bias may move, every id for a closed vocabulary (None); for a
+    pretrained LM's ~50 k tokens, the tokens of the training answers
+    (`InventoryConfig.bias_ids`): a per-token head over the whole vocabulary would be mostly
+    words no answer uses, and stage 5 would have to keep every position's full logits."""
+
+    def __init__(self, lm_hidden: int, vocab_size: int, words: WordSets, hidden: int,
+                 ids: Sequence[int] | None = None):
         super().__init__()
         self.vocab_size = vocab_size
+        ids = list(range(vocab_size)) if ids is None else list(ids)
+        pos = {tid: k for k, tid in enumerate(ids)}
+        missing = [tid for tid in words.ids() if tid not in pos]
+        if missing or len(pos) != len(ids) or not all(0 <= t < vocab_size for t in ids):
+            raise ValueError(f"bias ids must be distinct token ids < {vocab_size} holding every "
+                             f"inventory word; missing {missing}")
 
         def head(extra: int, out: int = 1) -> nn.Sequential:
             return _zero_last(nn.Sequential(nn.Linear(lm_hidden + extra, hidden), nn.GELU(),
@@ -400,23 +424,26 @@ class InventoryBias(nn.Module):
 
         self.colour, self.shape, self.digit = head(4), head(3), head(4)
         self.direction = head(2)
-        self.glob = head(11, vocab_size)
-        self.register_buffer("colour_ids", torch.tensor(words.colour_ids), persistent=False)
-        self.register_buffer("shape_ids", torch.tensor(words.shape_ids), persistent=False)
-        self.register_buffer("digit_ids", torch.tensor(words.digit_ids), persistent=False)
-        self.register_buffer("direction_ids", torch.tensor(words.direction_ids),
-                             persistent=False)
+        self.glob = head(11, len(ids))
+        self.register_buffer("ids", torch.tensor(ids), persistent=False)
+        for name, group in (("colour", words.colour_ids), ("shape", words.shape_ids),
+                            ("digit", words.digit_ids), ("direction", words.direction_ids)):
+            self.register_buffer(f"{name}_pos", torch.tensor([pos[t] for t in group]),
+                                 persistent=False)
 
     def forward(self, h: torch.Tensor, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
-        bias = self.glob(torch.cat([h, feats["glob"]], dim=-1))  # (B, V)
-        for name, ids in (("colour", self.colour_ids), ("shape", self.shape_ids),
-                          ("digit", self.digit_ids), ("direction", self.direction_ids)):
-            f = feats[name]  # (B, K, k)
+        bias = self.glob(torch.cat([h, feats["glob"]], dim=-1))  # (B, K)
+        for name in ("colour", "shape", "digit", "direction"):
+            f = feats[name]  # (B, k words, features)
             hk = h[:, None].expand(-1, f.shape[1], -1)
-            add = getattr(self, name)(torch.cat([hk, f], dim=-1))[..., 0]  # (B, K)
-            bias = bias.index_add(1, ids, add)
+            add = getattr(self, name)(torch.cat([hk, f], dim=-1))[..., 0]  # (B, k)
+            bias = bias.index_add(1, getattr(self, f"{name}_pos"), add)
         return bias
+
+    def on_vocab(self, bias: torch.Tensor) -> torch.Tensor:
+        """`(B, K)` -> `(B, V)`, zero for the tokens not in `ids`."""
+        return bias.new_zeros(bias.shape[0], self.vocab_size).index_copy(1, self.ids, bias)
 
 
 def inventory_loss(inv: Inventory, present: torch.Tensor, moving: torch.Tensor,

@@ -222,17 +222,21 @@ class LLaVA4D(nn.Module):
 
     def _add_inventory(self) -> None:
         inv = self.cfg.inventory
-        self.words = WordSets(inv, self._token_id)
+        self.words = WordSets(inv, self.written_id)
         vocab = int(self.lm.get_input_embeddings().weight.shape[0])
         self.inventory = SceneInventory(self.cfg.vision.feature_dim, len(inv.colours),
                                         len(inv.shapes), inv.hidden,
                                         appearance=inv.object_envelope is not None)
         self.inventory_bias = InventoryBias(self.cfg.lm_hidden, vocab, self.words,
-                                            inv.bias_hidden)
+                                            inv.bias_hidden, inv.bias_ids)
 
     def add_inventory(self, inv: Any) -> None:
         """Give a model without one a fresh scene inventory and output bias (stage 5); `inv`
-        an `InventoryConfig`. The bias starts at zero: answers are unchanged until it is fitted."""
+        an `InventoryConfig`. The bias starts at zero: answers are unchanged until it is fitted.
+        Its `bias_ids`, if any, gain the inventory's words that no answer says (digits 7-9)."""
+        if inv.bias_ids is not None:
+            words = WordSets(inv, self.written_id).ids()
+            inv = replace(inv, bias_ids=tuple(sorted({*inv.bias_ids, *words})))
         self.cfg = replace(self.cfg, inventory=inv)
         self._add_inventory()
         self.inventory.to(self.device)
@@ -250,6 +254,14 @@ class LLaVA4D(nn.Module):
         if tid is None or tid == self.tokenizer.unk_token_id:
             raise ValueError(f"tokenizer has no {token!r} token")
         return int(tid)
+
+    def written_id(self, text: str) -> int:
+        """The one token `text` is encoded as (" red" with its space), or ValueError."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id:
+            raise ValueError(f"{text!r} is not one token of this tokenizer ({ids}); the scene "
+                             "inventory needs each of its words to be one")
+        return int(ids[0])
 
     @property
     def model_id(self) -> str:
@@ -498,8 +510,8 @@ class LLaVA4D(nn.Module):
 
     def scene_facts(self, inv: Inventory, t_end_s: float) -> SceneFacts:
         """The inventory's readings by name, for `scene_answer`; `t_end_s` the newest token's
-        model time. Only a model with an inventory answers from it: an open-vocabulary LM must
-        not have words it knows declined by the closed task vocabulary."""
+        model time. Only a model with an inventory answers from it (`abstention` declines
+        things outside the closed task vocabulary, which its vision cannot tell apart)."""
         present, moving, shape = inv.probs()
         colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
 
@@ -667,8 +679,8 @@ class LLaVA4D(nn.Module):
         its tokenizer and chat template, which gain the image placeholder and the `<box>` /
         `<time>` slot tokens (embeddings resized). `vision`: a `VisionConfig` (colour stats,
         efficientnet_lite0), a local CLIP/SigLIP directory, or None (colour statistics).
-        `overrides`: other LLaVA4DConfig fields. No scene inventory: its word heads need a
-        closed vocabulary of one-token words."""
+        `overrides`: other LLaVA4DConfig fields. No scene inventory yet: stage 5 adds one
+        (`add_inventory`), its words the tokens a BPE writes them as."""
         lm, tokenizer, source = backbones.load_lm(lm_path, dtype=dtype)
         image_token = overrides.get("image_token", "<image>")
         backbones.add_model_tokens(tokenizer, lm, (image_token, SLOT_BOX, SLOT_TIME))

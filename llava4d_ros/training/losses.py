@@ -260,8 +260,10 @@ def inventory_batch(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
                     samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """What stage 5 fits the output bias on, teacher-forced over one window: per answer
     position (predicting the next answer token or the end) the LM's hidden state `h (P, H)`,
-    its logits `(P, V)`, the target `(P,)`, and the decode state (`named`, `in_q`,
-    `shape_after`, `cur`, `plural`, `t_at`, as `inventory.decode_features` takes them)."""
+    the logits of the bias's K words `(P, K)` (`InventoryBias.ids`) and the logsumexp of the
+    rest `(P,)` (-inf when K is the vocabulary), the target's place among the K `(P,)`, and
+    the decode state (`named`, `in_q`, `shape_after`, `cur`, `plural`, `t_at`, as
+    `inventory.decode_features` takes them). A target outside the K words is a ValueError."""
     if model.words is None:
         raise ValueError("this model has no scene inventory (cfg.inventory is None)")
     tokens = apply_token_budget(tokens, model.cfg.token_budget)
@@ -299,9 +301,28 @@ def inventory_batch(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
     batch = {k: torch.tensor(v, device=dev) for k, v in rows.items()}
     batch["t_at"] = batch["t_at"].to(out.logits.dtype)
     batch["h"] = out.hidden_states[-1][b, j]
-    batch["logits"] = out.logits[b, j]
-    batch["target"] = ids[b, j + 1]
+    logits = out.logits[b, j]  # (P, V)
+    words = model.inventory_bias.ids
+    batch["logits"] = logits[:, words]
+    batch["rest"] = logits.index_fill(1, words, float("-inf")).logsumexp(1)
+    place = torch.full((logits.shape[1],), -1, dtype=torch.long, device=dev)
+    place[words] = torch.arange(len(words), device=dev)
+    target = place[ids[b, j + 1]]
+    if bool((target < 0).any()):
+        raise ValueError("an answer token is not among the output bias's words")
+    batch["target"] = target
     return batch
+
+
+def answer_token_ids(model: LLaVA4D, samples: Sequence[dict[str, Any]]) -> list[int]:
+    """The sorted token ids of the answers the model is trained to write, with its end token:
+    the words an output bias over a pretrained LM's vocabulary may move."""
+    ids = {model.eos_token_id}
+    for s in samples:  # tokenised in place, as `teacher_forced` does (a BPE merges the space)
+        ans = s["answer_template"] if model.cfg.slot_heads else s["answer"]
+        n_prompt = len(model.text_after(s["question"]).ids)
+        ids.update(model.text_after(s["question"], ans).ids[n_prompt:])
+    return sorted(i for i in ids if i is not None)
 
 
 def inventory_truth(rec: Any, model: LLaVA4D) -> dict[str, torch.Tensor]:

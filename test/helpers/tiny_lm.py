@@ -11,7 +11,9 @@ CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<
 CORPUS = ["Where is the red cube at 2.5s? The red cube is at [0.10, -1.20, 0.30].",
           "Which objects move? The blue sphere moves toward +x.",
           "When did the green cylinder start moving? It started at 3.0s.",
-          "How many cubes are there? There are 2 cubes."] * 20
+          "How many cubes are there? There are 2 cubes.",
+          # every word of the default scene inventory, so each is one token (stage 5)
+          "The yellow, orange, purple, cyan and pink spheres and cylinders move toward -y."] * 20
 SAMPLE = {"question": "Where is the red cube at 1.0s?", "task": "grounding",
           "answer_template": "At <time>s, the red cube is at <box>.", "answer": "",
           "slots": [{"kind": "time", "value": 1.0},
