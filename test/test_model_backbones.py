@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_lm import CHAT, SAMPLE, bpe_tokenizer, save_lm
+from helpers.tiny_lm import CHAT, CORPUS, SAMPLE, bpe_tokenizer, save_lm
 from helpers.tiny_model import random_tokens
 from llava4d_ros.model import backbones
 from llava4d_ros.model.compressor import PoolCompressor, Resampler
@@ -413,3 +413,14 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
     assert back.cfg.inventory.bias_ids == inv.bias_ids
     assert torch.equal(back.inventory_bias.glob[-1].bias, bias.glob[-1].bias)
     assert back.words.colour_ids == w.colour_ids
+
+
+def test_stage_5_needs_every_inventory_word_as_one_token(tmp_path, lm_dir):
+    """`train` checks before stage 1 that the default inventory's words are one token each in
+    the LM's tokenizer, and names the first that is not (it then skips stage 5)."""
+    from llava4d_ros.train import inventory_words_problem
+
+    assert inventory_words_problem(LLaVA4D.from_lm(lm_dir, **_small())) is None
+    no_palette = save_lm(tmp_path / "lm", corpus=CORPUS[:4] * 20)  # no "yellow" etc.
+    why = inventory_words_problem(LLaVA4D.from_lm(no_palette, **_small()))
+    assert why is not None and "' yellow' is not one token" in why

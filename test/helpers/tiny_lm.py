@@ -21,7 +21,7 @@ SAMPLE = {"question": "Where is the red cube at 1.0s?", "task": "grounding",
           "targets": [[3, 4], [29]]}  # token 29: the last of the 30-token window
 
 
-def bpe_tokenizer(chat: bool):
+def bpe_tokenizer(chat: bool, corpus: list[str] = CORPUS):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -31,7 +31,7 @@ def bpe_tokenizer(chat: bool):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[
         "<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>",
                                    eos_token="<|im_end|>", pad_token="<|endoftext|>")
     if chat:
@@ -50,10 +50,10 @@ def lm_config(kind: str, tok):
     return LlamaConfig(**common) if kind == "llama" else Qwen2Config(**common)
 
 
-def save_lm(path, kind: str = "llama", chat: bool = True) -> str:
+def save_lm(path, kind: str = "llama", chat: bool = True, corpus: list[str] = CORPUS) -> str:
     from transformers import AutoModelForCausalLM
 
-    tok = bpe_tokenizer(chat)
+    tok = bpe_tokenizer(chat, corpus)
     torch.manual_seed(0)
     lm = AutoModelForCausalLM.from_config(lm_config(kind, tok))
     lm.save_pretrained(str(path), safe_serialization=True)
