@@ -43,11 +43,18 @@ def test_delta_checkpoint_rebuilds_on_the_converted_base(smollm2_and_window):
 def test_answers_in_its_own_words(smollm2_and_window):
     """Test-split scene 40 (pink cube and yellow cylinder move; red cube, purple and blue
     cylinders stand): a thing it was never told about is declined; a grounded answer carries a
-    box with a calibrated confidence. The exact text pins the delta load and the decode path
+    box with a calibrated confidence; its scene inventory counts the five objects, sees the red
+    cube stand and no green sphere. The exact text pins the delta load and the decode path
     (answers measured at the commit that shipped the model)."""
     model, rec = smollm2_and_window
-    questions = ["Where is the mug?", "Where is the pink cube at 2.5s?"]
-    mug, pink = model.generate_batch(questions, rec.tokens, rec.t_ref_s)
+    questions = ["Where is the mug?", "Where is the pink cube at 2.5s?",
+                 "How many objects are there?", "Is the red cube moving?",
+                 "Where is the green sphere?"]
+    mug, pink, count, red, green = model.generate_batch(questions, rec.tokens, rec.t_ref_s)
+    assert model.cfg.inventory is not None
+    assert count.text == "There are 5 objects."
+    assert red.text == "No, the red cube is not moving."
+    assert green.text == "I do not see a green sphere." and not green.boxes
     assert mug.text == "I do not see a mug." and not mug.boxes
     assert pink.text == "At 2.5s, the pink cube is at [1.18, -0.82, 0.17, 0.34, 0.34, 0.34]."
     (box,) = pink.boxes
