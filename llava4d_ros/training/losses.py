@@ -30,6 +30,12 @@ def slot_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
     return losses["pointer"] + 5.0 * losses["box"] + 0.5 * losses["time"]
 
 
+def answer_text(model: LLaVA4D, sample: dict[str, Any]) -> str:
+    """What the model is trained to write for `sample`: the answer with `<box>` / `<time>`
+    slots where it has slot heads, else the answer with its numbers."""
+    return sample["answer_template"] if model.cfg.slot_heads else sample["answer"]
+
+
 def teacher_forced(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
                    samples: Sequence[dict[str, Any]], checkpoint: bool = False
                    ) -> tuple[Any, ...]:
@@ -51,9 +57,8 @@ def teacher_forced(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     texts, n_prompt = [], []
     for s in samples:
-        ans = s["answer_template"] if model.cfg.slot_heads else s["answer"]
         prompt_only = model.text_after(s["question"])
-        full = model.text_after(s["question"], ans)
+        full = model.text_after(s["question"], answer_text(model, s))
         full.ids.append(model.eos_token_id)
         texts.append(full)
         n_prompt.append(len(prompt_only.ids))
@@ -116,9 +121,9 @@ def text_loss(model: LLaVA4D, samples: Sequence[dict[str, Any]]) -> torch.Tensor
     bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
     seqs, starts = [], []
     for s in samples:
-        ans = s["answer_template"] if model.cfg.slot_heads else s["answer"]
         starts.append(len(bos) + len(model.text_after(s["question"]).ids))
-        seqs.append(bos + model.text_after(s["question"], ans).ids + [model.eos_token_id])
+        seqs.append(bos + model.text_after(s["question"], answer_text(model, s)).ids
+                    + [model.eos_token_id])
     length = max(len(x) for x in seqs)
     ids = torch.full((len(seqs), length), pad, dtype=torch.long, device=dev)
     labels = torch.full_like(ids, -100)
@@ -319,9 +324,8 @@ def answer_token_ids(model: LLaVA4D, samples: Sequence[dict[str, Any]]) -> list[
     the words an output bias over a pretrained LM's vocabulary may move."""
     ids = {model.eos_token_id}
     for s in samples:  # tokenised in place, as `teacher_forced` does (a BPE merges the space)
-        ans = s["answer_template"] if model.cfg.slot_heads else s["answer"]
         n_prompt = len(model.text_after(s["question"]).ids)
-        ids.update(model.text_after(s["question"], ans).ids[n_prompt:])
+        ids.update(model.text_after(s["question"], answer_text(model, s)).ids[n_prompt:])
     return sorted(i for i in ids if i is not None)
 
 
