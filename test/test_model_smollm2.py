@@ -62,6 +62,22 @@ def test_answers_in_its_own_words(smollm2_and_window):
     assert 0.0 < box.confidence < 0.9  # the table maps this model's boxes well below 1
 
 
+def test_reads_other_words_as_the_template(smollm2_and_window):
+    """Fine-tuned on the task's questions, it answers the templates best, so a question in
+    words it never trained on (the held-out polite and terse families) is read as its template
+    first and gets the template's answer."""
+    model, rec = smollm2_and_window
+    pairs = [("Could you tell me where the pink box is at t=2.5?",
+              "Where is the pink cube at 2.5s?"),
+             ("pink block start time?", "When did the pink cube start moving?"),
+             ("could you count the boxes for me?", "How many cubes are there?")]
+    asked = model.generate_batch([q for pair in pairs for q in pair], rec.tokens, rec.t_ref_s)
+    for (other, template), a, b in zip(pairs, asked[::2], asked[1::2]):
+        assert a.text == b.text, (other, template)
+    assert asked[1].text.startswith("At 2.5s, the pink cube is at [")
+    assert asked[3].text.startswith("The pink cube started moving at ")
+
+
 def test_model_info_counts_the_base_lm():
     from llava4d_ros.model_info import model_info
 

@@ -230,6 +230,15 @@ class LLaVA4D(nn.Module):
         self.inventory_bias = InventoryBias(self.cfg.lm_hidden, vocab, self.words,
                                             inv.bias_hidden, inv.bias_ids)
 
+    @property
+    def reads_templates_best(self) -> bool:
+        """Whether questions are read by `model/intent.py` and asked as the task's templates:
+        for an LM trained from scratch on the task, and for any LM with the task's scene
+        inventory (fine-tuned on the task's questions, it too answers the templates best:
+        docs/MODEL.md, held-out phrasings). An open-vocabulary model without the inventory reads
+        questions as written."""
+        return self.cfg.lm_source.kind == "scratch" or self.words is not None
+
     def add_inventory(self, inv: Any) -> None:
         """Give a model without one a fresh scene inventory and output bias (stage 5); `inv`
         an `InventoryConfig`. The bias starts at zero: answers are unchanged until it is fitted.
@@ -475,7 +484,7 @@ class LLaVA4D(nn.Module):
             raise ValueError("no visual tokens")
         if t_ref_s is None:
             t_ref_s = float(np.min(tokens.t_s))
-        if self.cfg.lm_source.kind == "scratch":  # it reads the task templates best
+        if self.reads_templates_best:
             questions = [canonical_question(q) for q in questions]
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
