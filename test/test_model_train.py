@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,10 +77,13 @@ def test_tiny_training_stages_and_resume(tmp_path):
     model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
     assert model4.cfg == model.cfg and model.cfg.time_head == "question"
     # stage 4 builds the time head it is asked for, and says so in the saved config
+    # (and reads more scenes than stages 1-3 when asked: the third is built into the cache)
+    cached = sorted(Path(cache).rglob("*.npz"))
     out4c = str(tmp_path / "run4c")
     train_main(["--out", out4c, "--config", "tiny", "--cache", cache, "--threads", "1",
                 "--stages", "4", "--init", os.path.join(out, "stage3"), "--refine-steps", "3",
-                "--time-head", "context", "--pointer-space", "on"])
+                "--time-head", "context", "--pointer-space", "on", "--refine-scenes", "3"])
+    assert len(cached) == 2 and len(list(Path(cache).rglob("*.npz"))) == 3
     model4c = LLaVA4D.from_pretrained(os.path.join(out4c, "final"))
     assert not model.cfg.pointer_space
     assert model4c.cfg == replace(model.cfg, time_head="context", pointer_space=True)
