@@ -63,7 +63,8 @@ $PY -m llava4d_ros.model.backbones convert-gguf "$gguf" "$lm_dir"
 
 run=$WORK/run
 common=(--config smollm2 --device "$DEVICE" --threads 4 --cache "$CACHE" --samples-per-window 0
-        --cache-workers "$WORKERS" --train-scenes "$SCENES" --refine-steps "$REFINE")
+        --cache-workers "$WORKERS" --train-scenes "$SCENES" --refine-scenes "$SCENES"
+        --refine-steps "$REFINE")
 [ "$DEVICE" = cpu ] || common+=(--bf16)
 # the progress bars' carriage-return lines would fill the log: one line per stage's end instead
 # (LIMIT="timeout N": a time limit on the run)
@@ -92,7 +93,8 @@ publish() {
   echo "published $1"
 }
 publish "$run/stage3"
-# stage 4 also runs on a CPU from the stage-3 model (~15 min): --stages 4 --init <stage3>;
+# stage 4 also runs on a CPU from the stage-3 model (~35 min on the preset's 480 scenes):
+# --stages 4 --init <stage3>;
 # stage 5 (scene inventory and output bias, ~27 min) runs there after it: --stages 5 --init <stage4>
 if [ "$STAGE4_S" -gt 0 ] && LIMIT="timeout $STAGE4_S" train --stages 4 --init "$run/stage3"; then
   publish "$run/stage4"
