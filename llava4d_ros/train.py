@@ -111,7 +111,7 @@ PRESETS = {
     # each window, ~5 min) and its head steps (~6 min) took val SAcc 0.23 -> 0.52 (10 scenes);
     # stage 5's output bias reads every question of a window (~25 min): on 30 val scenes it
     # was ahead of 12 a window on every task (SAcc 0.708 against 0.696); stage 4 on 480 scenes
-    # instead of 240 (~40 min on 1 thread) took it to 0.752 (grounding 0.739 -> 0.817)
+    # instead of 240 (~53 min on 1 thread) took it to 0.752 (grounding 0.739 -> 0.817)
     "smollm2": Preset(hidden=0, layers=0, heads=0, steps=(80, 80, 420), lr=6e-4,
                       train_scenes=240, test_scenes=40, text_warmup=0, inventory_scenes=240,
                       refine_steps=6000, refine_scenes=480, lm="smollm2", lora_rank=8,

@@ -93,7 +93,7 @@ publish() {
   echo "published $1"
 }
 publish "$run/stage3"
-# stage 4 also runs on a CPU from the stage-3 model (~35 min on the preset's 480 scenes):
+# stage 4 also runs on a CPU from the stage-3 model (~53 min on the preset's 480 scenes):
 # --stages 4 --init <stage3>;
 # stage 5 (scene inventory and output bias, ~27 min) runs there after it: --stages 5 --init <stage4>
 if [ "$STAGE4_S" -gt 0 ] && LIMIT="timeout $STAGE4_S" train --stages 4 --init "$run/stage3"; then
