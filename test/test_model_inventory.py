@@ -98,8 +98,8 @@ def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
     guided.add_inventory(InventoryConfig())
     sees_every_colour(guided)
     tokens = make_tokens(50)
-    qs = ["Which objects move?", "How many cubes are there?",
-          "When did the red cube start moving?"]
+    qs = ["Which objects move?", "Describe the scene at 2.5s.",
+          "When did the red cube start moving?"]  # questions the inventory leaves to the LM
     a0 = plain.generate_batch(qs, tokens, max_new_tokens=12)
     a1 = guided.generate_batch(qs, tokens, max_new_tokens=12)
     assert [a.text for a in a0] == [a.text for a in a1]

@@ -43,16 +43,18 @@ import re
 from dataclasses import dataclass
 
 from llava4d_ros.data.instructions import is_template_question
-from llava4d_ros.data.vocabulary import COLOURS, PLURAL, canonical_shape
+from llava4d_ros.data.vocabulary import PLURAL
 from llava4d_ros.model.abstention import NamedObject, named_object
 from llava4d_ros.model.normalise import normalise_question
 from llava4d_ros.model.scene_answers import (
+    COLOUR,
     COUNT,
     MOTION,
     AskedTime,
     asked_time,
     is_yes_no_motion,
     is_yes_no_still,
+    shape_asked,
 )
 
 KINDS: tuple[str, ...] = ("count_all", "count_moving", "count_shape", "moving_any",
@@ -68,7 +70,6 @@ _DESCRIBE = re.compile(r"\b(describe|description|summary|summarise|summarize|ove
                        r"looks like|tell me about)\b")
 _SCENE = re.compile(r"\b(in the scene|in the room|what do you see|what can you see|what is there)"
                     r"\b")
-_COLOUR = re.compile(r"\b(" + "|".join(COLOURS) + r")\b")
 _WH = re.compile(r"\b(what|which|where|when|how|who|list|count|number)\b")
 _GENERIC = re.compile(r"\b(objects|object|anything|something|everything|all)\b")
 
@@ -128,16 +129,6 @@ class Intent:
         return f"Where {verb} the {obj} {when}?"
 
 
-def _shape_asked(q: str) -> str | None:
-    """The shape a normalised question names; "can" there is the verb (normalising turned the
-    noun after an article or a colour into "cylinder")."""
-    for word in re.findall(r"[a-z]+", q):
-        shape = None if word == "can" else canonical_shape(word)
-        if shape is not None:
-            return shape
-    return None
-
-
 def read_intent(question: str) -> Intent | None:
     """What `question` asks (see the module docstring), or None when its key words say
     nothing this reads."""
@@ -151,9 +142,9 @@ def read_intent(question: str) -> Intent | None:
         # being still is a state: with no time named it is asked about now
         return Intent("still_obj", obj, AskedTime("now") if when.kind == "window" else when)
     if COUNT.search(q):
-        if _COLOUR.search(q):
+        if COLOUR.search(q):
             return None  # "how many red cubes": the templates count by shape only
-        shape = _shape_asked(q)
+        shape = shape_asked(q)
         if shape is not None:  # "how many balls are moving": no template counts those
             return None if motion else Intent("count_shape", None, when, shape)
         return Intent("count_moving" if motion else "count_all", None, when)

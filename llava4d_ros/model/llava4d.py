@@ -58,7 +58,7 @@ from llava4d_ros.model.heads import (
     first_motion_time,
     time_match_features,
 )
-from llava4d_ros.model.intent import canonical_question
+from llava4d_ros.model.intent import canonical_question, read_intent
 from llava4d_ros.model.inventory import (
     Inventory,
     InventoryBias,
@@ -71,7 +71,7 @@ from llava4d_ros.model.prompt import (
     TextCoordinateEmbedding,
     find_text_coordinates,
 )
-from llava4d_ros.model.scene_answers import SceneFacts, scene_answer
+from llava4d_ros.model.scene_answers import SceneFacts, scene_answer, with_heading
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
@@ -151,6 +151,19 @@ class ModelAnswer:
     @property
     def objects(self) -> tuple[GroundedBox, ...]:
         return self.boxes
+
+
+def inventory_heading(question: str, answer: ModelAnswer, facts: SceneFacts) -> ModelAnswer:
+    """`answer` to a question about where an object is heading, with the direction the
+    inventory reads at the asked time (`SceneFacts.heading`) in place of the LM's words; any
+    other answer, or an object the inventory reads no clear direction of, as it is."""
+    intent = read_intent(question)
+    if intent is None or intent.kind != "heading" or intent.obj.colour is None:
+        return answer
+    t_s = intent.when.model_time(facts.t_end_s)
+    heading = facts.heading(intent.obj.colour, facts.t_end_s if t_s is None else t_s)
+    return answer if heading is None else replace(answer, text=with_heading(answer.text,
+                                                                            heading))
 
 
 def apply_token_budget(tokens: VisualTokens, budget: int) -> VisualTokens:
@@ -489,6 +502,7 @@ class LLaVA4D(nn.Module):
         slots = self.cfg.slot_heads
         inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
         direct: list[str | None] = [None] * len(questions)
+        facts = None
         if inv is not None:  # what the window holds decides these: no box, no LM
             facts = self.scene_facts(inv, float(np.max(tokens.t_s)) - t_ref_s)
             direct = [scene_answer(q, facts) for q in questions]
@@ -513,8 +527,10 @@ class LLaVA4D(nn.Module):
                                     self.question_time(text, q_emb),
                                     self.question_seconds(text), h_visual, tokens, t_ref_s,
                                     guide)
-            answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
-                                             filler, guide))
+            answer = self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens, filler,
+                                       guide)
+            answers.append(answer if facts is None else inventory_heading(question, answer,
+                                                                          facts))
         return answers
 
     def scene_facts(self, inv: Inventory, t_end_s: float) -> SceneFacts:
@@ -524,17 +540,17 @@ class LLaVA4D(nn.Module):
         present, moving, shape = inv.probs()
         colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
 
-        def speed(colour: str, t_s: float, sigma_s: float) -> float:
+        def velocity(colour: str, t_s: float, sigma_s: float) -> tuple[float, float, float]:
             cur = torch.tensor([colours.index(colour)], device=present.device)
             v = inv.velocity(cur, torch.tensor([t_s], dtype=present.dtype,
-                                               device=present.device), sigma_s)
-            return float(v.norm())
+                                               device=present.device), sigma_s)  # (1, 3)
+            return tuple(float(x) for x in v[0])
 
         return SceneFacts(present=dict(zip(colours, present.tolist())),
                           shape={c: dict(zip(shapes, row)) for c, row in
                                  zip(colours, shape.tolist())},
                           moving=dict(zip(colours, moving.tolist())), t_end_s=t_end_s,
-                          speed=speed)
+                          velocity=velocity)
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
                      filler: SlotFiller | None, guide: Guide | None) -> ModelAnswer:

@@ -11,7 +11,10 @@ The question is read in the training notation (`model/normalise.py`: "t=2.5" is 
    "No object moves.", one about an object declines, any other "I do not recognise any known
    objects.";
 4. "how many objects (are moving)": the colours the inventory finds present (and moving in the
-   window); a count of one shape is the LM's, as the inventory's shape is right less often;
+   window); "how many cubes": the colours present whose likeliest shape is a cube. On 60
+   validation scenes' shape counts the inventory was right for 0.73 (the default's LM 0.52)
+   and 0.80 (the SmolLM2 model's LM 0.25): the LMs' counts were off by one object where the
+   inventory's shape was right;
 5. a yes/no question about motion ("Is anything moving now?", "Is the red cube moving at 3 s?",
    "Did the blue ball move?"): yes or no from the inventory: an object moves at time T when its
    speed there (`Inventory.velocity`, from its tokens near T) is at least `min_speed_mps` and
@@ -24,7 +27,11 @@ The question is read in the training notation (`model/normalise.py`: "t=2.5" is 
    no time ("Which objects move?" is about the whole window): on 30 validation scenes at 9
    times each its answer was the set moving at T for 0.18 of them, the inventory's for 0.70
    (27 of 30 at the window's end, the LM 0).
-Anything else (and every question for a model without an inventory) goes to the LM.
+Anything else (and every question for a model without an inventory) goes to the LM. Which way
+an object heads (`SceneFacts.heading`, `with_heading`) is the inventory's word in the LM's
+answer: the LM says where the object is and when, then the direction is the inventory's (on 60
+validation scenes' 180 heading questions right for 0.78 against the default's LM 0.77, and 0.81
+against the SmolLM2 model's 0.69).
 
 Why not the LM: the default's 0.9 M-parameter LM was trained on the task templates only; it
 answered every yes/no question with "The red cylinder moves.", every time outside the window
@@ -38,7 +45,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llava4d_ros.data.vocabulary import PLURALS, SHAPES
+from llava4d_ros.data.instructions import heading_word
+from llava4d_ros.data.vocabulary import COLOURS, PLURAL, PLURALS, SHAPES, canonical_shape
 from llava4d_ros.model.abstention import abstain_text, named_object
 from llava4d_ros.model.normalise import normalise_question
 
@@ -82,6 +90,9 @@ STILL = re.compile(r"\b(stationary|static|at rest|motionless|still(?=\s*(?:$|[?.
                    r"at\b|\d)))")
 COUNT = re.compile(r"\b(how many|count|number of)\b")
 _SHAPE_WORDS = frozenset({*SHAPES, *PLURALS})
+COLOUR = re.compile(r"\b(" + "|".join(COLOURS) + r")\b")
+# "heading toward +x" / "not moving", as the heading answers write them (data/instructions.py)
+_HEADING_WORDS = re.compile(r"heading toward [+-][xy]|not moving")
 
 
 @dataclass(frozen=True)
@@ -144,18 +155,39 @@ def count_kind(question: str) -> str | None:
     return "moving" if MOTION.search(q) else "all"
 
 
+def shape_asked(question: str) -> str | None:
+    """The shape a question names ("balls": "sphere"), None if none; "can" is the verb there
+    (`normalise_question` turns the noun, after an article or a colour, into "cylinder")."""
+    for word in re.findall(r"[a-z]+", normalise_question(question).lower()):
+        shape = None if word == "can" else canonical_shape(word)
+        if shape is not None:
+            return shape
+    return None
+
+
+def counted_shape(question: str) -> str | None:
+    """The shape a question counts ("How many cubes are there?", "count the balls"), None for
+    any other question; "how many red cubes" and "how many balls are moving" ask for more than
+    a shape, and are the LM's."""
+    q = normalise_question(question).lower()
+    if not COUNT.search(q) or MOTION.search(q) or COLOUR.search(q):
+        return None
+    return shape_asked(q)
+
+
 @dataclass(frozen=True)
 class SceneFacts:
     """What the inventory says about one window, by name: `present[colour]`,
     `shape[colour][shape]` and `moving[colour]` (moves at some time in the window)
-    probabilities; `t_end_s` the newest token's model time; `speed(colour, t, sigma)` the
-    colour's speed (m/s) at model time t from its tokens within about sigma seconds."""
+    probabilities; `t_end_s` the newest token's model time; `velocity(colour, t, sigma)` the
+    colour's world velocity (m/s, xyz) at model time t from its tokens within about sigma
+    seconds."""
 
     present: dict[str, float]
     shape: dict[str, dict[str, float]]
     moving: dict[str, float]
     t_end_s: float
-    speed: Callable[[str, float, float], float]
+    velocity: Callable[[str, float, float], tuple[float, float, float]]
     min_present: float = 0.5
 
     def seen(self) -> list[str]:
@@ -171,13 +203,28 @@ class SceneFacts:
             shape = best if best is not None and probs[best] >= SHAPE_SURE else "object"
         return f"{colour} {shape}"
 
+    def likeliest_shape(self, colour: str) -> str:
+        probs = self.shape[colour]
+        return max(probs, key=probs.get)
+
+    def _velocity_at(self, colour: str, t_s: float) -> tuple[float, float, float]:
+        sigma = NOW_SIGMA_S if t_s >= self.t_end_s - NOW_SIGMA_S else SIGMA_S
+        return self.velocity(colour, t_s, sigma)
+
     def moves_at(self, colour: str, t_s: float | None) -> bool:
         if self.moving.get(colour, 0.0) < 0.5:
             return False
         if t_s is None:
             return True
-        sigma = NOW_SIGMA_S if t_s >= self.t_end_s - NOW_SIGMA_S else SIGMA_S
-        return self.speed(colour, t_s, sigma) >= MIN_SPEED_MPS
+        return sum(v * v for v in self._velocity_at(colour, t_s)) ** 0.5 >= MIN_SPEED_MPS
+
+    def heading(self, colour: str, t_s: float) -> str | None:
+        """"+x" / "-x" / "+y" / "-y" where the colour heads at model time `t_s`, "none" if it
+        is not moving then (`moves_at`), None if it moves along neither axis clearly (the
+        rule of the training answers, `instructions.heading_word`)."""
+        if not self.moves_at(colour, t_s):
+            return "none"
+        return heading_word(self._velocity_at(colour, t_s))
 
 
 def asks_movers_at_a_time(question: str) -> bool:
@@ -234,6 +281,14 @@ def _motion_answer(question: str, facts: SceneFacts, t_s: float | None,
     return f"Yes, {_listed(movers, 'moving')}."
 
 
+def with_heading(answer: str, heading: str) -> str:
+    """`answer` ("At 7.9s, the red cube is at [...], heading toward +x.") with its direction
+    words replaced by `heading`'s ("+y": "heading toward +y"; "none": "not moving"); an answer
+    without them is returned as it is."""
+    words = "not moving" if heading == "none" else f"heading toward {heading}"
+    return _HEADING_WORDS.sub(words, answer)
+
+
 def scene_answer(question: str, facts: SceneFacts) -> str | None:
     """The answer to `question` the inventory decides (see the module docstring), or None to
     let the LM answer."""
@@ -264,6 +319,10 @@ def scene_answer(question: str, facts: SceneFacts) -> str | None:
                               still=True)
     if t_s is not None and asks_movers_at_a_time(question):
         return _movers_answer(facts, t_s)
+    shape = counted_shape(question)
+    if shape is not None:
+        n = sum(facts.likeliest_shape(c) == shape for c in facts.seen())
+        return f"There is 1 {shape}." if n == 1 else f"There are {n} {PLURAL[shape]}."
     kind = count_kind(question)
     if kind is None:
         return None
