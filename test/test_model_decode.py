@@ -84,3 +84,52 @@ def test_a_slot_at_the_token_limit_is_filled_like_any_other():
     assert two.num_tokens == 2 and three.num_tokens == 3
     assert two.text.startswith("at [") and SLOT_BOX not in two.text + three.text
     assert three.text.startswith(two.text) and three.text.endswith(" at")
+
+
+@pytest.mark.parametrize("question, t_s", [
+    ("Where is the red cube at 2.5s?", 2.5), ("Where was the red cube 3 seconds ago?", 4.9),
+    ("Where is the red cube heading now?", 7.9), ("Describe the scene at 3.0s.", 3.0),
+    ("When did the red cube start moving?", None), ("How many objects are there?", None),
+])
+def test_the_time_a_where_question_asks_about(question, t_s):
+    from llava4d_ros.model.llava4d import asked_time_s
+
+    got = asked_time_s(question, t_end_s=7.9)
+    assert got == pytest.approx(t_s) if t_s is not None else got != got  # NaN
+
+
+def test_the_answer_states_the_asked_time_and_the_box_is_read_at_it():
+    """With `t_asked_s` the `<time>` slot is that time (not the time head's reading), and the
+    box of the same sentence is pointed at it."""
+    from llava4d_ros.model.decoding import SlotFiller
+    from llava4d_ros.model.llava4d import question_mean
+
+    model = steered_model(lambda w: ".")
+    tokens = random_tokens(40)
+    _, _, h_visual = model.visual_prefix(tokens, 50.0, hidden=True)
+    text = model.text_after("Where is the red cube at 2.5s?")
+    q_emb = model.embed(torch.tensor(text.ids), None, text)
+    answer = [model.time_token_id, model.box_token_id]
+    gen = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, model.lm.config.hidden_size, generator=gen)  # (slot, H)
+
+    def fill(t_asked_s: float):
+        filler = SlotFiller(model, model.slot_pool(q_emb), question_mean(q_emb),
+                            model.question_time(text, q_emb), model.question_seconds(text),
+                            h_visual, tokens, 50.0, None, t_asked_s)
+        return filler.fill(answer, lambda j: hidden[j])
+
+    box_read_at = []
+    fill_slot = model.fill_slot
+
+    def recording(token_id, *args, **kwargs):
+        if token_id == model.box_token_id:
+            box_read_at.append(args[5])  # t_sentence
+        return fill_slot(token_id, *args, **kwargs)
+
+    model.fill_slot = recording
+    head_time, _ = fill(float("nan"))
+    asked_time, _ = fill(6.3)
+    assert asked_time.t_s == 6.3 and asked_time.text == "6.3"
+    assert head_time.t_s != 6.3
+    assert box_read_at == [head_time.t_s, 6.3]

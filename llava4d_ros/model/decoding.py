@@ -8,6 +8,7 @@ Each object lives for one question; `LLaVA4D._answer_from` builds them and runs 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -175,10 +176,13 @@ class SlotFiller:
 
     def __init__(self, model: LLaVA4D, q_pool: torch.Tensor, q_mean: torch.Tensor,
                  q_te: torch.Tensor, t_q: float, h_visual: torch.Tensor, tokens: VisualTokens,
-                 t_ref_s: float, guide: Guide | None) -> None:
+                 t_ref_s: float, guide: Guide | None, t_asked_s: float = float("nan")) -> None:
         self.model, self.guide = model, guide
         self.q_pool, self.q_mean, self.q_te, self.t_q = q_pool, q_mean, q_te, t_q
         self.h_visual, self.tokens, self.t_ref_s = h_visual, tokens, t_ref_s
+        # the model time a where-question asks about, NaN if none: every `<time>` of its
+        # answer states it, instead of the time head's reading of the question
+        self.t_asked_s = t_asked_s
         self.values: dict[int, SlotValue] = {}
 
     def sentence_time(self, generated: Sequence[int],
@@ -197,6 +201,8 @@ class SlotFiller:
             is_box = tid == m.box_token_id
             if not (is_box or tid == m.time_token_id) or (is_box and not boxes):
                 continue
+            if j not in self.values and not is_box and math.isfinite(self.t_asked_s):
+                self.values[j] = SlotValue.of_time(self.t_asked_s)
             if j not in self.values:
                 ctx = m.context_of_slot(hidden_at(j), self.q_pool, emb[start:j + 1], self.q_te)
                 # a box is pointed among the named object's tokens (the inventory's colour

@@ -166,6 +166,18 @@ def inventory_heading(question: str, answer: ModelAnswer, facts: SceneFacts) -> 
                                                                             heading))
 
 
+def asked_time_s(question: str, t_end_s: float) -> float:
+    """The model time a question about where an object is, where it heads, or what the scene
+    looks like asks about ("at 2.5s": 2.5, "3 seconds ago": `t_end_s` - 3, "now": `t_end_s`);
+    NaN for any other question (when something started is the model's to read). The answer
+    states this time: measured against the time head's reading of the same question, below."""
+    intent = read_intent(question)
+    if intent is None or intent.kind not in ("ground", "heading", "caption"):
+        return float("nan")
+    t_s = intent.when.model_time(t_end_s)
+    return float("nan") if t_s is None else t_s
+
+
 def apply_token_budget(tokens: VisualTokens, budget: int) -> VisualTokens:
     """At most `budget` tokens, taken at evenly spaced positions (the buffer's rule when even its
     coarsest voxels are too many); unchanged when within budget."""
@@ -526,7 +538,8 @@ class LLaVA4D(nn.Module):
                 filler = SlotFiller(self, self.slot_pool(q_emb), question_mean(q_emb),
                                     self.question_time(text, q_emb),
                                     self.question_seconds(text), h_visual, tokens, t_ref_s,
-                                    guide)
+                                    guide, float("nan") if facts is None else
+                                    asked_time_s(question, facts.t_end_s))
             answer = self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens, filler,
                                        guide)
             answers.append(answer if facts is None else inventory_heading(question, answer,
