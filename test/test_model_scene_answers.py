@@ -73,7 +73,7 @@ def facts(present: dict[str, str], moving: dict[str, float] | None = None,
         present={c: 0.95 if c in present else 0.25 for c in COLOURS},
         shape={c: {s: 0.9 if present.get(c) == s else 0.05 for s in SHAPES} for c in COLOURS},
         moving={c: moving.get(c, 0.0) for c in COLOURS}, t_end_s=t_end_s,
-        velocity=lambda colour, t_s, sigma_s: (speed_mps.get(colour, 0.0), 0.0, 0.0))
+        velocity=lambda colour, t_s, sigma_s: (speed_mps.get(colour, 0.0), 0.0))
 
 
 def test_an_empty_window_recognises_nothing_and_sees_nothing_move():
@@ -162,7 +162,7 @@ def test_an_object_named_unasked_gets_its_shape_only_when_the_inventory_is_sure(
                                             "cylinder": p_cylinder},
                                  "red": {"cube": 0.9, "sphere": 0.05, "cylinder": 0.05}},
                           moving={"orange": 0.9, "red": 0.9}, t_end_s=7.9,
-                          velocity=lambda c, t_s, sigma_s: (1.0, 0.0, 0.0))
+                          velocity=lambda c, t_s, sigma_s: (1.0, 0.0))
 
     assert scene_answer("What is moving at 3s?", scene(SHAPE_SURE + 0.05)) == (
         "At 3.0s, the orange cylinder and the red cube are moving.")
@@ -180,7 +180,7 @@ def test_motion_at_the_window_end_is_read_over_a_shorter_span():
 
     scene = SceneFacts(present={"red": 0.9}, shape={"red": {"cube": 0.9}}, moving={"red": 0.9},
                        t_end_s=7.9, velocity=lambda c, t_s, sigma_s: (
-                           (1.0, 0.0, 0.0) if sigma_s == SIGMA_S else (0.0, 0.0, 0.0)))
+                           (1.0, 0.0) if sigma_s == SIGMA_S else (0.0, 0.0)))
     assert NOW_SIGMA_S < SIGMA_S
     assert scene_answer("Is the red cube moving now?", scene) == "No, the red cube is not moving."
     assert scene_answer("Is the red cube moving at 7.8s?", scene) == (
@@ -318,8 +318,8 @@ def test_object_envelope_config_is_checked_and_round_trips():
 
 
 @pytest.mark.parametrize("velocity, heading", [
-    ((0.4, 0.1, 0.0), "+x"), ((-0.3, 0.0, 0.2), "-x"), ((0.05, 0.3, 0.0), "+y"),
-    ((0.0, -0.5, 0.0), "-y"), ((0.3, 0.3, 0.0), None), ((0.05, 0.05, 0.0), "none"),
+    ((0.4, 0.1), "+x"), ((-0.3, 0.0), "-x"), ((0.05, 0.3), "+y"),
+    ((0.0, -0.5), "-y"), ((0.3, 0.3), None), ((0.05, 0.05), "none"),
 ])
 def test_the_heading_the_inventory_reads(velocity, heading):
     """Along the axis that dominates by the training answers' rule, "none" below
@@ -349,7 +349,7 @@ def test_a_heading_answer_gets_the_inventorys_direction_at_the_asked_time():
     # +x until 4 s, then still
     scene = SceneFacts(present={"red": 0.9}, shape={"red": {"cube": 0.9}}, moving={"red": 0.9},
                        t_end_s=7.9, velocity=lambda c, t_s, sigma_s: (
-                           (0.5, 0.0, 0.0) if t_s < 4.0 else (0.0, 0.0, 0.0)))
+                           (0.5, 0.0) if t_s < 4.0 else (0.0, 0.0)))
     lm = ModelAnswer(text="At 3.0s, the red cube is at [0.1, 0.2, 0.1, 0.3, 0.3, 0.3], "
                           "heading toward -y.", boxes=())
     assert inventory_heading("Where is the red cube heading at 3.0s?", lm, scene).text == (

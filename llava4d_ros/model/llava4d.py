@@ -553,11 +553,12 @@ class LLaVA4D(nn.Module):
         present, moving, shape = inv.probs()
         colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
 
-        def velocity(colour: str, t_s: float, sigma_s: float) -> tuple[float, float, float]:
+        def velocity(colour: str, t_s: float, sigma_s: float) -> tuple[float, float]:
             cur = torch.tensor([colours.index(colour)], device=present.device)
             v = inv.velocity(cur, torch.tensor([t_s], dtype=present.dtype,
-                                               device=present.device), sigma_s)  # (1, 3)
-            return tuple(float(x) for x in v[0])
+                                               device=present.device), sigma_s)  # (1, 2)
+            vx, vy = v[0].tolist()
+            return vx, vy
 
         return SceneFacts(present=dict(zip(colours, present.tolist())),
                           shape={c: dict(zip(shapes, row)) for c, row in

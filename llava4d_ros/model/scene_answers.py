@@ -180,14 +180,14 @@ class SceneFacts:
     """What the inventory says about one window, by name: `present[colour]`,
     `shape[colour][shape]` and `moving[colour]` (moves at some time in the window)
     probabilities; `t_end_s` the newest token's model time; `velocity(colour, t, sigma)` the
-    colour's world velocity (m/s, xyz) at model time t from its tokens within about sigma
+    colour's world xy velocity (m/s) at model time t from its tokens within about sigma
     seconds."""
 
     present: dict[str, float]
     shape: dict[str, dict[str, float]]
     moving: dict[str, float]
     t_end_s: float
-    velocity: Callable[[str, float, float], tuple[float, float, float]]
+    velocity: Callable[[str, float, float], tuple[float, float]]
     min_present: float = 0.5
 
     def seen(self) -> list[str]:
@@ -207,7 +207,7 @@ class SceneFacts:
         probs = self.shape[colour]
         return max(probs, key=probs.get)
 
-    def _velocity_at(self, colour: str, t_s: float) -> tuple[float, float, float]:
+    def _velocity_at(self, colour: str, t_s: float) -> tuple[float, float]:
         sigma = NOW_SIGMA_S if t_s >= self.t_end_s - NOW_SIGMA_S else SIGMA_S
         return self.velocity(colour, t_s, sigma)
 
