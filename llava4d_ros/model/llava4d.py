@@ -170,7 +170,7 @@ def asked_time_s(question: str, t_end_s: float) -> float:
     """The model time a question about where an object is, where it heads, or what the scene
     looks like asks about ("at 2.5s": 2.5, "3 seconds ago": `t_end_s` - 3, "now": `t_end_s`);
     NaN for any other question (when something started is the model's to read). The answer
-    states this time: measured against the time head's reading of the same question, below."""
+    states this time rather than the time head's reading of the question (docs/MODEL.md)."""
     intent = read_intent(question)
     if intent is None or intent.kind not in ("ground", "heading", "caption"):
         return float("nan")

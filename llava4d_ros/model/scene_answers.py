@@ -198,14 +198,15 @@ class SceneFacts:
         """'red cube': `shape` as asked, else the inventory's likeliest for the colour if it
         is at least `SHAPE_SURE` likely, else 'red object'."""
         if shape is None:
-            probs = self.shape.get(colour, {})
-            best = max(probs, key=probs.get) if probs else None
-            shape = best if best is not None and probs[best] >= SHAPE_SURE else "object"
+            best = self.likeliest_shape(colour)
+            sure = best is not None and self.shape[colour][best] >= SHAPE_SURE
+            shape = best if sure else "object"
         return f"{colour} {shape}"
 
-    def likeliest_shape(self, colour: str) -> str:
-        probs = self.shape[colour]
-        return max(probs, key=probs.get)
+    def likeliest_shape(self, colour: str) -> str | None:
+        """The colour's most probable shape, None if the inventory gives it none."""
+        probs = self.shape.get(colour, {})
+        return max(probs, key=probs.get) if probs else None
 
     def _velocity_at(self, colour: str, t_s: float) -> tuple[float, float]:
         sigma = NOW_SIGMA_S if t_s >= self.t_end_s - NOW_SIGMA_S else SIGMA_S
