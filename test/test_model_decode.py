@@ -92,9 +92,10 @@ def test_a_slot_at_the_token_limit_is_filled_like_any_other():
     ("When did the red cube start moving?", None), ("How many objects are there?", None),
 ])
 def test_the_time_a_where_question_asks_about(question, t_s):
+    from llava4d_ros.model.intent import read_intent
     from llava4d_ros.model.llava4d import asked_time_s
 
-    got = asked_time_s(question, t_end_s=7.9)
+    got = asked_time_s(read_intent(question), t_end_s=7.9)
     assert got == pytest.approx(t_s) if t_s is not None else got != got  # NaN
 
 
@@ -133,3 +134,18 @@ def test_the_answer_states_the_asked_time_and_the_box_is_read_at_it():
     assert asked_time.t_s == 6.3 and asked_time.text == "6.3"
     assert head_time.t_s != 6.3
     assert box_read_at == [head_time.t_s, 6.3]
+
+
+def test_a_description_does_not_end_before_every_seen_object_is_named():
+    from llava4d_ros.model.decoding import NameEveryObject
+
+    class Named:  # a guide whose answer has named the colours of the ids said so far
+        def _state(self, generated):
+            return [int(c in generated) for c in range(3)], -1
+
+    eos = 9
+    rule = NameEveryObject(Named(), must_name=(0, 2), eos_id=eos)
+    scores = torch.zeros(1, 10)
+    assert rule(torch.tensor([[0]]), scores)[0, eos] == float("-inf")  # colour 2 unnamed
+    assert rule(torch.tensor([[0, 2]]), scores)[0, eos] == 0.0
+    assert scores[0, eos] == 0.0  # the caller's scores are left as they were

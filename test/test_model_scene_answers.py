@@ -344,6 +344,7 @@ def test_the_heading_words_of_an_answer_are_replaced():
 
 
 def test_a_heading_answer_gets_the_inventorys_direction_at_the_asked_time():
+    from llava4d_ros.model.intent import read_intent
     from llava4d_ros.model.llava4d import ModelAnswer, inventory_heading
 
     # +x until 4 s, then still
@@ -352,9 +353,11 @@ def test_a_heading_answer_gets_the_inventorys_direction_at_the_asked_time():
                            (0.5, 0.0) if t_s < 4.0 else (0.0, 0.0)))
     lm = ModelAnswer(text="At 3.0s, the red cube is at [0.1, 0.2, 0.1, 0.3, 0.3, 0.3], "
                           "heading toward -y.", boxes=())
-    assert inventory_heading("Where is the red cube heading at 3.0s?", lm, scene).text == (
-        lm.text.replace("-y", "+x"))
-    assert inventory_heading("Where is the red cube heading now?", lm, scene).text == (
+    def heading(question: str) -> ModelAnswer:
+        return inventory_heading(read_intent(question), lm, scene)
+
+    assert heading("Where is the red cube heading at 3.0s?").text == lm.text.replace("-y", "+x")
+    assert heading("Where is the red cube heading now?").text == (
         lm.text.replace("heading toward -y", "not moving"))
     # not a question about heading: the LM's words
-    assert inventory_heading("Where is the red cube at 3.0s?", lm, scene) is lm
+    assert heading("Where is the red cube at 3.0s?") is lm

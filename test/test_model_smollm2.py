@@ -85,3 +85,17 @@ def test_model_info_counts_the_base_lm():
     info = model_info("smollm2")
     assert info["pretrained"] and info["lm"]["name"] == backbones.SMOLLM2_NAME
     assert info["lm_params"] == 134_515_008 + 3 * 576  # SmolLM2-135M + <image>, <box>, <time>
+
+
+def test_describes_every_object_it_sees(smollm2_and_window):
+    """Val scene 9 holds five objects; the LM alone ended its description after four. A
+    description does not end while an object the inventory sees is unnamed."""
+    from llava4d_ros.train import ingest_config
+    from llava4d_ros.training.dataset import build_scene
+
+    model, _ = smollm2_and_window
+    rec = build_scene(9, model.patch_encoder, ingest_config(model.cfg))
+    truth = {s["answer"] for s in rec.samples if s["task"] == "caption"}
+    assert truth and all(t.count("<box>") == 0 and t.count(" is at ") == 5 for t in truth)
+    ans = model.generate("Describe each object at 2.5s.", rec.tokens, rec.t_ref_s)
+    assert len(ans.boxes) == 5 and len({b.label for b in ans.boxes}) == 5, ans.text

@@ -239,3 +239,20 @@ class InventoryBiasProcessor(LogitsProcessor):
         t_sentence = (float("nan") if self.filler is None  # no slot heads: no `<time>` values
                       else self.filler.sentence_time(generated, lambda j: self.seen[j + 1]))
         return scores + self.guide.bias(self.seen[-1], generated, t_sentence)[None]
+
+
+class NameEveryObject(LogitsProcessor):
+    """A description of the scene does not end while an object the inventory sees is unnamed:
+    the end token is masked until every colour in `must_name` (inventory indices) has been
+    named. The SmolLM2 model's captions stopped one object short in 6 of 30 val scenes."""
+
+    def __init__(self, guide: Guide, must_name: Sequence[int], eos_id: int) -> None:
+        self.guide, self.must_name, self.eos_id = guide, tuple(must_name), eos_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        named, _ = self.guide._state(input_ids[0].tolist())
+        if any(not named[c] for c in self.must_name):
+            scores = scores.clone()
+            scores[:, self.eos_id] = float("-inf")
+        return scores

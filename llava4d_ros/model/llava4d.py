@@ -40,6 +40,7 @@ from llava4d_ros.model.config import (
 from llava4d_ros.model.decoding import (
     Guide,
     InventoryBiasProcessor,
+    NameEveryObject,
     RepeatedSentence,
     SlotFiller,
     SlotValue,
@@ -58,7 +59,7 @@ from llava4d_ros.model.heads import (
     first_motion_time,
     time_match_features,
 )
-from llava4d_ros.model.intent import canonical_question, read_intent
+from llava4d_ros.model.intent import Intent, canonical_question, read_intent
 from llava4d_ros.model.inventory import (
     Inventory,
     InventoryBias,
@@ -153,11 +154,12 @@ class ModelAnswer:
         return self.boxes
 
 
-def inventory_heading(question: str, answer: ModelAnswer, facts: SceneFacts) -> ModelAnswer:
-    """`answer` to a question about where an object is heading, with the direction the
-    inventory reads at the asked time (`SceneFacts.heading`) in place of the LM's words; any
-    other answer, or an object the inventory reads no clear direction of, as it is."""
-    intent = read_intent(question)
+def inventory_heading(intent: Intent | None, answer: ModelAnswer, facts: SceneFacts
+                      ) -> ModelAnswer:
+    """`answer` to a question about where an object is heading (`intent`, `read_intent` of
+    the question), with the direction the inventory reads at the asked time
+    (`SceneFacts.heading`) in place of the LM's words; any other answer, or an object the
+    inventory reads no clear direction of, as it is."""
     if intent is None or intent.kind != "heading" or intent.obj.colour is None:
         return answer
     t_s = intent.when.model_time(facts.t_end_s)
@@ -166,12 +168,12 @@ def inventory_heading(question: str, answer: ModelAnswer, facts: SceneFacts) -> 
                                                                             heading))
 
 
-def asked_time_s(question: str, t_end_s: float) -> float:
+def asked_time_s(intent: Intent | None, t_end_s: float) -> float:
     """The model time a question about where an object is, where it heads, or what the scene
-    looks like asks about ("at 2.5s": 2.5, "3 seconds ago": `t_end_s` - 3, "now": `t_end_s`);
-    NaN for any other question (when something started is the model's to read). The answer
-    states this time rather than the time head's reading of the question (docs/MODEL.md)."""
-    intent = read_intent(question)
+    looks like asks about (`intent`, `read_intent` of the question: "at 2.5s": 2.5, "3 seconds
+    ago": `t_end_s` - 3, "now": `t_end_s`); NaN for any other question (when something started
+    is the model's to read). The answer states this time rather than the time head's reading
+    of the question (docs/MODEL.md)."""
     if intent is None or intent.kind not in ("ground", "heading", "caption"):
         return float("nan")
     t_s = intent.when.model_time(t_end_s)
@@ -533,16 +535,21 @@ class LLaVA4D(nn.Module):
             text = self.text_after(question)
             q_emb = self.embed(torch.tensor(text.ids, device=self.device), None, text)  # (Lq, D)
             guide = None if inv is None else Guide(self, inv, text.ids)
+            intent = None if facts is None else read_intent(question)
             filler = None
             if slots:
                 filler = SlotFiller(self, self.slot_pool(q_emb), question_mean(q_emb),
                                     self.question_time(text, q_emb),
                                     self.question_seconds(text), h_visual, tokens, t_ref_s,
                                     guide, float("nan") if facts is None else
-                                    asked_time_s(question, facts.t_end_s))
+                                    asked_time_s(intent, facts.t_end_s))
+            must_name = ()
+            if intent is not None and intent.kind == "caption":
+                colours = self.cfg.inventory.colours
+                must_name = tuple(colours.index(c) for c in facts.seen())
             answer = self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens, filler,
-                                       guide)
-            answers.append(answer if facts is None else inventory_heading(question, answer,
+                                       guide, must_name)
+            answers.append(answer if facts is None else inventory_heading(intent, answer,
                                                                           facts))
         return answers
 
@@ -567,14 +574,17 @@ class LLaVA4D(nn.Module):
                           velocity=velocity)
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
-                     filler: SlotFiller | None, guide: Guide | None) -> ModelAnswer:
+                     filler: SlotFiller | None, guide: Guide | None,
+                     must_name: Sequence[int] = ()) -> ModelAnswer:
         """Greedy answer to the question embedded in `q_emb (Lq, D)` after the `n_prefix` tokens
         of the visual prefix in `cache`, by the LM's own `generate`: it ends at the end token,
         at a sentence said twice (dropped) or after `max_new_tokens` (cut back to the last full
         sentence). Slots are filled from the hidden states at their positions. With a `guide`,
         the inventory's bias is added to the logits before each choice; it reads the hidden
         state of the position just run, which `generate` gives no logits processor, so a
-        forward hook on the LM keeps it for the length of this one call."""
+        forward hook on the LM keeps it for the length of this one call. The answer does not
+        end before it has named every colour in `must_name` (inventory indices; with a
+        `guide`)."""
         hidden = filler is not None or guide is not None
         # the whole prompt's embeddings: `generate` runs only the part the cache lacks
         embeds = torch.cat([q_emb.new_zeros(n_prefix, q_emb.shape[1]), q_emb])[None]  # (1, L, D)
@@ -591,6 +601,8 @@ class LLaVA4D(nn.Module):
             hook = self.lm.register_forward_hook(
                 lambda _m, _a, out: seen.append(out.hidden_states[-1][0, -1]))
             processors.append(InventoryBiasProcessor(guide, filler, seen))
+            if must_name:
+                processors.append(NameEveryObject(guide, must_name, self.eos_token_id))
         stopping = StoppingCriteriaList([RepeatedSentence(self.period_id)])
         try:
             out = self.lm.generate(
