@@ -31,7 +31,8 @@ Anything else (and every question for a model without an inventory) goes to the 
 an object heads (`SceneFacts.heading`, `with_heading`) is the inventory's word in the LM's
 answer: the LM says where the object is and when, then the direction is the inventory's (on 60
 validation scenes' 180 heading questions right for 0.78 against the default's LM 0.77, and 0.81
-against the SmolLM2 model's 0.69).
+against the SmolLM2 model's 0.69, measured by speed alone; with the "moves in the window" gate
+of `moves_at`, shipped, heading EM on 30 val scenes went 0.756 -> 0.778 and 0.667 -> 0.722).
 
 Why not the LM: the default's 0.9 M-parameter LM was trained on the task templates only; it
 answered every yes/no question with "The red cylinder moves.", every time outside the window
