@@ -59,7 +59,8 @@ class NodeConfig:
     max_depth_m: float = _p(100.0, "Depth beyond this [m] is refused as invalid: farther than "
                             "any RGB-D sensor measures (Kinect-class ~10 m, stereo ~50 m), "
                             "so it is a corrupt or mis-scaled image, not a far surface.")
-    max_new_tokens: int = _p(96, "Longest answer the model may generate [tokens].")
+    max_new_tokens: int = _p(160, "Longest answer the model may generate [tokens]; a "
+                             "description of 8 objects takes ~105 (word tokens) to ~120 (BPE).")
     cloud_period_s: float = _p(1.0, "Period of ~/cloud (the window's points) [s]; 0 disables.")
     tracks_period_s: float = _p(0.2, "Period of ~/tracks and track markers [s].")
 

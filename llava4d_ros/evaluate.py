@@ -37,7 +37,7 @@ import torch
 
 from llava4d_ros.data.vocabulary import COLOURS, SHAPE_SYNONYMS, SHAPES
 from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
-from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
+from llava4d_ros.model.llava4d import MAX_NEW_TOKENS, LLaVA4D, ModelAnswer
 from llava4d_ros.model.shipped import model_dir
 
 _LABEL_RE = re.compile(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b")
@@ -324,7 +324,7 @@ def kitchen_tokens(model: LLaVA4D, root: str, frames: int = 300,
 
 
 def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
-            kitchen: tuple[Any, float] | None = None, max_new_tokens: int = 96,
+            kitchen: tuple[Any, float] | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
             progress: bool = True) -> dict[str, Any]:
     """The issue-12 figures of a model (`print_honesty` prints them):
 

@@ -44,3 +44,22 @@ def test_shipped_default_accuracy_is_pinned(table):
     for key, (hits, n) in PINNED.items():
         assert got[key][1] == n, f"{key}: {got[key][1]} questions, pinned {n}"
         assert abs(got[key][0] - hits) <= SLACK, f"{key}: {got[key][0]} hits, pinned {hits}"
+
+
+def test_describes_all_eight_objects_within_the_default_answer_length():
+    """A description says a sentence per object: in a scene of 8 (val seed 82) it takes ~101
+    word tokens, so at the old limit of 96 it lost its last object. The node's default and the
+    model's are one figure."""
+    from llava4d_ros.config import NodeConfig
+    from llava4d_ros.model.llava4d import MAX_NEW_TOKENS
+
+    assert NodeConfig().max_new_tokens == MAX_NEW_TOKENS
+    torch.set_num_threads(1)
+    model = LLaVA4D.from_pretrained(None)
+    cfg = model.cfg
+    ingest = IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget,
+                          voxel_m=cfg.voxel_m)
+    rec = build_scene(82, ColourStatsEncoder(), ingest, {"n_objects": 8})
+    question = next(s["question"] for s in rec.samples if s["task"] == "caption")
+    ans = model.generate(question, rec.tokens, rec.t_ref_s)
+    assert len({b.label.split()[0] for b in ans.boxes}) == 8, ans.text

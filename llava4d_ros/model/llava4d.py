@@ -82,6 +82,12 @@ from llava4d_ros.model.vision import (
     EfficientNetLite0Encoder,
 )
 
+#: Longest answer by default [tokens]. A description of the scene says one sentence of ~13
+#: word tokens (~15 BPE tokens) per object: 8 objects take ~105 / ~120, and at 96 every
+#: description of an 8-object val scene lost its last object. Answers end at the end token
+#: or a repeated sentence long before this; the node's `max_new_tokens` says the same.
+MAX_NEW_TOKENS = 160
+
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
     """Scale the last dim to unit root-mean-square (0 stays 0): the parts of a slot context or a
@@ -495,14 +501,14 @@ class LLaVA4D(nn.Module):
 
     @torch.no_grad()
     def generate(self, question: str, tokens: VisualTokens, t_ref_s: float | None = None,
-                 max_new_tokens: int = 96) -> ModelAnswer:
+                 max_new_tokens: int = MAX_NEW_TOKENS) -> ModelAnswer:
         """Greedy answer to `question` about `tokens`; `t_ref_s` (window start, absolute
         seconds) defaults to the earliest token's stamp."""
         return self.generate_batch([question], tokens, t_ref_s, max_new_tokens)[0]
 
     @torch.no_grad()
     def generate_batch(self, questions: Sequence[str], tokens: VisualTokens,
-                       t_ref_s: float | None = None, max_new_tokens: int = 96
+                       t_ref_s: float | None = None, max_new_tokens: int = MAX_NEW_TOKENS
                        ) -> list[ModelAnswer]:
         """Answers to several questions about one window: the visual prefix runs once and its
         KV cache is cropped back to it before each question."""
@@ -640,7 +646,7 @@ class LLaVA4D(nn.Module):
         return render_text(self.tokenizer, ids, (self.box_token_id, self.time_token_id))
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
-               max_new_tokens: int = 96) -> ModelAnswer:
+               max_new_tokens: int = MAX_NEW_TOKENS) -> ModelAnswer:
         """The engine's `SceneModel.answer`."""
         return self.generate(question, tokens, t_ref_s, max_new_tokens)
 
