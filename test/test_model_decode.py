@@ -89,6 +89,7 @@ def test_a_slot_at_the_token_limit_is_filled_like_any_other():
 @pytest.mark.parametrize("question, t_s", [
     ("Where is the red cube at 2.5s?", 2.5), ("Where was the red cube 3 seconds ago?", 4.9),
     ("Where is the red cube heading now?", 7.9), ("Describe the scene at 3.0s.", 3.0),
+    ("Describe the scene.", 7.9), ("Where is the red cube?", 7.9),  # no time named: now
     ("When did the red cube start moving?", None), ("How many objects are there?", None),
 ])
 def test_the_time_a_where_question_asks_about(question, t_s):

@@ -70,6 +70,19 @@ def test_other_words_become_the_template_that_asks_the_same(question, expected):
     ("How many balls are moving?", "How many spheres are moving?"),
     ("Which items are not moving?", "Which objects are not moving?"),
     ("Describe the scene.", "Describe the scene."),
+    ("What objects do you see?", "Describe the scene."),
+    ("List the objects.", "Describe the scene."),
+    ("List the moving objects.", "Which objects move?"),
+    # "has it stopped?" is a question about being still, now or at the time named
+    ("Has the red box stopped moving?", "Is the red cube still now?"),
+    ("Did the blue ball stop at 3 s?", "Is the blue sphere still at 3.0s?"),
+    # what no template asks stays as written for the inventory's answer (or its refusal),
+    # never the nearest template: "stop" is not "start", "how fast" is not "where"
+    ("When did the pink cylinder stop moving?", "When did the pink cylinder stop moving?"),
+    ("How fast is the orange can moving?", "How fast is the orange cylinder moving?"),
+    ("How far is the red cube from the blue ball?",
+     "How far is the red cube from the blue sphere?"),
+    ("What colour is the ball?", "What colour is the sphere?"),
     ("what time is it", "What time is it"),
     ("Where is the red one?", "Where is the red one?"),
 ])

@@ -17,6 +17,7 @@ from llava4d_ros.model.scene_answers import (
     count_kind,
     is_yes_no_motion,
     scene_answer,
+    unsupported,
 )
 
 
@@ -58,7 +59,7 @@ def test_yes_no_questions_about_motion(question):
     "Which objects move?", "What's moving?", "When did the red cube start moving?",
     "How many objects are moving?", "Start of motion of the red block?",
     "Where is the red cube now?", "Describe the scene.", "Is the red cube still there?",
-    "List the moving things.", "moving objects?",
+    "List the moving things.", "moving objects?", "Has the red cube stopped moving?",
 ])
 def test_questions_that_are_not_yes_no_about_motion(question):
     assert not is_yes_no_motion(question)
@@ -361,3 +362,49 @@ def test_a_heading_answer_gets_the_inventorys_direction_at_the_asked_time():
         lm.text.replace("heading toward -y", "not moving"))
     # not a question about heading: the LM's words
     assert heading("Where is the red cube at 3.0s?") is lm
+
+
+def test_what_colour_an_object_of_a_shape_is():
+    scene = facts({"red": "cube", "yellow": "sphere", "blue": "cylinder", "green": "cylinder"})
+    assert scene_answer("What colour is the ball?", scene) == "The sphere is yellow."
+    assert scene_answer("Which color is the box?", scene) == "The cube is red."
+    assert scene_answer("What colour is the cylinder?", scene) == (
+        "There are 2 cylinders: the green cylinder and the blue cylinder.")
+    assert scene_answer("What colour is the cube?", facts({"blue": "sphere"})) == (
+        "I do not see a cube.")
+    assert scene_answer("What colours do you see?", scene) == (
+        "I see red, green, blue and yellow objects.")
+    # named by colour: present, or declined as any absent object
+    assert scene_answer("What colour is the red cube?", scene) == "The red cube is red."
+    assert scene_answer("What colour is the pink cube?", scene) == "I do not see a pink cube."
+    # about the moving one: no inventory answer says which is meant
+    assert scene_answer("What colour is the moving object?", scene) is None
+
+
+@pytest.mark.parametrize("question, says", [
+    ("How fast is the red cube moving?", "not how fast"),
+    ("What is the speed of the red box at 3 s?", "not how fast"),
+    ("How far is the red cube from the blue sphere?", "not how far apart"),
+    ("Which object is closest to the red cube?", "not how far apart"),
+    ("When did the red cube stop moving?", "not when it stopped"),
+    ("At what time did the red cube come to rest?", "not when it stopped"),
+])
+def test_what_no_answer_can_say_gets_what_can_be_said(question, says):
+    scene = facts({"red": "cube", "blue": "sphere"}, moving={"red": 0.9})
+    assert says in unsupported(question)
+    assert scene_answer(question, scene) == unsupported(question)
+    # an object the window does not hold is declined first
+    assert scene_answer(question.replace("red", "pink"), scene).startswith("I do not see")
+
+
+def test_a_stopped_object_is_a_still_one():
+    scene = facts({"red": "cube", "blue": "sphere"}, moving={"red": 0.9, "blue": 0.9},
+                  speed_mps={"red": MIN_SPEED_MPS + 0.1})
+    assert scene_answer("Has the blue ball stopped moving?", scene) == (
+        "Yes, the blue sphere is still.")
+    assert scene_answer("Has the red cube stopped?", scene) == "No, the red cube is moving."
+    assert scene_answer("Has everything stopped moving?", scene) == (
+        "No, the red cube is moving.")
+    for q in ("Where is the red cube now?", "When did the red cube start moving?",
+              "Which way is the red cube going?", "How many objects are there?"):
+        assert unsupported(q) is None, q

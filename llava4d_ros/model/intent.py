@@ -19,12 +19,16 @@ The reading is by key words, in this order; the first that applies wins:
 3. an object and "start" / "begin" (or "when" with motion): when it started moving;
 4. an object and "heading" / "direction" / "which way" / "going" / "moving to": which way it
    moves;
-5. "describe" / "summary" / "look like" / "tell me about", or "in the scene" / "what do you
-   see" without motion, with a time named: describe the scene at that time;
+5. "describe" / "summary" / "look like" / "tell me about", or "in the scene" / "what (objects)
+   do you see" / "list the objects" without motion: describe the scene at the time named, or
+   now;
 6. motion and no object ("what is moving", "list the moving things"): which objects move (with
    a time, "what is moving at 3 s?", no template asks it: "Which objects are moving at 3.0s?",
    which `scene_answers` answers from the inventory);
 7. an object ("where ...", "find ...", "show me ...", "red box at 3 s?"): where it is.
+Before these: a question no template asks and `scene_answers` answers as written (what colour
+the ball is; how fast, how far apart, when something stopped: `scene_answers.unsupported`), and
+"has the red cube stopped?", asked as "Is the red cube still now?".
 The time is the question's own ("at 2.5s", "3 seconds ago", "now"; no time: now). Objects
 and times are read as `abstention.named_object` and `scene_answers.asked_time` read them, so a
 mug stays a mug (and is declined) and a time outside the window is still refused.
@@ -48,6 +52,7 @@ from llava4d_ros.model.abstention import NamedObject, named_object
 from llava4d_ros.model.normalise import normalise_question
 from llava4d_ros.model.scene_answers import (
     COLOUR,
+    COLOUR_ASKED,
     COUNT,
     MOTION,
     AskedTime,
@@ -55,6 +60,7 @@ from llava4d_ros.model.scene_answers import (
     is_yes_no_motion,
     is_yes_no_still,
     shape_asked,
+    unsupported,
 )
 
 KINDS: tuple[str, ...] = ("count_all", "count_moving", "count_shape", "moving_any",
@@ -68,8 +74,9 @@ _HEADING = re.compile(r"\b(heading|headed|direction|which way|going|toward|towar
                       r"travelling to|traveling to)\b")
 _DESCRIBE = re.compile(r"\b(describe|description|summary|summarise|summarize|overview|look like|"
                        r"looks like|tell me about)\b")
-_SCENE = re.compile(r"\b(in the scene|in the room|what do you see|what can you see|what is there)"
-                    r"\b")
+_SCENE = re.compile(r"\b(in the scene|in the room|what (objects |things )?(do|can) you see|"
+                    r"what is there|what objects are there|(list|name) (all )?(the )?(objects|"
+                    r"things))\b")
 _WH = re.compile(r"\b(what|which|where|when|how|who|list|count|number)\b")
 _GENERIC = re.compile(r"\b(objects|object|anything|something|everything|all)\b")
 
@@ -100,9 +107,8 @@ class Intent:
             return f"{n_text} second{'' if n == 1 else 's'} ago"
         return "now" if self.when.kind == "now" else ""
 
-    def template(self) -> str | None:
-        """The question in the task templates' words, or None where the templates have none
-        (a description with no time)."""
+    def template(self) -> str:
+        """The question in the task templates' words."""
         obj = self.object_words()
         when = self.time_words() or "now"  # where something is, with no time: now
         if self.kind == "count_all":
@@ -123,8 +129,9 @@ class Intent:
             return f"Which objects are moving {at}?" if at else "Which objects move?"
         if self.kind == "heading":
             return f"Where is the {obj} heading {'now' if when.endswith('ago') else when}?"
-        if self.kind == "caption":
-            return f"Describe the scene {when}." if self.when.kind == "at" else None
+        if self.kind == "caption":  # no time, or now: the LM describes the newest moment
+            at = f" {when}" if self.when.kind == "at" else ""
+            return f"Describe the scene{at}."
         verb = "was" if self.when.kind == "ago" else "is"
         return f"Where {verb} the {obj} {when}?"
 
@@ -138,8 +145,13 @@ def read_intent(question: str) -> Intent | None:
         obj = None
     when = asked_time(q)
     motion = MOTION.search(q) is not None
-    if obj is not None and is_yes_no_still(q):
-        # being still is a state: with no time named it is asked about now
+    if unsupported(q) is not None or COLOUR_ASKED.search(q):
+        return None  # no template asks these: `scene_answers` answers them as written
+    if is_yes_no_still(q):
+        # being still is a state: with no time named it is asked about now; "is everything
+        # still?" has no template either
+        if obj is None:
+            return None
         return Intent("still_obj", obj, AskedTime("now") if when.kind == "window" else when)
     if COUNT.search(q):
         if COLOUR.search(q):

@@ -27,6 +27,14 @@ The question is read in the training notation (`model/normalise.py`: "t=2.5" is 
    no time ("Which objects move?" is about the whole window): on 30 validation scenes at 9
    times each its answer was the set moving at T for 0.18 of them, the inventory's for 0.70
    (27 of 30 at the window's end, the LM 0).
+7. what colour an object of a shape is ("What colour is the ball?"): the colours present whose
+   likeliest shape it is ("The sphere is yellow.", "I do not see a cube."); "what colours do
+   you see": the colours present.
+A question none of the model's answers can say gets what it can say instead (`unsupported`,
+right after 1): how fast something moves, how far apart things are, when something stopped.
+Without this the nearest template answered them: "When did the pink cylinder stop moving?"
+got "The pink cylinder started moving at 2.5s." ("Has it stopped?" is asked as "is it still
+now", `intent.read_intent`.)
 Anything else (and every question for a model without an inventory) goes to the LM. Which way
 an object heads (`SceneFacts.heading`, `with_heading`) is the inventory's word in the LM's
 answer: the LM says where the object is and when, then the direction is the inventory's (on 60
@@ -92,6 +100,15 @@ STILL = re.compile(r"\b(stationary|static|at rest|motionless|still(?=\s*(?:$|[?.
 COUNT = re.compile(r"\b(how many|count|number of)\b")
 _SHAPE_WORDS = frozenset({*SHAPES, *PLURALS})
 COLOUR = re.compile(r"\b(" + "|".join(COLOURS) + r")\b")
+# what no answer of the model says: a speed, a distance, when something stopped
+_SPEED = re.compile(r"\b(how fast|how quickly|how slowly|speed|speeds|velocity|velocities)\b")
+_DISTANCE = re.compile(r"\b(how far|distance|distances|closest|nearest|farthest|furthest|"
+                       r"apart)\b")
+STOPPED = re.compile(r"\b(stop|stops|stopped|stopping|halt|halts|halted|come to rest|"
+                     r"came to rest)\b")
+_WHEN = re.compile(r"\b(when|what time)\b")
+# "what colour is ...", "which color ...", "the colour of ..."
+COLOUR_ASKED = re.compile(r"\b(what|which) colou?rs?\b|\bcolou?rs? of\b")
 # "heading toward +x" / "not moving", as the heading answers write them (data/instructions.py)
 _HEADING_WORDS = re.compile(r"heading toward [+-][xy]|not moving")
 
@@ -134,16 +151,18 @@ def is_yes_no_motion(question: str) -> bool:
     (nor when something started), and opens with an auxiliary verb ("Is ...", "Did ..."),
     asks "if" / "whether" / about "anything", or names an object ("Red cube moving now?")."""
     q = normalise_question(question).lower()
-    if not MOTION.search(q) or _WH.search(q):
+    if not MOTION.search(q) or _WH.search(q) or STOPPED.search(q):
         return False
     return bool(AUX_FIRST.match(q) or _YES_NO_CUE.search(q) or named_object(q) is not None)
 
 
 def is_yes_no_still(question: str) -> bool:
     """Whether `question` asks yes or no about being still ("Is the red cube stationary?", "Is
-    the blue ball still at 3 s?"); "still moving" is a question about motion."""
+    the blue ball still at 3 s?", "Has the red cube stopped moving?"); "still moving" is a
+    question about motion."""
     q = normalise_question(question).lower()
-    return bool(STILL.search(q) and not MOTION.search(q) and AUX_FIRST.match(q))
+    still = (STILL.search(q) and not MOTION.search(q)) or STOPPED.search(q)
+    return bool(still and AUX_FIRST.match(q) and not _WHEN.search(q))
 
 
 def count_kind(question: str) -> str | None:
@@ -229,6 +248,45 @@ class SceneFacts:
         return heading_word(self._velocity_at(colour, t_s))
 
 
+def unsupported(question: str) -> str | None:
+    """What the model can say instead, for a question none of its answers can say: how fast
+    something moves, how far apart things are, when something stopped moving; None for any
+    other question."""
+    q = normalise_question(question).lower()
+    if _SPEED.search(q):
+        return ("I can say whether an object is moving at a time and which way it heads, "
+                "not how fast.")
+    if _DISTANCE.search(q):
+        return "I can say where each object is, not how far apart things are."
+    if STOPPED.search(q) and _WHEN.search(q):
+        return ("I can say when an object started moving and whether it is moving at a time, "
+                "not when it stopped.")
+    return None
+
+
+def _colour_answer(question: str, facts: SceneFacts) -> str | None:
+    """"The sphere is yellow." for "What colour is the ball?" (the colours present whose
+    likeliest shape it is), the colours present for "what colours do you see"; None for a
+    colour question about something else ("the moving one"), which is the LM's."""
+    obj = named_object(question)
+    if obj is None or (obj.colour is None and obj.shape is None):
+        if _WHEN.search(question) or MOTION.search(question):
+            return None
+        colours = facts.seen()
+        if len(colours) == 1:
+            return f"I see one {colours[0]} object."
+        return f"I see {', '.join(colours[:-1])} and {colours[-1]} objects."
+    if obj.colour is not None:  # present: abstention would have declined it otherwise
+        return f"The {facts.label(obj.colour, obj.shape)} is {obj.colour}."
+    colours = [c for c in facts.seen() if facts.likeliest_shape(c) == obj.shape]
+    if not colours:
+        return f"I do not see {obj.phrase()}."
+    if len(colours) == 1:
+        return f"The {obj.shape} is {colours[0]}."
+    labels = [f"{c} {obj.shape}" for c in colours]
+    return f"There are {len(colours)} {PLURAL[obj.shape]}: {_joined(labels)}."
+
+
 def asks_movers_at_a_time(question: str) -> bool:
     """Whether `question` asks which objects move at a time it names ("Which objects are moving
     at 3.0s?", "What is moving now?"): which / what, motion, no one object, no count."""
@@ -237,11 +295,16 @@ def asks_movers_at_a_time(question: str) -> bool:
                 and named_object(q) is None and asked_time(q).kind != "window")
 
 
+def _joined(labels: list[str]) -> str:
+    """'the red cube', 'the red cube and the blue sphere', 'the a, the b and the c'."""
+    if len(labels) == 1:
+        return f"the {labels[0]}"
+    return f"the {', the '.join(labels[:-1])} and the {labels[-1]}"
+
+
 def _listed(labels: list[str], state: str) -> str:
     """'the red cube is moving', 'the red cube and the blue sphere are still'."""
-    if len(labels) == 1:
-        return f"the {labels[0]} is {state}"
-    return f"the {', the '.join(labels[:-1])} and the {labels[-1]} are {state}"
+    return f"{_joined(labels)} {'is' if len(labels) == 1 else 'are'} {state}"
 
 
 def _movers_answer(facts: SceneFacts, t_s: float) -> str:
@@ -298,6 +361,9 @@ def scene_answer(question: str, facts: SceneFacts) -> str | None:
     declined = abstain_text(question, facts.present, facts.shape, facts.min_present)
     if declined is not None:
         return declined
+    cannot = unsupported(question)
+    if cannot is not None:
+        return cannot
     when = asked_time(question)
     t_s = when.model_time(facts.t_end_s)
     if t_s is not None and not -WINDOW_SLACK_S <= t_s <= facts.t_end_s + WINDOW_SLACK_S:
@@ -321,6 +387,8 @@ def scene_answer(question: str, facts: SceneFacts) -> str | None:
                               still=True)
     if t_s is not None and asks_movers_at_a_time(question):
         return _movers_answer(facts, t_s)
+    if COLOUR_ASKED.search(question.lower()):
+        return _colour_answer(question, facts)
     shape = counted_shape(question)
     if shape is not None:
         n = sum(facts.likeliest_shape(c) == shape for c in facts.seen())
