@@ -33,9 +33,11 @@ TOPICS = {"rgb/image": "/bench/rgb", "depth/image": "/bench/depth", "camera_info
 NODE = "/llava4d"
 
 
-def load_frames(n: int):
-    """(rgb (H,W,3) uint8, depth_mm (H,W) uint16, world_from_cam (4,4)) x n, and K (3,3)."""
-    if KITCHEN.exists():
+def load_frames(n: int, source: str = "auto"):
+    """(rgb (H,W,3) uint8, depth_mm (H,W) uint16, world_from_cam (4,4)) x n, and K (3,3);
+    `source` "kitchen" (7-Scenes), "synthetic" (scene 1 rendered at 640x480: palette objects
+    that move, so questions reach the LM) or "auto" (the kitchen where it is)."""
+    if source == "kitchen" or (source == "auto" and KITCHEN.exists()):
         from llava4d_ros.data.rgbd_folder import RGBDFolder
 
         folder = RGBDFolder(KITCHEN, stop=n)

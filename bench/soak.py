@@ -41,6 +41,10 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=40, help="distinct frames to cycle through")
     ap.add_argument("--rss-every", type=float, default=60.0, help="seconds between RSS samples")
     ap.add_argument("--model", default="", help="model directory (default: the embedded one)")
+    ap.add_argument("--source", choices=("auto", "kitchen", "synthetic"), default="auto",
+                    help="frames: the real kitchen (no palette object, so every question is "
+                         "answered before the LM runs) or a synthetic scene (the LM answers "
+                         "where the red cube is); auto: the kitchen where it is")
     args = ap.parse_args()
 
     from llava4d_ros.demo import keep_dds_local
@@ -48,7 +52,7 @@ def main() -> int:
     keep_dds_local()
     import rclpy
 
-    frames, k, source = bench_node.load_frames(args.frames)
+    frames, k, source = bench_node.load_frames(args.frames, args.source)
     print(f"source: {source}; {args.duration:.0f} s at {args.hz:g} Hz, a question every "
           f"{args.ask_every:g} s, window {args.window:g} s; ROS_DOMAIN_ID="
           f"{os.environ['ROS_DOMAIN_ID']}, cores={os.cpu_count()}", flush=True)
@@ -80,8 +84,9 @@ def main() -> int:
         latencies: list[float] = []
 
         def asker() -> None:
+            # on the synthetic scene all but the count reach the LM (a blue cube is there)
             qs = ["Which objects move?", "How many objects are there?",
-                  "Where is the red cube now?"]
+                  "Where is the blue cube now?", "Describe the scene."]
             i = 0
             next_t = time.monotonic() + args.ask_every
             while not stop.wait(max(0.0, next_t - time.monotonic())):

@@ -58,6 +58,7 @@ from visualization_msgs.msg import MarkerArray
 
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.engine import Engine, InputRefused, QueryError
+from llava4d_ros.malloc_arenas import limit_arenas, trim_heap
 from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
 from llava4d_ros.ros import convert
@@ -489,6 +490,7 @@ class Llava4dNode(LifecycleNode):
             return response
         try:
             result = engine.ask(request.question, t_start, t_end)
+            trim_heap()  # see malloc_arenas.py
         except QueryError as exc:
             response.success, response.message = False, str(exc)
             self.get_logger().info(f"query refused: {str(exc)[:LOG_CHARS]}")
@@ -630,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     context was shut down from the signal while callbacks, the ingest thread and the TF thread
     still used it, and about 1 SIGINT in 5 on an ingesting node ended in a segfault.
     """
+    limit_arenas()  # before DDS and our threads start: see malloc_arenas.py
     rclpy.init(args=argv if argv is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
