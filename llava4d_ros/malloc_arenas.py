@@ -13,11 +13,13 @@ trimmed after each question (`trim_heap`, ~0.1 ms) it stayed at 691-716 MiB (one
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL("libc.so.6")

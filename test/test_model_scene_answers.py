@@ -379,6 +379,7 @@ def test_what_colour_an_object_of_a_shape_is():
     assert scene_answer("What colour is the pink cube?", scene) == "I do not see a pink cube."
     # about the moving one: no inventory answer says which is meant
     assert scene_answer("What colour is the moving object?", scene) is None
+    assert scene_answer("What colour is the thing that is MOVING?", scene) is None
 
 
 @pytest.mark.parametrize("question, says", [

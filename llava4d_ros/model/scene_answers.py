@@ -270,7 +270,7 @@ def _colour_answer(question: str, facts: SceneFacts) -> str | None:
     colour question about something else ("the moving one"), which is the LM's."""
     obj = named_object(question)
     if obj is None or (obj.colour is None and obj.shape is None):
-        if _WHEN.search(question) or MOTION.search(question):
+        if _WHEN.search(question.lower()) or MOTION.search(question.lower()):
             return None
         colours = facts.seen()
         if len(colours) == 1:
