@@ -55,6 +55,7 @@ from llava4d_ros.model.scene_answers import (
     COLOUR_ASKED,
     COUNT,
     MOTION,
+    WHEN,
     AskedTime,
     asked_time,
     is_yes_no_motion,
@@ -69,7 +70,6 @@ KINDS: tuple[str, ...] = ("count_all", "count_moving", "count_shape", "moving_an
 
 _START = re.compile(r"\b(start|starts|started|starting|begin|begins|began|beginning|onset)\b")
 _NEGATED = re.compile(r"\b(not|never|no longer)\b")
-_WHEN = re.compile(r"\b(when|what time)\b")
 _HEADING = re.compile(r"\b(heading|headed|direction|which way|going|toward|towards|moving to|"
                       r"travelling to|traveling to)\b")
 _DESCRIBE = re.compile(r"\b(describe|description|summary|summarise|summarize|overview|look like|"
@@ -163,7 +163,7 @@ def read_intent(question: str) -> Intent | None:
     if is_yes_no_motion(q) or (motion and obj is None and not _WH.search(q)
                                and not _GENERIC.search(q) and "in motion" not in q):
         return Intent("moving_obj" if obj is not None else "moving_any", obj, when)
-    if obj is not None and (_START.search(q) or (_WHEN.search(q) and motion)):
+    if obj is not None and (_START.search(q) or (WHEN.search(q) and motion)):
         return Intent("when_start", obj, when)
     if obj is not None and _HEADING.search(q):
         return Intent("heading", obj, when)

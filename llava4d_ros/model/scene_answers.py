@@ -106,7 +106,7 @@ _DISTANCE = re.compile(r"\b(how far|distance|distances|closest|nearest|farthest|
                        r"apart)\b")
 STOPPED = re.compile(r"\b(stop|stops|stopped|stopping|halt|halts|halted|come to rest|"
                      r"came to rest)\b")
-_WHEN = re.compile(r"\b(when|what time)\b")
+WHEN = re.compile(r"\b(when|what time)\b")
 # "what colour is ...", "which color ...", "the colour of ..."
 COLOUR_ASKED = re.compile(r"\b(what|which) colou?rs?\b|\bcolou?rs? of\b")
 # "heading toward +x" / "not moving", as the heading answers write them (data/instructions.py)
@@ -162,7 +162,7 @@ def is_yes_no_still(question: str) -> bool:
     question about motion."""
     q = normalise_question(question).lower()
     still = (STILL.search(q) and not MOTION.search(q)) or STOPPED.search(q)
-    return bool(still and AUX_FIRST.match(q) and not _WHEN.search(q))
+    return bool(still and AUX_FIRST.match(q) and not WHEN.search(q))
 
 
 def count_kind(question: str) -> str | None:
@@ -258,7 +258,7 @@ def unsupported(question: str) -> str | None:
                 "not how fast.")
     if _DISTANCE.search(q):
         return "I can say where each object is, not how far apart things are."
-    if STOPPED.search(q) and _WHEN.search(q):
+    if STOPPED.search(q) and WHEN.search(q):
         return ("I can say when an object started moving and whether it is moving at a time, "
                 "not when it stopped.")
     return None
@@ -270,7 +270,7 @@ def _colour_answer(question: str, facts: SceneFacts) -> str | None:
     colour question about something else ("the moving one"), which is the LM's."""
     obj = named_object(question)
     if obj is None or (obj.colour is None and obj.shape is None):
-        if _WHEN.search(question.lower()) or MOTION.search(question.lower()):
+        if WHEN.search(question.lower()) or MOTION.search(question.lower()):
             return None
         colours = facts.seen()
         if len(colours) == 1:
