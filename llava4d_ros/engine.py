@@ -32,6 +32,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -104,7 +105,8 @@ class SceneModel(Protocol):
     def patch_encoder(self) -> PatchEncoder: ...
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
-               max_new_tokens: int) -> AnswerLike: ...
+               max_new_tokens: int, *, on_text: Callable[[str], None] | None = None,
+               cancel: threading.Event | None = None) -> AnswerLike: ...
 
 
 @dataclass(frozen=True)
@@ -495,9 +497,13 @@ class Engine:
         return xyz[ok].astype(np.float32), dyn[ok]
 
     def ask(self, question: str, t_start_s: float | None = None,
-            t_end_s: float | None = None) -> QueryResult:
+            t_end_s: float | None = None, *, on_text: Callable[[str], None] | None = None,
+            cancel: threading.Event | None = None) -> QueryResult:
         """Answer a question over the window (optionally restricted to [t_start_s, t_end_s],
-        absolute stamps [s]). Raises QueryError with the reason for anything it refuses."""
+        absolute stamps [s]). Raises QueryError with the reason for anything it refuses.
+        `on_text(text)`: the answer so far while the model generates it, the whole answer last
+        (`SceneModel.answer`); `cancel`: set it to stop generating, and the answer is what was
+        said until then."""
         t0 = time.perf_counter()
         question = question.strip()
         if not question:
@@ -534,7 +540,8 @@ class Engine:
                 model = self.model
                 if model is None:
                     raise QueryError("no model is loaded (the node is not active)")
-                out = model.answer(question, tokens, t_ref, self.cfg.max_new_tokens)
+                out = model.answer(question, tokens, t_ref, self.cfg.max_new_tokens,
+                                   on_text=on_text, cancel=cancel)
         finally:
             with self._signal:
                 self._queries_running -= 1

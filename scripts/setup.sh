@@ -67,7 +67,7 @@ TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 "$py" -m llava4d_ros.model.backbon
 "$py" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" ||
   die "torch is $("$py" -c 'import torch; print(torch.__version__)'), not 2.13.0: a package replaced it; reinstall with: $py -m pip install torch==2.13.0"
 
-# 3. Interfaces: tf2_msgs and vision_msgs (missing from the index) and our own msg/srv.
+# 3. Interfaces: tf2_msgs and vision_msgs (missing from the index) and our own msg/srv/action.
 export AMENT_PREFIX_PATH="$venv"
 pydir=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 iface_dir="$venv/lib/llava4d_interfaces"
@@ -101,16 +101,18 @@ import rclpy
 from rclpy.serialization import deserialize_message, serialize_message
 from llava4d_ros.msg import Answer, GroundedObject, ObjectTrackArray
 from llava4d_ros.srv import Query
+from llava4d_ros.action import Ask
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 
 answer = Answer(question="smoke", objects=[GroundedObject(label="red cube")])
 assert deserialize_message(serialize_message(answer), Answer).objects[0].label == "red cube"
-for t in (ObjectTrackArray, Query.Request, Query.Response, TFMessage, Detection3DArray):
+for t in (ObjectTrackArray, Query.Request, Query.Response, Ask.Goal, Ask.Result, Ask.Feedback,
+          Ask.Impl.FeedbackMessage, TFMessage, Detection3DArray):
     deserialize_message(serialize_message(t()), t)
 rclpy.init()
 rclpy.shutdown()
-print("interfaces ok: llava4d_ros/{msg,srv}, tf2_msgs, vision_msgs; rclpy", rclpy.__file__)
+print("interfaces ok: llava4d_ros/{msg,srv,action}, tf2_msgs, vision_msgs; rclpy", rclpy.__file__)
 PY
 echo "setup: environment ready in $(( $(date +%s) - t0 )) s ($(du -sh "$venv" | cut -f1) in $venv)"
 

@@ -20,7 +20,8 @@ the model from what model/checkpoint.py and model/backbones.py read; neither imp
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,7 +31,7 @@ from torch import nn
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.model import backbones, checkpoint
+from llava4d_ros.model import backbones, checkpoint, fast_decode
 from llava4d_ros.model.compressor import build_compressor
 from llava4d_ros.model.config import (
     CompressorConfig,
@@ -75,6 +76,7 @@ from llava4d_ros.model.prompt import (
 from llava4d_ros.model.scene_answers import SceneFacts, scene_answer, with_heading
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
+from llava4d_ros.model.streaming import AnswerStreamer, Cancelled, said_so_far
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
 from llava4d_ros.model.vision import (
     ClipPatchEncoder,
@@ -206,6 +208,9 @@ class _Text:
 
 
 class LLaVA4D(nn.Module):
+    #: how answers decode (`fast_decode.DECODE_MODES`); set by `runtime.load_model`
+    decode_mode: str = "eager"
+
     def __init__(self, cfg: LLaVA4DConfig, lm: nn.Module, tokenizer: Any,
                  vision_tower: nn.Module | None = None):
         super().__init__()
@@ -501,17 +506,23 @@ class LLaVA4D(nn.Module):
 
     @torch.no_grad()
     def generate(self, question: str, tokens: VisualTokens, t_ref_s: float | None = None,
-                 max_new_tokens: int = MAX_NEW_TOKENS) -> ModelAnswer:
+                 max_new_tokens: int = MAX_NEW_TOKENS, *,
+                 on_text: Callable[[str], None] | None = None,
+                 cancel: threading.Event | None = None) -> ModelAnswer:
         """Greedy answer to `question` about `tokens`; `t_ref_s` (window start, absolute
-        seconds) defaults to the earliest token's stamp."""
-        return self.generate_batch([question], tokens, t_ref_s, max_new_tokens)[0]
+        seconds) defaults to the earliest token's stamp. `on_text`, `cancel`: as
+        `_answer_from` (the text streamed, generation stopped)."""
+        return self.generate_batch([question], tokens, t_ref_s, max_new_tokens,
+                                   on_text=on_text, cancel=cancel)[0]
 
     @torch.no_grad()
     def generate_batch(self, questions: Sequence[str], tokens: VisualTokens,
-                       t_ref_s: float | None = None, max_new_tokens: int = MAX_NEW_TOKENS
-                       ) -> list[ModelAnswer]:
+                       t_ref_s: float | None = None, max_new_tokens: int = MAX_NEW_TOKENS, *,
+                       on_text: Callable[[str], None] | None = None,
+                       cancel: threading.Event | None = None) -> list[ModelAnswer]:
         """Answers to several questions about one window: the visual prefix runs once and its
-        KV cache is cropped back to it before each question."""
+        KV cache is cropped back to it before each question. `on_text`, `cancel`: passed to
+        each answer the LM generates (`_answer_from`), one after the other."""
         tokens = apply_token_budget(tokens, self.cfg.token_budget)
         if len(tokens) == 0:
             raise ValueError("no visual tokens")
@@ -554,7 +565,7 @@ class LLaVA4D(nn.Module):
                 colours = self.cfg.inventory.colours
                 must_name = tuple(colours.index(c) for c in facts.seen())
             answer = self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens, filler,
-                                       guide, must_name)
+                                       guide, must_name, on_text=on_text, cancel=cancel)
             answers.append(answer if facts is None else inventory_heading(intent, answer,
                                                                           facts))
         return answers
@@ -581,62 +592,106 @@ class LLaVA4D(nn.Module):
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
                      filler: SlotFiller | None, guide: Guide | None,
-                     must_name: Sequence[int] = ()) -> ModelAnswer:
+                     must_name: Sequence[int] = (), *,
+                     on_text: Callable[[str], None] | None = None,
+                     cancel: threading.Event | None = None) -> ModelAnswer:
         """Greedy answer to the question embedded in `q_emb (Lq, D)` after the `n_prefix` tokens
         of the visual prefix in `cache`, by the LM's own `generate`: it ends at the end token,
         at a sentence said twice (dropped) or after `max_new_tokens` (cut back to the last full
-        sentence). Slots are filled from the hidden states at their positions. With a `guide`,
-        the inventory's bias is added to the logits before each choice; it reads the hidden
-        state of the position just run, which `generate` gives no logits processor, so a
-        forward hook on the LM keeps it for the length of this one call. The answer does not
-        end before it has named every colour in `must_name` (inventory indices; with a
-        `guide`)."""
+        sentence). Slots are filled from the LM's hidden states at their positions, which a
+        forward hook keeps for the length of this one call (`generate` gives no logits
+        processor the hidden state of the position just run). With a `guide`, the inventory's
+        bias is added to the logits before each choice. The answer does not end before it has
+        named every colour in `must_name` (inventory indices; with a `guide`).
+
+        `on_text(text)`: the rendered answer so far at each sentence end and every few tokens
+        (`streaming.AnswerStreamer`), `<box>` / `<time>` slots as their values (a slot is
+        filled once the next token has run, as the end of the answer would fill it), and the
+        complete answer last. `cancel`: once set, generation stops before the next decode step
+        and the answer is what was said until then, the sentence being said included.
+        `decode_mode` "static" / "compile" decodes on a static copy of `cache`
+        (`fast_decode`), which leaves `cache` as it was."""
+        if cancel is not None and cancel.is_set():
+            return ModelAnswer(text="", boxes=())
         hidden = filler is not None or guide is not None
         # the whole prompt's embeddings: `generate` runs only the part the cache lacks
         embeds = torch.cat([q_emb.new_zeros(n_prefix, q_emb.shape[1]), q_emb])[None]  # (1, L, D)
+        gen_cache = cache
+        if self.decode_mode != "eager":
+            # one more position than the answer: a slot at its end runs its token (hidden_at)
+            gen_cache = fast_decode.static_copy(cache, self.lm.config,
+                                                embeds.shape[1] + max_new_tokens + 1)
         config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             eos_token_id=self.eos_token_id, pad_token_id=self._pad_id,
             # greedy as trained, whatever the LM's own generation_config says
             repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-            output_hidden_states=hidden, return_dict_in_generate=True)
+            output_hidden_states=hidden, return_dict_in_generate=True,
+            **fast_decode.generation_options(self.decode_mode))
         processors = LogitsProcessorList()
-        seen: list[torch.Tensor] = []  # per LM forward in this call, its last hidden state (H,)
-        hook = None
+        # per LM forward in this call, its last hidden state (H,): seen[0] the prompt's last
+        # position, seen[k + 1] answer token k. Cloned: a compiled step (CUDA graphs) reuses
+        # its output memory at the next step.
+        seen: list[torch.Tensor] = []
+
+        @torch.compiler.disable  # eager even in a compiled step: the clone must outlive it
+        def keep_hidden(_module: nn.Module, _args: Any, out: Any) -> None:
+            seen.append(out.hidden_states[-1][0, -1].clone())
+
+        hook = self.lm.register_forward_hook(keep_hidden) if hidden else None
         if guide is not None:
-            hook = self.lm.register_forward_hook(
-                lambda _m, _a, out: seen.append(out.hidden_states[-1][0, -1]))
             processors.append(InventoryBiasProcessor(guide, filler, seen))
             if must_name:
                 processors.append(NameEveryObject(guide, must_name, self.eos_token_id))
         stopping = StoppingCriteriaList([RepeatedSentence(self.period_id)])
+        if cancel is not None:
+            stopping.append(Cancelled(cancel))
+
+        def hidden_of(ids: list[int]) -> Callable[[int], torch.Tensor]:
+            def hidden_at(j: int) -> torch.Tensor:
+                if j + 1 < len(seen):
+                    return seen[j + 1]
+                # generate stops without running its last token: run it for the slot's state
+                self.lm(input_ids=torch.tensor([[ids[j]]], device=self.device), use_cache=True,
+                        output_hidden_states=True, **{self.cache_kw: gen_cache})
+                return seen[-1]
+            return hidden_at
+
+        def render(ids: list[int]) -> str:
+            if filler is None:
+                return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            # the slots whose token has run (all but a newest one) are filled now, cached by
+            # position in `filler`: the end of the answer reuses the values
+            done = ids[:len(seen) - 1]
+            values = filler.fill(done, hidden_of(done)) if done else []
+            return write_slots(self.render_text(ids), values)[0]
+
+        streamer = None
+        if on_text is not None:
+            streamer = AnswerStreamer(render, on_text, self.period_id, self.eos_token_id,
+                                      (self.box_token_id, self.time_token_id))
         try:
             out = self.lm.generate(
                 inputs_embeds=embeds,
                 attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
                 generation_config=config, logits_processor=processors,
-                stopping_criteria=stopping, **{self.cache_kw: cache})
+                stopping_criteria=stopping, streamer=streamer, **{self.cache_kw: gen_cache})
+            ids = out.sequences[0].tolist()
+            if cancel is not None and cancel.is_set():
+                generated = said_so_far(ids, self.period_id, self.eos_token_id)
+            else:
+                generated, _ = answer_ids(ids, self.period_id, self.eos_token_id)
+            slot_boxes = None
+            if filler is None:
+                text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
+            else:
+                text_out, slot_boxes = write_slots(self.render_text(generated),
+                                                   filler.fill(generated, hidden_of(generated)))
         finally:
             if hook is not None:
                 hook.remove()
-        generated, _ = answer_ids(out.sequences[0].tolist(), self.period_id, self.eos_token_id)
-        slot_boxes = None
-        if filler is None:
-            text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
-        else:
-            steps = out.hidden_states  # step 0: the prompt; step k: generated token k - 1
-
-            def hidden_at(j: int) -> torch.Tensor:
-                if j + 1 < len(steps):
-                    return steps[j + 1][-1][0, -1]
-                # generate stops without running its last token: run it for the slot's state
-                last = self.lm(input_ids=torch.tensor([[generated[j]]], device=self.device),
-                               use_cache=True, output_hidden_states=True,
-                               **{self.cache_kw: cache})
-                return last.hidden_states[-1][0, -1]
-
-            text_out, slot_boxes = write_slots(self.render_text(generated),
-                                               filler.fill(generated, hidden_at))
+        if streamer is not None:
+            streamer.send(text_out)
         parsed = parse_answer(text_out, slot_boxes)
         return ModelAnswer(text=text_out, boxes=parsed.boxes, num_tokens=len(generated),
                            times=parsed.times, warnings=parsed.warnings)
@@ -646,9 +701,24 @@ class LLaVA4D(nn.Module):
         return render_text(self.tokenizer, ids, (self.box_token_id, self.time_token_id))
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
-               max_new_tokens: int = MAX_NEW_TOKENS) -> ModelAnswer:
-        """The engine's `SceneModel.answer`."""
-        return self.generate(question, tokens, t_ref_s, max_new_tokens)
+               max_new_tokens: int = MAX_NEW_TOKENS, *,
+               on_text: Callable[[str], None] | None = None,
+               cancel: threading.Event | None = None) -> ModelAnswer:
+        """The engine's `SceneModel.answer`. `on_text` gets the text so far while the LM
+        generates (`_answer_from`), and its last call is the answer's whole text, also where
+        no token was generated (an answer the scene inventory decides) or the text changed
+        after generation; `cancel` stops generation (`_answer_from`)."""
+        sent: list[str] = []
+
+        def relay(text: str) -> None:
+            sent.append(text)
+            on_text(text)
+
+        out = self.generate(question, tokens, t_ref_s, max_new_tokens,
+                            on_text=None if on_text is None else relay, cancel=cancel)
+        if on_text is not None and out.text and sent[-1:] != [out.text]:
+            on_text(out.text)
+        return out
 
     def new_time_head(self) -> TimeHead:
         """A freshly initialised time head of the kind `cfg.time_head` says."""

@@ -18,6 +18,15 @@ Deactivate (and cleanup, shutdown) stop admitting, reply "not active" to the que
 waiting, let the one being answered finish, and withdraw the service only once every reply has
 been sent: destroying a service whose reply is still to be sent raised InvalidHandle out of the
 executor and killed the process.
+
+`~/ask` (action/Ask.action) is the same question as an action: the answer so far as feedback,
+cancel stopping generation at the next decode step. Its goals share the admission of `~/query`
+(one answered, `query_queue_size` waiting, "busy" beyond, both kinds counted together), and are
+ended with a result, never left open: busy and inactive ones at once (aborted, with the reason),
+a cancelled one with what was said until the cancel. Deactivate cancels the running goal and
+answers it (aborted, `cancelled` true, the text so far). The action server lives from configure
+to cleanup, not only while active, so that a client can still fetch the result of a goal that
+deactivate ended; while inactive it answers every goal "not active".
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import traceback
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidHandle
@@ -56,6 +66,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
+from llava4d_ros.action import Ask
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.engine import Engine, InputRefused, QueryError
 from llava4d_ros.malloc_arenas import limit_arenas, trim_heap
@@ -73,6 +84,8 @@ DESTROY_DRAIN_S = 5.0  # the same in destroy_node
 QUERY_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                        reliability=ReliabilityPolicy.RELIABLE)
 BACKPRESSURE_S = 1.0  # longest an image callback waits for room in the ingest queue
+TURN_POLL_S = 0.05  # a waiting goal looks for its cancel this often while the model is busy
+CANCEL_STATE_S = 1.0  # longest a cancelled goal waits for rclpy to mark it as canceling
 TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                     reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
@@ -146,6 +159,7 @@ class Llava4dNode(LifecycleNode):
         self._tf: TfListener | None = None
         self._timers: list = []
         self._service = None
+        self._action: ActionServer | None = None
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._answer_markers = 0
@@ -161,6 +175,7 @@ class Llava4dNode(LifecycleNode):
         self._queries_open = False
         self._queries_admitted = 0
         self._replies_unsent = 0
+        self._goals: dict[bytes, _Goal] = {}  # admitted ~/ask goals by goal id
 
     # ------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -187,6 +202,10 @@ class Llava4dNode(LifecycleNode):
             from vision_msgs.msg import Detection3DArray
             self._pub_detections = self._publisher(Detection3DArray, "~/detections", 10)
         self._tf = TfListener(self, self._on_tf)
+        self._action = ActionServer(
+            self, Ask, "~/ask", self._execute_ask, callback_group=self._query_group,
+            cancel_callback=self._on_cancel, goal_service_qos_profile=QUERY_QOS,
+            result_service_qos_profile=QUERY_QOS, cancel_service_qos_profile=QUERY_QOS)
         self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
                                f"window={self.cfg.window_s}s")
         return TransitionCallbackReturn.SUCCESS
@@ -262,6 +281,7 @@ class Llava4dNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active()
         self._close_tf()
+        self._destroy_action()
         for pub in (self._pub_answers, self._pub_tracks, self._pub_markers, self._pub_cloud,
                     self._pub_diag, self._pub_detections):
             if pub is not None:
@@ -272,18 +292,27 @@ class Llava4dNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown_active()
         self._close_tf()
+        self._destroy_action()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
         # the executor may be gone already: a reply still unsent then never will be
         self._teardown_active(drain_s=DESTROY_DRAIN_S)
         self._close_tf()
+        self._destroy_action()
         super().destroy_node()
 
     def _close_tf(self) -> None:
         if self._tf is not None:
             self._tf.close()
             self._tf = None
+
+    def _destroy_action(self) -> None:
+        """Called once no goal runs (after `_teardown_active`); a result not yet fetched by
+        its client is lost with the server."""
+        if self._action is not None:
+            self._action.destroy()
+            self._action = None
 
     def _track_replies(self, service) -> None:
         """Count a reply as sent only once the executor has sent it (after the callback
@@ -305,19 +334,22 @@ class Llava4dNode(LifecycleNode):
         service.send_response = send_response
 
     def _withdraw_service(self, drain_s: float) -> None:
-        """Stop admitting questions, let the one being answered finish (waiting ones are
-        told the node is no longer active), then destroy the service."""
-        if self._service is None:
-            return
+        """Stop admitting questions, let the one being answered through `~/query` finish and
+        cancel a running `~/ask` goal (waiting ones of both are told the node is no longer
+        active), then destroy the service once every reply was sent and every goal ended."""
         with self._query_cv:
             self._queries_open = False
+            for goal in self._goals.values():
+                goal.cancel.set()
             self._query_cv.notify_all()
-            done = self._query_cv.wait_for(lambda: self._replies_unsent == 0, drain_s)
+            done = self._query_cv.wait_for(
+                lambda: self._replies_unsent == 0 and not self._goals, drain_s)
         if not done:
             self.get_logger().error(f"a question still runs after {drain_s:.0f} s; "
                                     "withdrawing ~/query anyway (its reply will be lost)")
-        self.destroy_service(self._service)
-        self._service = None
+        if self._service is not None:
+            self.destroy_service(self._service)
+            self._service = None
 
     def _teardown_active(self, drain_s: float = QUERY_DRAIN_S) -> None:
         self._withdraw_service(drain_s)
@@ -477,40 +509,134 @@ class Llava4dNode(LifecycleNode):
                 self._queries_admitted -= 1
 
     def _answer(self, request: Query.Request, response: Query.Response) -> Query.Response:
+        response.success, response.message, answer = self._ask(request)
+        if answer is not None:
+            response.answer = answer
+        return response
+
+    def _ask(self, request, on_text=None, cancel: threading.Event | None = None
+             ) -> tuple[bool, str, Answer | None]:
+        """Answer `request` (a Query request or an Ask goal: question and window) with the
+        engine, publish the answer and its markers; (success, message, Answer or None)."""
         engine = self.engine
         if engine is None or engine.model is None:
-            response.success, response.message = False, "node is not active (no model loaded)"
-            return response
+            return False, "node is not active (no model loaded)", None
         try:
             t_start = convert.stamp_ns(request.window_start) / 1e9 or None
             t_end = convert.stamp_ns(request.window_end) / 1e9 or None
         except ValueError as exc:
-            response.success, response.message = False, f"bad window: {exc}"
             self.get_logger().info(f"query refused: bad window: {exc}")
-            return response
+            return False, f"bad window: {exc}", None
         try:
-            result = engine.ask(request.question, t_start, t_end)
+            result = engine.ask(request.question, t_start, t_end, on_text=on_text,
+                                cancel=cancel)
             trim_heap()  # see malloc_arenas.py
         except QueryError as exc:
-            response.success, response.message = False, str(exc)
             self.get_logger().info(f"query refused: {str(exc)[:LOG_CHARS]}")
-            return response
+            return False, str(exc), None
         except Exception as exc:  # noqa: BLE001 - the service must answer, the node live on
-            response.success, response.message = False, f"internal error: {exc}"
             self.get_logger().error(f"query failed: {traceback.format_exc()}")
-            return response
+            return False, f"internal error: {exc}", None
         now = self._now_ns()
         answer = convert.answer_msg(result, self.cfg.world_frame, now)
-        response.success, response.message, response.answer = True, "ok", answer
         self._pub_answers.publish(answer)
         self._pub_markers.publish(convert.answer_markers(result, self.cfg.world_frame, now,
                                                          self._answer_markers))
         self._answer_markers = len(result.objects)
+        stopped = " (cancelled)" if cancel is not None and cancel.is_set() else ""
         self.get_logger().info(f"Q: {result.question[:LOG_CHARS]!r} -> A: "
-                               f"{result.text[:LOG_CHARS]!r} "
+                               f"{result.text[:LOG_CHARS]!r}{stopped} "
                                f"({result.latency_s * 1000:.0f} ms, "
                                f"{result.num_visual_tokens} tokens)")
-        return response
+        return True, "ok", answer
+
+    # ------------------------------------------------------------ ~/ask
+    def _on_cancel(self, goal_handle) -> CancelResponse:
+        """Accept every cancel: the goal's generation stops at its next decode step (or it
+        never starts, if it still waits its turn)."""
+        with self._query_cv:
+            goal = self._goals.get(bytes(goal_handle.goal_id.uuid))
+            if goal is not None:
+                goal.client_cancel = True
+                goal.cancel.set()
+        return CancelResponse.ACCEPT
+
+    def _execute_ask(self, goal_handle) -> Ask.Result:
+        """Admit the goal as `_on_query` admits a question (or end it at once: busy, not
+        active), wait for its turn, answer it with the text so far as feedback."""
+        result = Ask.Result()
+        key = bytes(goal_handle.goal_id.uuid)
+        goal = _Goal(time.monotonic())
+        with self._query_cv:
+            if not self._queries_open:
+                return _end(goal_handle, result, "node is not active")
+            limit = 1 + self.cfg.query_queue_size
+            if self._queries_admitted >= limit:
+                self.counters["query_busy"] = self.counters.get("query_busy", 0) + 1
+                self._warn("query_busy", f"goal refused, busy: {limit} questions are already "
+                                         f"answered or waiting (query_queue_size "
+                                         f"{self.cfg.query_queue_size}; "
+                                         f"{self.counters['query_busy']} refused so far)")
+                return _end(goal_handle, result,
+                            f"busy: {limit} questions are being answered or waiting "
+                            f"(query_queue_size = {self.cfg.query_queue_size}); ask again later")
+            self._queries_admitted += 1
+            self._goals[key] = goal
+        try:
+            while not self._query_turn.acquire(timeout=TURN_POLL_S):
+                if goal.cancel.is_set():  # cancelled, or deactivated, while it waited
+                    return self._end_goal(goal_handle, goal, result)
+            try:
+                if goal.cancel.is_set():
+                    return self._end_goal(goal_handle, goal, result)
+
+                def feedback(text: str) -> None:
+                    goal.sent += 1
+                    goal_handle.publish_feedback(Ask.Feedback(
+                        text=text, elapsed_s=time.monotonic() - goal.t0))
+
+                ok, message, answer = self._ask(goal_handle.request, feedback, goal.cancel)
+                if answer is not None:
+                    result.answer = answer
+                    if not goal.sent and answer.text:  # an answer the policy decided: no LM
+                        feedback(answer.text)
+                result.success, result.message = ok, message
+                return self._end_goal(goal_handle, goal, result)
+            finally:
+                self._query_turn.release()
+        finally:
+            with self._query_cv:
+                self._queries_admitted -= 1
+                del self._goals[key]
+                self._query_cv.notify_all()
+
+    def _end_goal(self, goal_handle, goal: _Goal, result: Ask.Result) -> Ask.Result:
+        """The terminal state of an admitted goal: canceled on its client's request, aborted
+        when deactivate stopped it or it failed, else succeeded."""
+        if goal.cancel.is_set():
+            result.cancelled = True
+            answered = result.success
+            if goal.client_cancel:
+                result.message = ("cancelled" if answered
+                                  else "cancelled before it was answered")
+                # rclpy marks the goal as canceling just after `_on_cancel` returned
+                deadline = time.monotonic() + CANCEL_STATE_S
+                while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                if goal_handle.is_cancel_requested:
+                    goal_handle.canceled()
+                    return result
+            else:
+                result.message = ("cancelled: the node was deactivated while answering"
+                                  if answered else
+                                  "node is no longer active (deactivated while waiting)")
+                goal_handle.abort()
+                return result
+        if result.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
 
     def _publish_tracks(self) -> None:
         if self.engine is None:
@@ -598,6 +724,25 @@ class Llava4dNode(LifecycleNode):
                                                   self._now_ns()))
 
 
+class _Goal:
+    """An admitted `~/ask` goal: when it started (monotonic seconds), its cancel event (set
+    by a cancel request or by deactivate; generation stops at its next decode step) and
+    whether its client asked, and how many feedback messages it sent."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.cancel = threading.Event()
+        self.client_cancel = False
+        self.sent = 0
+
+
+def _end(goal_handle, result: Ask.Result, message: str) -> Ask.Result:
+    """End a goal that was not admitted (busy, not active): aborted, with the reason."""
+    result.success, result.message = False, message
+    goal_handle.abort()
+    return result
+
+
 def _qos_mismatch(pub: QoSProfile, sub: QoSProfile) -> str:
     """Why a publisher with `pub` cannot serve a subscription with `sub` ("" if it can), for
     the two policies that bite with cameras: reliability and durability."""
@@ -619,8 +764,9 @@ def _type_name(msg_type) -> str:
 def executor_threads(node: Llava4dNode) -> int:
     """Threads the node needs on a MultiThreadedExecutor: one per image stream, timers, the
     lifecycle and parameter services, a question answered and each one waiting its turn (they
-    hold a thread while they wait), and one to answer "busy" at once."""
-    return 3 + 1 + 1 + 1 + int(node.get_parameter("query_queue_size").value) + 1
+    hold a thread while they wait, `~/query` and `~/ask` alike), one to answer "busy" at once
+    and one for the action's goal, cancel and result requests."""
+    return 3 + 1 + 1 + 1 + int(node.get_parameter("query_queue_size").value) + 1 + 1
 
 
 def main(argv: list[str] | None = None) -> int:
