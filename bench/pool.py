@@ -1,13 +1,18 @@
-"""Voxel pooling cost: `Buffer4D.tokens` over a full window, by feature width.
+"""Voxel pooling cost: `Buffer4D.tokens` over a full window, by feature width and where it
+runs: numpy on the CPU, or torch (core/pool_torch.py) on the CPU or a CUDA device.
 
     python bench/pool.py [--dims 18 1024] [--keyframes 49] [--patches 576] [--repeats 7]
+                         [--devices numpy cpu cuda] [--threads 1]
 
 The buffer holds `--keyframes` keyframes of `--patches` patches (24 x 24: CLIP-L at 336 px)
 drawn around 4,000 fixed surface points of a 4 x 4 x 2 m room (so voxels are revisited, as in
 a real window), 5% of patches moving, 10% without depth. Feature width 18 is the colour-stats
 encoder, 1024 CLIP ViT-L/14. Prints the median ms of `tokens(2560, 0.2)` (the node's call:
 voxels grown until the budget fits) and of `tokens(10**9, 0.1)` (every voxel, as
-bench/query.py's `fill_budget` asks for before thinning).
+bench/query.py's `fill_budget` asks for before thinning). On a torch device the keyframes
+are copied there once (as the node keeps them between questions: the warm-up call), so the
+figure is the pooling and the copy of the tokens back; CUDA figures are synchronised.
+Default devices: numpy, cpu, and cuda when torch sees one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import statistics
 import time
 
 import numpy as np
+import torch
 
 from llava4d_ros.core.buffer4d import Buffer4D, Keyframe
 
@@ -55,13 +61,26 @@ def main() -> None:
     ap.add_argument("--keyframes", type=int, default=49)
     ap.add_argument("--patches", type=int, default=576)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--devices", nargs="+", default=None,
+                    help="numpy and/or torch devices (default: numpy cpu [cuda])")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    devices = args.devices or ["numpy", "cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     for dim in args.dims:
         buf = filled_buffer(args.keyframes, args.patches, dim)
-        node = median_ms(lambda: buf.tokens(2560, 0.2), args.repeats)
-        every = median_ms(lambda: buf.tokens(10**9, 0.1), args.repeats)
-        print(f"dim={dim} keyframes={args.keyframes} patches={args.patches} "
-              f"pool_budget_ms={node:.1f} pool_all_0.1m_ms={every:.1f}")
+        for where in devices:
+            device = None if where == "numpy" else where
+
+            def pool(budget: int, voxel_m: float) -> None:
+                buf.tokens(budget, voxel_m, device=device)
+                if device is not None and torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+
+            node = median_ms(lambda: pool(2560, 0.2), args.repeats)
+            every = median_ms(lambda: pool(10**9, 0.1), args.repeats)
+            print(f"dim={dim} keyframes={args.keyframes} patches={args.patches} pool={where} "
+                  f"pool_budget_ms={node:.1f} pool_all_0.1m_ms={every:.1f}")
 
 
 if __name__ == "__main__":

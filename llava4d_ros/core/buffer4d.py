@@ -201,15 +201,17 @@ class Buffer4D:
     """
 
     def __init__(self, window_s: float = 30.0, max_bytes: int = 512 * 2**20,
-                 motion_threshold_m: float = 0.1):
+                 motion_threshold_m: float = 0.1, pool_device: str | None = None):
         if not window_s > 0 or not max_bytes > 0 or not motion_threshold_m > 0:
             raise ValueError(f"window_s, max_bytes, motion_threshold_m must be > 0, got "
                              f"{window_s}, {max_bytes}, {motion_threshold_m}")
         self.window_s = float(window_s)
         self.max_bytes = int(max_bytes)
         self.motion_threshold_m = float(motion_threshold_m)
+        self.pool_device = pool_device  # see pool_on
         self._kfs: deque[Keyframe] = deque()
         self._nbytes = 0
+        self._on_device = None  # pool_torch.DeviceKeyframes of the last torch pooling
 
     @property
     def keyframes(self) -> list[Keyframe]:
@@ -225,6 +227,15 @@ class Buffer4D:
     def clear(self) -> None:
         self._kfs.clear()
         self._nbytes = 0
+        self._on_device = None
+
+    def pool_on(self, device: str | None) -> None:
+        """Where `tokens` pools when not told: None numpy on the CPU, else a torch device (the
+        engine gives the model's, so tokens are pooled where the model runs). Keyframe copies
+        held on another device are released (deactivate frees the GPU)."""
+        self.pool_device = device
+        if self._on_device is not None and str(self._on_device.device) != str(device):
+            self._on_device = None
 
     def time_range(self) -> tuple[float, float] | None:
         if not self._kfs:
@@ -249,9 +260,12 @@ class Buffer4D:
         return reset
 
     def tokens(self, token_budget: int = 2560, voxel_m: float = 0.2,
-               t_start_s: float | None = None, t_end_s: float | None = None) -> VisualTokens:
+               t_start_s: float | None = None, t_end_s: float | None = None,
+               device: str | None = None) -> VisualTokens:
         """Voxel-pool the keyframes stamped in `[t_start_s, t_end_s]` into at most
-        `token_budget` tokens.
+        `token_budget` tokens, with numpy on the CPU or, given a torch `device` (else
+        `pool_device`), with torch scatter reductions there (core/pool_torch.py: the same
+        tokens; each keyframe's arrays are copied to the device once).
 
         A voxel (edge `voxel_m`, world-aligned) is dynamic when any patch in it has motion above
         `motion_threshold_m`; its patches are pooled per keyframe (one token per keyframe),
@@ -271,6 +285,14 @@ class Buffer4D:
         if not kfs:
             raise EmptyBufferError(f"no keyframes in [{t_start_s}, {t_end_s}] (buffer holds "
                                    f"{self.time_range()})")
+        device = device or self.pool_device
+        if device is not None:
+            from llava4d_ros.core import pool_torch  # imports torch: only when asked for
+
+            if self._on_device is None or str(self._on_device.device) != str(device):
+                self._on_device = pool_torch.DeviceKeyframes(device)
+            return pool_torch.pool_tokens(kfs, self._on_device.get(kfs), token_budget,
+                                          voxel_m, self.motion_threshold_m)
         ok = [np.isfinite(k.xyz_world).all(axis=1) for k in kfs]
         xyz = np.concatenate([k.xyz_world[m] for k, m in zip(kfs, ok)]).astype(np.float64)
         if xyz.shape[0] == 0:
