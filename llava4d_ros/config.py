@@ -50,6 +50,11 @@ class NodeConfig:
     dtype: str = _p("float32", "float32, float16 or bfloat16 (the latter two on GPU).")
     quantization: str = _p("none", "none, int8 or int4: the LM's weights quantized at load "
                            "(torchao or bitsandbytes, CUDA only; refused on the CPU).")
+    decode_mode: str = _p("eager", "How the LM decodes an answer: eager (a dynamic KV cache), "
+                          "static (a static KV cache) or compile (static cache and the decode "
+                          "step compiled with CUDA graphs, torch.compile). static and compile "
+                          "are for CUDA (refused on the CPU); the first answer after "
+                          "activation pays for compiling.")
     cpu_threads: int = _p(1, "torch threads for the model on the CPU; 0: torch's default (one "
                           "per core). The ingest and DDS threads need a core of their own: "
                           "on 2 cores, 2 torch threads made a question 20x slower.")
@@ -94,6 +99,9 @@ class NodeConfig:
         if self.quantization not in ("none", "int8", "int4"):
             raise ValueError(f"quantization must be none, int8 or int4, got "
                              f"{self.quantization!r}")
+        if self.decode_mode not in ("eager", "static", "compile"):
+            raise ValueError(f"decode_mode must be eager, static or compile, got "
+                             f"{self.decode_mode!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         from llava4d_ros.runtime import load_model
 
         model = load_model(args.model, args.device, cfg.dtype, cfg.cpu_threads,
-                           cfg.quantization)
+                           cfg.quantization, cfg.decode_mode)
     engine = Engine(cfg, model=model)
     topics = {"rgb": args.rgb_topic, "depth": args.depth_topic, "info": args.info_topic}
     try:

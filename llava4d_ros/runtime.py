@@ -15,6 +15,7 @@ import os
 import torch
 from torch import nn
 
+from llava4d_ros.model.fast_decode import check_decode_mode
 from llava4d_ros.model.llava4d import LLaVA4D
 from llava4d_ros.model.shipped import model_dir
 
@@ -95,14 +96,17 @@ def quantize_lm(lm: nn.Module, quantization: str, backend: str) -> None:
 
 def load_model(path: str | None = None, device: str = "auto",
                dtype: str = "float32", cpu_threads: int = 0,
-               quantization: str = "none") -> LLaVA4D:
+               quantization: str = "none", decode_mode: str = "eager") -> LLaVA4D:
     """`path=None`: the embedded default. A directory whose config.json is a LLaVA config
     (`model_type: llava`) loads as LLaVA-1.5 with no-op 4D parts; otherwise our format.
     `cpu_threads` > 0 sets torch's (process-wide) intra-op threads when the model runs on
     the CPU; 0 leaves torch's default. `quantization` int8 / int4 quantizes the LM's weights
-    after loading (torchao, else bitsandbytes; CUDA only), refused before anything loads."""
+    after loading (torchao, else bitsandbytes; CUDA only), refused before anything loads.
+    `decode_mode` static / compile (model/fast_decode.py): CUDA only, refused before anything
+    loads on the CPU, and after loading for an LM that transformers cannot compile."""
     dev = resolve_device(device)
     backend = quantization_backend(quantization, dev)
+    check_decode_mode(decode_mode, dev)
     if dev == "cpu" and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
     if dtype not in DTYPES:
@@ -124,4 +128,6 @@ def load_model(path: str | None = None, device: str = "auto",
         model = LLaVA4D.from_pretrained(path, device=dev, dtype=torch_dtype)
     if backend is not None:
         quantize_lm(model.lm, quantization, backend)
+    check_decode_mode(decode_mode, dev, model.lm)
+    model.decode_mode = decode_mode
     return model

@@ -120,15 +120,38 @@ def test_fast_decode_modes_are_refused_on_the_cpu_and_for_lms_that_cannot_compil
     from llava4d_ros.model.fast_decode import check_decode_mode
 
     lm = talker(1).lm
-    check_decode_mode("eager", lm, "cpu")
+    check_decode_mode("eager", "cpu", lm)
     for mode in ("static", "compile"):
         with pytest.raises(ValueError, match="needs a CUDA device"):
-            check_decode_mode(mode, lm, "cpu")
+            check_decode_mode(mode, "cpu", lm)
+    check_decode_mode("compile", "cuda", lm)  # a Llama: transformers compiles it
 
     class Plain(torch.nn.Module):
         _can_compile_fullgraph = False
 
     with pytest.raises(ValueError, match="not supported by this LM"):
-        check_decode_mode("compile", Plain(), "cuda")
+        check_decode_mode("compile", "cuda", Plain())
     with pytest.raises(ValueError, match="must be one of"):
-        check_decode_mode("fast", lm, "cuda")
+        check_decode_mode("fast", "cuda", lm)
+
+
+def test_static_caches_come_in_few_lengths():
+    """A compiled step is specialised to its cache's shape: prompts of every length share a
+    few cache lengths."""
+    from llava4d_ros.model.fast_decode import CACHE_BUCKET, cache_length
+
+    assert {cache_length(n) for n in range(1, CACHE_BUCKET + 1)} == {CACHE_BUCKET}
+    assert cache_length(CACHE_BUCKET + 1) == 2 * CACHE_BUCKET
+
+
+def test_the_node_settings_refuse_fast_decoding_on_the_cpu_before_loading():
+    from llava4d_ros.config import NodeConfig
+    from llava4d_ros.runtime import load_model
+
+    assert NodeConfig().decode_mode == "eager"
+    with pytest.raises(ValueError, match="decode_mode must be"):
+        NodeConfig(decode_mode="fast")
+    for mode in ("static", "compile"):
+        with pytest.raises(ValueError, match=f"decode_mode '{mode}' needs a CUDA device"):
+            load_model("/no/such/model", "cpu", decode_mode=mode)  # refused before loading
+    assert load_model(None, "cpu").decode_mode == "eager"

@@ -197,3 +197,10 @@ def test_ask_and_query_take_the_same_fields():
         Query.Request.get_fields_and_field_types())
     assert list(Ask.Result.get_fields_and_field_types()) == [
         *Query.Response.get_fields_and_field_types(), "cancelled"]
+
+
+def test_fast_decoding_on_the_cpu_leaves_the_node_inactive_with_the_reason(harness):
+    h = harness(decode_mode="compile")
+    assert h.node.trigger_configure() == SUCCESS
+    assert h.node.trigger_activate() != SUCCESS
+    assert h.node._state_machine.current_state[1] == "inactive"

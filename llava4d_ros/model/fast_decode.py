@@ -23,13 +23,24 @@ from typing import Any
 import torch
 
 DECODE_MODES = ("eager", "static", "compile")
+#: A static cache's length is rounded up to a multiple of this [positions]: a compiled step
+#: is specialised to the cache's shape, and the prompt's length varies from question to
+#: question (window tokens, question words), so every length would compile anew
+CACHE_BUCKET = 256
 
 
-def check_decode_mode(mode: str, lm: Any, device: torch.device | str) -> None:
+def cache_length(needed: int) -> int:
+    """Positions of the static cache for `needed` (prompt + answer), rounded up to
+    `CACHE_BUCKET`."""
+    return -(-int(needed) // CACHE_BUCKET) * CACHE_BUCKET
+
+
+def check_decode_mode(mode: str, device: torch.device | str, lm: Any = None) -> None:
     """Raise ValueError naming the reason where `mode` cannot run: an unknown name, a CPU (the
     gain is CUDA's: transformers compiles the decode step only on accelerators, and on the CPU a
-    static cache only adds attention over its empty slots), or an LM whose transformers class
-    does not declare that it compiles with a static cache (`_can_compile_fullgraph`)."""
+    static cache only adds attention over its empty slots), or an `lm` (when given) whose
+    transformers class does not declare that it compiles with a static cache
+    (`_can_compile_fullgraph`)."""
     if mode not in DECODE_MODES:
         raise ValueError(f"decode_mode must be one of {DECODE_MODES}, got {mode!r}")
     if mode == "eager":
@@ -39,7 +50,7 @@ def check_decode_mode(mode: str, lm: Any, device: torch.device | str) -> None:
         raise ValueError(f"decode_mode {mode!r} needs a CUDA device: the static KV cache and "
                          f"CUDA graphs speed up launch-bound GPU decoding, and the model would "
                          f"run on {str(dev)!r}; use decode_mode eager on the CPU")
-    if not getattr(type(lm), "_can_compile_fullgraph", False):
+    if lm is not None and not getattr(type(lm), "_can_compile_fullgraph", False):
         raise ValueError(f"decode_mode {mode!r} is not supported by this LM "
                          f"({type(lm).__name__}): transformers does not declare it compilable "
                          f"with a static cache; use decode_mode eager")
@@ -57,15 +68,13 @@ def static_copy(cache: Any, lm_config: Any, max_cache_len: int) -> Any:
 
 
 def generation_options(mode: str) -> dict[str, Any]:
-    """`GenerationConfig` fields for `mode`: compilation off except in "compile", where the
-    decode step is compiled with CUDA graphs (transformers' default `CompileConfig`,
-    "reduce-overhead", with a fixed shape: at batch 1 every step has the same one)."""
+    """`GenerationConfig` fields for `mode`: compilation off except in "compile", where
+    `generate` compiles the decode step as it does for any static cache (transformers' default
+    `CompileConfig`: mode "reduce-overhead", CUDA graphs)."""
     if mode == "eager":
         return {}
     if mode == "static":
         return {"disable_compile": True}
     from transformers import CompileConfig
 
-    return {"disable_compile": False,
-            "compile_config": CompileConfig(fullgraph=False, dynamic=False,
-                                            mode="reduce-overhead")}
+    return {"disable_compile": False, "compile_config": CompileConfig()}

@@ -619,8 +619,9 @@ class LLaVA4D(nn.Module):
         gen_cache = cache
         if self.decode_mode != "eager":
             # one more position than the answer: a slot at its end runs its token (hidden_at)
-            gen_cache = fast_decode.static_copy(cache, self.lm.config,
-                                                embeds.shape[1] + max_new_tokens + 1)
+            gen_cache = fast_decode.static_copy(
+                cache, self.lm.config,
+                fast_decode.cache_length(embeds.shape[1] + max_new_tokens + 1))
         config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             eos_token_id=self.eos_token_id, pad_token_id=self._pad_id,

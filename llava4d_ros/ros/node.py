@@ -219,7 +219,8 @@ class Llava4dNode(LifecycleNode):
 
         try:
             model = load_model(self.cfg.model_path or None, self.cfg.device, self.cfg.dtype,
-                               self.cfg.cpu_threads, self.cfg.quantization)
+                               self.cfg.cpu_threads, self.cfg.quantization,
+                               self.cfg.decode_mode)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node inactive
             self.get_logger().error(f"activate failed: could not load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
