@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The one script a session with a GPU runs (expected 3-5 minutes on an H100/H200; each step has
-# its own time limit, 9 minutes together, so the whole fits one 10-minute device command):
+# The one script a session with a GPU runs (expected 4-6 minutes on an H100/H200; each step has
+# its own time limit, at most 10 minutes together, so the whole fits one device command):
 #   bash bench/gpu.sh            # from the repository root, on the GPU machine
 # It needs python3 with a CUDA torch, transformers, tokenizers, safetensors, scipy, numpy,
 # pyyaml, tqdm and peft (the project's GPU image has them all; nothing is built). A missing
 # package is installed from wheels carried in .whl/ (offline), else from the package index
 # where that is reachable. The repository runs from its folder (PYTHONPATH), uninstalled.
 # Figures go to stdout and to $OUT (default /tmp/llava4d_gpu): paste the summary's lines
-# into docs/PERFORMANCE.md ("GPU figures"), gpu_ttft_ms from the llava-1.5-7b run.
+# into docs/PERFORMANCE.md ("GPU figures"), gpu_ttft_ms from the llava-1.5-7b run. Each
+# config's first token comes with voxel pooling on the GPU (core/pool_torch.py), and its
+# decode tokens/s per decode mode (eager; static KV cache; compiled with CUDA graphs, whose
+# warm-up compiles: the llava-1.5-7b limit allows for it). bench/pool.py compares pooling.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
@@ -55,14 +58,21 @@ run() {  # name, limit in seconds, command...
 
 # DEVICE=cpu CONFIGS=tiny bash bench/gpu.sh: the same steps on a CPU (a dry run of the script)
 DEVICE=${DEVICE:-cuda}
+run pool 30 $PY bench/pool.py --repeats 5 --devices numpy "$DEVICE"
 for config in ${CONFIGS:-smollm2-135m llava-3b llava-1.5-7b}; do
-  case $config in llava-1.5-7b) limit=140 ;; llava-3b) limit=110 ;; *) limit=90 ;; esac
-  run "query_$config" $limit $PY bench/query.py --config "$config" --device "$DEVICE"
+  # static and compile where they pay (batch-1 decode is launch-bound); llava-3b eager only,
+  # to stay within the device command's 10 minutes
+  modes="eager static compile"
+  case $config in llava-1.5-7b) limit=190 ;; llava-3b) limit=100; modes=eager ;;
+    *) limit=110 ;; esac
+  # shellcheck disable=SC2086
+  run "query_$config" $limit $PY bench/query.py --config "$config" --device "$DEVICE" \
+    --decode-modes $modes
 done
 # int4 LM weights where torchao or bitsandbytes is installed (neither is on the image today)
 if [ "$DEVICE" != cpu ] && $PY -c "import importlib.util as u, sys
 sys.exit(not (u.find_spec('torchao') or u.find_spec('bitsandbytes')))"; then
-  run query_llava-1.5-7b-int4 120 $PY bench/query.py --config llava-1.5-7b --device "$DEVICE" \
+  run query_llava-1.5-7b-int4 90 $PY bench/query.py --config llava-1.5-7b --device "$DEVICE" \
     --quantization int4
 fi
 # the training path on the device: bf16 autocast, LoRA and gradient checkpointing, tiny preset
@@ -73,5 +83,5 @@ run train_tiny 80 $PY -m torch.distributed.run --standalone --nproc_per_node 1 \
   --threads 4 --out /tmp/llava4d_gpu_train/run --cache /tmp/llava4d_gpu_train/cache
 
 echo "=== summary"
-grep -h -E "^(config=|gpu_ttft_ms=|world_size=)|^gpu " "$OUT"/*.txt | tee "$OUT/summary.txt"
+grep -h -E "^(config=|gpu_ttft_ms=|world_size=|dim=)|^gpu " "$OUT"/*.txt | tee "$OUT/summary.txt"
 exit $rc

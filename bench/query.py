@@ -3,6 +3,7 @@
     python bench/query.py [--model DIR] [--threads N] [--repeats 5]      # the shipped default
     python bench/query.py --config tiny|smollm2-135m|llava-3b|llava-1.5-7b [--device auto]
     python bench/query.py --memory-table [--tokens 2560]                  # computed, no weights
+    python bench/query.py --stream [--model DIR] [--repeats 5]            # ~/ask, real node
 
 Default (no --config): a 10 s synthetic scene is ingested through `core.pipeline.Ingestor`
 with the model's encoder; then, per repeat, one grounded question is answered end to end
@@ -16,7 +17,17 @@ CUDA (fp32 on the CPU) with SDPA attention and the KV cache. A 10 s scene is ing
 CLIP encoder (vision ms per keyframe), the voxel size is chosen so the window fills the token
 budget (2,560 visual tokens), and one grounded question is timed: ms to first token (buffer
 tokens -> 4D prompt, fusion, projector -> prefill -> first token), then decode tokens/s of the
-LM with its KV cache. Last lines `key=value`; on CUDA also `gpu_ttft_ms=<n>`.
+LM with its KV cache. Voxel pooling runs where the node runs it (`--pool device`: torch on
+CUDA, numpy on the CPU; `--pool numpy` the CPU path everywhere). Then, per `--decode-modes`
+(eager, static, compile: the node's `decode_mode`, model/fast_decode.py; static and compile are
+refused on the CPU), the LM's own `generate` on the visual prefix, as an answer decodes it,
+forced to `--decode-tokens` tokens: ms to its first token and decode tokens/s, one line each.
+Last lines `key=value`; on CUDA also `gpu_ttft_ms=<n>`.
+
+--stream: the node itself (in this process, real rclpy and DDS on loopback) with a 10 s scene
+fed to its engine, and goals sent to `~/ask` by an action client: ms from sending a goal to its
+first feedback (a grounded question and a description), and for a description cancelled at its
+first feedback, ms from the cancel request to its acceptance and to the cancelled result.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import argparse
 import inspect
 import resource
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -189,6 +201,60 @@ def fill_budget(ing: Ingestor, budget: int) -> tuple[Any, float]:
     return apply_token_budget(tokens, budget), voxel
 
 
+def time_decode_modes(model: LLaVA4D, tokens: Any, t_ref: float, question: str,
+                      modes: list[str], n_tokens: int, repeats: int) -> list[str]:
+    """Per decode mode, the LM's `generate` after the visual prefix (the question's prefill
+    and `n_tokens` forced tokens, as `_answer_from` runs it): `key=value` lines with the ms of
+    the question's prefill to its first token (the visual prefix is in the cache already) and
+    decode tokens/s (medians; two warm-up runs, which compile)."""
+    from transformers import GenerationConfig
+
+    from llava4d_ros.model import fast_decode
+
+    device = model.device
+    with torch.no_grad():
+        pre_ids, out, _ = model.visual_prefix(tokens, t_ref, hidden=False)
+        cache = model.kv_cache(out)
+        text = model.text_after(question)
+        q_emb = model.embed(torch.tensor(text.ids, device=device), None, text)  # (Lq, D)
+    embeds = torch.cat([q_emb.new_zeros(len(pre_ids), q_emb.shape[1]), q_emb])[None]
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
+    lines = []
+    for mode in modes:
+        try:
+            fast_decode.check_decode_mode(mode, device, model.lm)
+        except ValueError as exc:
+            lines.append(f"decode_mode={mode} refused: {exc}")
+            continue
+
+        def run(n: int) -> float:
+            with torch.no_grad():
+                extra = cache.get_seq_length() - len(pre_ids)
+                if extra > 0:
+                    cache.crop(-extra)  # back to the visual prefix
+                gen = cache if mode == "eager" else fast_decode.static_copy(
+                    cache, model.lm.config, fast_decode.cache_length(embeds.shape[1] + n + 1))
+                cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                       num_beams=1, pad_token_id=0,
+                                       **fast_decode.generation_options(mode))
+                _sync(device)
+                t0 = time.perf_counter()
+                model.lm.generate(inputs_embeds=embeds, attention_mask=mask,
+                                  generation_config=cfg, **{model.cache_kw: gen})
+                _sync(device)
+                return time.perf_counter() - t0
+
+        for _ in range(2):
+            run(n_tokens)
+        first = [run(1) for _ in range(repeats)]
+        full = [run(n_tokens) for _ in range(repeats)]
+        rate = (n_tokens - 1) / max(statistics.median(full) - statistics.median(first), 1e-9)
+        lines.append(f"decode_mode={mode} "
+                     f"question_first_token_ms={1e3 * statistics.median(first):.1f} "
+                     f"decode_tok_s={rate:.1f}")
+    return lines
+
+
 def run_config(args: argparse.Namespace) -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
@@ -231,6 +297,9 @@ def run_config(args: argparse.Namespace) -> None:
     vision_ms = statistics.median(encoder.ms[1:] or encoder.ms)  # the first call warms up
     tokens, voxel = fill_budget(ing, cfg.token_budget)
     t_ref = float(ing.buffer.time_range()[0])
+    pool_on = None  # numpy on the CPU
+    if args.pool == "device" and device.type == "cuda":
+        pool_on = str(device)  # where the node pools for a CUDA model (engine.pool_device)
     print(f"window: {len(ing.buffer)} keyframes over 10 s -> {len(tokens)} visual tokens at "
           f"{voxel} m voxels (budget {cfg.token_budget})")
     print(f"vision encoder: median {vision_ms:.1f} ms per keyframe over {len(encoder.ms)}")
@@ -243,7 +312,8 @@ def run_config(args: argparse.Namespace) -> None:
         with torch.no_grad():
             _sync(device)
             t1 = time.perf_counter()
-            tokens = apply_token_budget(ing.buffer.tokens(10**9, voxel), cfg.token_budget)
+            tokens = apply_token_budget(ing.buffer.tokens(10**9, voxel, device=pool_on),
+                                        cfg.token_budget)
             pool_ms.append(1e3 * (time.perf_counter() - t1))
             visual = model.encode(tokens, t_ref)  # (N, D_lm)
             ids = torch.tensor(model.input_ids(question, visual.shape[0]), device=device)
@@ -270,11 +340,14 @@ def run_config(args: argparse.Namespace) -> None:
           f"{type(cache).__name__}")
     print(f"ms to first token (buffer tokens -> 4D prompt, fusion, projector -> prefill -> "
           f"first token): median {statistics.median(ttft):.1f}, min {min(ttft):.1f} over "
-          f"{len(ttft)}; of which voxel pooling on the CPU (Buffer4D.tokens) median "
-          f"{statistics.median(pool_ms):.1f}")
+          f"{len(ttft)}; of which voxel pooling ({pool_on or 'numpy, CPU'}: Buffer4D.tokens) "
+          f"median {statistics.median(pool_ms):.1f}")
     print(f"decode: median {statistics.median(decode_rates):.1f} tokens/s over "
           f"{args.decode_tokens} tokens with the KV cache")
     print(f"generate() end to end: {answer.num_tokens} tokens (random weights: text is noise)")
+    for line in time_decode_modes(model, tokens, t_ref, question, args.decode_modes,
+                                  args.decode_tokens, args.repeats):
+        print(f"config={args.config} device={device.type} {line}")
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         print(f"peak GPU memory (after build): {peak:.0f} MiB")
@@ -285,7 +358,8 @@ def run_config(args: argparse.Namespace) -> None:
         mem = f"peak_rss_mib={peak:.0f}"
     print(f"config={args.config} device={device.type} dtype={str(dtype).split('.')[-1]} "
           f"quantization={args.quantization} "
-          f"vision_ms_per_keyframe={vision_ms:.1f} ttft_ms={statistics.median(ttft):.0f} "
+          f"vision_ms_per_keyframe={vision_ms:.1f} pool={pool_on or 'numpy'} "
+          f"pool_ms={statistics.median(pool_ms):.1f} ttft_ms={statistics.median(ttft):.0f} "
           f"decode_tok_s={statistics.median(decode_rates):.1f} {mem}")
     if device.type == "cuda":
         print(f"gpu_ttft_ms={statistics.median(ttft):.0f}")
@@ -344,6 +418,123 @@ def run_default(args: argparse.Namespace) -> None:
     print(f"query_latency_ms={statistics.median(e2e):.0f}")
 
 
+def run_stream(args: argparse.Namespace) -> None:
+    """`~/ask` of the node in this process: first feedback and cancel, see the docstring."""
+    from llava4d_ros.demo import keep_dds_local
+
+    keep_dds_local()
+    import rclpy
+    from rclpy.action import ActionClient
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from llava4d_ros.action import Ask
+    from llava4d_ros.core.geometry import quat_from_matrix
+    from llava4d_ros.data.bagtools import LINK_FROM_OPTICAL, world_from_link
+    from llava4d_ros.ros.node import Llava4dNode, executor_threads
+
+    rclpy.init()
+    params = {"device": "cpu", "cpu_threads": args.threads, "autostart": False}
+    if args.model:
+        params["model_path"] = args.model
+    node = Llava4dNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    peer = rclpy.create_node("llava4d_bench_stream")
+    client = ActionClient(peer, Ask, "/llava4d/ask")
+    executor = MultiThreadedExecutor(num_threads=executor_threads(node) + 2)
+    executor.add_node(node)
+    executor.add_node(peer)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        t0 = time.perf_counter()
+        ok = TransitionCallbackReturn.SUCCESS
+        if node.trigger_configure() != ok or node.trigger_activate() != ok:
+            raise SystemExit("bench/query.py --stream: the node did not activate (log above)")
+        print(f"node active in {time.perf_counter() - t0:.1f} s "
+              f"({node.engine.model.model_id}, cpu_threads {args.threads})")
+        # the scene straight into the node's engine (TF, then images): the goals are the bench
+        engine, optical = node.engine, "camera_color_optical_frame"
+        engine.add_transform("camera_link", optical, 0, LINK_FROM_OPTICAL[:3, 3],
+                             quat_from_matrix(LINK_FROM_OPTICAL), True)
+        scene = make_scene(args.seed, duration_s=10.0)
+        for f in frames(scene):
+            t_ns = int(round((1.7e9 + f.stamp_s) * 1e9))
+            w = world_from_link(f.world_from_cam)
+            engine.add_transform("map", "camera_link", t_ns, w[:3, 3], quat_from_matrix(w),
+                                 False)
+            engine.add_image("info", t_ns, scene.cam)
+            engine.add_image("depth", t_ns, f.depth_m)
+            engine.add_image("rgb", t_ns, (optical, f.rgb))
+        print(f"window: {engine.stats.keyframes} keyframes of a 10 s scene")
+        if not client.wait_for_server(timeout_sec=30):
+            raise SystemExit("bench/query.py --stream: ~/ask never appeared")
+        obj = scene.objects[0]
+        questions = (f"Where is the {obj.label} at 2.5s?", "Describe the scene.")
+
+        def send(question: str, on_first=None) -> dict[str, float]:
+            """Send a goal; ms of the first feedback, the result, and (with `on_first`,
+            called at the first feedback with the goal handle) what it measures."""
+            got: dict[str, float] = {"feedback": 0}
+            done = threading.Event()
+            t_send = time.perf_counter()
+
+            def feedback(_msg) -> None:
+                got["feedback"] += 1
+                if "first_ms" not in got:
+                    got["first_ms"] = 1e3 * (time.perf_counter() - t_send)
+                    if on_first is not None:
+                        on_first(handle_box[0], got)
+
+            handle_box: list = []
+            future = client.send_goal_async(Ask.Goal(question=question),
+                                            feedback_callback=feedback)
+            deadline = time.perf_counter() + 30
+            while not future.done():
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"bench/query.py --stream: {question!r} never accepted")
+                time.sleep(0.001)
+            handle_box.append(future.result())
+            result = handle_box[0].get_result_async()
+            result.add_done_callback(lambda _f: done.set())
+            if not done.wait(120):
+                raise SystemExit(f"bench/query.py --stream: no result for {question!r}")
+            got["result_ms"] = 1e3 * (time.perf_counter() - t_send)
+            got["done_at"] = time.perf_counter()
+            got["text"] = result.result().result.answer.text
+            got["cancelled"] = result.result().result.cancelled
+            return got
+
+        def cancel_now(handle, got: dict) -> None:
+            got["cancel_at"] = time.perf_counter()
+            acked = handle.cancel_goal_async()
+            acked.add_done_callback(lambda _f: got.__setitem__(
+                "ack_ms", 1e3 * (time.perf_counter() - got["cancel_at"])))
+
+        for question in questions:
+            send(question)  # warm-up
+            runs = [send(question) for _ in range(args.repeats)]
+            print(f"Q: {question}\nA: {runs[-1]['text']}")
+            print(f"  first feedback median {statistics.median(r['first_ms'] for r in runs):.0f}"
+                  f" ms, whole answer {statistics.median(r['result_ms'] for r in runs):.0f} ms, "
+                  f"{statistics.median(r['feedback'] for r in runs):.0f} feedback messages")
+        first = [send(q)["first_ms"] for q in questions for _ in range(args.repeats)]
+        cancels = [send(questions[1], cancel_now) for _ in range(args.repeats)]
+        ack = [c["ack_ms"] for c in cancels]
+        stopped = [1e3 * (c["done_at"] - c["cancel_at"]) for c in cancels]
+        print(f"cancelled at the first feedback: {sum(c['cancelled'] for c in cancels)} of "
+              f"{len(cancels)} marked cancelled; said until then: {cancels[-1]['text']!r}")
+        print(f"stream_first_feedback_ms={statistics.median(first):.0f} "
+              f"(max {max(first):.0f}) stream_cancel_ack_ms={statistics.median(ack):.0f} "
+              f"(max {max(ack):.0f}) stream_cancel_result_ms={statistics.median(stopped):.0f} "
+              f"(max {max(stopped):.0f}) threads={args.threads}")
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+        rclpy.shutdown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model directory (default: the shipped one)")
@@ -358,12 +549,21 @@ def main() -> None:
     ap.add_argument("--quantization", default="none", choices=("none", "int8", "int4"),
                     help="--config: the LM's weights, as the node's quantization parameter")
     ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--decode-modes", nargs="+", default=["eager"],
+                    choices=("eager", "static", "compile"),
+                    help="--config: decode modes to time (the node's decode_mode)")
+    ap.add_argument("--pool", default="device", choices=("device", "numpy"),
+                    help="--config: voxel pooling where the node runs it, or numpy")
+    ap.add_argument("--stream", action="store_true",
+                    help="time ~/ask of the node: first feedback and cancel")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
     if args.memory_table:
         print("\n".join(memory_table(2560)))
+    elif args.stream:
+        run_stream(args)
     elif args.config:
         run_config(args)
     else:

@@ -3,10 +3,11 @@
 1. write a synthetic demo bag (a room, coloured objects, some moving, a moving camera) if absent;
 2. start the llava4d node in its own process;
 3. play the bag into it (rgb, depth, camera_info, /tf, /tf_static, /clock);
-4. ask questions through the `~/query` service and print the answers next to the truth;
+4. ask questions through the `~/query` service and print the answers next to the truth
+   (`--stream`: through the `~/ask` action, each answer printed as its feedback arrives);
 5. write answers.jsonl, tracks.jsonl and tracks.png (top-down, tracks coloured by time).
 
-    llava4d-demo [--out llava4d_demo] [--seed 7] [--rate 1.0] [--model DIR]
+    llava4d-demo [--out llava4d_demo] [--seed 7] [--rate 1.0] [--model DIR] [--stream]
 """
 
 from __future__ import annotations
@@ -68,18 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=1.0, help="bag playback rate")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node")
     ap.add_argument("--model", default="", help="model directory (default: the embedded one)")
+    ap.add_argument("--stream", action="store_true",
+                    help="ask through the ~/ask action and print answers as they stream")
     args = ap.parse_args(argv)
     keep_dds_local()
 
     import rclpy
+    from rclpy.action import ActionClient
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
 
+    from llava4d_ros.action import Ask
     from llava4d_ros.data import bagtools
     from llava4d_ros.data.scene import make_scene
     from llava4d_ros.msg import Answer, ObjectTrackArray
-    from llava4d_ros.replay import plot_tracks
+    from llava4d_ros.replay import Typewriter, plot_tracks
     from llava4d_ros.ros import convert
     from llava4d_ros.ros.bag_player import play
     from llava4d_ros.srv import Query
@@ -114,13 +119,41 @@ def main(argv: list[str] | None = None) -> int:
         QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                    durability=DurabilityPolicy.TRANSIENT_LOCAL))
     query = client_node.create_client(Query, "/llava4d/query")
+    ask = ActionClient(client_node, Ask, "/llava4d/ask")
+
+    def wait(future, timeout_s: float) -> bool:
+        t_end = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < t_end:
+            time.sleep(0.02)
+        return future.done()
+
+    def asked(question: str):
+        """(success, message, Answer) of `question` through ~/query, or through ~/ask with
+        the answer printed as it streams; None on a timeout."""
+        if not args.stream:
+            future = query.call_async(Query.Request(question=question))
+            return (future.result().success, future.result().message,
+                    future.result().answer) if wait(future, 60.0) else None
+        print(f"Q: {question}")
+        typed = Typewriter()
+        goal = ask.send_goal_async(Ask.Goal(question=question),
+                                   feedback_callback=lambda m: typed(m.feedback.text))
+        if not wait(goal, 10.0) or not goal.result().accepted:
+            return None
+        result = goal.result().get_result_async()
+        if not wait(result, 60.0):
+            return None
+        r = result.result().result
+        if r.success:
+            typed.finish(r.answer.text)
+        return r.success, r.message, r.answer
     executor = SingleThreadedExecutor()
     executor.add_node(client_node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
         deadline = time.monotonic() + args.timeout
-        while not query.service_is_ready():
+        while not (query.service_is_ready() and ask.server_is_ready()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 node_log.flush()
                 print((args.out / "node.log").read_text()[-3000:], file=sys.stderr)
@@ -133,18 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] played {sent} messages; asking questions")
         answers = []
         for question, truth in demo_questions(scene):
-            future = query.call_async(Query.Request(question=question))
-            t_end = time.monotonic() + 60.0
-            while not future.done() and time.monotonic() < t_end:
-                time.sleep(0.02)
-            resp = future.result() if future.done() else None
-            if resp is None or not resp.success:
-                why = "timeout" if resp is None else resp.message
-                print(f"Q: {question}\n   refused: {why}")
+            got = asked(question)
+            if got is None or not got[0]:
+                why = "timeout" if got is None else got[1]
+                print(("" if args.stream else f"Q: {question}\n") + f"   refused: {why}")
                 continue
-            a = convert.answer_dict(resp.answer)
+            a = convert.answer_dict(got[2])
             answers.append(a)
-            print(f"Q: {question}\nA: {a['text']}\n   truth: {truth}   "
+            said = "" if args.stream else f"Q: {question}\nA: {a['text']}\n"
+            print(f"{said}   truth: {truth}   "
                   f"({a['latency_s'] * 1000:.0f} ms, {a['num_visual_tokens']} tokens, "
                   f"tracks {[o['track_id'] for o in a['objects']]})")
         tracks = [seen_tracks[i] for i in sorted(seen_tracks)]

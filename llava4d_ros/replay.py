@@ -2,9 +2,11 @@
 node runs, then questions to the model.
 
     llava4d-replay BAG --question "which objects move?" [--questions-file F] [--out DIR]
+                       [--stream]
 
-Prints each answer, writes `answers.jsonl`, `tracks.jsonl` (one line per track with its
-history) and `tracks.png` (a top-down plot of the tracks coloured by time) into --out.
+Prints each answer (with --stream, as the model says it), writes `answers.jsonl`,
+`tracks.jsonl` (one line per track with its history) and `tracks.png` (a top-down plot of the
+tracks coloured by time) into --out.
 """
 
 from __future__ import annotations
@@ -80,6 +82,31 @@ def feed_bag(engine: Engine, bag: Path, topics: dict[str, str] | None = None) ->
     summary.frames_matched = sum(v for k, v in summary.outcomes.items() if k != "reset")
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+class Typewriter:
+    """Prints an answer as it is streamed (`Engine.ask(on_text=...)`, `~/ask` feedback): what
+    each text adds to the one before, on one line; a text that does not continue the one
+    shown (the model took back a sentence it began to repeat) starts a new line, whole."""
+
+    def __init__(self, prefix: str = "A: ", out=None) -> None:
+        self.prefix, self.out = prefix, out or sys.stdout
+        self.shown: str | None = None
+
+    def __call__(self, text: str) -> None:
+        if self.shown is None or not text.startswith(self.shown):
+            self.out.write(("" if self.shown is None else "\n") + self.prefix + text)
+        else:
+            self.out.write(text[len(self.shown):])
+        self.shown = text
+        self.out.flush()
+
+    def finish(self, text: str) -> None:
+        """End the line, showing `text` (the final answer) if the stream did not end with it."""
+        if text != self.shown:
+            self(text)
+        self.out.write("\n")
+        self.out.flush()
 
 
 def result_json(r: QueryResult) -> dict:
@@ -171,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model directory (default: embedded)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-model", action="store_true", help="tracks only, no questions")
+    ap.add_argument("--stream", action="store_true",
+                    help="print each answer as the model says it")
     for kind, topic in DEFAULT_TOPICS.items():
         ap.add_argument(f"--{kind}-topic", default=topic)
     args = ap.parse_args(argv)
@@ -202,15 +231,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with open(args.out / "answers.jsonl", "w", encoding="utf-8") as f:
         for q in questions:
+            if args.stream:
+                print(f"Q: {q}")
+            typed = Typewriter() if args.stream else None
             try:
-                r = engine.ask(q)
-            except QueryError as exc:
-                print(f"Q: {q}\n   refused: {exc}")
+                r = engine.ask(q, on_text=typed)
+            except QueryError as exc:  # refused before the model said anything
+                print(("" if args.stream else f"Q: {q}\n") + f"   refused: {exc}")
                 f.write(json.dumps({"question": q, "error": str(exc)}) + "\n")
                 continue
             results.append(r)
-            print(f"Q: {q}\nA: {r.text}   ({r.latency_s * 1000:.0f} ms, "
-                  f"{r.num_visual_tokens} tokens)")
+            if typed is not None:
+                typed.finish(r.text)
+                print(f"   ({r.latency_s * 1000:.0f} ms, {r.num_visual_tokens} tokens)")
+            else:
+                print(f"Q: {q}\nA: {r.text}   ({r.latency_s * 1000:.0f} ms, "
+                      f"{r.num_visual_tokens} tokens)")
             for o in r.objects:
                 print(f"   -> track {o.track_id} {o.label} at t={o.stamp_s:.2f}s "
                       f"center={np.round(o.center, 2).tolist()}")

@@ -60,3 +60,19 @@ def test_tiny_config_answers_at_the_full_token_budget(bench):
     rgb = torch.randint(0, 256, (240, 320, 3), dtype=torch.uint8).numpy()
     feats = model.patch_encoder(rgb, cfg.patch_grid)  # CLIP at 336 px, native 24 x 24 grid
     assert feats.shape == (24 * 24, cfg.vision.feature_dim)
+
+
+def test_decode_modes_are_timed_on_the_answers_path_and_refused_on_the_cpu(bench):
+    """bench/gpu.sh's decode tokens/s per mode, here on the CPU: eager is timed; static and
+    compile are refused with the reason, as the node refuses them."""
+    tok = bench._tokenizer()
+    cfg = bench.bench_config("tiny", len(tok))
+    torch.manual_seed(0)
+    model = bench.LLaVA4D.from_config(cfg, tok).eval()
+    lines = bench.time_decode_modes(model, random_tokens(300, d=cfg.vision.feature_dim), 50.0,
+                                    "Where is the red cube at 2.5s?",
+                                    ["eager", "static", "compile"], 4, 1)
+    eager, static, compiled = lines
+    assert eager.startswith("decode_mode=eager question_first_token_ms=")
+    assert float(eager.split("decode_tok_s=")[1]) > 0
+    assert "refused" in static and "needs a CUDA device" in static and "refused" in compiled

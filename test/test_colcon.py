@@ -27,13 +27,14 @@ def test_colcon_build_installs_interfaces_node_launch_and_config(tmp_path):
     prefix = tmp_path / "install" / "llava4d_ros"
     share = prefix / "share" / "llava4d_ros"
     for rel in ("launch/llava4d.launch.py", "launch/replay.launch.py", "config/llava4d.yaml",
-                "msg/Answer.msg", "srv/Query.srv", "package.xml"):
+                "msg/Answer.msg", "srv/Query.srv", "action/Ask.action", "package.xml"):
         assert (share / rel).is_file(), rel
     assert os.access(prefix / "lib" / "llava4d_ros" / "llava4d_node", os.X_OK)
     site = prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     # The installed package (not the checkout) provides both the node and the generated types.
     probe = ("import llava4d_ros, llava4d_ros.ros.node as n; from llava4d_ros.srv import Query; "
-             "from llava4d_ros.msg import Answer; print(llava4d_ros.__file__, n.__file__)")
+             "from llava4d_ros.msg import Answer; from llava4d_ros.action import Ask; "
+             "print(llava4d_ros.__file__, n.__file__)")
     env = {**os.environ, "PYTHONPATH": str(site),
            "AMENT_PREFIX_PATH": f"{prefix}:{os.environ.get('AMENT_PREFIX_PATH', sys.prefix)}"}
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,

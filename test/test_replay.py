@@ -108,3 +108,29 @@ def test_cli_writes_tracks_and_plot_without_a_model(tmp_path, scene_bag, capsys)
 def test_cli_refuses_a_missing_bag(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_streamed_answer_is_typed_as_it_grows():
+    import io
+
+    from llava4d_ros.replay import Typewriter
+
+    out = io.StringIO()
+    typed = Typewriter(out=out)
+    for text in ("At 1.0s,", "At 1.0s, the red cube", "At 1.0s, the red cube moves.",
+                 "At 1.0s, the red cube moves. At 1.0s,"):
+        typed(text)
+    typed.finish("At 1.0s, the red cube moves.")  # the repeat was taken back
+    assert out.getvalue() == ("A: At 1.0s, the red cube moves. At 1.0s,\n"
+                              "A: At 1.0s, the red cube moves.\n")
+
+
+def test_cli_streams_the_answers_it_writes(tmp_path, scene_bag, capsys):
+    out = tmp_path / "out"
+    assert main([str(scene_bag), "--stream", "-q", "Describe the scene.", "-q", "",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert answers[0]["text"] and "error" in answers[1]
+    assert f"Q: Describe the scene.\nA: {answers[0]['text']}\n" in printed
+    assert "Q: \n   refused: empty question" in printed
