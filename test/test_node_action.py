@@ -204,3 +204,17 @@ def test_fast_decoding_on_the_cpu_leaves_the_node_inactive_with_the_reason(harne
     assert h.node.trigger_configure() == SUCCESS
     assert h.node.trigger_activate() != SUCCESS
     assert h.node._state_machine.current_state[1] == "inactive"
+
+
+def test_an_answer_decided_without_generating_is_sent_once_whole(harness, scene, scene_frames):
+    """An answer with no tokens to stream (a rule decided it, or a model that does not
+    stream): one feedback, its whole text."""
+    from llava4d_ros.model.llava4d import ModelAnswer
+
+    h = start(harness, scene, scene_frames)
+    h.node.engine.model.answer = lambda *a, **k: ModelAnswer(text="There are 3 objects.",
+                                                             boxes=())
+    g = Goal(h.action, "How many objects are there?")
+    status, result = g.wait()
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.answer.text
+    assert [f.text for f in g.feedback] == [result.answer.text]
