@@ -428,13 +428,16 @@ def run_stream(args: argparse.Namespace) -> None:
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
 
     from llava4d_ros.action import Ask
     from llava4d_ros.core.geometry import quat_from_matrix
     from llava4d_ros.data.bagtools import LINK_FROM_OPTICAL, world_from_link
     from llava4d_ros.ros.node import Llava4dNode, executor_threads
 
-    rclpy.init()
+    # no rclpy signal handlers: they only shut the context down, and a SIGTERM then left the
+    # process waiting on a goal that could never be answered
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     params = {"device": "cpu", "cpu_threads": args.threads, "autostart": False}
     if args.model:
         params["model_path"] = args.model
@@ -491,8 +494,9 @@ def run_stream(args: argparse.Namespace) -> None:
                                             feedback_callback=feedback)
             deadline = time.perf_counter() + 30
             while not future.done():
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"bench/query.py --stream: {question!r} never accepted")
+                if time.perf_counter() > deadline or not spinner.is_alive():
+                    raise SystemExit(f"bench/query.py --stream: {question!r} never accepted "
+                                     f"(executor {'running' if spinner.is_alive() else 'dead'})")
                 time.sleep(0.001)
             handle_box.append(future.result())
             result = handle_box[0].get_result_async()
