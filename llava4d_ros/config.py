@@ -6,9 +6,11 @@ offline replay, the node and the launch file all start from the same values.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import yaml
 
 
@@ -67,7 +69,27 @@ class NodeConfig:
     max_new_tokens: int = _p(160, "Longest answer the model may generate [tokens]; a "
                              "description of 8 objects takes ~105 (word tokens) to ~120 (BPE).")
     cloud_period_s: float = _p(1.0, "Period of ~/cloud (the window's points) [s]; 0 disables.")
-    tracks_period_s: float = _p(0.2, "Period of ~/tracks and track markers [s].")
+    tracks_period_s: float = _p(0.2, "Period of ~/tracks, ~/detections and object markers "
+                                      "[s].")
+    object_map: bool = _p(True, "Build the object map: objects from depth (static and "
+                                "moving) with persistent ids, for ~/tracks, ~/detections, "
+                                "markers and answers.")
+    gravity: tuple = _p((0.0, 0.0, -1.0), "Direction of gravity in world_frame (any length). "
+                        "A REP 103 map has z up: 0 0 -1. Object boxes stand upright against "
+                        "it and 'on the table' is read along it.")
+    category_views: int = _p(8, "Views of each object classified for its category "
+                             "(EfficientNet-Lite0, ImageNet classes folded into nouns); "
+                             "0: no categories (objects are named by colour and shape).")
+    category_period_s: float = _p(0.5, "At most one category crop batch per this period [s] "
+                                       "(each crop costs ~30 ms on a CPU core).")
+    memory_path: str = _p("default", "The object memory on disk (SQLite): objects, where they "
+                          "were and what happened to them, beyond the window and across "
+                          "restarts. 'default': $ROS_HOME/llava4d/memory.db (~/.ros/...); "
+                          "'': no memory; else a file path.")
+    memory_retention_s: float = _p(604800.0, "History older than this before the newest "
+                                             "stamp is deleted [s] (7 days).")
+    memory_max_mb: float = _p(500.0, "The memory file is kept under this size [MB]; the "
+                                     "oldest history goes first.")
 
     def __post_init__(self) -> None:
         positive = ("window_s", "max_buffer_mb", "keyframe_max_interval_s",
@@ -90,6 +112,14 @@ class NodeConfig:
             raise ValueError(f"query_queue_size must be >= 0, got {self.query_queue_size}")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
+        gravity = tuple(float(v) for v in self.gravity)
+        if len(gravity) != 3 or not all(np.isfinite(gravity)) or not any(gravity):
+            raise ValueError(f"gravity must be 3 finite numbers, not all 0, got {self.gravity}")
+        object.__setattr__(self, "gravity", gravity)
+        if not (self.memory_retention_s > 0 and self.memory_max_mb > 0):
+            raise ValueError("memory_retention_s and memory_max_mb must be > 0")
+        if self.category_views < 0 or not self.category_period_s > 0:
+            raise ValueError("category_views must be >= 0 and category_period_s > 0")
         if self.cloud_period_s < 0:
             raise ValueError("cloud_period_s must be >= 0")
         if not self.world_frame:
@@ -104,6 +134,14 @@ class NodeConfig:
                              f"{self.decode_mode!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def memory_file(self) -> str:
+        """The memory's file path ("" when off): `memory_path` with 'default' resolved."""
+        if self.memory_path == "default":
+            from llava4d_ros.memory import default_memory_path
+
+            return str(default_memory_path())
+        return os.path.expanduser(self.memory_path)
 
     @classmethod
     def descriptions(cls) -> dict[str, str]:

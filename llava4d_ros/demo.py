@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] writing {bag}")
         bagtools.write_scene_bag(bag, scene)
     cmd = [sys.executable, "-m", "llava4d_ros.ros.node", "--ros-args", "-r", "__node:=llava4d",
-           "-p", "use_sim_time:=true", "-p", "device:=cpu"]
+           "-p", "use_sim_time:=true", "-p", "device:=cpu",
+           # the demo's own memory, beside its other outputs (a robot keeps one in ROS_HOME)
+           "-p", f"memory_path:={(args.out / 'memory.db').resolve()}"]
     if args.model:  # rcl cannot parse an empty override ("model_path:=")
         cmd += ["-p", f"model_path:={args.model}"]
     for src, dst in TOPICS.items():

@@ -2,8 +2,9 @@
 replay both drive this one class, so there is one code path to test.
 
     rgb/depth/info --ApproximateTimeSync--> matched frame --TF at its stamp--> world_from_cam
-      --> Ingestor (patches, motion, features, Buffer4D, Tracker)
-    question --> Buffer4D.tokens --> model --> text + grounded boxes --> matched to tracks
+      --> Ingestor (patches, motion, features, Buffer4D)
+      --> ObjectMap (objects from depth, persistent ids) --> Categoriser (crops, now and then)
+    question --> Buffer4D.tokens --> model --> text + grounded boxes --> matched to objects
 
 Frames wait for their transform in *data time* (up to `tf_timeout_s` after their stamp, measured
 by the newest sensor stamp), so a bag replayed faster than real time behaves like a live robot.
@@ -21,7 +22,7 @@ Two ways to drive it:
   wait in the queue, none is lost) so that the model does not fight the ingest for the GIL.
 
 Locks, always taken in this order: `_input_lock` (sync, TF, queue of matched frames) then
-`_buffer_lock` (ingestor, buffer, tracker, track log); `_stats_lock` alone; `_model_lock` for
+`_buffer_lock` (ingestor, buffer, object map, object log); `_stats_lock` alone; `_model_lock` for
 one generation at a time. A reset bumps `_generation` under both, so a frame popped before a
 reset is never ingested into the buffer after it.
 """
@@ -32,15 +33,19 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from llava4d_ros.answers.map_answers import MapScene
+from llava4d_ros.answers.policy import AnswerPolicy
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.core.buffer4d import EmptyBufferError, VisualTokens
 from llava4d_ros.core.geometry import PinholeCamera
+from llava4d_ros.core.objectmap import ObjectMap, ObjectMapConfig
+from llava4d_ros.core.objects import MapObject, ObjectEvent
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
 from llava4d_ros.core.sync import ApproximateTimeSync
 from llava4d_ros.core.tf_buffer import (
@@ -50,7 +55,6 @@ from llava4d_ros.core.tf_buffer import (
     TransformError,
     TransformLoopError,
 )
-from llava4d_ros.core.tracking import Track
 
 if TYPE_CHECKING:  # model/ imports torch; the engine loads it only with a model
     from llava4d_ros.model.spec import ModelSpec
@@ -106,13 +110,14 @@ class SceneModel(Protocol):
     def patch_encoder(self) -> PatchEncoder: ...
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
-               max_new_tokens: int, *, on_text: Callable[[str], None] | None = None,
+               max_new_tokens: int, *, asked_time_s: float = float("nan"),
+               must_name: Sequence[int] = (), on_text: Callable[[str], None] | None = None,
                cancel: threading.Event | None = None) -> AnswerLike: ...
 
 
 @dataclass(frozen=True)
 class GroundedObject:
-    track_id: int  # -1 when no track matched
+    track_id: int  # the map object it is; -1 when none matched
     label: str
     stamp_s: float
     center: np.ndarray  # (3,) world [m]
@@ -130,6 +135,7 @@ class QueryResult:
     num_visual_tokens: int
     latency_s: float
     model_id: str
+    source: str = "network"  # who decided the answer: map, rules or network
 
 
 @dataclass
@@ -217,10 +223,19 @@ class Engine:
         self._newest_ns: int | None = None  # newest sensor stamp seen (data time)
         self._newest_by_kind: dict[str, int] = {}
         self._last_ingested_ns: int | None = None
-        self._track_log: dict[int, Track] = {}
+        self.objects_map = (ObjectMap(ObjectMapConfig(gravity=cfg.gravity))
+                            if cfg.object_map else None)
+        self._object_log: dict[int, MapObject] = {}
+        self._events: deque[ObjectEvent] = deque(maxlen=1000)
+        # (stamp_s, world_from_cam (4, 4)) of every ingested frame, as far back as TF is kept
+        self._camera: deque[tuple[float, np.ndarray]] = deque()
+        self.memory: Any = None  # a memory.MemoryStore (attach_memory), or None
+        self._categoriser: Any = None
+        self._category_error = ""
+        self._last_category_s = -np.inf
         self._generation = 0  # bumped by reset()
         self._input_lock = threading.RLock()  # sync, TF, pending frames, data time
-        self._buffer_lock = threading.RLock()  # ingestor, buffer, tracker, track log
+        self._buffer_lock = threading.RLock()  # ingestor, buffer, object map, object log
         self._stats_lock = threading.Lock()
         self._ingest_lock = threading.Lock()  # one process_pending at a time (frame order)
         self._model_lock = threading.Lock()  # one generation at a time
@@ -393,7 +408,11 @@ class Engine:
             self._newest_ns = None
             self._newest_by_kind.clear()
             self._last_ingested_ns = None
-            self._track_log.clear()
+            self._object_log.clear()
+            self._camera.clear()
+            if self.objects_map is not None:
+                self.objects_map.reset()
+                self._seed_from_memory()
         self.wake()
 
     def process_pending(self, yield_to_queries: bool = False,
@@ -452,37 +471,134 @@ class Engine:
             self.stats.drops[reason.split(":")[0]] += 1
         return FrameOutcome(stamp_ns, "dropped", reason)
 
+    def ingest_frame(self, stamp_ns: int, rgb: np.ndarray, depth_m: np.ndarray,
+                     cam: PinholeCamera, world_from_cam: np.ndarray) -> FrameOutcome:
+        """Ingest one frame whose pose is known already (evaluation, a dataset folder): the
+        path of a synchronised frame after its TF lookup, with no sync or TF."""
+        with self._buffer_lock:
+            return self._ingest(_Pending(int(stamp_ns), "", rgb, self._clip_depth(depth_m),
+                                         cam), world_from_cam)
+
     def _ingest(self, p: _Pending, world_from_cam: np.ndarray) -> FrameOutcome:
         """Under `_buffer_lock`."""
         if self._last_ingested_ns is not None and p.stamp_ns <= self._last_ingested_ns:
             return self._dropped(p.stamp_ns, "out of order: stamp not newer than the last frame")
-        result = self.ingestor.ingest(p.stamp_ns / NS, p.rgb, p.depth_m, p.cam, world_from_cam)
+        stamp_s = p.stamp_ns / NS
+        result = self.ingestor.ingest(stamp_s, p.rgb, p.depth_m, p.cam, world_from_cam)
         if result.status == "dropped":
             return self._dropped(p.stamp_ns, result.reason)
         self._last_ingested_ns = p.stamp_ns
-        self._log_tracks()
+        self._camera.append((stamp_s, np.asarray(world_from_cam, np.float64)))
+        while self._camera and self._camera[0][0] < stamp_s - self.cfg.tf_cache_s:
+            self._camera.popleft()
+        if result.status == "reset" and self.objects_map is not None:
+            self.objects_map.reset()
+            self._object_log.clear()
+            self._seed_from_memory()
+        if result.status in ("keyframe", "reset") and self.objects_map is not None:
+            t0 = time.perf_counter()
+            events = self.objects_map.update(stamp_s, p.depth_m, p.rgb, p.cam, world_from_cam)
+            self._events.extend(events)
+            self.ingestor.timings_ms["object_map"] = (time.perf_counter() - t0) * 1e3
+            self._categorise(stamp_s, p, world_from_cam)
+            objects = self.objects_map.objects
+            self._log_objects(objects)
+            if self.memory is not None:
+                self.memory.submit(stamp_s, objects, events)  # queued: the writer is a thread
         with self._stats_lock:
             self.stats.ingested += 1
             self.stats.keyframes += result.status in ("keyframe", "reset")
         return FrameOutcome(p.stamp_ns, result.status, result.reason)
 
-    def _log_tracks(self) -> None:
-        """Keep the last snapshot of every track seen in the window, also after it ended (an
-        object that moved and stopped), so answers about the past can name its id."""
-        for tr in self.ingestor.tracker.tracks:
-            self._track_log[tr.track_id] = tr
+    def _categorise(self, stamp_s: float, p: _Pending, world_from_cam: np.ndarray) -> None:
+        """Classify crops of objects in view that have too few category views, at most once
+        per `category_period_s` (under `_buffer_lock`). Without the classifier's packages
+        objects keep the category "object", and `category_error` says why."""
+        cfg = self.cfg
+        if cfg.category_views == 0 or stamp_s - self._last_category_s < cfg.category_period_s:
+            return
+        if self._categoriser is None:
+            if self._category_error:
+                return
+            try:
+                from llava4d_ros.core.category import Categoriser
+
+                self._categoriser = Categoriser()
+            except (ImportError, OSError, RuntimeError) as exc:
+                self._category_error = f"no object categories: {exc}"
+                return
+        requests = self.objects_map.category_requests(p.cam, world_from_cam,
+                                                      cfg.category_views)[:2]
+        if not requests:
+            return
+        self._last_category_s = stamp_s
+        t0 = time.perf_counter()
+        scores = self._categoriser.scores(p.rgb, [box for _, box in requests])
+        for (object_id, _), sc in zip(requests, scores):
+            self.objects_map.add_category_scores(object_id, sc)
+        self.ingestor.timings_ms["category"] = (time.perf_counter() - t0) * 1e3
+
+    @property
+    def category_error(self) -> str:
+        """Why objects have no categories ("" when they do or none were asked for)."""
+        return self._category_error
+
+    def _log_objects(self, objects: list[MapObject]) -> None:
+        """Keep the last snapshot of every object seen in the window, also after it left the
+        map (it moved away or its place was seen empty), so answers about the past can name
+        its id."""
+        for obj in objects:
+            self._object_log[obj.object_id] = obj
+        for oid in self.objects_map.retracted & set(self._object_log):
+            del self._object_log[oid]
         window = self.ingestor.buffer.time_range()
         if window is not None:
-            for tid in [t for t, tr in self._track_log.items() if tr.last_seen_s < window[0]]:
-                del self._track_log[tid]
+            for oid in [o for o, obj in self._object_log.items()
+                        if obj.last_seen_s < window[0]]:
+                del self._object_log[oid]
 
     # ---------------------------------------------------------------- outputs
-    def tracks(self, include_ended: bool = False) -> list[Track]:
-        """Live tracks; with include_ended, also those that ended inside the window."""
+    def attach_memory(self, store: Any) -> None:
+        """Write the object map to `store` (a `memory.MemoryStore`) after every keyframe, and
+        take up what it remembers: ids continue after its largest, and its still objects
+        wait at their places, so an object seen again there keeps its id (`ObjectMap.seed`).
+        None detaches."""
         with self._buffer_lock:
-            if include_ended:
-                return sorted(self._track_log.values(), key=lambda t: t.track_id)
-            return list(self.ingestor.tracker.tracks)
+            self.memory = store
+            self._seed_from_memory()
+
+    def _seed_from_memory(self) -> None:
+        """Under `_buffer_lock`."""
+        if self.memory is None or self.objects_map is None:
+            return
+        self.objects_map.continue_ids(max(int(self.memory.next_object_id()), 1))
+        known = [o for o in self.memory.known_objects() if not o.is_dynamic]
+        self.objects_map.seed([(o.object_id, np.asarray(o.center), np.asarray(o.size),
+                                o.first_seen_s) for o in known])
+
+    def objects(self, include_gone: bool = False) -> list[MapObject]:
+        """The object map's objects (static and moving); with `include_gone`, also those seen
+        in the window that left the map since. Oldest id first."""
+        with self._buffer_lock:
+            if self.objects_map is None:
+                return []
+            if include_gone:
+                return sorted(self._object_log.values(), key=lambda o: o.object_id)
+            return self.objects_map.objects
+
+    def take_events(self) -> list[ObjectEvent]:
+        """Object events since the last call (appeared, started/stopped moving, left view,
+        disappeared), oldest first; at most the last 1000 are kept between calls."""
+        with self._buffer_lock:
+            out = list(self._events)
+            self._events.clear()
+            return out
+
+    def camera_at(self, stamp_s: float) -> tuple[float, np.ndarray] | None:
+        """`(stamp_s, world_from_cam (4, 4))` of the ingested frame nearest `stamp_s`, or None
+        when no frame was ingested (the trail reaches back `tf_cache_s`)."""
+        with self._buffer_lock:
+            return _nearest_pose(list(self._camera), stamp_s)
 
     def drops(self) -> dict[str, int]:
         """Everything dropped so far by reason: frames (engine and core) and unmatched messages
@@ -544,45 +660,65 @@ class Engine:
                                                          t_start_s=t_start_s, t_end_s=t_end_s)
                 except EmptyBufferError as exc:
                     raise QueryError(f"no observations in the window yet ({exc})") from None
-                tracks = list(self._track_log.values())
+                logged = list(self._object_log.values())
+                current = self.objects_map.objects if self.objects_map is not None else None
+                trail = list(self._camera)
             t_ref = float(tokens.t_s.min())
             t_end = float(tokens.t_s.max())
-            _check_times(question, t_ref, t_end)
+            _check_times(question, t_ref, t_end, durations_ok=self.memory is not None)
+            scene = None
+            if current is not None:
+                scene = MapScene(current, now_s=t_end, window_start_s=t_ref,
+                                 camera_at=lambda stamp_s: _nearest_pose(trail, stamp_s),
+                                 memory=self.memory)
             # the model is read under its lock: deactivate (set_model(None)) may run meanwhile
             with self._model_lock:
                 model = self.model
                 if model is None:
                     raise QueryError("no model is loaded (the node is not active)")
-                out = model.answer(question, tokens, t_ref, self.cfg.max_new_tokens,
-                                   on_text=on_text, cancel=cancel)
+                out = AnswerPolicy(model).answer(question, tokens, t_ref,
+                                                 self.cfg.max_new_tokens, scene,
+                                                 on_text=on_text, cancel=cancel)
         finally:
             with self._signal:
                 self._queries_running -= 1
                 self._signal.notify_all()
-        objects = [self._ground(b, t_ref, t_end, tracks) for b in out.boxes]
+        objects = [self._ground(b, t_ref, t_end, logged) for b in out.boxes]
+        objects += [GroundedObject(o.object_id, o.label, min(o.last_seen_s, t_end), o.center,
+                                   o.size, 1.0) for o in out.objects]
         return QueryResult(question=question, text=out.text, objects=objects,
                            window_start_s=t_ref, window_end_s=t_end,
                            num_visual_tokens=int(len(tokens.t_s)),
                            latency_s=time.perf_counter() - t0,
-                           model_id=model.model_id)
+                           model_id=model.model_id, source=out.source)
 
     @staticmethod
     def _ground(box: BoxLike, t_ref_s: float, window_end_s: float,
-                tracks: list[Track]) -> GroundedObject:
-        """Name the track whose position at the box's time is nearest its centre, if close."""
+                objects: list[MapObject]) -> GroundedObject:
+        """Name the object whose position at the box's time is nearest its centre, if close."""
         stamp_s = t_ref_s + box.t_s if box.t_s is not None else window_end_s
         center = np.asarray(box.box6[:3], np.float64)
         size = np.asarray(box.box6[3:], np.float64)
         best, best_d = -1, max(0.5, float(size.max()))
-        for tr in tracks:
-            if not tr.history:
-                continue
-            times = np.array([h[0] for h in tr.history])
-            pos = np.array([h[1] for h in tr.history])
-            d = float(np.linalg.norm(pos[int(np.argmin(np.abs(times - stamp_s)))] - center))
+        for obj in objects:
+            history = obj.history or ((obj.last_seen_s, obj.center),)
+            times = np.array([h[0] for h in history])
+            pos = np.array([h[1] for h in history])
+            before = np.flatnonzero(times <= stamp_s + 1e-6)
+            k = int(before[-1]) if before.size else 0  # where it was then (or first seen)
+            d = float(np.linalg.norm(pos[k] - center))
             if d < best_d:
-                best, best_d = tr.track_id, d
+                best, best_d = obj.object_id, d
         return GroundedObject(best, box.label, stamp_s, center, size, box.confidence)
+
+
+def _nearest_pose(trail: list[tuple[float, np.ndarray]], stamp_s: float
+                  ) -> tuple[float, np.ndarray] | None:
+    """The `(stamp_s, world_from_cam)` of `trail` nearest `stamp_s`, or None if empty."""
+    if not trail:
+        return None
+    stamps = np.array([t for t, _ in trail])
+    return trail[int(np.argmin(np.abs(stamps - stamp_s)))]
 
 
 def _check_numbers(question: str) -> None:
@@ -601,11 +737,16 @@ def _check_numbers(question: str) -> None:
                              f"most {MAX_QUESTION_DIGITS} digits")
 
 
-def _check_times(question: str, t_ref_s: float, t_end_s: float) -> None:
+def _check_times(question: str, t_ref_s: float, t_end_s: float,
+                 durations_ok: bool = False) -> None:
     """A time named in a question ("at 2.5s") is seconds since the window start: it must fall
-    in the window the model sees, or the answer would be about a time it has no data for."""
+    in the window the model sees, or the answer would be about a time it has no data for.
+    With `durations_ok` (a memory reaches back beyond the window), "200 seconds ago" is not
+    checked."""
     length = t_end_s - t_ref_s
     for m in _TIME.finditer(question):
+        if durations_ok and re.match(r"\s+(ago|back|before)\b", question[m.end():]):
+            continue
         t = float(m.group(1))
         if t > length + QUESTION_TIME_SLACK_S:
             raise QueryError(

@@ -1,6 +1,8 @@
-"""Evaluate a LLaVA-4D model on held-out synthetic 4D instruction data.
+"""Evaluate a LLaVA-4D model on held-out synthetic 4D instruction data, or the object map.
 
     python -m llava4d_ros.evaluate [--model DIR] [--split test] [--ablations DIR ...]
+    python -m llava4d_ros.evaluate --policy none      # the network alone, no rule decides
+    python -m llava4d_ros.evaluate --objects --split val   # the object map (training/objects_eval)
     python -m llava4d_ros.evaluate --calibrate --split val [--write]   # fit box confidence
     python -m llava4d_ros.evaluate --reliability                      # check it
 
@@ -35,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.data.vocabulary import COLOURS, SHAPE_SYNONYMS, SHAPES
 from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
 from llava4d_ros.model.llava4d import MAX_NEW_TOKENS, LLaVA4D, ModelAnswer
@@ -169,17 +172,19 @@ def score(sample: dict[str, Any], answer: ModelAnswer) -> dict[str, int]:
 
 
 def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
-                   examples: int = 0, outcomes: list[tuple[float, bool]] | None = None
-                   ) -> dict[str, dict[str, float]]:
-    """Per-task and overall counts/rates over `records` (cached scenes with samples);
-    `outcomes` collects the (confidence, right) of every box answered (`box_outcomes`)."""
+                   examples: int = 0, outcomes: list[tuple[float, bool]] | None = None,
+                   rules: bool = True) -> dict[str, dict[str, float]]:
+    """Per-task and overall counts/rates over `records` (cached scenes with samples), each
+    question answered as the node answers it (`answers.policy`; `rules=False`: by the network
+    alone); `outcomes` collects the (confidence, right) of every box answered
+    (`box_outcomes`)."""
     from tqdm import tqdm
 
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     shown = 0
     for rec in tqdm(records, desc=model.model_id, disable=not progress):
-        answers = model.generate_batch([s["question"] for s in rec.samples], rec.tokens,
-                                       rec.t_ref_s)
+        answers = answer_questions(model, [s["question"] for s in rec.samples], rec.tokens,
+                                   rec.t_ref_s, rules=rules)
         for s, a in zip(rec.samples, answers):
             if shown < examples:
                 print(f"Q: {s['question']}\n  A: {a.text}\n  ref: {s['answer']}")
@@ -269,7 +274,7 @@ def print_reliability(title: str, confidence: Sequence[float], right: Sequence[b
     print(f"ECE {ece:.3f}")
 
 
-def raw_outcomes(model: LLaVA4D, records: list[Any], examples: int = 0
+def raw_outcomes(model: LLaVA4D, records: list[Any], examples: int = 0, rules: bool = True
                  ) -> tuple[dict[str, dict[str, float]], list[tuple[float, bool]]]:
     """The evaluation table and each box's (raw score, right): the model runs without its
     confidence table (then a box's confidence is its raw score) and gets the table back after.
@@ -278,7 +283,8 @@ def raw_outcomes(model: LLaVA4D, records: list[Any], examples: int = 0
     model.cfg = replace(model.cfg, confidence_table=None)
     outcomes: list[tuple[float, bool]] = []
     try:
-        result = evaluate_model(model, records, examples=examples, outcomes=outcomes)
+        result = evaluate_model(model, records, examples=examples, outcomes=outcomes,
+                                rules=rules)
     finally:
         model.cfg = replace(model.cfg, confidence_table=table)
     return result, outcomes
@@ -302,29 +308,30 @@ def _acc(c: dict[str, int]) -> float:
     return (c["box_hits"] + c["time_hits"] + c["em_hits"]) / n if n else float("nan")
 
 
-def kitchen_tokens(model: LLaVA4D, root: str, frames: int = 300,
-                   track_labels: list[str] | None = None) -> tuple[Any, float]:
-    """The visual tokens of the first `frames` frames of a 7-Scenes folder, through the same
-    `Ingestor` and settings as the training scenes; returns (tokens, window start stamp).
-    `track_labels` collects the label of every track the tracker reports meanwhile."""
-    from llava4d_ros.core.pipeline import Ingestor
+def kitchen_window(model: LLaVA4D, root: str, frames: int = 300) -> tuple[Any, float, Any]:
+    """The first `frames` frames of a 7-Scenes folder through the node's path (`Engine`, with
+    the folder's gravity for the object map): (visual tokens, window start stamp, the object
+    map's `MapScene` at the end)."""
+    from llava4d_ros.answers.map_answers import MapScene
+    from llava4d_ros.config import NodeConfig
     from llava4d_ros.data.rgbd_folder import RGBDFolder
-    from llava4d_ros.train import ingest_config
+    from llava4d_ros.engine import Engine
 
     folder = RGBDFolder(root, stop=frames)
     cam = folder.camera_info.pinhole()
-    cfg = ingest_config(model.cfg)
-    ingestor = Ingestor(cfg, model.patch_encoder)
+    gravity = tuple(np.loadtxt(Path(root) / "gravity-direction.txt"))
+    engine = Engine(NodeConfig(gravity=gravity), model)
     for frame in folder:
-        ingestor.ingest(frame.stamp_s, frame.rgb, frame.depth_m, cam, frame.world_from_cam)
-        if track_labels is not None:
-            track_labels.extend(t.label for t in ingestor.tracker.tracks)
-    tokens = ingestor.buffer.tokens(cfg.token_budget, cfg.voxel_m)
-    return tokens, float(np.min(tokens.t_s))
+        engine.ingest_frame(round(frame.stamp_s * 1e9), frame.rgb, frame.depth_m, cam,
+                            frame.world_from_cam)
+    cfg = engine.ingestor.cfg
+    tokens = engine.ingestor.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+    t_ref, t_end = float(np.min(tokens.t_s)), float(np.max(tokens.t_s))
+    return tokens, t_ref, MapScene(engine.objects(), t_end, t_ref, engine.camera_at)
 
 
 def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
-            kitchen: tuple[Any, float] | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
+            kitchen: tuple[Any, float, Any] | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
             progress: bool = True) -> dict[str, Any]:
     """The issue-12 figures of a model (`print_honesty` prints them):
 
@@ -335,7 +342,8 @@ def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
     - `false_abstention`: answerable questions (template tasks, all phrasings) answered with a
       refusal; `repetition`: answers that repeat a sentence or run to `max_new_tokens`;
     - `crowded`: count questions in scenes with more objects than the default generator makes;
-    - `kitchen`: (question, answer) on a real room; an answer naming a palette object invents.
+    - `kitchen`: (question, answer) on a real room (`kitchen_window`: its tokens and object
+      map); an answer naming a palette object invents.
     """
     from tqdm import tqdm
 
@@ -346,8 +354,9 @@ def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
     honest: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     false_abst, rep = [0, 0], {"n": 0, "repeat": 0, "max_tokens": 0}
 
-    def ask(questions: list[str], tokens: Any, t_ref_s: float) -> list[ModelAnswer]:
-        answers = model.generate_batch(questions, tokens, t_ref_s, max_new_tokens)
+    def ask(questions: list[str], tokens: Any, t_ref_s: float, scene: Any = None) -> list[Any]:
+        answers = answer_questions(model, questions, tokens, t_ref_s, max_new_tokens,
+                                   scene=scene)
         for a in answers:
             rep["n"] += 1
             rep["repeat"] += repeats_a_sentence(a.text)
@@ -445,6 +454,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kitchen", default=str(Path(__file__).resolve().parents[2] / "shared" /
                                              "data" / "7scenes-redkitchen"),
                     help="--honesty: a 7-Scenes folder (frames 0-299); '' to skip")
+    ap.add_argument("--policy", default="rules", choices=("rules", "none"),
+                    help="rules: answered as the node answers (map, rules, network); none: "
+                         "every question by the network alone, as written")
+    ap.add_argument("--objects", action="store_true",
+                    help="the object map instead: --object-scenes synthetic scenes of --split "
+                         "and the kitchen (--kitchen, frames 0-299) against its hand labels")
+    ap.add_argument("--object-scenes", type=int, default=20)
+    ap.add_argument("--kitchen-labels", default=str(Path(__file__).resolve().parents[1] /
+                                                    "test" / "data" / "kitchen_objects.yaml"))
     ap.add_argument("--reliability", action="store_true",
                     help="also: the reliability table of box confidence, raw and calibrated")
     ap.add_argument("--calibrate", action="store_true",
@@ -455,6 +473,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.write and not args.calibrate:
         ap.error("--write stores what --calibrate fits")
     torch.set_num_threads(args.threads)
+    if args.objects:
+        run_objects(args)
+        return
 
     model = LLaVA4D.from_pretrained(args.model)
     records = load_split(args.split, args.scenes, args.cache, model.cfg,
@@ -462,12 +483,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.honesty:
         run_honesty(model, records, args)
     outcomes: list[tuple[float, bool]] = []
+    rules = args.policy == "rules"
     if args.reliability or args.calibrate:
-        main_table, outcomes = raw_outcomes(model, records, examples=args.examples)
+        main_table, outcomes = raw_outcomes(model, records, examples=args.examples, rules=rules)
     else:
-        main_table = evaluate_model(model, records, examples=args.examples)
+        main_table = evaluate_model(model, records, examples=args.examples, rules=rules)
     print(f"model {model.model_id} ({args.model or 'default'}), split {args.split}, "
-          f"{len(records)} scenes")
+          f"{len(records)} scenes, policy {args.policy}")
     print_table(main_table)
     if outcomes:
         report_confidence(model, outcomes, args)
@@ -476,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         for path in args.ablations:
             m = LLaVA4D.from_pretrained(path)
             t = evaluate_model(m, load_split(args.split, args.scenes, args.cache, m.cfg,
-                                             workers=args.cache_workers))
+                                             workers=args.cache_workers), rules=rules)
             rows.append((m.cfg.prompt.encoding, path, t["all"]))
         print("\nablation (same training, same data)")
         print(f"{'4D encoding':<14}{'SAcc@0.5':>10}{'TAcc':>8}{'EM':>8}  model")
@@ -519,7 +541,7 @@ def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) ->
                for seed in seeds_for_split(args.split, args.crowded)]
     kitchen = None
     if args.kitchen and Path(args.kitchen, "associations.txt").exists():
-        kitchen = kitchen_tokens(model, args.kitchen)
+        kitchen = kitchen_window(model, args.kitchen)
     records = records[:args.honesty_scenes or None]
     report = honesty(model, records, crowded, kitchen)
     print(f"honesty: model {model.model_id} ({args.model or 'default'}), split {args.split}, "
@@ -527,6 +549,18 @@ def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) ->
           + (f", kitchen {args.kitchen} frames 0-299" if kitchen else ", no kitchen"))
     print_honesty(report)
     print()
+
+
+def run_objects(args: argparse.Namespace) -> None:
+    from llava4d_ros.data.instructions import seeds_for_split
+    from llava4d_ros.training import objects_eval
+
+    seeds = seeds_for_split(args.split, args.object_scenes)
+    objects_eval.print_synthetic(objects_eval.synthetic(seeds))
+    if args.kitchen and Path(args.kitchen, "associations.txt").exists():
+        objects_eval.print_kitchen(objects_eval.kitchen(args.kitchen, args.kitchen_labels))
+    else:
+        print(f"kitchen: no 7-Scenes folder at {args.kitchen!r}")
 
 
 if __name__ == "__main__":

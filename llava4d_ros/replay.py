@@ -122,7 +122,11 @@ def result_json(r: QueryResult) -> dict:
 
 
 def track_json(tr) -> dict:
-    return {"id": tr.track_id, "label": tr.label, "is_dynamic": bool(tr.is_dynamic),
+    """A `MapObject` as the JSON the replay writes (the fields of ObjectTrack)."""
+    return {"id": tr.object_id, "label": tr.label, "category": tr.category,
+            "category_confidence": round(float(tr.category_confidence), 3),
+            "colour": tr.colour, "support": tr.support, "is_dynamic": bool(tr.is_dynamic),
+            "in_view": bool(tr.in_view),
             "center": [round(float(v), 3) for v in tr.center],
             "size": [round(float(v), 3) for v in tr.size],
             "velocity": [round(float(v), 3) for v in tr.velocity],
@@ -198,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model directory (default: embedded)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-model", action="store_true", help="tracks only, no questions")
+    ap.add_argument("--memory", type=Path, default=None,
+                    help="an object memory file (SQLite): the bag's objects are added to it "
+                         "and answers reach back into it, so a second bag can ask about the "
+                         "first")
     ap.add_argument("--stream", action="store_true",
                     help="print each answer as the model says it")
     for kind, topic in DEFAULT_TOPICS.items():
@@ -219,12 +227,30 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, args.device, cfg.dtype, cfg.cpu_threads,
                            cfg.quantization, cfg.decode_mode)
     engine = Engine(cfg, model=model)
+    memory = None
+    if args.memory is not None:
+        from llava4d_ros.memory import MemoryStore
+
+        memory = MemoryStore(args.memory, cfg.memory_retention_s, cfg.memory_max_mb,
+                             log=lambda level, text: print(f"memory ({level}): {text}"))
+        engine.attach_memory(memory)
     topics = {"rgb": args.rgb_topic, "depth": args.depth_topic, "info": args.info_topic}
+    try:
+        return _replay(args, engine, topics, questions)
+    finally:
+        if memory is not None:
+            memory.close()  # commits what is queued
+
+
+def _replay(args: argparse.Namespace, engine: Engine, topics: dict[str, str],
+            questions: list[str]) -> int:
     try:
         summary = feed_bag(engine, args.bag, topics)
     except ValueError as exc:
         print(f"llava4d-replay: {exc}", file=sys.stderr)
         return 2
+    if engine.memory is not None:
+        engine.memory.flush()  # answers read what the bag added
     print(f"replayed {summary.messages} messages in {summary.seconds:.1f} s: "
           + ", ".join(f"{k}={v}" for k, v in sorted(summary.outcomes.items())))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -248,17 +274,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Q: {q}\nA: {r.text}   ({r.latency_s * 1000:.0f} ms, "
                       f"{r.num_visual_tokens} tokens)")
             for o in r.objects:
-                print(f"   -> track {o.track_id} {o.label} at t={o.stamp_s:.2f}s "
+                print(f"   -> object {o.track_id} {o.label} at t={o.stamp_s:.2f}s "
                       f"center={np.round(o.center, 2).tolist()}")
             f.write(json.dumps(result_json(r)) + "\n")
-    tracks = engine.tracks(include_ended=True)
+    tracks = engine.objects(include_gone=True)
     with open(args.out / "tracks.jsonl", "w", encoding="utf-8") as f:
         for tr in tracks:
             f.write(json.dumps(track_json(tr)) + "\n")
     xyz, dyn = engine.cloud()
     plot_tracks(args.out / "tracks.png", [track_json(t) for t in tracks],
                 [result_json(r) for r in results],
-                f"{args.bag.name}: {len(tracks)} tracks, "
+                f"{args.bag.name}: {len(tracks)} objects, "
                 f"{sum(t.is_dynamic for t in tracks)} moving at the end", xyz, dyn)
     print(f"wrote {args.out}/answers.jsonl, tracks.jsonl, tracks.png")
     return 0

@@ -137,7 +137,7 @@ def ingest_config(cfg: LLaVA4DConfig) -> IngestConfig:
 # The sources whose code decides what a cached scene holds (render, ingest, encode, samples):
 # a change to any of them gives a new cache directory, so a stale cache is never read.
 _CACHE_SOURCES = ("data/scene.py", "data/instructions.py", "data/vocabulary.py",
-                  "core/geometry.py", "core/buffer4d.py", "core/pipeline.py", "core/tracking.py",
+                  "core/geometry.py", "core/buffer4d.py", "core/pipeline.py",
                   "core/colors.py", "model/vision.py", "training/dataset.py")
 
 

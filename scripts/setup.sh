@@ -100,15 +100,16 @@ python - <<'PY'
 import rclpy
 from rclpy.serialization import deserialize_message, serialize_message
 from llava4d_ros.msg import Answer, GroundedObject, ObjectTrackArray
-from llava4d_ros.srv import Query
+from llava4d_ros.srv import Query, SaveMemory
 from llava4d_ros.action import Ask
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 
 answer = Answer(question="smoke", objects=[GroundedObject(label="red cube")])
 assert deserialize_message(serialize_message(answer), Answer).objects[0].label == "red cube"
-for t in (ObjectTrackArray, Query.Request, Query.Response, Ask.Goal, Ask.Result, Ask.Feedback,
-          Ask.Impl.FeedbackMessage, TFMessage, Detection3DArray):
+for t in (ObjectTrackArray, Query.Request, Query.Response, SaveMemory.Request,
+          SaveMemory.Response, Ask.Goal, Ask.Result, Ask.Feedback, Ask.Impl.FeedbackMessage,
+          TFMessage, Detection3DArray):
     deserialize_message(serialize_message(t()), t)
 rclpy.init()
 rclpy.shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_loc
 os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
 os.environ.setdefault("ROS_DOMAIN_ID", str(11 + os.getpid() % 80))
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+# a node started with the default memory_path keeps its memory under ROS_HOME: never the
+# user's own while tests run
+os.environ["ROS_HOME"] = tempfile.mkdtemp(prefix="llava4d_test_ros_home_")
 
 
 def require_ros():
@@ -67,6 +71,7 @@ def harness(ros_context, tiny_model_dir):
 
     def make(**params):
         params.setdefault("model_path", tiny_model_dir)
+        params.setdefault("memory_path", "")  # no memory unless a test is about it
         h = Harness(ros_context, **params)
         made.append(h)
         return h

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import seeds_for_split
 from llava4d_ros.evaluate import evaluate_model
@@ -61,5 +62,5 @@ def test_describes_all_eight_objects_within_the_default_answer_length():
                           voxel_m=cfg.voxel_m)
     rec = build_scene(82, ColourStatsEncoder(), ingest, {"n_objects": 8})
     question = next(s["question"] for s in rec.samples if s["task"] == "caption")
-    ans = model.generate(question, rec.tokens, rec.t_ref_s)
+    (ans,) = answer_questions(model, [question], rec.tokens, rec.t_ref_s)
     assert len({b.label.split()[0] for b in ans.boxes}) == 8, ans.text

@@ -98,20 +98,26 @@ def test_builders_make_messages_that_hold_the_numbers():
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import PointCloud2
 
-    from llava4d_ros.core.tracking import Track
+    from llava4d_ros.core.objects import MapObject
 
-    tr = Track(track_id=4, label="red", center=np.array([1.0, 2.0, 0.5]),
-               size=np.array([0.3, 0.3, 0.4]), velocity=np.array([0.2, 0.0, 0.0]),
-               first_seen_s=10.0, last_seen_s=12.5,
-               history=[(10.0, np.array([0.5, 2.0, 0.5])), (12.5, np.array([1.0, 2.0, 0.5]))],
-               is_dynamic=True, hits=9)
+    yaw = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 deg about z
+    tr = MapObject(object_id=4, center=np.array([1.0, 2.0, 0.5]), size=np.array([0.3, 0.3, 0.4]),
+                   world_from_box=yaw, category="mug", category_confidence=0.7, colour="red",
+                   shape="cylinder", support="table", first_seen_s=10.0, last_seen_s=12.5,
+                   is_dynamic=True, velocity=np.array([0.2, 0.0, 0.0]),
+                   hypotheses=(("mug", 0.7), ("bowl", 0.1)),
+                   history=((10.0, np.array([0.5, 2.0, 0.5])), (12.5, np.array([1.0, 2.0, 0.5]))))
     msg = convert.tracks_msg([tr], "map", 13 * 10**9)
     d = convert.track_dicts(msg)[0]
     assert d["id"] == 4 and d["is_dynamic"] and d["center"] == [1.0, 2.0, 0.5]
+    assert (d["label"], d["category"], d["colour"], d["support"]) == (
+        "red mug", "mug", "red", "table")
     assert d["history"] == [[10.0, 0.5, 2.0, 0.5], [12.5, 1.0, 2.0, 0.5]]
     assert d["first_seen_s"] == 10.0 and d["last_seen_s"] == 12.5
+    q = msg.tracks[0].pose.orientation
+    assert (q.z, q.w) == (pytest.approx(np.sqrt(0.5)), pytest.approx(np.sqrt(0.5)))
     markers = convert.track_markers([tr], "map", 0, lifetime_s=1.0).markers
-    assert {m.ns for m in markers} == {"tracks", "track_labels", "trajectories"}
+    assert {m.ns for m in markers} == {"objects", "object_labels", "trajectories"}
     line = next(m for m in markers if m.ns == "trajectories")
     assert len(line.points) == len(line.colors) == 2
     assert line.colors[0].b > line.colors[0].r and line.colors[1].r > line.colors[1].b  # old->new
@@ -125,6 +131,8 @@ def test_builders_make_messages_that_hold_the_numbers():
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "dynamic"]
     det = convert.detections_msg([tr], "map", 0)
     assert det.detections[0].id == "4" and det.detections[0].bbox.size.z == pytest.approx(0.4)
+    hyps = [(r.hypothesis.class_id, r.hypothesis.score) for r in det.detections[0].results]
+    assert hyps == [("mug", pytest.approx(0.7)), ("bowl", pytest.approx(0.1))]
 
 
 def test_stamps_are_refused_not_wrapped():

@@ -212,7 +212,7 @@ def test_keyframe_policy_time_and_camera_motion():
     rgb, depth = _ingest_inputs()
     still = [ing.ingest(0.1 * k, rgb, depth, CAM, np.eye(4)).status for k in range(11)]
     assert [k for k, s in enumerate(still) if s == "keyframe"] == [0, 5, 10]
-    assert set(ing.timings_ms) == {"backproject", "pool", "motion", "encode", "buffer", "track"}
+    assert set(ing.timings_ms) == {"backproject", "pool", "motion", "encode", "buffer"}
     ing = Ingestor(IngestConfig(patch_grid=(12, 16)))
     moving = [ing.ingest(0.05 * k, rgb, depth, CAM, se3([0.1 * k, 0, 0], [0, 0, 0, 1])).status
               for k in range(9)]  # 2 m/s: every frame moved enough, min interval 0.1 s rules

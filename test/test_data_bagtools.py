@@ -137,6 +137,7 @@ def test_cli_writes_a_scene_bag_and_refuses_to_overwrite(tmp_path: Path, capsys)
 
 @pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason="7-Scenes sample data not present")
 def test_cli_writes_a_folder_bag_with_raw_depth(tmp_path: Path):
+    from llava4d_ros.core.surfaces import g_from_world
     from llava4d_ros.data.rgbd_folder import RGBDFolder
 
     out = tmp_path / "folder_bag"
@@ -145,11 +146,16 @@ def test_cli_writes_a_folder_bag_with_raw_depth(tmp_path: Path):
     assert len(msgs[TOPIC_RGB]) == 3 and len(msgs[TOPIC_TF_STATIC]) == 1
     folder = RGBDFolder(SEVEN_SCENES, stop=3)
     link_from_optical = _matrix(msgs[TOPIC_TF_STATIC][0][1].transforms[0].transform)
+    # the bag's map is the folder's world turned so that z points up (its gravity file)
+    map_from_world = np.eye(4)
+    map_from_world[:3, :3] = g_from_world(np.loadtxt(SEVEN_SCENES / "gravity-direction.txt"))
     for k, frame in enumerate(folder):
         depth = msgs[TOPIC_DEPTH][k][1]
         np.testing.assert_array_equal(depth.data.view("<u2").reshape(480, 640), frame.depth)
-        world_from_link = _matrix(msgs[TOPIC_TF][k][1].transforms[0].transform)
+        map_from_link = _matrix(msgs[TOPIC_TF][k][1].transforms[0].transform)
         np.testing.assert_allclose(
-            world_from_link @ link_from_optical, frame.world_from_cam, atol=1e-9
+            map_from_link @ link_from_optical, map_from_world @ frame.world_from_cam, atol=1e-9
         )
+        down = map_from_link @ link_from_optical @ np.array([0, 1, 0, 0.0])  # image down
+        assert down[2] < -0.8  # a hand-held camera held upright: image down is world down
         assert _stamp(depth.header) == stamp_ns(EPOCH_S, frame.stamp_s)

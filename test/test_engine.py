@@ -247,7 +247,8 @@ def test_ingest_yields_to_a_question_until_the_queue_is_half_full(scene, scene_f
         feed_frame(engine, f, scene.cam, stamp_ns(f.stamp_s))
     assert engine.stats.ingested == 5
     with IngestThread(engine):
-        asker = threading.Thread(target=engine.ask, args=("Which objects move?",))
+        asker = threading.Thread(target=engine.ask,
+                                 args=("When did the red cube start moving?",))
         asker.start()
         assert model.started.wait(20)
         for f in scene_frames[5:8]:  # 3 < half of 8: they wait for the answer
@@ -431,7 +432,7 @@ def test_deactivate_during_a_question_leaves_its_answer_whole(tiny_model, scene)
 
     def ask():
         try:
-            results.append(engine.ask("Which objects move?"))
+            results.append(engine.ask("When did the red cube start moving?"))
         except Exception as exc:  # noqa: BLE001 - the test reports it
             errors.append(exc)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava4d_ros.core.colors import BASIC_COLOURS, UNCLEAR
+from llava4d_ros.answers.map_answers import count_text
+from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import (
     ALL_TASKS,
@@ -23,7 +24,7 @@ from llava4d_ros.evaluate import (
     abstains,
     categorical,
     honesty,
-    kitchen_tokens,
+    kitchen_window,
     names_palette_object,
     repeats_a_sentence,
     score,
@@ -126,29 +127,28 @@ def kitchen():
         pytest.skip(f"7-Scenes RedKitchen data not found at {KITCHEN}")
     torch.set_num_threads(1)
     model = LLaVA4D.from_pretrained(None)
-    labels: list[str] = []
-    tokens, t_ref = kitchen_tokens(model, str(KITCHEN), frames=300, track_labels=labels)
-    return model, tokens, t_ref, labels
+    tokens, t_ref, scene = kitchen_window(model, str(KITCHEN), frames=300)
+    return model, tokens, t_ref, scene
 
 
-def test_kitchen_tracks_name_no_palette_object_they_do_not_show(kitchen):
-    """Frames 0-299 of a static kitchen: no track lives long enough to be reported, and any
-    that did would carry a measured colour word, not the nearest palette name."""
-    *_, labels = kitchen
-    assert set(labels) <= {*BASIC_COLOURS, UNCLEAR}
-    assert not {"pink", "purple", "cyan"} & set(labels)
+def test_kitchen_answers_stand_on_the_object_map(kitchen):
+    """Frames 0-299 of a real kitchen through the node's path: the object map holds its
+    objects, so questions about them are answered from it, every object an answer names is a
+    map object (no invented one), nothing moves, and an absent kettle is declined naming what
+    is there."""
+    model, tokens, t_ref, scene = kitchen
+    answers = dict(zip(KITCHEN_QUESTIONS, answer_questions(model, list(KITCHEN_QUESTIONS),
+                                                           tokens, t_ref, scene=scene)))
+    ids = {o.object_id for o in scene.objects}
+    assert len(ids) >= 5
+    for q, a in answers.items():
+        assert {o.object_id for o in a.objects} <= ids, q
+        assert not names_palette_object(a.text) or a.objects, (q, a.text)
+    listed = answers["What objects are in the scene?"]
+    assert listed.source == "map" and len(listed.objects) == len(ids)
+    assert answers["Is anything moving right now?"].text == "No, nothing is moving now."
+    kettle = answers["Where is the kettle?"].text
+    assert kettle.startswith("I see no kettle; I see ") and kettle.endswith(".")
+    assert answers["How many objects are there?"].text == (
+        f"I see {count_text(len(ids), 'object')}.")
 
-
-def test_kitchen_answers_invent_no_palette_object(kitchen):
-    """Frames 0-299 of a real kitchen: its red fronts are no palette object (the object
-    envelope), so the default names none, sees nothing move and recognises nothing."""
-    model, tokens, t_ref, _ = kitchen
-    answers = dict(zip(KITCHEN_QUESTIONS,
-                       (a for a in model.generate_batch(list(KITCHEN_QUESTIONS), tokens, t_ref))))
-    invented = [(q, a.text) for q, a in answers.items() if names_palette_object(a.text)]
-    assert not invented
-    assert all(a.boxes == () for a in answers.values())
-    assert answers["Is anything moving?"].text == "No, nothing is moving."
-    assert answers["Which objects move?"].text == "No object moves."
-    assert answers["What objects are in the scene?"].text == (
-        "I do not recognise any known objects.")

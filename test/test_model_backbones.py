@@ -385,7 +385,7 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
     inv = InventoryConfig(colours=("red", "blue", "green"), shapes=("cube", "cylinder"),
                           plurals=("cubes", "objects"), bias_ids=words)
     model.add_inventory(inv)
-    assert model.reads_templates_best  # the task's inventory: read through model/intent.py
+    assert model.reads_templates_best  # the task's inventory: read through answers/intent.py
     inv = model.cfg.inventory
     assert set(words) < set(inv.bias_ids) and set(model.words.ids()) <= set(inv.bias_ids)
     written = model.text_after("Which objects move?", "The blue cube moves toward +x.").ids

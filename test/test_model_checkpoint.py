@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.checkpoint import CheckpointError
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
@@ -158,7 +159,7 @@ def test_shipped_default_loads_and_answers():
 
 
 # Answers of the shipped default: our format, the word-level tokenizer, the decode path and the
-# inventory's own answers (model/scene_answers.py) must keep giving exactly these. Scene 40 is
+# inventory's own answers (answers/scene_answers.py) must keep giving exactly these. Scene 40 is
 # the first test scene (pink cube and yellow cylinder move; red cube, purple and blue cylinders
 # stand); the noise window holds no object of any kind the model knows. Changed on purpose:
 # abstention (absent colours), and the object envelope, after which the noise window, which
@@ -177,7 +178,7 @@ _DEFAULT_ANSWERS = [
     ("scene40", "How many objects are there?", "There are 5 objects."),
     ("scene40", "Is anything moving now?", "No, nothing is moving."),
     ("scene40", "Where is the green cube at 2.5s?", "I do not see a green cube."),
-    # the same questions in other words (model/intent.py) get the same answers
+    # the same questions in other words (answers/intent.py) get the same answers
     ("scene40", "Could you tell me where the red box is at t=2.5?",
      "At 2.5s, the red cube is at [0.15, -0.89, 0.16, 0.32, 0.32, 0.33]."),
     ("scene40", "Tell me which things are moving.", "The yellow cube and the pink cube move."),
@@ -201,8 +202,7 @@ def test_shipped_default_answers_exactly_as_before():
         patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
     windows = {"scene40": (scene.tokens, scene.t_ref_s),
                "noise": (random_tokens(300, 18, seed=0, t0_s=100.0), 100.0)}
-    got = [(w, q, model.answer(q, windows[w][0], t_ref_s=windows[w][1],
-                               max_new_tokens=60).text)
+    got = [(w, q, answer_questions(model, [q], *windows[w], max_new_tokens=60)[0].text)
            for w, q, _ in _DEFAULT_ANSWERS]
     assert got == _DEFAULT_ANSWERS
     assert model.cfg.lm_source.kind == "scratch" and model.cfg.compressor.kind == "none"

@@ -93,8 +93,8 @@ def test_a_slot_at_the_token_limit_is_filled_like_any_other():
     ("When did the red cube start moving?", None), ("How many objects are there?", None),
 ])
 def test_the_time_a_where_question_asks_about(question, t_s):
-    from llava4d_ros.model.intent import read_intent
-    from llava4d_ros.model.llava4d import asked_time_s
+    from llava4d_ros.answers.intent import read_intent
+    from llava4d_ros.answers.template import asked_time_s
 
     got = asked_time_s(read_intent(question), t_end_s=7.9)
     assert got == pytest.approx(t_s) if t_s is not None else got != got  # NaN

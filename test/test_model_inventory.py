@@ -88,7 +88,7 @@ def test_inventory_config_validation(tok):
 
 def sees_every_colour(model: torch.nn.Module) -> None:
     """An unfitted inventory's presence is random; this one finds every colour, so questions
-    reach the LM rather than being declined for an empty window (model/scene_answers.py)."""
+    reach the LM rather than being declined for an empty window (answers/scene_answers.py)."""
     with torch.no_grad():
         model.inventory.present.bias.fill_(10.0)
 

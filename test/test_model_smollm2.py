@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.model import backbones, lm_delta
 
 pytestmark = pytest.mark.skipif(
@@ -50,7 +51,7 @@ def test_answers_in_its_own_words(smollm2_and_window):
     questions = ["Where is the mug?", "Where is the pink cube at 2.5s?",
                  "How many objects are there?", "Is the red cube moving?",
                  "Where is the green sphere?"]
-    mug, pink, count, red, green = model.generate_batch(questions, rec.tokens, rec.t_ref_s)
+    mug, pink, count, red, green = answer_questions(model, questions, rec.tokens, rec.t_ref_s)
     assert model.cfg.inventory is not None
     assert count.text == "There are 5 objects."
     assert red.text == "No, the red cube is not moving."
@@ -72,7 +73,8 @@ def test_reads_other_words_as_the_template(smollm2_and_window):
               "Where is the pink cube at 2.5s?"),
              ("pink block start time?", "When did the pink cube start moving?"),
              ("could you count the boxes for me?", "How many cubes are there?")]
-    asked = model.generate_batch([q for pair in pairs for q in pair], rec.tokens, rec.t_ref_s)
+    asked = answer_questions(model, [q for pair in pairs for q in pair], rec.tokens,
+                             rec.t_ref_s)
     for (other, template), a, b in zip(pairs, asked[::2], asked[1::2]):
         assert a.text == b.text, (other, template)
     assert asked[1].text.startswith("At 2.5s, the pink cube is at [")
@@ -97,5 +99,6 @@ def test_describes_every_object_it_sees(smollm2_and_window):
     rec = build_scene(9, model.patch_encoder, ingest_config(model.cfg))
     truth = {s["answer"] for s in rec.samples if s["task"] == "caption"}
     assert truth and all(t.count("<box>") == 0 and t.count(" is at ") == 5 for t in truth)
-    ans = model.generate("Describe each object at 2.5s.", rec.tokens, rec.t_ref_s)
+    (ans,) = answer_questions(model, ["Describe each object at 2.5s."], rec.tokens,
+                              rec.t_ref_s)
     assert len(ans.boxes) == 5 and len({b.label for b in ans.boxes}) == 5, ans.text

@@ -80,7 +80,7 @@ def test_deactivate_while_a_question_runs_answers_it_and_the_node_lives_on(
     h = harness(query_queue_size=2).start()
     fill(h, scene, scene_frames)
     held = HeldAnswers(h.node)
-    first = h.client.call_async(Query.Request(question="Which objects move?"))
+    first = h.client.call_async(Query.Request(question="When did the red cube start moving?"))
     assert held.started.wait(30)
     second = h.client.call_async(Query.Request(question="How many objects are there?"))
     assert wait_for(lambda: h.node._queries_admitted == 2, 10)
@@ -104,7 +104,7 @@ def test_questions_beyond_the_queue_get_a_busy_reply_at_once(harness, scene, sce
     h = harness(query_queue_size=1).start()
     fill(h, scene, scene_frames)
     held = HeldAnswers(h.node)
-    futures = [h.client.call_async(Query.Request(question="Which objects move?"))
+    futures = [h.client.call_async(Query.Request(question="When did the red cube start moving?"))
                for _ in range(6)]
     # one is answered, one waits its turn, four are told at once (the model is still held)
     assert wait_for(lambda: sum(f.done() for f in futures) == 4, 30), h.node.counters

@@ -24,6 +24,7 @@ the world frame. Units: metres, seconds.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,20 +63,26 @@ class ObjectMapConfig:
     min_points: int = 8
     min_size_m: float = 0.04
     max_width_m: float = 1.6  # wider is structure (a wall, a cabinet run)
-    max_height_m: float = 1.9
+    max_height_m: float = 1.9  # a person walking by
+    max_still_height_m: float = 1.3  # a taller still thing is a door, a wall corner, a shelf
+    max_small_width_m: float = 0.9  # wider on a table, a counter or nothing seen below: a wall
     max_range_m: float = 4.5  # Kinect-class depth noise grows as z^2: farther is not used
     min_hits: int = 3  # keyframes an object is seen in before it is reported
     match_overlap: float = 0.2  # share of a cluster's coarse voxels inside an object's
     free_margin_m: float = 0.05  # + free_margin_frac * depth: a surface seen this far behind
-    free_margin_frac: float = 0.02
+    free_margin_frac: float = 0.03  # Kinect-class depth noise at 4 m is several cm
     moving_share: float = 0.3  # share of a cluster in earlier free space that is motion
+    motion_min_points: int = 20  # fewer samples (or voxels seen) are too few to tell motion
     stop_after_s: float = 0.6  # no motion for this long: stopped
     gone_share: float = 0.6  # share of an object's seen voxels seen empty: its place is empty
     gone_keyframes: int = 2
-    tentative_s: float = 1.5  # a tentative object unseen this long is dropped
+    tentative_s: float = 30.0  # a tentative object unseen this long is dropped ...
+    tentative_misses: int = 3  # ... as is one in view this many times with no cluster
+    absorbed_keyframes: int = 8  # in view, a surface there, no cluster: it was structure
     n_refs: int = 3  # earlier views that free space is read from
     history_len: int = 64
     require_support: bool = True  # a still object must stand on a level (floor, table...)
+    unsupported_hits: int = 6  # ... or be seen this many times
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,7 +92,8 @@ class ObjectMapConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("samples_across", "min_points", "min_hits", "gone_keyframes", "n_refs",
-                     "history_len"):
+                     "history_len", "absorbed_keyframes", "motion_min_points",
+                     "tentative_misses", "unsupported_hits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("match_overlap", "moving_share", "gone_share"):
@@ -178,12 +186,15 @@ class _Object:
     last_motion_s: float = -np.inf
     velocity_g: np.ndarray = field(default_factory=lambda: np.zeros(3))
     empty_views: int = 0
+    unmatched_views: int = 0
+    dormant: bool = False  # remembered from before (a memory on disk), not seen yet this run
     support: str = ""
     in_view: bool = True
     was_in_view: bool = True
     category_scores: dict = field(default_factory=dict)  # category -> summed score
     category_views: int = 0
     last_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    motion_votes: deque = field(default_factory=lambda: deque(maxlen=3))
 
 
 class ObjectMap:
@@ -200,6 +211,8 @@ class ObjectMap:
         self._refs: deque = deque(maxlen=self.cfg.n_refs)
         self._rng = np.random.default_rng(self.cfg.seed)
         self.last_view: ViewPoints | None = None
+        # reported objects later found to be structure: never an object, so never logged
+        self.retracted: set[int] = set()
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -217,6 +230,27 @@ class ObjectMap:
     def continue_ids(self, next_id: int) -> None:
         """Ids from `next_id` on (a memory on disk holds the ones before)."""
         self._next_id = max(self._next_id, int(next_id))
+
+    def seed(self, remembered: Sequence[tuple[int, np.ndarray, np.ndarray, float]]) -> None:
+        """Objects remembered from before, `(object_id, center_world (3,), size (3,),
+        first_seen_s)` (a memory on disk after a restart). Each waits, unreported, at its
+        place: the first cluster there takes its id back (re-identified by place); a place
+        seen empty drops it with a `disappeared` event. Ids continue after the largest."""
+        step = 2 * self.cfg.voxel_m  # the matching's resolution: finer adds nothing
+        for oid, center, size, first_seen_s in remembered:
+            c_g = self.g_from_w @ np.asarray(center, np.float64)
+            half = np.maximum(np.asarray(size, np.float64) / 2, step / 2)
+            axes = [np.arange(c - h, c + h + 1e-9, step) for c, h in zip(c_g, half)]
+            cells = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+            keys = np.unique(voxel_keys(cells, self.cfg.voxel_m))
+            o = _Object(object_id=int(oid), keys=keys, hits=np.ones(keys.size, np.int32),
+                        first_seen_s=float(first_seen_s), last_seen_s=float(first_seen_s),
+                        rgb_sum=np.zeros(3), rgb_n=0.0, normals=np.zeros(6),
+                        history=deque(maxlen=self.cfg.history_len), center_g=c_g,
+                        lo_g=c_g - half, hi_g=c_g + half, dormant=True, in_view=False,
+                        was_in_view=False)
+            self._objects.append(o)
+            self._next_id = max(self._next_id, int(oid) + 1)
 
     @property
     def objects(self) -> list[MapObject]:
@@ -292,7 +326,8 @@ class ObjectMap:
                 t, k = through.get(o.object_id, (None, np.zeros(0, bool)))
                 # it left part of its place: that is motion too (moving away from the camera,
                 # its new points lie behind what earlier views saw, not in front)
-                left = k.sum() >= 10 and seen_empty[o.object_id] >= cfg.moving_share
+                left = (k.sum() >= cfg.motion_min_points
+                        and seen_empty[o.object_id] >= cfg.moving_share)
                 self._grow(o, c, stamp_s, events, left)
             matched_ids.add(o.object_id)
         self._carve(through, matched_ids)
@@ -318,6 +353,8 @@ class ObjectMap:
         # what earlier views found to be structure stays so when this view's plane fit
         # misses it (noisy normals at a distance, a wall seen in part)
         structure |= self.structure.vote(p_all, structure)
+        # vertical structure only: every object touches the level it stands on
+        walls = p_all[structure & (np.abs(n_all[:, 2]) < 0.5)]
         cand = np.zeros(grid_ok.shape, bool)
         cand[grid_ok] = ~structure
         n_pts = int(cand.sum())
@@ -363,7 +400,7 @@ class ObjectMap:
         moved = self._in_earlier_free_space(p)
         order = np.argsort(comp, kind="stable")
         bounds = np.searchsorted(comp[order], np.arange(n_comp + 1))
-        out = []
+        kept, discarded = [], [walls]
         for k in range(n_comp):
             if bounds[k + 1] - bounds[k] < cfg.min_points:
                 continue
@@ -373,12 +410,24 @@ class ObjectMap:
             ext = hi - lo
             if ext.max() < cfg.min_size_m:
                 continue
-            if max(ext[0], ext[1]) > cfg.max_width_m or ext[2] > cfg.max_height_m:
-                continue  # structure: walls and cabinet runs the plane finder missed
-            if ext.max() > 0.6 and _is_slab(pc):
-                continue  # a piece of wall: thin and large
-            if self._under_level(lo, hi):
-                continue  # the legs and apron of a table, the cabinets under a counter
+            too_tall = ext[2] > (cfg.max_height_m if moved[m].mean() >= cfg.moving_share
+                                 else cfg.max_still_height_m)
+            if (max(ext[0], ext[1]) > cfg.max_width_m or too_tall
+                    or ext.max() > 0.6 and _is_slab(pc) or self._under_level(lo, hi)):
+                # structure: walls and cabinet runs the plane finder missed, a piece of wall
+                # (thin and large), the legs of a table or the cabinets under a counter
+                discarded.append(pc)
+                continue
+            kept.append(m)
+        # what the plane fit and the rules above left of a wall or a cabinet's edge clings
+        # to them: most of its points lie within a few cm of that structure
+        rest = np.concatenate(discarded) if discarded else np.zeros((0, 3))
+        tree = cKDTree(rest[::2]) if len(rest) >= 2 else None
+        out = []
+        for m in kept:
+            pc = p[m]
+            if tree is not None and _clings(pc, tree):
+                continue
             out.append(_Cluster(pc, col[m], n[m], float(moved[m].mean()),
                                 np.unique(voxel_keys(pc, cfg.voxel_m))))
         return out
@@ -507,9 +556,19 @@ class ObjectMap:
         """Add cluster `c` to object `o`; `left`: this view sees through much of where the
         object was."""
         cfg = self.cfg
-        moving = c.moved >= cfg.moving_share or left
+        # one keyframe's free-space evidence can be depth noise at thin parts (a chair's slats)
+        # or RGB-D misregistration; motion is evidence in two of the last three matches
+        if o.last_seen_s != stamp_s:
+            o.motion_votes.append(len(c.p_g) >= cfg.motion_min_points
+                                  and c.moved >= cfg.moving_share or left)
+        moving = sum(o.motion_votes) >= 2 and o.motion_votes[-1]
         before = o.center_g.copy()
-        if o.last_seen_s == stamp_s:  # a second cluster of the same object this keyframe
+        if o.dormant:  # remembered, seen again: its id, the place as seen now
+            o.dormant, o.confirmed = False, True
+            o.keys, o.hits = c.keys, np.ones(c.keys.size, np.int32)
+            o.last_seen_s = stamp_s
+            events.append(self._event(stamp_s, o, "appeared"))
+        elif o.last_seen_s == stamp_s:  # a second cluster of the same object this keyframe
             o.keys = np.union1d(o.keys, c.keys)
             o.hits = np.full(o.keys.size, max(1, int(o.hits.max())), np.int32)
             c = _Cluster(np.concatenate([o.last_points, c.p_g]), c.rgb, c.n_g, c.moved, o.keys)
@@ -585,7 +644,10 @@ class ObjectMap:
             t = through.get(o.object_id)
             if t is None or o.is_dynamic and o.object_id in matched:
                 continue
-            free = t[0]
+            free, known = t
+            if o.object_id not in matched and known.sum() >= 3 and (
+                    free.sum() >= self.cfg.gone_share * known.sum()):
+                continue  # its place is seen empty: kept whole, the evidence that it left
             if free.size == o.keys.size and free.any() and not free.all():
                 o.keys, o.hits = o.keys[~free], o.hits[~free]
 
@@ -597,18 +659,35 @@ class ObjectMap:
             empty = seen_empty.get(o.object_id, 0.0) >= cfg.gone_share
             if o.object_id not in matched and empty:
                 o.empty_views += 1
+            if o.object_id in matched:
+                o.unmatched_views = 0
+            elif o.in_view and not empty and not o.is_dynamic and not o.dormant:
+                o.unmatched_views += 1
+            if o.unmatched_views >= cfg.absorbed_keyframes:
+                # its place is seen, with a surface there, yet no cluster has been it for a
+                # while: it was a sliver of structure (a cabinet's edge), not an object
+                self._retract(o, stamp_s, events)
+                continue
             ext = o.hi_g - o.lo_g
-            if max(ext[0], ext[1]) > cfg.max_width_m or ext[2] > cfg.max_height_m:
+            tall = cfg.max_height_m if o.is_dynamic else cfg.max_still_height_m
+            wide = cfg.max_width_m if o.support in ("floor", "") and o.is_dynamic or (
+                o.support == "floor") else cfg.max_small_width_m
+            if max(ext[0], ext[1]) > wide or ext[2] > tall:
                 # grown past any object over views: a wall or a cabinet run seen in pieces
-                self.structure.mark(voxel_centres(o.keys, cfg.voxel_m))
-                if o.confirmed:
+                self._retract(o, stamp_s, events)
+                continue
+            if o.dormant:
+                if o.empty_views >= cfg.gone_keyframes:
                     events.append(self._event(stamp_s, o, "disappeared"))
+                    continue
+                keep.append(o)
                 continue
             if not o.confirmed:
                 if o.object_id in matched and self._confirmable(o):
                     o.confirmed = True
                     events.append(self._event(stamp_s, o, "appeared"))
-                if stamp_s - o.last_seen_s > cfg.tentative_s or o.empty_views >= 1:
+                if (o.unmatched_views >= cfg.tentative_misses or o.empty_views >= 1
+                        or stamp_s - o.last_seen_s > cfg.tentative_s):
                     continue  # a tentative object that did not come again: noise
                 keep.append(o)
                 continue
@@ -625,10 +704,22 @@ class ObjectMap:
             keep.append(o)
         self._objects = keep
 
+    def _retract(self, o: _Object, stamp_s: float, events: list) -> None:
+        """Take an object back as structure: its voxels vote structure from now on, and a
+        reported one leaves (`disappeared`) and is listed in `retracted`."""
+        self.structure.mark(voxel_centres(o.keys, self.cfg.voxel_m))
+        if o.confirmed:
+            events.append(self._event(stamp_s, o, "disappeared"))
+            self.retracted.add(o.object_id)
+
     def _confirmable(self, o: _Object) -> bool:
+        """Seen `min_hits` times, and moving or standing on a level; or, where no level is
+        seen below (a black stone counter gives Kinect-class sensors little depth), seen
+        `unsupported_hits` times."""
         if o.hits_total < self.cfg.min_hits:
             return False
-        return o.is_dynamic or bool(o.support) or not self.cfg.require_support
+        return (o.is_dynamic or bool(o.support) or not self.cfg.require_support
+                or o.hits_total >= self.cfg.unsupported_hits)
 
     # ---------------------------------------------------------------- snapshots
     def _event(self, stamp_s: float, o: _Object, kind: str) -> ObjectEvent:
@@ -645,12 +736,14 @@ class ObjectMap:
             first_seen_s=o.first_seen_s, last_seen_s=o.last_seen_s, is_dynamic=o.is_dynamic,
             velocity=w_from_g @ o.velocity_g, hypotheses=hyps,
             history=tuple((t, w_from_g @ c) for t, c in o.history), n_views=o.hits_total,
-            in_view=o.in_view)
+            in_view=o.in_view,
+            last_moving_s=o.last_motion_s if np.isfinite(o.last_motion_s) else float("nan"))
 
 
 #: A category needs this fused score (mean probability over views) to be named; below, the
-#: object is "object". Set from labelled views (docs/OBJECTS.md).
-CATEGORY_MIN_SCORE = 0.25
+#: object is "object" and its hypotheses still go out with their scores. Set above the best
+#: score any labelled object got for a wrong noun (docs/OBJECTS.md).
+CATEGORY_MIN_SCORE = 0.35
 
 
 def _category(o: _Object) -> tuple[str, float, tuple[tuple[str, float], ...]]:
@@ -660,6 +753,15 @@ def _category(o: _Object) -> tuple[str, float, tuple[tuple[str, float], ...]]:
     hyps = tuple(sorted(mean.items(), key=lambda kv: -kv[1])[:5])
     best, score = hyps[0]
     return (best if score >= CATEGORY_MIN_SCORE else "object"), float(score), hyps
+
+
+def _clings(p_g: np.ndarray, tree: cKDTree, within_m: float = 0.03, share: float = 0.6
+            ) -> bool:
+    """Whether most of a cluster's points `(N, 3)` lie within `within_m` of structure (`tree`
+    of this view's wall points): a sliver the plane fit left at a wall's edge, not a thing
+    standing in front of it."""
+    d, _ = tree.query(p_g[::2], distance_upper_bound=within_m)
+    return float(np.isfinite(d).mean()) >= share
 
 
 def _is_slab(p_g: np.ndarray, thin_m: float = 0.05, large_m: float = 0.6) -> bool:

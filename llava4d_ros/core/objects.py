@@ -45,12 +45,17 @@ class MapObject:
     history: tuple[tuple[float, np.ndarray], ...] = ()
     n_views: int = 1
     in_view: bool = True  # seen in the latest update
+    last_moving_s: float = float("nan")  # when it was last seen moving (NaN: never)
+
+    @property
+    def noun(self) -> str:
+        """Its category, else the shape the geometry reads, else "object"."""
+        return self.category if self.category != "object" or not self.shape else self.shape
 
     @property
     def label(self) -> str:
-        """What answers and markers call it: "white mug", "red cube", "chair"."""
-        noun = self.category if self.category != "object" or not self.shape else self.shape
-        return f"{self.colour} {noun}".strip() if self.colour else noun
+        """What answers and markers call it: "white mug", "red cube", "brown object"."""
+        return f"{self.colour} {self.noun}".strip() if self.colour else self.noun
 
     @property
     def box6(self) -> tuple[float, ...]:

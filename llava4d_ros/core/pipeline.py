@@ -1,14 +1,16 @@
-"""One RGB-D frame with its pose in, keyframes and tracks out: the path every caller shares.
+"""One RGB-D frame with its pose in, keyframes out: the path every caller shares.
 
 The ROS node, the offline replay and the training-data builder all call `Ingestor.ingest`, so
-keyframe selection, pooling, motion, features, the 4D buffer and the tracker behave the same
-everywhere. Bad input (mismatched sizes, no valid depth, a non-rigid or non-finite pose) is
-dropped with a reason and a counter, never raised: one corrupt frame must not stop a robot.
+keyframe selection, pooling, motion, features and the 4D buffer behave the same everywhere.
+The object map (core/objectmap.py) reads the same keyframes; the Engine owns it, since it
+outlives a model swap that restarts the buffer. Bad input (mismatched sizes, no valid depth, a
+non-rigid or non-finite pose) is dropped with a reason and a counter, never raised: one corrupt
+frame must not stop a robot.
 
 Per keyframe:
     depth_m, rgb --pool_patches--> patch points (P, 3) in the world frame, colour, depth
-      --MotionEstimator (vs. previous keyframe)--> motion (P,) and "appeared" sign
-      --PatchEncoder--> features (P, D)       --> Buffer4D.add      --> Tracker.update
+      --MotionEstimator (vs. previous keyframe)--> motion (P,)
+      --PatchEncoder--> features (P, D)       --> Buffer4D.add
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from llava4d_ros.core.geometry import (
     pool_patches,
     rotation_angle_rad,
 )
-from llava4d_ros.core.tracking import Tracker
 
 
 @runtime_checkable
@@ -43,7 +44,7 @@ class PatchEncoder(Protocol):
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Keyframe policy, pooling, motion and tracking settings of the ingest path."""
+    """Keyframe policy, pooling and motion settings of the ingest path."""
 
     patch_grid: tuple[int, int] = (24, 32)  # 20x20 px patches at 640x480, ViT-like density
     window_s: float = 30.0
@@ -61,14 +62,9 @@ class IngestConfig:
     token_budget: int = 2560
     samples_per_patch_side: int = 5  # 25 depth samples per patch; see geometry.pool_patches
     min_valid_frac: float = 0.3
-    track_cluster_radius_m: float = 0.3
-    track_min_points: int = 2
-    track_gate_m: float = 0.8
-    track_max_missed_s: float = 1.5
-    track_min_hits: int = 3
-    # keyframes a new one is compared with for tracking: ~1 s back at the 0.5 s default
-    # interval, so an object that moved by its own size counts as appeared as a whole
-    track_reference_keyframes: int = 3
+    # keyframes a new one is compared with for motion (the temporal encoding's beta reads
+    # the change against the newest of them)
+    motion_reference_keyframes: int = 1
 
     def __post_init__(self) -> None:
         grid = tuple(int(g) for g in self.patch_grid)
@@ -76,17 +72,16 @@ class IngestConfig:
             raise ValueError(f"patch_grid must be two positive ints, got {self.patch_grid}")
         object.__setattr__(self, "patch_grid", grid)
         for name in ("window_s", "max_buffer_mb", "keyframe_max_interval_s", "motion_threshold_m",
-                     "voxel_m", "track_cluster_radius_m", "track_gate_m"):
+                     "voxel_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("keyframe_min_interval_s", "keyframe_min_translation_m",
-                     "keyframe_min_rotation_deg", "track_max_missed_s", "motion_relief_factor"):
+                     "keyframe_min_rotation_deg", "motion_relief_factor"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
             raise ValueError("keyframe_min_interval_s must not exceed keyframe_max_interval_s")
-        for name in ("token_budget", "samples_per_patch_side", "track_min_points",
-                     "track_min_hits", "track_reference_keyframes"):
+        for name in ("token_budget", "samples_per_patch_side", "motion_reference_keyframes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.min_valid_frac <= 1:
@@ -111,13 +106,9 @@ class Ingestor:
         self.buffer = Buffer4D(window_s=cfg.window_s,
                                max_bytes=int(cfg.max_buffer_mb * 2**20),
                                motion_threshold_m=cfg.motion_threshold_m)
-        self.tracker = Tracker(cluster_radius_m=cfg.track_cluster_radius_m,
-                               min_cluster_points=cfg.track_min_points, gate_m=cfg.track_gate_m,
-                               max_missed_s=cfg.track_max_missed_s, min_hits=cfg.track_min_hits)
-        self.motion = MotionEstimator(n_refs=cfg.track_reference_keyframes)
+        self.motion = MotionEstimator(n_refs=cfg.motion_reference_keyframes)
         self.timings_ms: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
-        self.last_dynamic: np.ndarray | None = None  # (P,) mask given to the tracker
         self._last_stamp_s: float | None = None
         self._last_kf_stamp_s: float | None = None
         self._last_kf_pose: np.ndarray | None = None
@@ -127,9 +118,8 @@ class Ingestor:
         return 3 if self.encoder is None else int(self.encoder.feature_dim)
 
     def reset(self) -> None:
-        """Forget the buffer, tracks and the motion reference (counters are kept)."""
+        """Forget the buffer and the motion reference (counters are kept)."""
         self.buffer.clear()
-        self.tracker.reset()
         self.motion.reset()
         self._last_stamp_s = None
         self._last_kf_stamp_s = None
@@ -206,7 +196,6 @@ class Ingestor:
         # grazing surface a few pixels of misalignment change depth by decimetres
         slack = self.cfg.motion_relief_factor * np.nan_to_num(pooled.depth_spread_m)
         motion = np.maximum(np.abs(signed[:, 0]) - slack, 0.0).astype(np.float32)
-        appeared = signed.max(axis=1) - slack
         self.motion.update(pooled, cam, world_from_cam)
         t1 = time.perf_counter()
         timings["motion"] = (t1 - t0) * 1e3
@@ -231,11 +220,6 @@ class Ingestor:
         t3 = time.perf_counter()
         timings["buffer"] = (t3 - t2) * 1e3
 
-        # the tracker follows only what appeared in front of the old surface (see buffer4d)
-        dynamic = appeared > self.cfg.motion_threshold_m
-        self.last_dynamic = dynamic
-        self.tracker.update(stamp_s, pooled.xyz_world, dynamic, pooled.rgb)
-        timings["track"] = (time.perf_counter() - t3) * 1e3
         self.timings_ms = timings
         self.counters[status] += 1
         return IngestResult(status, "time went backwards: buffer reset" if status == "reset"

@@ -145,9 +145,10 @@ class Levels:
     binned by height; a bin holding at least `min_share` of the view's valid samples (and
     `min_samples`) is a surface, merged with the level within `merge_m` of its height."""
 
-    def __init__(self, cell_m: float = 0.1, bin_m: float = 0.02, min_share: float = 0.02,
-                 min_samples: int = 60, merge_m: float = 0.04, up_cos: float = 0.94,
-                 min_area_m2: float = 0.3):
+    def __init__(self, cell_m: float = 0.1, bin_m: float = 0.02, min_share: float = 0.01,
+                 min_samples: int = 40, merge_m: float = 0.04, up_cos: float = 0.94,
+                 min_area_m2: float = 0.3, min_support_m2: float = 0.04):
+        self.min_support_m2 = float(min_support_m2)
         self.min_area_m2 = float(min_area_m2)
         self.cell_m = float(cell_m)
         self.bin_m = float(bin_m)
@@ -230,14 +231,18 @@ class Levels:
               gap_m: float = 0.08) -> Level | None:
         """The level an upright box with footprint `[xy_lo, xy_hi]` (2,) and bottom at
         `bottom_z` stands on: the highest level at most `gap_m` below (or 3 cm above) its
-        bottom that was seen under its footprint."""
+        bottom that was seen under its footprint, of at least `min_support_m2` (a counter of
+        black stone shows little depth, so a support need not be large enough for
+        structure)."""
         best = None
         lo = np.floor(np.asarray(xy_lo, np.float64) / self.cell_m)
         hi = np.floor(np.asarray(xy_hi, np.float64) / self.cell_m)
         ii, jj = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1))
         under_keys = cell_keys((np.stack([ii.ravel(), jj.ravel()], 1) + 0.5) * self.cell_m,
                                self.cell_m)
-        for lv in self.structural():
+        for lv in self.levels:
+            if lv.cells.size * self.cell_m ** 2 < self.min_support_m2:
+                continue
             if not (bottom_z - gap_m <= lv.height_m <= bottom_z + 0.03):
                 continue
             if np.isin(under_keys, lv.near).any() and (best is None

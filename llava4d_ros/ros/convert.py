@@ -153,26 +153,38 @@ def answer_msg(result, frame_id: str, now_ns: int):
     return msg
 
 
-def tracks_msg(tracks: Sequence, frame_id: str, now_ns: int):
-    """[core Track] -> llava4d_ros/ObjectTrackArray."""
+def _orientation(pose, world_from_box: np.ndarray) -> None:
+    """Set a Pose's orientation from a (3, 3) rotation (the box's upright axes)."""
+    from llava4d_ros.core.geometry import quat_from_matrix
+
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(world_from_box, np.float64)
+    x, y, z, w = (float(v) for v in quat_from_matrix(m))
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+
+
+def tracks_msg(objects: Sequence, frame_id: str, now_ns: int):
+    """[core MapObject] -> llava4d_ros/ObjectTrackArray."""
     from geometry_msgs.msg import Point, PointStamped, Pose, Vector3
 
     from llava4d_ros.msg import ObjectTrack, ObjectTrackArray
 
     out = ObjectTrackArray(header=_header(frame_id, now_ns))
-    for tr in tracks:
-        m = ObjectTrack(header=_header(frame_id, now_ns), id=int(tr.track_id), label=tr.label,
-                        is_dynamic=bool(tr.is_dynamic))
+    for o in objects:
+        m = ObjectTrack(header=_header(frame_id, now_ns), id=int(o.object_id), label=o.label,
+                        category=o.category, category_confidence=float(o.category_confidence),
+                        colour=o.colour, support=o.support, is_dynamic=bool(o.is_dynamic),
+                        in_view=bool(o.in_view))
         m.pose = Pose()
-        m.pose.position = Point(x=float(tr.center[0]), y=float(tr.center[1]),
-                                z=float(tr.center[2]))
-        m.pose.orientation.w = 1.0
-        m.size = Vector3(x=float(tr.size[0]), y=float(tr.size[1]), z=float(tr.size[2]))
-        m.velocity = Vector3(x=float(tr.velocity[0]), y=float(tr.velocity[1]),
-                             z=float(tr.velocity[2]))
-        _set_time(m.first_seen, _ns_from_s(tr.first_seen_s))
-        _set_time(m.last_seen, _ns_from_s(tr.last_seen_s))
-        for t_s, p in tr.history:
+        m.pose.position = Point(x=float(o.center[0]), y=float(o.center[1]),
+                                z=float(o.center[2]))
+        _orientation(m.pose, o.world_from_box)
+        m.size = Vector3(x=float(o.size[0]), y=float(o.size[1]), z=float(o.size[2]))
+        m.velocity = Vector3(x=float(o.velocity[0]), y=float(o.velocity[1]),
+                             z=float(o.velocity[2]))
+        _set_time(m.first_seen, _ns_from_s(o.first_seen_s))
+        _set_time(m.last_seen, _ns_from_s(o.last_seen_s))
+        for t_s, p in o.history:
             ps = PointStamped(header=_header(frame_id, _ns_from_s(t_s)),
                               point=Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
             m.history.append(ps)
@@ -190,41 +202,44 @@ def _time_colour(frac: float) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(0.66 * (1.0 - min(max(frac, 0.0), 1.0)), 0.9, 1.0)
 
 
-def track_markers(tracks: Sequence, frame_id: str, now_ns: int, lifetime_s: float):
-    """Boxes coloured by id, labels, and trajectories coloured by time, as a MarkerArray."""
+def track_markers(objects: Sequence, frame_id: str, now_ns: int, lifetime_s: float):
+    """The map's objects as a MarkerArray: upright boxes coloured by id, labels with the id
+    (and "moving"), and trajectories coloured by time."""
     from geometry_msgs.msg import Point
     from std_msgs.msg import ColorRGBA
     from visualization_msgs.msg import Marker, MarkerArray
 
     arr = MarkerArray()
     life_ns = round(lifetime_s * NS)
-    for tr in tracks:
-        r, g, b = id_colour(tr.track_id)
-        box = Marker(header=_header(frame_id, now_ns), ns="tracks", id=int(tr.track_id),
+    for o in objects:
+        r, g, b = id_colour(o.object_id)
+        box = Marker(header=_header(frame_id, now_ns), ns="objects", id=int(o.object_id),
                      type=Marker.CUBE, action=Marker.ADD)
-        box.pose.position = Point(x=float(tr.center[0]), y=float(tr.center[1]),
-                                  z=float(tr.center[2]))
-        box.pose.orientation.w = 1.0
-        box.scale.x, box.scale.y, box.scale.z = (max(float(s), 0.01) for s in tr.size)
-        box.color = ColorRGBA(r=r, g=g, b=b, a=0.5)
+        box.pose.position = Point(x=float(o.center[0]), y=float(o.center[1]),
+                                  z=float(o.center[2]))
+        _orientation(box.pose, o.world_from_box)
+        box.scale.x, box.scale.y, box.scale.z = (max(float(s), 0.01) for s in o.size)
+        box.color = ColorRGBA(r=r, g=g, b=b, a=0.5 if o.in_view else 0.25)
         box.lifetime.sec, box.lifetime.nanosec = time_fields(life_ns)
-        text = Marker(header=box.header, ns="track_labels", id=int(tr.track_id),
+        text = Marker(header=box.header, ns="object_labels", id=int(o.object_id),
                       type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
-                      text=f"#{tr.track_id} {tr.label}{' (moving)' if tr.is_dynamic else ''}")
-        text.pose.position = Point(x=box.pose.position.x, y=box.pose.position.y,
-                                   z=box.pose.position.z + box.scale.z / 2 + 0.1)
+                      text=f"#{o.object_id} {o.label}{' (moving)' if o.is_dynamic else ''}")
+        up = np.asarray(o.world_from_box, np.float64)[:, 2] * (float(o.size[2]) / 2 + 0.1)
+        text.pose.position = Point(x=box.pose.position.x + float(up[0]),
+                                   y=box.pose.position.y + float(up[1]),
+                                   z=box.pose.position.z + float(up[2]))
         text.pose.orientation.w = 1.0
         text.scale.z = 0.12
         text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
         text.lifetime = box.lifetime
         arr.markers += [box, text]
-        if len(tr.history) >= 2:
-            line = Marker(header=box.header, ns="trajectories", id=int(tr.track_id),
+        if len(o.history) >= 2:
+            line = Marker(header=box.header, ns="trajectories", id=int(o.object_id),
                           type=Marker.LINE_STRIP, action=Marker.ADD)
             line.pose.orientation.w = 1.0
             line.scale.x = 0.03
-            t0, t1 = tr.history[0][0], tr.history[-1][0]
-            for t_s, p in tr.history:
+            t0, t1 = o.history[0][0], o.history[-1][0]
+            for t_s, p in o.history:
                 line.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
                 cr, cg, cb = _time_colour((t_s - t0) / max(t1 - t0, 1e-9))
                 line.colors.append(ColorRGBA(r=cr, g=cg, b=cb, a=1.0))
@@ -265,35 +280,44 @@ def answer_markers(result, frame_id: str, now_ns: int, previous_count: int = 0):
     return arr
 
 
-def detections_msg(tracks: Sequence, frame_id: str, now_ns: int):
-    """[core Track] -> vision_msgs/Detection3DArray (id = track id); None without vision_msgs."""
+def detections_msg(objects: Sequence, frame_id: str, now_ns: int):
+    """[core MapObject] -> vision_msgs/Detection3DArray (`id` = object id, `results` = its
+    category hypotheses with their fused scores, best first; "object" with 1 - their sum when
+    it has none named); None without vision_msgs."""
     try:
         from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
     except ImportError:
         return None
     out = Detection3DArray(header=_header(frame_id, now_ns))
-    for tr in tracks:
-        d = Detection3D(header=out.header, id=str(tr.track_id))
+    for o in objects:
+        d = Detection3D(header=out.header, id=str(o.object_id))
         d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.center.position.z = (
-            float(v) for v in tr.center)
-        d.bbox.center.orientation.w = 1.0
-        d.bbox.size.x, d.bbox.size.y, d.bbox.size.z = (float(v) for v in tr.size)
-        hyp = ObjectHypothesisWithPose()
-        hyp.hypothesis.class_id = tr.label
-        hyp.hypothesis.score = 1.0
-        hyp.pose.pose = d.bbox.center
-        d.results.append(hyp)
+            float(v) for v in o.center)
+        _orientation(d.bbox.center, o.world_from_box)
+        d.bbox.size.x, d.bbox.size.y, d.bbox.size.z = (float(v) for v in o.size)
+        hyps = list(o.hypotheses) or [("object", 1.0)]
+        if o.category == "object" and o.hypotheses:
+            hyps.append(("object", max(0.0, 1.0 - sum(v for _, v in o.hypotheses))))
+        for name, score in sorted(hyps, key=lambda h: -h[1]):
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id = name
+            hyp.hypothesis.score = float(score)
+            hyp.pose.pose = d.bbox.center
+            d.results.append(hyp)
         out.detections.append(d)
     return out
 
 
-def diagnostics_msg(name: str, values: dict, now_ns: int, warn: bool):
-    """Counters -> diagnostic_msgs/DiagnosticArray with one DiagnosticStatus."""
+def diagnostics_msg(name: str, values: dict, now_ns: int, warn: bool, error: str = ""):
+    """Counters -> diagnostic_msgs/DiagnosticArray with one DiagnosticStatus: ERROR with
+    `error` as its message when given, else WARN when input is being dropped, else OK."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+    level = (DiagnosticStatus.ERROR if error else DiagnosticStatus.WARN if warn
+             else DiagnosticStatus.OK)
+    message = error or ("dropping input (see dropped_* / refused_*)" if warn else "ok")
     status = DiagnosticStatus(
-        level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, name=name,
-        message="dropping input (see dropped_* / refused_*)" if warn else "ok",
+        level=level, name=name, message=message,
         hardware_id="llava4d",
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
     return DiagnosticArray(header=_header("", now_ns), status=[status])
@@ -329,7 +353,9 @@ def track_dicts(msg) -> list[dict]:
     for m in msg.tracks:
         p = m.pose.position
         out.append({
-            "id": int(m.id), "label": m.label, "is_dynamic": bool(m.is_dynamic),
+            "id": int(m.id), "label": m.label, "category": m.category,
+            "category_confidence": float(m.category_confidence), "colour": m.colour,
+            "support": m.support, "is_dynamic": bool(m.is_dynamic), "in_view": bool(m.in_view),
             "center": [p.x, p.y, p.z], "size": [m.size.x, m.size.y, m.size.z],
             "velocity": [m.velocity.x, m.velocity.y, m.velocity.z],
             "first_seen_s": stamp_ns(m.first_seen) / NS, "last_seen_s": stamp_ns(m.last_seen) / NS,

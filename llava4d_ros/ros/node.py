@@ -63,6 +63,7 @@ from rclpy.qos import (
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
@@ -73,7 +74,7 @@ from llava4d_ros.malloc_arenas import limit_arenas, trim_heap
 from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
 from llava4d_ros.ros import convert
-from llava4d_ros.srv import Query
+from llava4d_ros.srv import Query, SaveMemory
 
 WARN_PERIOD_S = 5.0  # per reason: each refusal reason has its own throttle
 LOG_CHARS = 400  # longest detail a warning carries (an error listing 50,000 frames was 547 kB)
@@ -176,6 +177,8 @@ class Llava4dNode(LifecycleNode):
         self._queries_admitted = 0
         self._replies_unsent = 0
         self._goals: dict[bytes, _Goal] = {}  # admitted ~/ask goals by goal id
+        self._memory = None  # memory.MemoryStore while configured with a memory_path
+        self._memory_services: list = []
 
     # ------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -201,6 +204,7 @@ class Llava4dNode(LifecycleNode):
         if convert.detections_msg([], "", 0) is not None:
             from vision_msgs.msg import Detection3DArray
             self._pub_detections = self._publisher(Detection3DArray, "~/detections", 10)
+        self._open_memory()
         self._tf = TfListener(self, self._on_tf)
         self._action = ActionServer(
             self, Ask, "~/ask", self._execute_ask, callback_group=self._query_group,
@@ -283,6 +287,7 @@ class Llava4dNode(LifecycleNode):
         self._teardown_active()
         self._close_tf()
         self._destroy_action()
+        self._close_memory()
         for pub in (self._pub_answers, self._pub_tracks, self._pub_markers, self._pub_cloud,
                     self._pub_diag, self._pub_detections):
             if pub is not None:
@@ -294,6 +299,7 @@ class Llava4dNode(LifecycleNode):
         self._teardown_active()
         self._close_tf()
         self._destroy_action()
+        self._close_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
@@ -301,12 +307,65 @@ class Llava4dNode(LifecycleNode):
         self._teardown_active(drain_s=DESTROY_DRAIN_S)
         self._close_tf()
         self._destroy_action()
+        self._close_memory()
         super().destroy_node()
 
     def _close_tf(self) -> None:
         if self._tf is not None:
             self._tf.close()
             self._tf = None
+
+    def _open_memory(self) -> None:
+        """The object memory (memory_path): opened on configure, kept across deactivate and
+        activate, closed on cleanup. It never fails configure: a corrupt file is moved aside,
+        an unwritable place leaves the memory off with an ERROR on /diagnostics."""
+        path = self.cfg.memory_file()
+        if not path:
+            return
+        from llava4d_ros.memory import MemoryStore
+
+        def log(level: str, text: str) -> None:
+            # one call site per severity: rclpy refuses a site that changes severity
+            if level == "info":
+                self.get_logger().info(text)
+            elif level == "warn":
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().error(text)
+
+        self._memory = MemoryStore(path, self.cfg.memory_retention_s, self.cfg.memory_max_mb,
+                                   log=log)
+        self.engine.attach_memory(self._memory)
+        self._memory_services = [
+            self.create_service(SaveMemory, "~/memory/save", self._on_memory_save,
+                                callback_group=self._timer_group),
+            self.create_service(Trigger, "~/memory/clear", self._on_memory_clear,
+                                callback_group=self._timer_group)]
+        status = self._memory.status()
+        self.get_logger().info(f"memory {path}: {status.objects} objects, "
+                               f"{status.observations} observations ({status.level}"
+                               f"{': ' + status.message if status.message else ''})")
+
+    def _close_memory(self) -> None:
+        for srv in self._memory_services:
+            self.destroy_service(srv)
+        self._memory_services = []
+        if self._memory is not None:
+            if self.engine is not None:
+                self.engine.attach_memory(None)
+            self._memory.close()  # commits what is queued
+            self._memory = None
+
+    def _on_memory_save(self, request, response):
+        response.success, response.message = self._memory.save(request.path)
+        (self.get_logger().info if response.success else self.get_logger().error)(
+            f"memory save: {response.message}")
+        return response
+
+    def _on_memory_clear(self, request, response):
+        response.success, response.message = self._memory.clear()
+        self.get_logger().info(f"memory clear: {response.message}")
+        return response
 
     def _destroy_action(self) -> None:
         """Called once no goal runs (after `_teardown_active`); a result not yet fetched by
@@ -642,7 +701,7 @@ class Llava4dNode(LifecycleNode):
     def _publish_tracks(self) -> None:
         if self.engine is None:
             return
-        tracks = self.engine.tracks()
+        tracks = self.engine.objects()
         now = self._now_ns()
         frame = self.cfg.world_frame
         self._pub_tracks.publish(convert.tracks_msg(tracks, frame, now))
@@ -710,12 +769,26 @@ class Llava4dNode(LifecycleNode):
             "buffer_keyframes": len(self.engine.ingestor.buffer.keyframes),
             "buffer_mb": round(self.engine.ingestor.buffer.nbytes / 2**20, 2),
             "window_s": 0.0 if window is None else round(window[1] - window[0], 3),
-            "tracks": len(self.engine.tracks()),
+            "objects": len(self.engine.objects()),
             "model": self.engine.model.model_id if self.engine.model else "none",
         }
+        if self.engine.category_error:
+            values["categories"] = self.engine.category_error
+        error = ""
+        if self._memory is not None:
+            m = self._memory.status()
+            values.update({"memory": m.level, "memory_path": m.path,
+                           "memory_objects": m.objects, "memory_observations": m.observations,
+                           "memory_mb": round(m.size_mb, 2),
+                           "memory_span_s": 0.0 if m.span is None else
+                           round(m.span[1] - m.span[0], 1)})
+            if m.message:
+                values["memory_message"] = m.message
+            if m.level == "error":
+                error = f"memory writes stopped: {m.message}"
         self._pub_diag.publish(convert.diagnostics_msg(
             f"{self.get_fully_qualified_name()}", values, self._now_ns(),
-            warn=bool(self.engine.stats.drops or self.counters)))
+            warn=bool(self.engine.stats.drops or self.counters), error=error))
 
     def _publish_cloud(self) -> None:
         if self.engine is None:

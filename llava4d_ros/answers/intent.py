@@ -7,7 +7,7 @@ vocabulary (`LLaVA4D.reads_templates_best`) the question is read here first: its
 when it started, which way, how many, which move, is it moving, describe), the object it names
 and the time it asks about, and the model is asked the template question with those. A question
 this cannot read, or one that is a template already, goes on as written (in the training
-notation, `model/normalise.py`).
+notation, `answers/normalise.py`).
 
 The reading is by key words, in this order; the first that applies wins:
 1. "how many" / "count" / "number of": of one shape when a shape word is there ("how many
@@ -46,11 +46,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llava4d_ros.data.instructions import is_template_question
-from llava4d_ros.data.vocabulary import PLURAL
-from llava4d_ros.model.abstention import NamedObject, named_object
-from llava4d_ros.model.normalise import normalise_question
-from llava4d_ros.model.scene_answers import (
+from llava4d_ros.answers.abstention import NamedObject, named_object
+from llava4d_ros.answers.normalise import normalise_question
+from llava4d_ros.answers.scene_answers import (
     COLOUR,
     COLOUR_ASKED,
     COUNT,
@@ -63,6 +61,8 @@ from llava4d_ros.model.scene_answers import (
     shape_asked,
     unsupported,
 )
+from llava4d_ros.data.instructions import is_template_question
+from llava4d_ros.data.vocabulary import PLURAL
 
 KINDS: tuple[str, ...] = ("count_all", "count_moving", "count_shape", "moving_any",
                           "moving_obj", "still_obj", "when_start", "heading", "caption",

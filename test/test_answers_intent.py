@@ -1,18 +1,18 @@
-"""Reading what a question asks (model/intent.py): a question in other words becomes the task
+"""Reading what a question asks (answers/intent.py): a question in other words becomes the task
 template that asks the same; templates, and questions it cannot read, go on unchanged."""
 
 from __future__ import annotations
 
 import pytest
 
+from llava4d_ros.answers.abstention import named_object
+from llava4d_ros.answers.intent import canonical_question, read_intent
 from llava4d_ros.data.instructions import (
     is_template_question,
     samples_for_scene,
     seeds_for_split,
 )
 from llava4d_ros.data.scene import make_scene
-from llava4d_ros.model.abstention import named_object
-from llava4d_ros.model.intent import canonical_question, read_intent
 
 
 # Wordings written for this test, in none of the data's phrasing families.
@@ -53,7 +53,7 @@ def test_other_words_become_the_template_that_asks_the_same(question, expected):
     ("Is the kettle moving right now?", "Is the kettle moving now?"),
     # no time named: the whole window, as the inventory reads it (no template lacks a time)
     ("Did the blue sphere move?", "Is the blue sphere moving?"),
-    # no template asks these: the inventory answers them (model/scene_answers.py)
+    # no template asks these: the inventory answers them (answers/scene_answers.py)
     ("Is the red box at rest right now?", "Is the red cube still now?"),
     ("Is the green box still?", "Is the green cube still now?"),
     ("Is the blue ball still at 2 s?", "Is the blue sphere still at 2.0s?"),

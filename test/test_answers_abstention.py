@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from llava4d_ros.answers.abstention import NamedObject, abstain_text, named_object
+from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.data.vocabulary import COLOURS, SHAPES
-from llava4d_ros.model.abstention import NamedObject, abstain_text, named_object
 
 
 @pytest.mark.parametrize("question, expected", [
@@ -93,16 +94,16 @@ def test_the_shipped_default_declines_what_it_cannot_see_and_answers_the_rest():
     rec = build_scene(seed, ColourStatsEncoder(), IngestConfig(
         patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
     there = make_scene(seed).objects[0]
-    answers = model.generate_batch(["Where is the mug?", f"Where is the {there.label} now?",
-                                    f"When did the {there.label} stop moving?"],
-                                   rec.tokens, rec.t_ref_s, max_new_tokens=40)
+    answers = answer_questions(model, ["Where is the mug?", f"Where is the {there.label} now?",
+                                       f"When did the {there.label} stop moving?"],
+                               rec.tokens, rec.t_ref_s, max_new_tokens=40)
     assert answers[0].text == "I do not see a mug." and answers[0].boxes == ()
     assert answers[1].text.startswith("At ") and len(answers[1].boxes) == 1
     # not the start time the nearest template would give: what it can say instead
     assert "not when it stopped" in answers[2].text and answers[2].times == ()
     # noise has no compact patch of any colour: nothing there to give a box for
     noise = random_tokens(300, 18, seed=0, t0_s=100.0)
-    answer = model.generate("Where is the green cube now?", noise, t_ref_s=100.0)
+    (answer,) = answer_questions(model, ["Where is the green cube now?"], noise, 100.0)
     assert answer.text == "I do not see a green cube." and answer.boxes == ()
 
 

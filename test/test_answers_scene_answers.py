@@ -1,4 +1,4 @@
-"""Answers the scene inventory decides (model/scene_answers.py) and the object envelope that
+"""Answers the scene inventory decides (answers/scene_answers.py) and the object envelope that
 keeps a real room's coloured surfaces from being read as palette objects (model/inventory.py)."""
 
 from __future__ import annotations
@@ -6,10 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llava4d_ros.data.vocabulary import COLOURS, SHAPES
-from llava4d_ros.model.config import InventoryConfig, LLaVA4DConfig, tiny_llama
-from llava4d_ros.model.inventory import SceneInventory, envelope_features, fits_envelope
-from llava4d_ros.model.scene_answers import (
+from llava4d_ros.answers.scene_answers import (
     MIN_SPEED_MPS,
     AskedTime,
     SceneFacts,
@@ -19,6 +16,9 @@ from llava4d_ros.model.scene_answers import (
     scene_answer,
     unsupported,
 )
+from llava4d_ros.data.vocabulary import COLOURS, SHAPES
+from llava4d_ros.model.config import InventoryConfig, LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.inventory import SceneInventory, envelope_features, fits_envelope
 
 
 @pytest.mark.parametrize("question, expected", [
@@ -154,7 +154,7 @@ def test_which_objects_move_at_a_named_time_from_the_inventory():
 
 
 def test_an_object_named_unasked_gets_its_shape_only_when_the_inventory_is_sure():
-    from llava4d_ros.model.scene_answers import SHAPE_SURE
+    from llava4d_ros.answers.scene_answers import SHAPE_SURE
 
     def scene(p_cylinder: float) -> SceneFacts:
         rest = (1.0 - p_cylinder) / 2
@@ -177,7 +177,7 @@ def test_an_object_named_unasked_gets_its_shape_only_when_the_inventory_is_sure(
 def test_motion_at_the_window_end_is_read_over_a_shorter_span():
     """At the window's end the speed is read from the last NOW_SIGMA_S: a motion that ended
     before it (fast over SIGMA_S, still over NOW_SIGMA_S) is no motion now."""
-    from llava4d_ros.model.scene_answers import NOW_SIGMA_S, SIGMA_S
+    from llava4d_ros.answers.scene_answers import NOW_SIGMA_S, SIGMA_S
 
     scene = SceneFacts(present={"red": 0.9}, shape={"red": {"cube": 0.9}}, moving={"red": 0.9},
                        t_end_s=7.9, velocity=lambda c, t_s, sigma_s: (
@@ -334,7 +334,7 @@ def test_the_heading_the_inventory_reads(velocity, heading):
 
 
 def test_the_heading_words_of_an_answer_are_replaced():
-    from llava4d_ros.model.scene_answers import with_heading
+    from llava4d_ros.answers.scene_answers import with_heading
 
     moving = "At 7.9s, the red cube is at [0.10, 0.20, 0.15, 0.3, 0.3, 0.3], heading toward +x."
     still = "At 7.9s, the red cube is at [0.10, 0.20, 0.15, 0.3, 0.3, 0.3], not moving."
@@ -345,8 +345,9 @@ def test_the_heading_words_of_an_answer_are_replaced():
 
 
 def test_a_heading_answer_gets_the_inventorys_direction_at_the_asked_time():
-    from llava4d_ros.model.intent import read_intent
-    from llava4d_ros.model.llava4d import ModelAnswer, inventory_heading
+    from llava4d_ros.answers.intent import read_intent
+    from llava4d_ros.answers.template import inventory_heading
+    from llava4d_ros.model.llava4d import ModelAnswer
 
     # +x until 4 s, then still
     scene = SceneFacts(present={"red": 0.9}, shape={"red": {"cube": 0.9}}, moving={"red": 0.9},

@@ -1,13 +1,13 @@
-"""Question normalisation (model/normalise.py): people's notation in, the training notation out,
+"""Question normalisation (answers/normalise.py): people's notation in, the training notation out,
 and a question in the training notation untouched."""
 
 from __future__ import annotations
 
 import pytest
 
+from llava4d_ros.answers.normalise import normalise_question
 from llava4d_ros.data.instructions import samples_for_scene, seeds_for_split
 from llava4d_ros.data.scene import make_scene
-from llava4d_ros.model.normalise import normalise_question
 
 
 @pytest.mark.parametrize("question, expected", [

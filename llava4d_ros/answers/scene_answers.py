@@ -1,7 +1,7 @@
 """Answers read off the scene inventory instead of the LM, where the honest answer is decided by
 what the window holds and the default's LM was never taught to give it.
 
-The question is read in the training notation (`model/normalise.py`: "t=2.5" is "2.5s",
+The question is read in the training notation (`answers/normalise.py`: "t=2.5" is "2.5s",
 "currently" is "now", "the red box" is "the red cube"). In this order, before the LM sees it:
 1. an object the window does not support: "I do not see a mug." (`abstention.abstain_text`);
 2. a time outside the window ("at 30 s", "20 seconds ago" in an 8 s window): "I only see from
@@ -54,10 +54,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llava4d_ros.answers.abstention import abstain_text, named_object
+from llava4d_ros.answers.normalise import normalise_question
 from llava4d_ros.data.instructions import heading_word
 from llava4d_ros.data.vocabulary import COLOURS, PLURAL, PLURALS, SHAPES, canonical_shape
-from llava4d_ros.model.abstention import abstain_text, named_object
-from llava4d_ros.model.normalise import normalise_question
 
 #: An object moves at T when its speed there is at least this. The speed is read from its
 #: tokens within `SIGMA_S` of T, or `NOW_SIGMA_S` at the window's end: there the weighting is
@@ -81,7 +81,7 @@ SHAPE_SURE = 0.8
 #: "t=30" / "thirty seconds", and the model used without the engine, as `evaluate` does).
 WINDOW_SLACK_S = 0.5
 
-# in the training notation (model/normalise.py): "at 2.5s", "3 seconds ago", "now"
+# in the training notation (answers/normalise.py): "at 2.5s", "3 seconds ago", "now"
 _AT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)s\b")
 _AGO = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) seconds? ago\b")
 _NOW = re.compile(r"\bnow\b")

@@ -1,0 +1,1 @@
+"""The answer policy: who answers a question (the object map, rules, the network)."""
