@@ -46,7 +46,11 @@ def test_missing_model_path_leaves_node_unconfigured_and_alive(harness):
 
 
 def test_query_about_moving_object_grounds_to_its_track(harness, scene, scene_frames):
+    from vision_msgs.msg import Detection3DArray
+
     h = harness(model_path="").start()  # the embedded, trained default
+    detections = []
+    h.peer.create_subscription(Detection3DArray, "/llava4d/detections", detections.append, 10)
     h.pub.send_scene(scene_frames, scene.cam, hz=20.0)
     engine = h.node.engine
     assert wait_for(lambda: engine.stats.ingested >= len(scene_frames) - 2, 30), (
@@ -62,6 +66,14 @@ def test_query_about_moving_object_grounds_to_its_track(harness, scene, scene_fr
     first = alive.index(True)
     assert all(alive[first:]) and len(alive) - first >= 3, alive
     assert any(t.is_dynamic for m in h.tracks for t in m.tracks if t.id == track_id)
+    # ~/detections: the same objects by id, each with category hypotheses and their scores
+    assert wait_for(lambda: detections and len(detections[-1].detections) == len(last), 10)
+    det = {d.id: d for d in detections[-1].detections}
+    assert set(det) == {str(t.id) for t in last}
+    for d in det.values():
+        assert d.results and all(0.0 <= r.hypothesis.score <= 1.0 for r in d.results)
+        assert [r.hypothesis.score for r in d.results] == sorted(
+            (r.hypothesis.score for r in d.results), reverse=True)
 
     t_ask = round(min(scene.duration_s - 0.5, (mover.start_moving_s or 0) + 1.0), 1)
     resp = h.ask(f"Where is the {mover.label} at {t_ask}s?")

@@ -494,17 +494,16 @@ class ObjectMap:
         out: dict[int, _Object] = {}
         scores = []
         c_keys = [np.unique(voxel_keys(c.p_g, coarse)) for c in clusters]
-        c_lo = [c.p_g.min(0) for c in clusters]
-        c_hi = [c.p_g.max(0) for c in clusters]
+        c_lo = np.array([c.p_g.min(0) for c in clusters]).reshape(-1, 3)
+        c_hi = np.array([c.p_g.max(0) for c in clusters]).reshape(-1, 3)
         for o in self._objects:
             shift = o.velocity_g * (stamp_s - o.last_seen_s) if o.is_dynamic else 0.0
-            near = [ci for ci in range(len(clusters))
-                    if not (np.any(c_lo[ci] > o.hi_g + shift + 0.15)
-                            or np.any(c_hi[ci] < o.lo_g + shift - 0.15))]
-            if not near:
+            near = np.flatnonzero(~np.any(c_lo > o.hi_g + shift + 0.15, axis=1)
+                                  & ~np.any(c_hi < o.lo_g + shift - 0.15, axis=1))
+            if near.size == 0:
                 continue
             okeys = np.unique(voxel_keys(voxel_centres(o.keys, cfg.voxel_m) + shift, coarse))
-            for ci in near:
+            for ci in near.tolist():
                 share = float(np.isin(c_keys[ci], okeys, assume_unique=True).mean())
                 if share >= cfg.match_overlap:
                     scores.append((share + (0.5 if o.confirmed else 0.0), ci, o))
@@ -626,11 +625,14 @@ class ObjectMap:
     def _seen_through(self, view: tuple) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Per object: which of its voxels this view sees through, and which it sees at all
         (two `(K,)` bool arrays); also sets `in_view`."""
-        out = {}
-        for o in self._objects:
-            if o.keys.size == 0:
-                continue
-            state = self._free(voxel_centres(o.keys, self.cfg.voxel_m) @ self.g_from_w, view)
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        objs = [o for o in self._objects if o.keys.size]
+        if not objs:
+            return out
+        centres = voxel_centres(np.concatenate([o.keys for o in objs]), self.cfg.voxel_m)
+        states = np.split(self._free(centres @ self.g_from_w, view),
+                          np.cumsum([o.keys.size for o in objs])[:-1])  # one projection
+        for o, state in zip(objs, states):
             known = state >= 0
             o.in_view = bool(known.sum() >= max(3, 0.2 * o.keys.size))
             out[o.object_id] = (state == 1, known)

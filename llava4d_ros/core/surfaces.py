@@ -271,7 +271,7 @@ class Levels:
 
 def vertical_planes(p_g: np.ndarray, n_g: np.ndarray, rng: np.random.Generator,
                     min_inliers: int, tol_m: float = 0.025, side_cos: float = 0.3,
-                    tries: int = 40, max_planes: int = 6, min_wide_m: float = 0.8,
+                    tries: int = 30, max_planes: int = 6, min_wide_m: float = 0.8,
                     min_tall_m: float = 1.0) -> np.ndarray:
     """`(N,)` bool: points `(N, 3)` on the large vertical planes (walls, cabinet fronts) of one
     view, found by one-point RANSAC on the sideways-facing points (a sample's own normal and
@@ -294,7 +294,7 @@ def vertical_planes(p_g: np.ndarray, n_g: np.ndarray, rng: np.random.Generator,
         nh /= np.linalg.norm(nh, axis=1, keepdims=True) + 1e-9
         dh = np.sum(nh * ps[picks], axis=1)
         # hypotheses are scored on a subset (the count only ranks them), inliers on all
-        sub = cand if cand.size <= 2000 else rng.choice(cand, size=2000, replace=False)
+        sub = cand if cand.size <= 1500 else rng.choice(cand, size=1500, replace=False)
         inl_sub = (np.abs(ps[sub] @ nh.T - dh[None]) <= tol_m) & (np.abs(ns[sub] @ nh.T) > 0.8)
         score = inl_sub.sum(axis=0) * (cand.size / sub.size)
         for best in np.argsort(-score)[:3]:
