@@ -133,3 +133,19 @@ def test_number_words_and_inventory():
     assert count_text(1, "box") == "a box" and count_text(3, "box") == "three boxes"
     assert count_text(12, "mug") == "12 mugs" and count_text(1, "object") == "an object"
     assert inventory(ROOM) == "two mugs, two chairs, a box and a red cube"
+
+
+def test_an_unsure_category_is_offered_as_a_guess_never_as_fact():
+    """The classifier's best guess for an object it is unsure of is offered, flagged, when the
+    question names that category and nothing is sure: never counted as one."""
+    unsure = MapObject(object_id=9, center=np.array([0.5, 0.5, 0.8]), size=np.full(3, 0.1),
+                       world_from_box=np.eye(3), category="object", category_confidence=0.2,
+                       colour="white", shape="cylinder", support="table", first_seen_s=100.0,
+                       last_seen_s=130.0, is_dynamic=False,
+                       hypotheses=(("bottle", 0.2), ("mug", 0.1)))
+    scene = MapScene([unsure, ROOM[2]], 130.0, 100.0, camera)
+    a = ask("Where is the bottle?", scene)
+    assert a.text.startswith("I am not sure I see any bottles: the white cylinder (object 9)")
+    assert "(bottle 0.20)" in a.text and [o.object_id for o in a.objects] == [9]
+    assert ask("Where is the mug?", scene).text.startswith("I see no mug;")  # not its best
+    assert ask("How many chairs are there?", scene).text == "I see a chair."

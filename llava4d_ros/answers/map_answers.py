@@ -113,6 +113,33 @@ def _found(objects: Sequence[MapObject], asked: Asked) -> list[MapObject]:
     return found
 
 
+#: An object the classifier is unsure of may still be named as a guess, flagged as one: its
+#: best noun (fused over views) must be the one asked and have at least this score.
+MAYBE_SCORE = 0.1
+
+
+def _maybe(objects: Sequence[MapObject], asked: Asked) -> list[MapObject]:
+    """Objects without a sure category whose best guess is the category asked."""
+    if asked.category is None:
+        return []
+    return [o for o in objects if o.category == "object" and o.hypotheses
+            and o.hypotheses[0][0] == asked.category and o.hypotheses[0][1] >= MAYBE_SCORE
+            and (asked.colour is None or o.colour == asked.colour)
+            and (asked.support is None or o.support == asked.support)]
+
+
+def _maybe_text(asked: Asked, maybe: list[MapObject]) -> str:
+    """'I am not sure I see a mug: the white cylinder (object 12) on the table at [...] may
+    be one (mug 0.20).'"""
+    noun = asked.category or asked.noun or "object"
+    parts = [f"the {o.label} (object {o.object_id})"
+             f"{' on the ' + o.support if o.support else ''} at {position(o.center)} "
+             f"({noun} {o.hypotheses[0][1]:.2f})" for o in maybe]
+    one = "it" if len(maybe) == 1 else "each"
+    return (f"I am not sure I see any {plural(noun, 2)}: " + "; ".join(parts)
+            + f" may be one (what an image classifier makes of {one}).")
+
+
 def _phrase(asked: Asked) -> str:
     """The thing asked about, as the question named it: 'kettle', 'red cube', 'mug on the
     table'."""
@@ -172,6 +199,9 @@ def answer(asked: Asked, scene: MapScene) -> MapAnswer | None:
         return _moving(asked, found, moved, scene, now)
     if asked.noun is not None and not asked.known:
         return _decline(asked, objects, scene)
+    maybe = _maybe(objects, asked) if not found else []
+    if maybe and asked.kind in ("count", "where", "nearest", "presence", "colour"):
+        return MapAnswer(_maybe_text(asked, maybe), tuple(maybe), scene.now_s)
     if asked.kind == "count":
         where = f" on the {asked.support}" if asked.support else ""
         noun = (f"{asked.colour} " if asked.colour else "") + (asked.noun or "object")

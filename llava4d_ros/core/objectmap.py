@@ -164,6 +164,7 @@ class _Cluster:
     n_g: np.ndarray  # (N, 3)
     moved: float  # share of points where earlier views saw through
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    at_border: bool = False  # it touches the image border: no motion is read from it
 
 
 @dataclass
@@ -306,7 +307,11 @@ class ObjectMap:
         stride = max(1, cam.width // cfg.samples_across)
         pts = view_points(depth_m, rgb, cam, world_from_cam, self.g_from_w, stride)
         self.last_view = pts
-        self.levels.update(pts)
+        up = pts.valid & (pts.n_g[..., 2] > self.levels.up_cos)
+        moving = np.zeros(up.shape, bool)
+        if up.any() and self._refs:
+            moving[up] = self._in_earlier_free_space(pts.p_g[up].astype(np.float64))
+        self.levels.update(pts, moving)
         cam_from_w = invert_se3(np.asarray(world_from_cam, np.float64))
         view = (pts.depth_m, stride, cam, cam_from_w)
 
@@ -326,7 +331,7 @@ class ObjectMap:
                 t, k = through.get(o.object_id, (None, np.zeros(0, bool)))
                 # it left part of its place: that is motion too (moving away from the camera,
                 # its new points lie behind what earlier views saw, not in front)
-                left = (k.sum() >= cfg.motion_min_points
+                left = (k.sum() >= cfg.motion_min_points and not c.at_border
                         and seen_empty[o.object_id] >= cfg.moving_share)
                 self._grow(o, c, stamp_s, events, left)
             matched_ids.add(o.object_id)
@@ -353,8 +358,9 @@ class ObjectMap:
         # what earlier views found to be structure stays so when this view's plane fit
         # misses it (noisy normals at a distance, a wall seen in part)
         structure |= self.structure.vote(p_all, structure)
-        # vertical structure only: every object touches the level it stands on
-        walls = p_all[structure & (np.abs(n_all[:, 2]) < 0.5)]
+        # what a cluster may cling to: this view's structure (an object touches the level it
+        # stands on only with its bottom, a small share of its points)
+        walls = p_all[structure]
         cand = np.zeros(grid_ok.shape, bool)
         cand[grid_ok] = ~structure
         n_pts = int(cand.sum())
@@ -365,6 +371,11 @@ class ObjectMap:
         p = pts.p_g[cand].astype(np.float64)
         n = pts.n_g[cand].astype(np.float64)
         col = pts.rgb[cand]
+        rr, cc = np.nonzero(cand)
+        h, w = cand.shape
+        # depth at the image border is the least sure (lens distortion the intrinsics do not
+        # model, flying pixels where the view cuts a surface): no motion is read there
+        border = (rr < 8) | (cc < 8) | (rr >= h - 8) | (cc >= w - 8)
         d = pts.depth_m
         rows, cols = [], []
         for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1)):
@@ -412,7 +423,7 @@ class ObjectMap:
                 continue
             too_tall = ext[2] > (cfg.max_height_m if moved[m].mean() >= cfg.moving_share
                                  else cfg.max_still_height_m)
-            if (max(ext[0], ext[1]) > cfg.max_width_m or too_tall
+            if (max(ext[0], ext[1]) > cfg.max_width_m or too_tall or _is_line(ext)
                     or ext.max() > 0.6 and _is_slab(pc) or self._under_level(lo, hi)):
                 # structure: walls and cabinet runs the plane finder missed, a piece of wall
                 # (thin and large), the legs of a table or the cabinets under a counter
@@ -428,8 +439,9 @@ class ObjectMap:
             pc = p[m]
             if tree is not None and _clings(pc, tree):
                 continue
-            out.append(_Cluster(pc, col[m], n[m], float(moved[m].mean()),
-                                np.unique(voxel_keys(pc, cfg.voxel_m))))
+            out.append(_Cluster(pc, col[m], n[m],
+                                0.0 if border[m].any() else float(moved[m].mean()),
+                                np.unique(voxel_keys(pc, cfg.voxel_m)), bool(border[m].any())))
         return out
 
     def _under_level(self, lo: np.ndarray, hi: np.ndarray) -> bool:
@@ -674,7 +686,7 @@ class ObjectMap:
             tall = cfg.max_height_m if o.is_dynamic else cfg.max_still_height_m
             wide = cfg.max_width_m if o.support in ("floor", "") and o.is_dynamic or (
                 o.support == "floor") else cfg.max_small_width_m
-            if max(ext[0], ext[1]) > wide or ext[2] > tall:
+            if max(ext[0], ext[1]) > wide or ext[2] > tall or _is_line(ext):
                 # grown past any object over views: a wall or a cabinet run seen in pieces
                 self._retract(o, stamp_s, events)
                 continue
@@ -755,6 +767,13 @@ def _category(o: _Object) -> tuple[str, float, tuple[tuple[str, float], ...]]:
     hyps = tuple(sorted(mean.items(), key=lambda kv: -kv[1])[:5])
     best, score = hyps[0]
     return (best if score >= CATEGORY_MIN_SCORE else "object"), float(score), hyps
+
+
+def _is_line(ext: np.ndarray, thin_m: float = 0.08, long_m: float = 0.3) -> bool:
+    """Extents `(3,)` of a line: thin in two directions, long in the third. What depth shows
+    of a cabinet's or a table's edge once the plane fits took its faces; not an object."""
+    e = np.sort(np.asarray(ext, np.float64))
+    return bool(e[1] < thin_m and e[2] > long_m)
 
 
 def _clings(p_g: np.ndarray, tree: cKDTree, within_m: float = 0.03, share: float = 0.6

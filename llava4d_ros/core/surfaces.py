@@ -147,7 +147,7 @@ class Levels:
 
     def __init__(self, cell_m: float = 0.1, bin_m: float = 0.02, min_share: float = 0.01,
                  min_samples: int = 40, merge_m: float = 0.04, up_cos: float = 0.94,
-                 min_area_m2: float = 0.3, min_support_m2: float = 0.04):
+                 min_area_m2: float = 0.45, min_support_m2: float = 0.04):
         self.min_support_m2 = float(min_support_m2)
         self.min_area_m2 = float(min_area_m2)
         self.cell_m = float(cell_m)
@@ -162,9 +162,12 @@ class Levels:
     def reset(self) -> None:
         self.levels.clear()
 
-    def update(self, pts: ViewPoints) -> None:
-        """Find this view's horizontal surfaces and add them to the levels."""
+    def update(self, pts: ViewPoints, moving: np.ndarray | None = None) -> None:
+        """Find this view's horizontal surfaces and add them to the levels; samples flagged in
+        `moving (h, w)` are left out (the top of a box sliding by is no table)."""
         ok = pts.valid & (pts.n_g[..., 2] > self.up_cos)
+        if moving is not None:
+            ok &= ~moving
         z = pts.p_g[..., 2][ok]
         if z.size < self.min_samples:
             return
@@ -188,10 +191,11 @@ class Levels:
                 self._add(height, region, int(near.sum()))
 
     def _add(self, height: float, cells: np.ndarray, n: int) -> None:
-        """Merge a connected patch of surface with the levels at its height that it touches
-        (all of them: it may join two patches of one table seen apart)."""
+        """Merge a connected patch of surface with the levels at its height that it overlaps
+        (all of them: it may join two patches of one table seen apart). Overlap, not a gap of
+        a cell: the tops of two boxes side by side stay two."""
         touching = [lv for lv in self.levels if abs(lv.height_m - height) <= self.merge_m
-                    and np.isin(cells, lv.near).any()]
+                    and np.isin(cells, lv.cells).any()]
         if not touching:
             self.levels.append(Level(self._next_id, height, cells, _dilate(cells), n))
             self._next_id += 1
