@@ -190,6 +190,8 @@ class _Object:
     unmatched_views: int = 0
     dormant: bool = False  # remembered from before (a memory on disk), not seen yet this run
     support: str = ""
+    support_height: float = float("nan")  # g z of the level below [m]
+    support_for: tuple = ()  # the (box, number of levels) `support` was found for
     in_view: bool = True
     was_in_view: bool = True
     category_scores: dict = field(default_factory=dict)  # category -> summed score
@@ -627,10 +629,14 @@ class ObjectMap:
             lo, hi = pts.min(axis=0), pts.max(axis=0)
         pad = 0.5 * cfg.voxel_m
         lo, hi = lo - pad, hi + pad
-        lv = self.levels.below(lo[:2], hi[:2], lo[2], gap_m=0.15)
-        o.support = self.levels.name(lv) if lv is not None else ""
-        if lv is not None:
-            lo[2] = min(lo[2], lv.height_m)
+        seen = (lo.round(2).tobytes(), hi.round(2).tobytes(), len(self.levels.levels))
+        if seen != o.support_for:  # the level below changes only when the box or levels do
+            lv = self.levels.below(lo[:2], hi[:2], lo[2], gap_m=0.15)
+            o.support = self.levels.name(lv) if lv is not None else ""
+            o.support_height = lv.height_m if lv is not None else float("nan")
+            o.support_for = seen
+        if np.isfinite(o.support_height):
+            lo[2] = min(lo[2], o.support_height)
         o.lo_g, o.hi_g = lo, hi
         o.center_g = 0.5 * (lo + hi)
 

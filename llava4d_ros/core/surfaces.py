@@ -275,7 +275,7 @@ class Levels:
 
 def vertical_planes(p_g: np.ndarray, n_g: np.ndarray, rng: np.random.Generator,
                     min_inliers: int, tol_m: float = 0.025, side_cos: float = 0.3,
-                    tries: int = 30, max_planes: int = 6, min_wide_m: float = 0.8,
+                    tries: int = 20, max_planes: int = 6, min_wide_m: float = 0.8,
                     min_tall_m: float = 1.0) -> np.ndarray:
     """`(N,)` bool: points `(N, 3)` on the large vertical planes (walls, cabinet fronts) of one
     view, found by one-point RANSAC on the sideways-facing points (a sample's own normal and
@@ -305,7 +305,7 @@ def vertical_planes(p_g: np.ndarray, n_g: np.ndarray, rng: np.random.Generator,
             if score[best] < min_inliers:
                 break
             normal, offset = nh[best], dh[best]
-            for _ in range(2):  # refit to the inliers: one sample's normal is noisy
+            for _ in range(1):  # refit to the inliers: one sample's normal is noisy
                 inl = (np.abs(ps[cand] @ normal - offset) <= tol_m) & (
                     np.abs(ns[cand] @ normal) > 0.7)
                 if inl.sum() < 3:
