@@ -39,3 +39,18 @@ def test_questions_in_the_training_notation_are_unchanged():
     for seed in seeds_for_split("val", 5):
         for s in samples_for_scene(make_scene(seed), phrasing="template", honest=True):
             assert normalise_question(s.question) == s.question
+
+
+@pytest.mark.parametrize("written, training", [
+    ("Where is the red cube at t = 4.7s?", "Where is the red cube at 4.7s?"),
+    ("where is the red cube at time 5.3 sec?", "Where is the red cube at 5.3s?"),
+    ("where is the red cube at t=4.7 s", "Where is the red cube at 4.7s"),
+    ("Where is the red cube at t=12?", "Where is the red cube at 12s?"),
+    ("where was the red cube 2.5 s ago", "Where was the red cube 2.5 seconds ago"),
+    ("At 3.25 seconds where is the blue ball", "At 3.25s where is the blue sphere"),
+    ("what time is it", "What time is it"),
+])
+def test_a_time_keeps_its_decimals_whatever_the_notation(written, training):
+    """A time after "t =" or "time" with a unit lost its decimals ("t = 4.7s" became
+    "4s.7s", answered at 4 s): the number is read whole."""
+    assert normalise_question(written) == training

@@ -29,7 +29,9 @@ from llava4d_ros.data.vocabulary import COLOURS, NUMBER_WORDS, PLURAL, SHAPE_SYN
 
 _NUM = r"\d+(?:\.\d+)?"
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")(?=\s+(?:seconds?|secs?|s)\b)")
-_T_EQUALS = re.compile(r"\b(?:t\s*=\s*|time\s+)(" + _NUM + r")\b(?!\s*(?:s|secs?|seconds?)\b)")
+# the whole number (no backtracking to "4" of "4.7"), with or without its unit
+_T_EQUALS = re.compile(r"\b(?:t\s*=\s*|time\s+)(" + _NUM + r")(?!\d|\.\d)"
+                       r"(?:\s*(?:s|secs?|seconds?)\b)?")
 _AGO = re.compile(r"(?<![\w.])(" + _NUM + r")\s*(?:s|secs?|seconds?)\s+ago\b")
 _AT_UNIT = re.compile(r"(?<![\w.])(" + _NUM + r")\s*(?:s|secs?|seconds?)\b")
 _NOW = re.compile(r"\b(right now|currently|at the moment|at present|at this moment)\b")
