@@ -22,7 +22,10 @@ def _p(default: Any, description: str) -> Any:
 class NodeConfig:
     world_frame: str = _p("map", "Fixed frame the 4D buffer, tracks and answers live in "
                                  "(REP 105: map, or odom).")
-    window_s: float = _p(30.0, "Sliding window length [s]; older keyframes are dropped.")
+    window_s: float = _p(0.0, "Sliding window of visual tokens [s]; older keyframes are "
+                              "dropped. 0: the window the model was trained on (its "
+                              "ModelSpec; 8 s for the shipped models); the object map and "
+                              "the memory keep what is older.")
     max_buffer_mb: float = _p(512.0, "Memory cap of the 4D buffer [MiB]; oldest dropped first.")
     patch_rows: int = _p(0, "Patch grid rows per image. 0: the model's (its ModelSpec); any "
                          "other value must equal it (the weights were trained on that grid).")
@@ -66,7 +69,8 @@ class NodeConfig:
     max_depth_m: float = _p(100.0, "Depth beyond this [m] is refused as invalid: farther than "
                             "any RGB-D sensor measures (Kinect-class ~10 m, stereo ~50 m), "
                             "so it is a corrupt or mis-scaled image, not a far surface.")
-    max_new_tokens: int = _p(160, "Longest answer the model may generate [tokens]; a "
+    max_new_tokens: int = _p(0, "Longest answer the model may generate [tokens]; 0: the "
+                             "model's own (160 for the shipped models); a "
                              "description of 8 objects takes ~105 (word tokens) to ~120 (BPE).")
     cloud_period_s: float = _p(1.0, "Period of ~/cloud (the window's points) [s]; 0 disables.")
     tracks_period_s: float = _p(0.2, "Period of ~/tracks, ~/detections and object markers "
@@ -92,17 +96,17 @@ class NodeConfig:
                                      "oldest history goes first.")
 
     def __post_init__(self) -> None:
-        positive = ("window_s", "max_buffer_mb", "keyframe_max_interval_s",
+        positive = ("max_buffer_mb", "keyframe_max_interval_s",
                     "sync_slop_s", "tf_timeout_s", "tf_cache_s", "time_jump_reset_s",
                     "tracks_period_s", "max_depth_m")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("sync_queue_size", "ingest_queue_size", "max_question_chars",
-                     "max_new_tokens"):
+        for name in ("sync_queue_size", "ingest_queue_size", "max_question_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patch_rows", "patch_cols", "token_budget", "voxel_m"):  # 0: the model's
+        for name in ("patch_rows", "patch_cols", "token_budget", "voxel_m", "window_s",
+                     "max_new_tokens"):  # 0: the model's
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 (0: the model's), got "
                                  f"{getattr(self, name)}")

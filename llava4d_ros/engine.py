@@ -60,6 +60,8 @@ if TYPE_CHECKING:  # model/ imports torch; the engine loads it only with a model
     from llava4d_ros.model.spec import ModelSpec
 
 NS = 1_000_000_000
+# a model that does not say its longest answer (SceneModel.max_new_tokens) gets this many
+MAX_NEW_TOKENS_FALLBACK = 160
 # A number in a question is a coordinate [m] or a time [s] in a window of seconds to minutes;
 # beyond these it is a typo or an attack, and the digit-by-digit tokenizer would read it as a
 # long run of digits the model never saw (it answered "<pad> <pad> ...").
@@ -173,37 +175,42 @@ def pool_device(model: SceneModel | None) -> str | None:
 
 
 def ingest_config(cfg: NodeConfig, spec: ModelSpec | None = None) -> IngestConfig:
-    """The ingest settings: the keyframe policy and window from the node, the patch grid, voxel
-    and token budget from the model's `spec` (what its weights were trained with). A node
-    parameter left at 0 takes the model's value; any other value must equal it (ValueError
-    naming both). Without a model, the node's values, else IngestConfig's defaults."""
-    default = IngestConfig()
+    """The ingest settings, in one place: the patch grid, voxel, token budget and window from
+    the model's `spec` (what its weights were trained with), the keyframe policy and buffer cap
+    from the node. A node parameter left at 0 takes the model's value; a patch grid, voxel or
+    budget of any other value must equal it (ValueError naming both: the weights cannot read
+    anything else). A window of another length is taken (a user may want one) and
+    `window_mismatch` names it. Without a model, the node's values, else IngestConfig's."""
+    node = {"max_buffer_mb": cfg.max_buffer_mb,
+            "keyframe_min_interval_s": cfg.keyframe_min_interval_s,
+            "keyframe_max_interval_s": cfg.keyframe_max_interval_s,
+            "keyframe_min_translation_m": cfg.keyframe_min_translation_m,
+            "keyframe_min_rotation_deg": cfg.keyframe_min_rotation_deg}
     if spec is None:
-        rows, cols = default.patch_grid
-        model = {"patch_rows": rows, "patch_cols": cols, "voxel_m": default.voxel_m,
-                 "token_budget": default.token_budget}
-    else:
-        model = {"patch_rows": spec.patch_grid[0], "patch_cols": spec.patch_grid[1],
-                 "voxel_m": spec.voxel_m, "token_budget": spec.token_budget}
-    chosen = {}
+        default = IngestConfig()
+        grid = (cfg.patch_rows or default.patch_grid[0], cfg.patch_cols or default.patch_grid[1])
+        return IngestConfig(patch_grid=grid, voxel_m=cfg.voxel_m or default.voxel_m,
+                            token_budget=cfg.token_budget or default.token_budget,
+                            window_s=cfg.window_s or default.window_s, **node)
+    model = {"patch_rows": spec.patch_grid[0], "patch_cols": spec.patch_grid[1],
+             "voxel_m": spec.voxel_m, "token_budget": spec.token_budget}
     for name, model_value in model.items():
         node_value = getattr(cfg, name)
-        if node_value and spec is not None and node_value != model_value:
+        if node_value and node_value != model_value:
             raise ValueError(
                 f"node parameter {name} = {node_value} conflicts with the model, trained with "
                 f"{name} = {model_value}; leave it 0 to use the model's value")
-        chosen[name] = node_value or model_value
-    return IngestConfig(
-        patch_grid=(chosen["patch_rows"], chosen["patch_cols"]),
-        voxel_m=chosen["voxel_m"],
-        token_budget=chosen["token_budget"],
-        window_s=cfg.window_s,
-        max_buffer_mb=cfg.max_buffer_mb,
-        keyframe_min_interval_s=cfg.keyframe_min_interval_s,
-        keyframe_max_interval_s=cfg.keyframe_max_interval_s,
-        keyframe_min_translation_m=cfg.keyframe_min_translation_m,
-        keyframe_min_rotation_deg=cfg.keyframe_min_rotation_deg,
-    )
+    if cfg.window_s:
+        node["window_s"] = cfg.window_s
+    return spec.ingest_config(**node)
+
+
+def window_mismatch(cfg: NodeConfig, spec: ModelSpec) -> str:
+    """Why the node's window differs from the one the model was trained on, or ""."""
+    if not cfg.window_s or abs(cfg.window_s - spec.window_s) < 1e-6:
+        return ""
+    return (f"window_s = {cfg.window_s:g} s but the model was trained on {spec.window_s:g} s "
+            "windows: times beyond its training reach it (window_s 0 takes the model's)")
 
 
 class Engine:
@@ -582,9 +589,13 @@ class Engine:
         with self._buffer_lock:
             if self.objects_map is None:
                 return []
+            current = self.objects_map.objects
             if include_gone:
-                return sorted(self._object_log.values(), key=lambda o: o.object_id)
-            return self.objects_map.objects
+                # the map's objects (a still one stays while out of view) and those that left
+                # it while the window still holds their last sighting
+                by_id = {**self._object_log, **{o.object_id: o for o in current}}
+                return sorted(by_id.values(), key=lambda o: o.object_id)
+            return current
 
     def take_events(self) -> list[ObjectEvent]:
         """Object events since the last call (appeared, started/stopped moving, left view,
@@ -660,8 +671,9 @@ class Engine:
                                                          t_start_s=t_start_s, t_end_s=t_end_s)
                 except EmptyBufferError as exc:
                     raise QueryError(f"no observations in the window yet ({exc})") from None
-                logged = list(self._object_log.values())
                 current = self.objects_map.objects if self.objects_map is not None else None
+                logged = list({**self._object_log,
+                               **{o.object_id: o for o in current or ()}}.values())
                 trail = list(self._camera)
             t_ref = float(tokens.t_s.min())
             t_end = float(tokens.t_s.max())
@@ -676,8 +688,9 @@ class Engine:
                 model = self.model
                 if model is None:
                     raise QueryError("no model is loaded (the node is not active)")
-                out = AnswerPolicy(model).answer(question, tokens, t_ref,
-                                                 self.cfg.max_new_tokens, scene,
+                max_new = self.cfg.max_new_tokens or int(getattr(model, "max_new_tokens",
+                                                                   MAX_NEW_TOKENS_FALLBACK))
+                out = AnswerPolicy(model).answer(question, tokens, t_ref, max_new, scene,
                                                  on_text=on_text, cancel=cancel)
         finally:
             with self._signal:

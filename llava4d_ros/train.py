@@ -60,6 +60,7 @@ from llava4d_ros.model.config import (
     tiny_llama,
 )
 from llava4d_ros.model.llava4d import build_model, load_llava4d
+from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training import checkpointing, new_tokens
@@ -130,8 +131,8 @@ def seed_everything(seed: int) -> None:
 
 
 def ingest_config(cfg: LLaVA4DConfig) -> IngestConfig:
-    return IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget,
-                        voxel_m=cfg.voxel_m)
+    """The ingest settings a model of `cfg` trains and is evaluated with (its ModelSpec's)."""
+    return ModelSpec.of(cfg).ingest_config()
 
 
 # The sources whose code decides what a cached scene holds (render, ingest, encode, samples):
@@ -356,11 +357,11 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
 def inventory_words_problem(model: Any) -> str | None:
     """Why the default scene inventory's words cannot be read from this model's tokenizer
     (a word that is not one token as an answer writes it), or None."""
-    from llava4d_ros.model.config import InventoryConfig
     from llava4d_ros.model.inventory import WordSets
+    from llava4d_ros.training.task import task_inventory
 
     try:
-        WordSets(InventoryConfig(), model.written_id)
+        WordSets(task_inventory(), model.written_id)
     except ValueError as e:
         return str(e)
     return None
@@ -375,15 +376,15 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
     answers (`InventoryConfig.bias_ids`)."""
     from tqdm import tqdm
 
-    from llava4d_ros.model.config import InventoryConfig
     from llava4d_ros.model.inventory import decode_features, inventory_loss
+    from llava4d_ros.training.task import task_inventory
 
     if model.cfg.inventory is None:
         bias_ids = None
         if model.cfg.lm_source.kind != "scratch":
             bias_ids = train_losses.answer_token_ids(
                 model, [s for rec in records for s in rec.samples])
-        model.add_inventory(InventoryConfig(bias_ids=bias_ids))
+        model.add_inventory(task_inventory(bias_ids=bias_ids))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

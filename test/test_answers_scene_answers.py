@@ -17,8 +17,9 @@ from llava4d_ros.answers.scene_answers import (
     unsupported,
 )
 from llava4d_ros.data.vocabulary import COLOURS, SHAPES
-from llava4d_ros.model.config import InventoryConfig, LLaVA4DConfig, tiny_llama
+from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.inventory import SceneInventory, envelope_features, fits_envelope
+from llava4d_ros.training.task import task_inventory
 
 
 @pytest.mark.parametrize("question, expected", [
@@ -308,10 +309,10 @@ def test_a_colour_outside_the_envelope_reads_as_absent():
 
 def test_object_envelope_config_is_checked_and_round_trips():
     with pytest.raises(ValueError, match="object_envelope"):
-        InventoryConfig(object_envelope=((1.0, 5.0), (0.0, 1.0)))
+        task_inventory(object_envelope=((1.0, 5.0), (0.0, 1.0)))
     with pytest.raises(ValueError, match="object_envelope"):
-        InventoryConfig(object_envelope=((5.0, 1.0), (0.0, 1.0), (0.0, 9.0)))
-    cfg = LLaVA4DConfig(lm=tiny_llama(50), inventory=InventoryConfig(
+        task_inventory(object_envelope=((5.0, 1.0), (0.0, 1.0), (0.0, 9.0)))
+    cfg = LLaVA4DConfig(lm=tiny_llama(50), inventory=task_inventory(
         object_envelope=[[1.2, 5.8], [0.02, 0.85], [0.0, 28.0]]))
     assert cfg.inventory.object_envelope == ((1.2, 5.8), (0.02, 0.85), (0.0, 28.0))
     again = LLaVA4DConfig.from_dict(cfg.to_dict())

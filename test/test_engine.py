@@ -448,3 +448,25 @@ def test_deactivate_during_a_question_leaves_its_answer_whole(tiny_model, scene)
     assert not errors and results[0].model_id == "tiny-untrained-test", errors
     with pytest.raises(QueryError, match="no model"):
         engine.ask("Which objects move?")
+
+
+def test_ingest_settings_come_from_the_model_in_one_place(tiny_model):
+    """The patch grid, voxel, budget and window are the model's unless the node names them;
+    a grid that differs is refused naming both, a window that differs is taken and named."""
+    from llava4d_ros.engine import ingest_config, window_mismatch
+    from llava4d_ros.model.spec import ModelSpec
+
+    spec = ModelSpec(patch_grid=(6, 8), voxel_m=0.25, token_budget=300, window_s=8.0,
+                     feature_dim=18)
+    ing = ingest_config(NodeConfig(), spec)
+    assert (ing.patch_grid, ing.voxel_m, ing.token_budget, ing.window_s) == ((6, 8), 0.25,
+                                                                            300, 8.0)
+    assert ing == spec.ingest_config(max_buffer_mb=ing.max_buffer_mb)
+    with pytest.raises(ValueError, match="patch_rows = 12 conflicts with the model"):
+        ingest_config(NodeConfig(patch_rows=12), spec)
+    longer = NodeConfig(window_s=30.0)
+    assert ingest_config(longer, spec).window_s == 30.0
+    assert "trained on 8 s windows" in window_mismatch(longer, spec)
+    assert window_mismatch(NodeConfig(), spec) == ""
+    assert ingest_config(NodeConfig()).window_s == 30.0  # no model: IngestConfig's
+    assert Engine(NodeConfig(), tiny_model).ingestor.cfg.window_s == tiny_model.spec.window_s

@@ -368,21 +368,21 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
     space, a digit and the axis of "+x" bare), and its output bias moves only the training
     answers' tokens: stage 5's batch keeps their logits and the logsumexp of the rest, and
     gives the LM's own answer loss back."""
-    from llava4d_ros.model.config import InventoryConfig
     from llava4d_ros.training.losses import answer_token_ids, inventory_batch
+    from llava4d_ros.training.task import task_inventory
 
     model = LLaVA4D.from_lm(lm_dir, **_small())
     assert not model.reads_templates_best  # open vocabulary: questions go in as written
     tok = model.tokenizer
     with pytest.raises(ValueError, match="' teal' is not one token"):
-        model.add_inventory(InventoryConfig(colours=("red", "teal")))
+        model.add_inventory(task_inventory(colours=("red", "teal")))
     samples = [dict(SAMPLE), {"question": "Which objects move?", "task": "which_move",
                               "answer_template": "The blue cube moves toward +x.",
                               "answer": "", "slots": [], "targets": []}]
     words = answer_token_ids(model, samples)
     assert model.eos_token_id in words and len(words) < len(tok) // 2
     # the inventory's words join the bias's set even where no answer says them
-    inv = InventoryConfig(colours=("red", "blue", "green"), shapes=("cube", "cylinder"),
+    inv = task_inventory(colours=("red", "blue", "green"), shapes=("cube", "cylinder"),
                           plurals=("cubes", "objects"), bias_ids=words)
     model.add_inventory(inv)
     assert model.reads_templates_best  # the task's inventory: read through answers/intent.py

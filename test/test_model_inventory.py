@@ -22,6 +22,7 @@ from llava4d_ros.model.inventory import (
 from llava4d_ros.model.llava4d import build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.training.losses import inventory_batch, window_loss
+from llava4d_ros.training.task import task_inventory
 
 
 def make_tokens(n: int, seed: int = 0) -> VisualTokens:
@@ -76,12 +77,12 @@ def test_object_features_motion_only_with_time():
 
 def test_inventory_config_validation(tok):
     with pytest.raises(ValueError, match="plurals"):
-        InventoryConfig(plurals=("cubes",))
+        task_inventory(plurals=("cubes",))
     with pytest.raises(ValueError, match="distinct"):
-        InventoryConfig(colours=("red", "red"))
+        task_inventory(colours=("red", "red"))
     with pytest.raises(ValueError, match="' teal' is not one token"):
-        tiny(tok, InventoryConfig(colours=("teal",)))
-    for inv in (InventoryConfig(), InventoryConfig(bias_ids=[5, 9, 2])):
+        tiny(tok, task_inventory(colours=("teal",)))
+    for inv in (task_inventory(), task_inventory(bias_ids=[5, 9, 2])):
         cfg = LLaVA4DConfig(lm=tiny_llama(10), inventory=inv)
         assert LLaVA4DConfig.from_dict(cfg.to_dict()) == cfg  # round trip through a dict
 
@@ -95,7 +96,7 @@ def sees_every_colour(model: torch.nn.Module) -> None:
 
 def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
     plain, guided = tiny(tok, None), tiny(tok, None)
-    guided.add_inventory(InventoryConfig())
+    guided.add_inventory(task_inventory())
     sees_every_colour(guided)
     tokens = make_tokens(50)
     qs = ["Which objects move?", "Describe the scene at 2.5s.",
@@ -116,7 +117,7 @@ def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
 
 def test_the_bias_steers_a_model_without_slot_heads(tok):
     cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=2, heads=4),
-                        token_budget=60, inventory=InventoryConfig(), slot_heads=False)
+                        token_budget=60, inventory=task_inventory(), slot_heads=False)
     torch.manual_seed(0)
     model = build_model(cfg, tok).eval()
     sees_every_colour(model)
@@ -129,7 +130,7 @@ def test_the_bias_steers_a_model_without_slot_heads(tok):
 
 
 def test_decode_features_follow_the_state(tok):
-    model = tiny(tok, InventoryConfig())
+    model = tiny(tok, task_inventory())
     words = model.words
     q = tok("How many cubes are there?", add_special_tokens=False)["input_ids"]
     named, shape_after, plural = words.question(q)
@@ -168,7 +169,7 @@ def test_decode_features_follow_the_state(tok):
 
 
 def test_inventory_batch_matches_the_lm_loss(tok):
-    model = tiny(tok, InventoryConfig())
+    model = tiny(tok, task_inventory())
     tokens = make_tokens(50)
     samples = [
         {"question": "Which objects move?", "task": "which_move", "slots": [], "targets": [],
@@ -221,7 +222,7 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
     from llava4d_ros.model.decoding import Guide
     from llava4d_ros.model.llava4d import apply_token_budget
 
-    model = tiny(tok, InventoryConfig())
+    model = tiny(tok, task_inventory())
     tokens = apply_token_budget(make_tokens(50), model.cfg.token_budget)
     xyz = tokens.xyz_world.copy()
     xyz[:5] = [10.0, 10.0, 0.2]  # the named object's tokens, far from the rest

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from llava4d_ros.evaluate import box_iou, categorical, score
-from llava4d_ros.model.config import InventoryConfig
 from llava4d_ros.model.grounding import GroundedBox
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
 from llava4d_ros.train import main as train_main
+from llava4d_ros.training.task import task_inventory
 
 
 def test_box_iou():
@@ -100,8 +100,8 @@ def test_tiny_training_stages_and_resume(tmp_path):
     # the object envelope and the colours' appearance are fitted on the same windows
     env = model5.cfg.inventory.object_envelope
     assert env is not None and len(env) == 3 and all(lo < hi for lo, hi in env)
-    assert model5.cfg.inventory == InventoryConfig(object_envelope=env)
-    assert model5.cfg == replace(model4.cfg, inventory=InventoryConfig(object_envelope=env))
+    assert model5.cfg.inventory == task_inventory(object_envelope=env)
+    assert model5.cfg == replace(model4.cfg, inventory=task_inventory(object_envelope=env))
     before, after = model4.state_dict(), model5.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(k.startswith("inventory_bias.") and v.abs().sum() > 0 for k, v in after.items()

@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from llava4d_ros.data import vocabulary
-
 ENCODINGS = ("full", "none", "xyz", "time")  # the paper's ablation: 4D, none, 3D only, time only
 VISION_KINDS = ("colour_stats", "efficientnet_lite0", "clip")  # clip: any HF CLIP/SigLIP tower
 COMPRESSORS = ("none", "pool", "resampler")
@@ -153,9 +151,10 @@ class InventoryConfig:
     must be tokens of the model's tokenizer, one token each as written in an answer
     (`inventory.WordSets`)."""
 
-    colours: tuple[str, ...] = vocabulary.COLOURS
-    shapes: tuple[str, ...] = vocabulary.SHAPES
-    plurals: tuple[str, ...] = vocabulary.PLURALS  # "How many cubes ..."
+    # the task's closed vocabulary (training/task.py `task_inventory` gives the synthetic one)
+    colours: tuple[str, ...] = ()
+    shapes: tuple[str, ...] = ()
+    plurals: tuple[str, ...] = ()  # "How many cubes ..."
     directions: tuple[str, ...] = ("+", "-", "x", "y")  # "heading toward +x": sign, then axis
     hidden: int = 32
     bias_hidden: int = 64

@@ -82,10 +82,9 @@ from llava4d_ros.model.vision import (
     EfficientNetLite0Encoder,
 )
 
-#: Longest answer by default [tokens]. A description of the scene says one sentence of ~13
-#: word tokens (~15 BPE tokens) per object: 8 objects take ~105 / ~120, and at 96 every
-#: description of an 8-object val scene lost its last object. Answers end at the end token
-#: or a repeated sentence long before this; the node's `max_new_tokens` says the same.
+#: Longest answer by default [tokens]: a description says one sentence of ~13 word tokens
+#: (~15 BPE tokens) per object, so 8 objects need ~120 (docs/MODEL.md). Answers end at the end
+#: token or a repeated sentence long before this. The node's `max_new_tokens` 0 takes it.
 MAX_NEW_TOKENS = 160
 
 
@@ -285,6 +284,11 @@ class LLaVA4D(nn.Module):
     @property
     def model_id(self) -> str:
         return self.cfg.model_id
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The longest answer by default [tokens] (`MAX_NEW_TOKENS`)."""
+        return MAX_NEW_TOKENS
 
     @property
     def patch_encoder(self) -> Any:

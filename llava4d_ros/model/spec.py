@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.model.config import LLaVA4DConfig
 
 
@@ -41,6 +42,13 @@ class ModelSpec:
         """The spec a model of `cfg` was trained with."""
         return cls(patch_grid=cfg.patch_grid, voxel_m=cfg.voxel_m, token_budget=cfg.token_budget,
                    window_s=cfg.window_s, feature_dim=cfg.vision.feature_dim)
+
+    def ingest_config(self, **node: Any) -> IngestConfig:
+        """The ingest settings for this model: patch grid, voxel, token budget and window from
+        the spec; the rest (keyframe policy, buffer cap) from `node`, IngestConfig fields."""
+        return IngestConfig(**{"patch_grid": self.patch_grid, "voxel_m": self.voxel_m,
+                               "token_budget": self.token_budget, "window_s": self.window_s,
+                               **node})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

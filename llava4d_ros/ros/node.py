@@ -69,7 +69,7 @@ from visualization_msgs.msg import MarkerArray
 
 from llava4d_ros.action import Ask
 from llava4d_ros.config import NodeConfig
-from llava4d_ros.engine import Engine, InputRefused, QueryError
+from llava4d_ros.engine import Engine, InputRefused, QueryError, window_mismatch
 from llava4d_ros.malloc_arenas import limit_arenas, trim_heap
 from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
@@ -210,8 +210,7 @@ class Llava4dNode(LifecycleNode):
             self, Ask, "~/ask", self._execute_ask, callback_group=self._query_group,
             cancel_callback=self._on_cancel, goal_service_qos_profile=QUERY_QOS,
             result_service_qos_profile=QUERY_QOS, cancel_service_qos_profile=QUERY_QOS)
-        self.get_logger().info(f"configured: world_frame={self.cfg.world_frame} "
-                               f"window={self.cfg.window_s}s")
+        self.get_logger().info(f"configured: world_frame={self.cfg.world_frame}")
         return TransitionCallbackReturn.SUCCESS
 
     def _publisher(self, msg_type, topic: str, qos):
@@ -236,7 +235,11 @@ class Llava4dNode(LifecycleNode):
         spec = model.spec
         self.get_logger().info(
             f"model {model.model_id}: patch grid {spec.patch_grid}, voxel {spec.voxel_m} m, "
-            f"token budget {spec.token_budget}, trained on {spec.window_s} s windows")
+            f"token budget {spec.token_budget}, trained on {spec.window_s} s windows; window "
+            f"{self.engine.ingestor.cfg.window_s:g} s")
+        mismatch = window_mismatch(self.cfg, spec)
+        if mismatch:
+            self.get_logger().warning(mismatch)
         self._ingest_stop.clear()
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="llava4d_ingest",
                                                daemon=True)
