@@ -666,9 +666,7 @@ class Engine:
         try:
             with self._buffer_lock:
                 try:
-                    ing = self.ingestor.cfg
-                    tokens = self.ingestor.buffer.tokens(ing.token_budget, ing.voxel_m,
-                                                         t_start_s=t_start_s, t_end_s=t_end_s)
+                    tokens = self.ingestor.tokens(t_start_s, t_end_s)
                 except EmptyBufferError as exc:
                     raise QueryError(f"no observations in the window yet ({exc})") from None
                 current = self.objects_map.objects if self.objects_map is not None else None

@@ -2,6 +2,7 @@
 
     python -m llava4d_ros.evaluate [--model DIR] [--split test] [--ablations DIR ...]
     python -m llava4d_ros.evaluate --policy none      # the network alone, no rule decides
+    python -m llava4d_ros.evaluate --ghosts           # also: tokens stamped where nothing was
     python -m llava4d_ros.evaluate --objects --split val   # the object map (training/objects_eval)
     python -m llava4d_ros.evaluate --calibrate --split val [--write]   # fit box confidence
     python -m llava4d_ros.evaluate --reliability                      # check it
@@ -150,18 +151,25 @@ def box_outcomes(sample: dict[str, Any], answer: ModelAnswer) -> list[tuple[floa
             for b in answer.boxes]
 
 
-def score(sample: dict[str, Any], answer: ModelAnswer) -> dict[str, int]:
-    """Hit counts of one answer against its sample's slots."""
+def score(sample: dict[str, Any], answer: ModelAnswer,
+          moving_ids: frozenset[int] = frozenset()) -> dict[str, int]:
+    """Hit counts of one answer against its sample's slots; the `*_moving` / `*_static` counts
+    split the box and time slots by whether their object is in `moving_ids` (slots of no
+    object, id -1, are in neither)."""
     boxes = [s for s in sample["slots"] if s["kind"] == "box"]
     times = [s for s in sample["slots"] if s["kind"] == "time"]
     matched = _match_boxes(sample, answer)
-    box_hits = sum(1 for slot, got in zip(boxes, matched)
-                   if got is not None and box_iou(got.box6, slot["value"]) >= 0.5)
-    time_hits = sum(
-        1 for k, slot in enumerate(times)
-        if k < len(answer.times) and abs(answer.times[k] - float(slot["value"])) <= 0.5)
-    out = {"box_n": len(boxes), "box_hits": box_hits, "time_n": len(times),
-           "time_hits": time_hits, "em_n": 0, "em_hits": 0}
+    box_ok = [got is not None and box_iou(got.box6, slot["value"]) >= 0.5
+              for slot, got in zip(boxes, matched)]
+    time_ok = [k < len(answer.times) and abs(answer.times[k] - float(slot["value"])) <= 0.5
+               for k, slot in enumerate(times)]
+    out = {"box_n": len(boxes), "box_hits": sum(box_ok), "time_n": len(times),
+           "time_hits": sum(time_ok), "em_n": 0, "em_hits": 0}
+    for kind, slots, ok in (("box", boxes, box_ok), ("time", times, time_ok)):
+        for state in ("moving", "static"):
+            mine = [o for slot, o in zip(slots, ok) if int(slot.get("object_id", -1)) >= 0
+                    and (int(slot["object_id"]) in moving_ids) == (state == "moving")]
+            out[f"{kind}_n_{state}"], out[f"{kind}_hits_{state}"] = len(mine), sum(mine)
     want = sample.get("categorical")
     if want is not None and sample["task"] != "caption":
         got = categorical(sample["task"], answer.text)
@@ -180,16 +188,19 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
     (`box_outcomes`)."""
     from tqdm import tqdm
 
+    from llava4d_ros.data.scene import make_scene
+
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     shown = 0
     for rec in tqdm(records, desc=model.model_id, disable=not progress):
         answers = answer_questions(model, [s["question"] for s in rec.samples], rec.tokens,
                                    rec.t_ref_s, rules=rules)
+        moving = frozenset(o.object_id for o in make_scene(rec.seed).objects if o.is_dynamic)
         for s, a in zip(rec.samples, answers):
             if shown < examples:
                 print(f"Q: {s['question']}\n  A: {a.text}\n  ref: {s['answer']}")
                 shown += 1
-            sc = score(s, a)
+            sc = score(s, a, moving)
             if outcomes is not None:
                 outcomes.extend(box_outcomes(s, a))
             for key in (s["task"], "all"):
@@ -206,6 +217,11 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
             "box_n": c["box_n"], "time_n": c["time_n"], "em_n": c["em_n"],
             "box_hits": c["box_hits"], "time_hits": c["time_hits"], "em_hits": c["em_hits"],
         }
+        for state in ("moving", "static"):
+            for kind, metric in (("box", "sacc"), ("time", "tacc")):
+                n, hits = c[f"{kind}_n_{state}"], c[f"{kind}_hits_{state}"]
+                table[task][f"{metric}_{state}"] = hits / n if n else float("nan")
+                table[task][f"{kind}_n_{state}"] = n
     return table
 
 
@@ -219,6 +235,10 @@ def print_table(table: dict[str, dict[str, float]]) -> None:
         r = table[task]
         print(f"{task:<12}{r['n']:>5}{r['box_n']:>7}{_fmt(r['sacc']):>10}{r['time_n']:>7}"
               f"{_fmt(r['tacc']):>8}{_fmt(r['em']):>8}")
+    r = table["all"]
+    for state in ("moving", "static"):
+        print(f"{state + ' objects':<17}{r[f'box_n_{state}']:>7}{_fmt(r[f'sacc_{state}']):>10}"
+              f"{r[f'time_n_{state}']:>7}{_fmt(r[f'tacc_{state}']):>8}")
 
 
 def fit_isotonic(raw: Sequence[float], right: Sequence[bool]) -> tuple[tuple[float, float], ...]:
@@ -324,8 +344,7 @@ def kitchen_window(model: LLaVA4D, root: str, frames: int = 300) -> tuple[Any, f
     for frame in folder:
         engine.ingest_frame(round(frame.stamp_s * 1e9), frame.rgb, frame.depth_m, cam,
                             frame.world_from_cam)
-    cfg = engine.ingestor.cfg
-    tokens = engine.ingestor.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+    tokens = engine.ingestor.tokens()
     t_ref, t_end = float(np.min(tokens.t_s)), float(np.max(tokens.t_s))
     return tokens, t_ref, MapScene(engine.objects(), t_end, t_ref, engine.camera_at)
 
@@ -463,6 +482,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--object-scenes", type=int, default=20)
     ap.add_argument("--kitchen-labels", default=str(Path(__file__).resolve().parents[1] /
                                                     "test" / "data" / "kitchen_objects.yaml"))
+    ap.add_argument("--ghosts", action="store_true",
+                    help="also: the share of tokens of moving objects that lie away from the "
+                         "object at their own stamp (training/ghosts.py), on --split")
     ap.add_argument("--reliability", action="store_true",
                     help="also: the reliability table of box confidence, raw and calibrated")
     ap.add_argument("--calibrate", action="store_true",
@@ -480,6 +502,13 @@ def main(argv: list[str] | None = None) -> None:
     model = LLaVA4D.from_pretrained(args.model)
     records = load_split(args.split, args.scenes, args.cache, model.cfg,
                          workers=args.cache_workers)
+    if args.ghosts:
+        from llava4d_ros.training.ghosts import ghost_fraction
+
+        g = ghost_fraction(records)
+        print(f"ghosts: {g['ghosts']} of {g['moving_tokens']} tokens of moving objects, "
+              f"{len(records)} scenes of {args.split}, look_change {model.cfg.look_change:g}")
+        print(f"ghost_fraction={g['ghost_fraction']:.3f}")
     if args.honesty:
         run_honesty(model, records, args)
     outcomes: list[tuple[float, bool]] = []

@@ -586,6 +586,7 @@ def train(args: argparse.Namespace) -> str:
     log_path = os.path.join(args.out, "train_log.jsonl") if info.is_main else None
 
     start_stage, start_step = stages[0], 0
+    resumed = False
     progress_file = os.path.join(args.out, "last", "progress.json")
     if args.init:
         # a trained model (e.g. <run>/stage3) as the start of the requested stages; the
@@ -600,11 +601,19 @@ def train(args: argparse.Namespace) -> str:
         model = load_llava4d(os.path.join(args.out, "last"),
                              fresh=_fresh_for(start_stage, args.stage4_box_only))
         print(f"resuming at stage {start_stage}, step {start_step}")
+        resumed = True
     elif lm_path:
         model = pretrained_model(preset, lm_path, args.ablation)
     else:
         tok = build_tokenizer(vocabulary(extended=bool(sample_kwargs(preset))))
         model = build_model(default_config(preset, args.ablation, len(tok)), tok)
+    if args.look_change is not None:
+        if args.init or resumed:  # its weights were trained on its own tokens
+            if args.look_change != model.cfg.look_change:
+                raise ValueError(f"--look-change {args.look_change:g}, but the model loaded "
+                                 f"was trained with {model.cfg.look_change:g}")
+        else:
+            model.set_span_tokens(args.look_change)
     model.to(info.device).train()
     # training moves the heads, so a confidence calibration fitted to the old ones would lie;
     # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val
@@ -780,6 +789,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="start the first requested stage from this model directory (e.g. "
                          "--stages 4 --init runs/full/stage3)")
     ap.add_argument("--ablation", default="full", choices=("full", "none", "xyz", "time"))
+    ap.add_argument("--look-change", type=float, default=None,
+                    help="a new model's tokens: a still voxel's token splits where its mean "
+                         "colour changes by more than this (RGB 0..255; 40 keeps ghosts under "
+                         "0.05 on val) and the time encoding reads each token's span; 0 or "
+                         "unset: one token per still voxel, the shipped default's tokens")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--steps", type=int, nargs=3, default=None, help="steps of stages 1 2 3")

@@ -89,6 +89,40 @@ def test_tokens_static_voxels_collapse_dynamic_keep_time():
         Buffer4D().tokens()
 
 
+def test_a_still_voxel_splits_where_its_look_changes_and_tokens_carry_their_span():
+    """An object that sat in a voxel leaves and the floor is seen there (the look jumps):
+    with `look_change` the voxel's keyframes before and after are two tokens, each stamped
+    over its own span; without it one token mixes both, stamped with the floor's last time."""
+    buf = Buffer4D(window_s=100.0, max_bytes=2**30, motion_threshold_m=0.1)
+    xyz = np.array([[0.05, 0.05, 0.05], [1.05, 0.05, 0.05]], np.float32)
+    for k in range(6):
+        kf = _kf(float(k), xyz=xyz)
+        kf.rgb[0] = (200, 20, 20) if k < 3 else (90, 90, 90)  # red object, then grey floor
+        kf.rgb[1] = (100 + 5 * k, 100, 100)  # a slow drift (light) splits nothing
+        buf.add(kf)
+    mixed = buf.tokens(100, 0.2)
+    assert len(mixed) == 2 and np.all(mixed.t_s == 5.0) and np.all(mixed.t_first_s == 0.0)
+    split = buf.tokens(100, 0.2, look_change=40.0)
+    assert len(split) == 3
+    at0 = split.xyz_world[:, 0] < 0.5
+    order = np.argsort(split.t_s[at0])
+    np.testing.assert_array_equal(split.t_first_s[at0][order], [0.0, 3.0])
+    np.testing.assert_array_equal(split.t_s[at0][order], [2.0, 5.0])
+    np.testing.assert_allclose(split.rgb[at0][order], [[200, 20, 20], [90, 90, 90]])
+    assert (split.t_first_s[~at0].tolist(), split.t_s[~at0].tolist()) == ([0.0], [5.0])
+    with pytest.raises(ValueError, match="look_change"):
+        buf.tokens(100, 0.2, look_change=-1.0)
+    # an object sliding out over several keyframes: each step is small, the change from the
+    # token's start is not
+    slide = Buffer4D(window_s=100.0, max_bytes=2**30, motion_threshold_m=0.1)
+    for k in range(6):
+        kf = _kf(float(k), xyz=xyz[:1])
+        kf.rgb[0] = (200 - 25 * k, 20 + 14 * k, 20 + 14 * k)  # 30 a step, 150 in all
+        slide.add(kf)
+    runs = slide.tokens(100, 0.2, look_change=40.0)
+    assert runs.t_first_s.tolist() == [0.0, 2.0, 4.0] and runs.t_s.tolist() == [1.0, 3.0, 5.0]
+
+
 def test_pooled_features_leave_out_patches_without_depth():
     buf = Buffer4D(window_s=100.0, max_bytes=2**30)
     xyz = np.array([[0.05, 0.05, 0.05], [0.06, 0.06, 0.06], [np.nan] * 3, [1.05, 0.05, 0.05]],

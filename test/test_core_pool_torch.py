@@ -64,6 +64,18 @@ def test_torch_pooling_on_the_cpu_is_the_numpy_pooling_bit_for_bit(seed, budget,
                 buf.tokens(budget, voxel_m, t0 + 1.0, t1 - 1.0, device="cpu"))
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("look_change", [20.0, 120.0])
+def test_torch_pooling_splits_still_voxels_by_look_as_numpy_does(seed, look_change):
+    buf = random_window(seed)
+    plain = buf.tokens(10**6, 0.1)
+    want = buf.tokens(10**6, 0.1, look_change=look_change)
+    assert len(want) > len(plain)  # random colours: revisited still voxels split
+    assert_same(want, buf.tokens(10**6, 0.1, device="cpu", look_change=look_change))
+    assert_same(buf.tokens(60, 0.1, look_change=look_change),
+                buf.tokens(60, 0.1, device="cpu", look_change=look_change))
+
+
 def test_torch_pooling_of_a_synthetic_scene_is_the_numpy_pooling():
     scene = make_scene(3, n_moving=2, duration_s=4.0)
     # keyframes 0.1 s apart see a few cm of motion: a low threshold gives dynamic voxels

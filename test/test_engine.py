@@ -462,6 +462,11 @@ def test_ingest_settings_come_from_the_model_in_one_place(tiny_model):
     assert (ing.patch_grid, ing.voxel_m, ing.token_budget, ing.window_s) == ((6, 8), 0.25,
                                                                             300, 8.0)
     assert ing == spec.ingest_config(max_buffer_mb=ing.max_buffer_mb)
+    assert ing.look_change == 0.0
+    # a model trained on look-split tokens gets them: the setting travels with the spec
+    split = ModelSpec(patch_grid=(6, 8), voxel_m=0.25, token_budget=300, window_s=8.0,
+                      feature_dim=18, look_change=40.0)
+    assert ingest_config(NodeConfig(), split).look_change == 40.0
     with pytest.raises(ValueError, match="patch_rows = 12 conflicts with the model"):
         ingest_config(NodeConfig(patch_rows=12), spec)
     longer = NodeConfig(window_s=30.0)

@@ -85,6 +85,23 @@ def test_ablation_zeroes_the_right_parts(encoding):
     assert torch.count_nonzero(prompt(xyz, t, beta)) == 0
 
 
+def test_time_span_prompt_reads_both_ends_of_a_token_span():
+    torch.manual_seed(0)
+    span = SpatioTemporalPrompt(PromptConfig(time_span=True))
+    last = SpatioTemporalPrompt(PromptConfig())
+    last.load_state_dict(span.state_dict())
+    xyz, t, beta = torch.randn(5, 3), torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), torch.zeros(5)
+    # a token seen once (first == last) gets the plain encoding
+    assert torch.allclose(span(xyz, t, beta, t.clone()), last(xyz, t, beta))
+    # one seen over [0, t] differs from one seen only at t, and by the TE part alone
+    ds = span.cfg.spatial_dim
+    longer = span(xyz, t, beta, torch.zeros(5))
+    assert torch.equal(longer[:, :ds], last(xyz, t, beta)[:, :ds])
+    assert not torch.allclose(longer[:, ds:], last(xyz, t, beta)[:, ds:])
+    with pytest.raises(ValueError, match="t_first_s"):
+        span(xyz, t, beta)
+
+
 def test_motion_weight_in_unit_interval():
     prompt = SpatioTemporalPrompt(PromptConfig())
     m = prompt.motion_weight(torch.tensor([0.0, 0.05, 0.5, 10.0]))

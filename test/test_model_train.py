@@ -33,10 +33,22 @@ def test_score_counts_hits_and_misses():
     good = ModelAnswer("At 2.7s, the red cube is at [1.02, 1.0, 0.2, 0.4, 0.4, 0.4].",
                        (GroundedBox("red cube", 2.7, (1.02, 1.0, 0.2, 0.4, 0.4, 0.4)),),
                        times=(2.7,))
-    assert score(sample, good) == {"box_n": 1, "box_hits": 1, "time_n": 1, "time_hits": 1,
-                                   "em_n": 0, "em_hits": 0}
+    got = score(sample, good)
+    assert {k: got[k] for k in ("box_n", "box_hits", "time_n", "time_hits", "em_n",
+                                "em_hits")} == {"box_n": 1, "box_hits": 1, "time_n": 1,
+                                                "time_hits": 1, "em_n": 0, "em_hits": 0}
+    # slots of no object (no object_id) count in neither motion state
+    assert got["box_n_moving"] == got["box_n_static"] == 0
     bad = ModelAnswer("At 3.1s, nothing.", (), times=(3.1,))
     assert score(sample, bad)["box_hits"] == 0 and score(sample, bad)["time_hits"] == 0
+    # the same slots of object 4: moving when 4 is among the moving ids, else static
+    of4 = {**sample, "slots": [{**s, "object_id": 4} for s in sample["slots"]]}
+    moving = score(of4, good, frozenset({4}))
+    assert (moving["box_n_moving"], moving["box_hits_moving"], moving["time_hits_moving"],
+            moving["box_n_static"]) == (1, 1, 1, 0)
+    static = score(of4, bad, frozenset({7}))
+    assert (static["box_n_static"], static["box_hits_static"], static["time_n_static"],
+            static["time_hits_static"], static["box_n_moving"]) == (1, 0, 1, 0, 0)
     caption = {"task": "caption", "categorical": None,
                "answer": "At 1.0s, the red cube is at [0, 0, 0.2, 0.4, 0.4, 0.4] and still. "
                          "At 1.0s, the blue sphere is at [2, 0, 0.2, 0.4, 0.4, 0.4] and still.",

@@ -95,9 +95,11 @@ class Keyframe:
 class VisualTokens:
     """4D tokens for the model. N tokens; `t_s` absolute stamp seconds.
 
-    `xyz_world (N, 3)`, `t_s (N,)`, `features (N, D)`, `rgb (N, 3)` 0..255, `motion (N,)` the
-    largest patch motion pooled into the token (metres), `view_dir_world (N, 3)` unit vectors
-    camera -> point, `labels (N,) int32` (-1 unknown), `counts (N,)` patches pooled.
+    `xyz_world (N, 3)`, `t_s (N,)` the token's last observation, `features (N, D)`, `rgb (N,
+    3)` 0..255, `motion (N,)` the largest patch motion pooled into the token (metres),
+    `view_dir_world (N, 3)` unit vectors camera -> point, `labels (N,) int32` (-1 unknown),
+    `counts (N,)` patches pooled, `t_first_s (N,)` its first observation (the span it was seen
+    over; `t_s` when not given).
     """
 
     xyz_world: np.ndarray
@@ -108,11 +110,14 @@ class VisualTokens:
     view_dir_world: np.ndarray
     labels: np.ndarray
     counts: np.ndarray
+    t_first_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.t_s.shape[0]
+        if self.t_first_s is None:
+            object.__setattr__(self, "t_first_s", np.array(self.t_s, copy=True))
         for name in ("xyz_world", "features", "rgb", "motion", "view_dir_world", "labels",
-                     "counts"):
+                     "counts", "t_first_s"):
             if getattr(self, name).shape[0] != n:
                 raise ValueError(f"VisualTokens.{name} has {getattr(self, name).shape[0]} rows, "
                                  f"t_s has {n}")
@@ -261,7 +266,7 @@ class Buffer4D:
 
     def tokens(self, token_budget: int = 2560, voxel_m: float = 0.2,
                t_start_s: float | None = None, t_end_s: float | None = None,
-               device: str | None = None) -> VisualTokens:
+               device: str | None = None, look_change: float = 0.0) -> VisualTokens:
         """Voxel-pool the keyframes stamped in `[t_start_s, t_end_s]` into at most
         `token_budget` tokens, with numpy on the CPU or, given a torch `device` (else
         `pool_device`), with torch scatter reductions there (core/pool_torch.py: the same
@@ -269,16 +274,19 @@ class Buffer4D:
 
         A voxel (edge `voxel_m`, world-aligned) is dynamic when any patch in it has motion above
         `motion_threshold_m`; its patches are pooled per keyframe (one token per keyframe),
-        static voxels to one token stamped with their latest observation. Means for position,
-        colour and features, max for motion, majority for labels, normalised mean for the view
-        direction. Over budget, the voxel edge grows by sqrt(2) until the tokens fit (at most
-        24 times, deterministic); if even that is too many (a budget below the number of
-        keyframes with motion) tokens are taken at evenly spaced positions of the time-sorted
-        list. Tokens come sorted by time, then x, y, z.
+        a static voxel's to one token stamped with its latest observation (`t_first_s` its
+        first). With `look_change` > 0 a static voxel gets one token per run of keyframes its
+        look (mean RGB, 0..255) changes by at most that much over, so no token mixes what sat
+        there before with what is there now (an object that left; `training/ghosts.py`). Means
+        for position, colour and features, max for motion, majority for labels, normalised
+        mean for the view direction. Over budget, the voxel edge grows by sqrt(2) until the
+        tokens fit (at most 24 times, deterministic); if even that is too many (a budget below
+        the number of keyframes with motion) tokens are taken at evenly spaced positions of the
+        time-sorted list. Tokens come sorted by time, then x, y, z.
         """
-        if token_budget < 1 or not voxel_m > 0:
-            raise ValueError(f"token_budget must be >= 1 and voxel_m > 0, got {token_budget}, "
-                             f"{voxel_m}")
+        if token_budget < 1 or not voxel_m > 0 or not look_change >= 0:
+            raise ValueError(f"token_budget must be >= 1, voxel_m > 0 and look_change >= 0, "
+                             f"got {token_budget}, {voxel_m}, {look_change}")
         kfs = [k for k in self._kfs
                if (t_start_s is None or k.stamp_s >= t_start_s)
                and (t_end_s is None or k.stamp_s <= t_end_s)]
@@ -292,7 +300,7 @@ class Buffer4D:
             if self._on_device is None or str(self._on_device.device) != str(device):
                 self._on_device = pool_torch.DeviceKeyframes(device)
             return pool_torch.pool_tokens(kfs, self._on_device.get(kfs), token_budget,
-                                          voxel_m, self.motion_threshold_m)
+                                          voxel_m, self.motion_threshold_m, look_change)
         ok = [np.isfinite(k.xyz_world).all(axis=1) for k in kfs]
         xyz = np.concatenate([k.xyz_world[m] for k, m in zip(kfs, ok)]).astype(np.float64)
         if xyz.shape[0] == 0:
@@ -314,7 +322,8 @@ class Buffer4D:
 
         moving = motion > self.motion_threshold_m
         for step in range(25):
-            group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs))
+            group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs),
+                            rgb if look_change > 0 else None, look_change)
             n_groups = int(group.max()) + 1
             if n_groups <= token_budget:
                 break
@@ -331,6 +340,8 @@ class Buffer4D:
         out_view = vsum / np.maximum(np.linalg.norm(vsum, axis=1, keepdims=True), 1e-9)
         out_t = np.full(n, -np.inf)
         np.maximum.at(out_t, g, t)
+        out_t0 = np.full(n, np.inf)
+        np.minimum.at(out_t0, g, t)
         out_motion = np.zeros(n, np.float32)
         np.maximum.at(out_motion, g, motion)
         out_labels = _majority_per_group(g, labels, n)
@@ -344,12 +355,14 @@ class Buffer4D:
             xyz_world=out_xyz[order].astype(np.float32), t_s=out_t[order],
             features=out_feats, rgb=out_rgb[order], motion=out_motion[order],
             view_dir_world=out_view[order].astype(np.float32), labels=out_labels[order],
-            counts=counts[order].astype(np.int32))
+            counts=counts[order].astype(np.int32), t_first_s=out_t0[order])
 
 
 def _groups(xyz: np.ndarray, moving: np.ndarray, kf_idx: np.ndarray, voxel_m: float,
-            n_kf: int) -> np.ndarray:
-    """Token index (N,) of each point: its voxel, and for dynamic voxels also its keyframe."""
+            n_kf: int, rgb: np.ndarray | None = None, look_change: float = 0.0) -> np.ndarray:
+    """Token index (N,) of each point: its voxel; in a dynamic voxel also its keyframe; given
+    `rgb (N, 3)`, in a still voxel the run of keyframes whose mean colour stays within
+    `look_change` of the run's first keyframe (`_split_by_look`)."""
     # pack the 3 cell indices into one int64 (21 bits each: +-1e6 cells) for a 1-D unique
     cells = np.clip(np.floor(xyz / voxel_m), -(2**20), 2**20 - 1).astype(np.int64) + 2**20
     key = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
@@ -357,9 +370,36 @@ def _groups(xyz: np.ndarray, moving: np.ndarray, kf_idx: np.ndarray, voxel_m: fl
     vox = vox.reshape(-1)
     dyn_vox = np.zeros(int(vox.max()) + 1, bool)
     dyn_vox[vox[moving]] = True
-    sub = np.where(dyn_vox[vox], kf_idx + 1, 0)
-    _, group = np.unique(vox.astype(np.int64) * (n_kf + 1) + sub, return_inverse=True)
-    return group.reshape(-1)
+    pair_key = vox.astype(np.int64) * (n_kf + 1) + kf_idx
+    pairs, pair_of = np.unique(pair_key, return_inverse=True)  # sorted: voxel, then keyframe
+    pair_of = pair_of.reshape(-1)
+    pair_vox = pairs // (n_kf + 1)
+    new = np.ones(pairs.size, bool)  # a (voxel, keyframe) pair that starts a token
+    new[1:] = (pair_vox[1:] != pair_vox[:-1]) | dyn_vox[pair_vox[1:]]
+    if rgb is not None:
+        n_in = np.bincount(pair_of, minlength=pairs.size).astype(np.float64)
+        look = np.stack([np.bincount(pair_of, weights=rgb[:, c], minlength=pairs.size)
+                         for c in range(3)], axis=1) / n_in[:, None]  # (pairs, 3)
+        _split_by_look(new, look, look_change)
+    run = np.cumsum(new) - 1
+    return run[pair_of]
+
+
+def _split_by_look(new: np.ndarray, look: np.ndarray, look_change: float) -> None:
+    """Mark in `new (P,)` (True: the pair starts a token; pairs sorted by voxel, then time)
+    the first pair of each run whose `look (P, 3)` is more than `look_change` from the run's
+    first, until no run has one. Against the run's start, not the previous keyframe: an
+    object slides out of a voxel over several keyframes, each a small change."""
+    idx = np.arange(new.size)
+    while True:  # each pass splits every run that drifts; a voxel has few splits
+        run = np.cumsum(new) - 1
+        start = np.flatnonzero(new)
+        far = np.linalg.norm(look - look[start[run]], axis=1) > look_change
+        if not far.any():
+            return
+        first = np.full(start.size, new.size)
+        np.minimum.at(first, run[far], idx[far])
+        new[first[first < new.size]] = True
 
 
 def _majority_per_group(group: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:

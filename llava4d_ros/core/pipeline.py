@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from llava4d_ros.core.buffer4d import Buffer4D, Keyframe, MotionEstimator
+from llava4d_ros.core.buffer4d import Buffer4D, Keyframe, MotionEstimator, VisualTokens
 from llava4d_ros.core.geometry import (
     PinholeCamera,
     invert_se3,
@@ -60,6 +60,9 @@ class IngestConfig:
     motion_relief_factor: float = 0.5
     voxel_m: float = 0.2
     token_budget: int = 2560
+    # a still voxel's look (mean RGB, 0..255) changing by more than this starts a new token
+    # (Buffer4D.tokens); 0: one token per still voxel. The model's setting (ModelSpec)
+    look_change: float = 0.0
     samples_per_patch_side: int = 5  # 25 depth samples per patch; see geometry.pool_patches
     min_valid_frac: float = 0.3
     # keyframes a new one is compared with for motion (the temporal encoding's beta reads
@@ -76,7 +79,7 @@ class IngestConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("keyframe_min_interval_s", "keyframe_min_translation_m",
-                     "keyframe_min_rotation_deg", "motion_relief_factor"):
+                     "keyframe_min_rotation_deg", "motion_relief_factor", "look_change"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
@@ -116,6 +119,15 @@ class Ingestor:
     @property
     def feature_dim(self) -> int:
         return 3 if self.encoder is None else int(self.encoder.feature_dim)
+
+    def tokens(self, t_start_s: float | None = None, t_end_s: float | None = None,
+               device: str | None = None) -> VisualTokens:
+        """The buffer's keyframes in `[t_start_s, t_end_s]` pooled with this config's token
+        budget, voxel and look change (`Buffer4D.tokens`): the tokens the model was trained
+        on. Raises EmptyBufferError when there is nothing in range."""
+        c = self.cfg
+        return self.buffer.tokens(c.token_budget, c.voxel_m, t_start_s=t_start_s,
+                                  t_end_s=t_end_s, device=device, look_change=c.look_change)
 
     def reset(self) -> None:
         """Forget the buffer and the motion reference (counters are kept)."""

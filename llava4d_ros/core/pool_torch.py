@@ -72,7 +72,8 @@ class DeviceKeyframes:
 
 
 def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget: int,
-                voxel_m: float, motion_threshold_m: float) -> VisualTokens:
+                voxel_m: float, motion_threshold_m: float, look_change: float = 0.0
+                ) -> VisualTokens:
     """`Buffer4D.tokens` of the keyframes `kfs` (already chosen by time, oldest first), with
     their arrays `on_device` (`DeviceKeyframes.get`); see that docstring for the rules."""
     dev = on_device[0].xyz.device
@@ -95,7 +96,8 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
 
     moving = motion > motion_threshold_m
     for step in range(25):
-        group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs))
+        group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs),
+                        rgb if look_change > 0 else None, look_change)
         n = int(group.max()) + 1
         if n <= token_budget:
             break
@@ -107,6 +109,8 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
     out_view = vsum / _norm(vsum).clamp_min(1e-9)[:, None]
     out_t = torch.full((n,), -torch.inf, dtype=torch.float64, device=dev)
     out_t.scatter_reduce_(0, group, t, reduce="amax")
+    out_t0 = torch.full((n,), torch.inf, dtype=torch.float64, device=dev)
+    out_t0.scatter_reduce_(0, group, t, reduce="amin")
     out_motion = torch.zeros(n, dtype=torch.float32, device=dev)
     out_motion.scatter_reduce_(0, group, motion, reduce="amax")
     out_labels = _majority(group, labels, n)
@@ -131,7 +135,7 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
         features=host(out_feats), rgb=host(out_rgb[order]), motion=host(out_motion[order]),
         view_dir_world=host(out_view[order].to(torch.float32)),
         labels=host(out_labels[order].to(torch.int32)),
-        counts=host(counts[order].to(torch.int32)))
+        counts=host(counts[order].to(torch.int32)), t_first_s=host(out_t0[order]))
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
@@ -148,18 +152,41 @@ def _sum(group: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _groups(xyz: torch.Tensor, moving: torch.Tensor, kf_idx: torch.Tensor, voxel_m: float,
-            n_kf: int) -> torch.Tensor:
-    """Token index (N,) of each point: its voxel, and for dynamic voxels also its keyframe
-    (buffer4d._groups, the same packed keys and sorted unique)."""
+            n_kf: int, rgb: torch.Tensor | None = None, look_change: float = 0.0
+            ) -> torch.Tensor:
+    """Token index (N,) of each point: its voxel; in a dynamic voxel also its keyframe; given
+    `rgb`, in a still voxel the run of keyframes its look stays within `look_change` over
+    (buffer4d._groups, the same packed keys, sorted uniques and colour sums)."""
     lim = 2 ** (CELL_BITS - 1)
     cells = torch.floor(xyz / voxel_m).clamp(-lim, lim - 1).to(torch.int64) + lim  # (N, 3)
     key = (cells[:, 0] << 2 * CELL_BITS) | (cells[:, 1] << CELL_BITS) | cells[:, 2]
     _, vox = torch.unique(key, sorted=True, return_inverse=True)
     dyn_vox = torch.zeros(int(vox.max()) + 1, dtype=torch.bool, device=xyz.device)
     dyn_vox[vox[moving]] = True
-    sub = torch.where(dyn_vox[vox], kf_idx + 1, 0)
-    _, group = torch.unique(vox * (n_kf + 1) + sub, sorted=True, return_inverse=True)
-    return group
+    pairs, pair_of = torch.unique(vox * (n_kf + 1) + kf_idx, sorted=True, return_inverse=True)
+    pair_vox = pairs // (n_kf + 1)
+    new = torch.ones(pairs.numel(), dtype=torch.bool, device=xyz.device)
+    new[1:] = (pair_vox[1:] != pair_vox[:-1]) | dyn_vox[pair_vox[1:]]
+    if rgb is not None:
+        n_in = torch.bincount(pair_of, minlength=pairs.numel()).to(torch.float64)
+        look = _sum(pair_of, rgb.to(torch.float64), pairs.numel()) / n_in[:, None]
+        _split_by_look(new, look, look_change)
+    run = torch.cumsum(new.to(torch.int64), 0) - 1
+    return run[pair_of]
+
+
+def _split_by_look(new: torch.Tensor, look: torch.Tensor, look_change: float) -> None:
+    """buffer4d._split_by_look on the device: runs split where the look leaves the start's."""
+    idx = torch.arange(new.numel(), device=new.device)
+    while True:
+        run = torch.cumsum(new.to(torch.int64), 0) - 1
+        start = torch.nonzero(new).squeeze(1)
+        far = _norm(look - look[start[run]]) > look_change
+        if not bool(far.any()):
+            return
+        first = torch.full((start.numel(),), new.numel(), dtype=torch.int64, device=new.device)
+        first.scatter_reduce_(0, run[far], idx[far], reduce="amin")
+        new[first[first < new.numel()]] = True
 
 
 def _majority(group: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:

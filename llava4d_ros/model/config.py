@@ -120,6 +120,9 @@ class PromptConfig:
     motion_tau_m: float = 0.1  # softmax temperature over the window's motion (see prompt.py)
     motion_clip_m: float = 2.0  # occlusion edges report metres of "motion"; cap them
     encoding: str = "full"
+    # TE reads a token's span (the mean of TE at its first and last observation) rather than
+    # its last stamp alone: a token the buffer split by look (`look_change`) says when it began
+    time_span: bool = False
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -221,6 +224,9 @@ class LLaVA4DConfig:
     add_bos: bool = True  # False when the template (a chat template) writes its own start
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     window_s: float = 8.0  # the window length it was trained on (data.scene duration_s)
+    # a still voxel's look changing by more than this (RGB distance, 0..255) starts a new
+    # token (`Buffer4D.tokens`); 0: one token per still voxel, the tokens older models read
+    look_change: float = 0.0
     lm_weights: str = "full"  # "delta": the checkpoint holds the changes to lm_source's LM
     # (raw score, P(box right)) knots of a box's confidence, raw increasing (fitted on the val
     # split by `evaluate --calibrate`); None: the raw score, clipped to [0, 1]
@@ -246,6 +252,8 @@ class LLaVA4DConfig:
                              f"(lm_source.kind 'hf'), got {self.lm_source.kind!r}")
         if not self.window_s > 0:
             raise ValueError(f"window_s must be > 0, got {self.window_s}")
+        if not self.look_change >= 0:
+            raise ValueError(f"look_change must be >= 0, got {self.look_change}")
         grid = tuple(int(g) for g in self.patch_grid)
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError(f"patch_grid must be two positive ints, got {self.patch_grid}")

@@ -324,6 +324,14 @@ class LLaVA4D(nn.Module):
         self.cfg = self.cfg.with_encoding(encoding)
         self.prompt.cfg = self.cfg.prompt
 
+    def set_span_tokens(self, look_change: float) -> None:
+        """Train on tokens split where a still voxel's look changes by more than `look_change`
+        (> 0) and read each token's span in the time encoding, or (0) on one token per still
+        voxel stamped with its last observation; in place, for a model about to be trained."""
+        self.cfg = replace(self.cfg, look_change=float(look_change),
+                           prompt=replace(self.cfg.prompt, time_span=look_change > 0))
+        self.prompt.cfg = self.cfg.prompt
+
     # ------------------------------------------------------------------ visual side
 
     def encode(self, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
@@ -367,7 +375,9 @@ class LLaVA4D(nn.Module):
             raise ValueError(f"token features {tuple(f_s.shape)} do not match the model's "
                              f"{self.cfg.vision.feature_dim}: were they made by "
                              f"this model's patch_encoder?")
-        p4d = self.prompt(xyz, t, beta)  # (N, P)
+        t_first = torch.as_tensor(np.asarray(tokens.t_first_s, np.float64) - t_ref_s,
+                                  dtype=dtype, device=dev)
+        p4d = self.prompt(xyz, t, beta, t_first)  # (N, P)
         age = self.prompt.temporal(t.max() - t)  # (N, dt) time before the newest token
         f_t = temporal_features(f_s, xyz, t, self.cfg.voxel_m)  # (N, D)
         f_st = self.fusion(f_s, f_t, p4d)  # (N, D)

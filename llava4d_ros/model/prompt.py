@@ -2,6 +2,7 @@
 
     PE(xyz)  = MLP([cos(xyz W^T) || sin(xyz W^T)] / sqrt(2F)),  W (F, 3) ~ N(0, 1/gamma^2)
     TE(t)    = the same with a 1-D input, t in seconds since the window start
+               (with `time_span`: (TE(t_first) + TE(t)) / 2 over the span a token was seen)
     p_t      = TE(t) * (1 + m),  m = softmax over the window of beta / tau, divided by its max
     p_4D     = concat(PE(xyz), p_t)
 
@@ -67,9 +68,16 @@ class SpatioTemporalPrompt(nn.Module):
         out = self.te(t_s[..., None])
         return out if self.cfg.use_time and not self.zeroed else torch.zeros_like(out)
 
-    def forward(self, xyz: torch.Tensor, t_s: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """`xyz (N, 3)` world metres, `t_s (N,)` model seconds, `beta (N,)` -> p_4D `(N, dim)`."""
-        p_t = self.temporal(t_s) * (1.0 + self.motion_weight(beta))[:, None]
+    def forward(self, xyz: torch.Tensor, t_s: torch.Tensor, beta: torch.Tensor,
+                t_first_s: torch.Tensor | None = None) -> torch.Tensor:
+        """`xyz (N, 3)` world metres, `t_s (N,)` model seconds (each token's last observation),
+        `beta (N,)`, `t_first_s (N,)` its first (read when `cfg.time_span`) -> p_4D `(N, dim)`."""
+        te = self.temporal(t_s)
+        if self.cfg.time_span:
+            if t_first_s is None:
+                raise ValueError("this prompt reads each token's span: pass t_first_s")
+            te = 0.5 * (te + self.temporal(t_first_s))
+        p_t = te * (1.0 + self.motion_weight(beta))[:, None]
         return torch.cat([self.spatial(xyz), p_t], dim=-1)  # (N, ds + dt)
 
 

@@ -17,13 +17,15 @@ from llava4d_ros.model.config import LLaVA4DConfig
 class ModelSpec:
     """`patch_grid` (rows, cols) of patches per keyframe, `voxel_m` the pooling voxel edge,
     `token_budget` the most visual tokens per query, `window_s` the window length the model was
-    trained on, `feature_dim` the width of the patch encoder's features."""
+    trained on, `feature_dim` the width of the patch encoder's features, `look_change` the look
+    change that splits a still voxel's token (0: never)."""
 
     patch_grid: tuple[int, int]
     voxel_m: float
     token_budget: int
     window_s: float
     feature_dim: int
+    look_change: float = 0.0
 
     def __post_init__(self) -> None:
         grid = tuple(int(g) for g in self.patch_grid)
@@ -41,14 +43,16 @@ class ModelSpec:
     def of(cls, cfg: LLaVA4DConfig) -> ModelSpec:
         """The spec a model of `cfg` was trained with."""
         return cls(patch_grid=cfg.patch_grid, voxel_m=cfg.voxel_m, token_budget=cfg.token_budget,
-                   window_s=cfg.window_s, feature_dim=cfg.vision.feature_dim)
+                   window_s=cfg.window_s, feature_dim=cfg.vision.feature_dim,
+                   look_change=cfg.look_change)
 
     def ingest_config(self, **node: Any) -> IngestConfig:
-        """The ingest settings for this model: patch grid, voxel, token budget and window from
-        the spec; the rest (keyframe policy, buffer cap) from `node`, IngestConfig fields."""
+        """The ingest settings for this model: patch grid, voxel, token budget, window and look
+        change from the spec; the rest (keyframe policy, buffer cap) from `node`, IngestConfig
+        fields."""
         return IngestConfig(**{"patch_grid": self.patch_grid, "voxel_m": self.voxel_m,
                                "token_budget": self.token_budget, "window_s": self.window_s,
-                               **node})
+                               "look_change": self.look_change, **node})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -31,7 +31,7 @@ from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
 
 TOKEN_FIELDS = ("xyz_world", "t_s", "features", "rgb", "motion", "view_dir_world", "labels",
-                "counts")
+                "counts", "t_first_s")
 _SAME_PLACE_M = 0.05
 _NEAR_TIME_S = 0.3
 
@@ -105,7 +105,7 @@ def build_scene(seed: int, encoder: PatchEncoder, ingest_cfg: IngestConfig,
     for frame in frames(scene):
         ingestor.ingest(frame.stamp_s, frame.rgb, frame.depth_m, scene.cam,
                         frame.world_from_cam, labels=frame.instance)
-    tokens = ingestor.buffer.tokens(ingest_cfg.token_budget, ingest_cfg.voxel_m)
+    tokens = ingestor.tokens()
     t_ref = 0.0  # samples_for_scene's window starts at scene time 0
     samples = []
     for s in samples_for_scene(scene, **(sample_kwargs or {})):
