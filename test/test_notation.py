@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import re
+from pathlib import Path
 
 import pytest
 
@@ -199,3 +200,14 @@ def test_any_number_as_written(text, numbers):
 def test_the_docstring_examples_hold():
     assert doctest.testmod(notation).failed == 0
 
+
+def test_times_and_numbers_are_read_only_in_the_notation_module():
+    """A time or number pattern written elsewhere drifts from this one (a time after "t ="
+    lost its decimals in one copy). data/instructions.py writes the task templates, whose
+    own shapes ("at 2.5s", one decimal) it matches, and is a scene-cache input."""
+    pkg = Path(notation.__file__).resolve().parents[1]
+    allowed = {pkg / "core" / "notation.py", pkg / "data" / "instructions.py"}
+    marks = (r"\d+(?:\.\d", r"seconds?", r"secs?", r"(?:s|sec", r"\d+)\b", r"\s*s\b")
+    found = [f"{f.relative_to(pkg.parent)}: {mark}" for f in sorted(pkg.rglob("*.py"))
+             if f not in allowed for mark in marks if mark in f.read_text(encoding="utf-8")]
+    assert not found, "\n".join(found)
