@@ -83,8 +83,9 @@ def test_times_in_the_training_notation(written, trained):
 @pytest.mark.parametrize("text, seconds", [
     ("where was the mug 10 minutes ago", 600.0), ("2.5 sec ago", 2.5),
     ("three seconds ago", 3.0), ("an hour ago", 3600.0), ("two hours back", 7200.0),
-    ("a few minutes ago", 180.0), ("a couple of hours ago", None), ("5 mins before", 300.0),
-    ("1.5 h ago", 5400.0), ("at 3s", None), ("ago", None),
+    ("a few minutes ago", 180.0), ("5 mins before", 300.0), ("1.5 h ago", 5400.0),
+    ("fifteen minutes ago", 900.0), ("twelve seconds back", 12.0), ("1.50 hours ago", 5400.0),
+    ("at 3s", None), ("ago", None),
 ])
 def test_a_span_before_now(text, seconds):
     assert seconds_ago(text) == seconds
@@ -113,14 +114,18 @@ def test_a_moment_in_a_question_about_the_map(text, seconds):
     ("at 2:05 pm", (14, 5, 0)), ("at 9 am", (9, 0, 0)), ("at 12 am", (0, 0, 0)),
     ("at 12:30 pm", (12, 30, 0)), ("at 9h30", (9, 30, 0)), ("since 09:00", (9, 0, 0)),
     ("at 2.5s", None), ("at 25:00", None), ("in 3 hours", None),
+    # a number with a unit is a duration, not a time of day
+    ("at 3.25 seconds", None), ("1.50 hours ago", None), ("at 12.50 s", None),
+    ("at 9:30 min", None), ("at 9.30, sharp", (9, 30, 0)),
 ])
 def test_a_time_of_day(text, clock):
     assert clock_time(text) == clock
 
 
 @pytest.mark.parametrize("word, value", [
-    ("3", 3.0), ("2.5", 2.5), ("a", 1.0), ("an", 1.0), ("three", 3.0), ("ten", 10.0),
-    ("twenty", 20.0), ("thirty", 30.0), ("few", 3.0), ("couple", 2.0),
+    ("3", 3.0), ("2.5", 2.5), ("a", 1.0), ("an", 1.0), ("zero", 0.0), ("three", 3.0),
+    ("ten", 10.0), ("fifteen", 15.0), ("twenty", 20.0), ("thirty", 30.0), ("few", 3.0),
+    ("couple", 2.0),
 ])
 def test_an_amount(word, value):
     assert amount(word) == value

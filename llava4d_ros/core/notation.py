@@ -34,10 +34,9 @@ NUMBER_WORDS: tuple[str, ...] = (
     "nineteen", "twenty",
 )
 #: Amounts in a span of time ("a few minutes ago", "an hour ago", "the last two hours"):
-#: vague words count as their usual size.
+#: the number words, and vague words at their usual size.
 AMOUNT_WORDS: dict[str, int] = {
-    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "twenty": 20, "thirty": 30, "few": 3,
+    "a": 1, "an": 1, **{w: n for n, w in enumerate(NUMBER_WORDS)}, "thirty": 30, "few": 3,
     "couple": 2}
 #: A duration's unit -> seconds.
 DURATION_UNITS: dict[str, float] = {
@@ -80,7 +79,9 @@ DURATION_AGO = re.compile(r"\b(" + NUM + "|" + _AMOUNT + r")\s*(" + _DURATION_UN
 IN_THE_LAST = re.compile(r"\b(?:in|over|during|within) the (?:last|past)\s+(?:(" + NUM + "|" +
                          _AMOUNT + r")\s*)?(" + _DURATION_UNIT + r")\b")
 #: A time of day: "14:05", "9.30", "14:05:30", "2:05 pm" (groups 1-4), "9 am" (groups 5-6).
-CLOCK = re.compile(r"\b([01]?\d|2[0-3])[:.h]([0-5]\d)(?::([0-5]\d))?\s*(am|pm)?\b|"
+#: Not a number with a unit: "3.25 seconds" and "1.50 hours" are durations.
+CLOCK = re.compile(r"\b([01]?\d|2[0-3])[:.h]([0-5]\d)(?::([0-5]\d))?\s*(am|pm)?\b"
+                   r"(?!\s*(?:" + _DURATION_UNIT + r")\b)|"
                    r"\b(1[0-2]|0?[1-9])\s*(am|pm)\b")
 #: Now, for a question about the map: also "presently" and "still" ("is the mug still there").
 NOW_OR_STILL = re.compile(r"\b(now|currently|at the moment|at present|right now|presently|"
