@@ -29,7 +29,6 @@ reset is never ingested into the buffer after it.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter, deque
@@ -44,6 +43,7 @@ from llava4d_ros.answers.policy import AnswerPolicy
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.core.buffer4d import EmptyBufferError, VisualTokens
 from llava4d_ros.core.geometry import PinholeCamera
+from llava4d_ros.core.notation import AGO_AFTER, ANY_NUMBER, TIME
 from llava4d_ros.core.objectmap import ObjectMap, ObjectMapConfig
 from llava4d_ros.core.objects import MapObject, ObjectEvent
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
@@ -69,8 +69,6 @@ MAX_QUESTION_NUMBER = 1e5
 MAX_QUESTION_DIGITS = 12
 # slack [s] on a time named in a question (the user rounds; the window's ends move)
 QUESTION_TIME_SLACK_S = 1.0
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
-_TIME = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)\b")
 
 
 class QueryError(ValueError):
@@ -736,8 +734,8 @@ def _check_numbers(question: str) -> None:
     """Refuse numbers no coordinate [m] or time [s] of a window can have (see
     MAX_QUESTION_NUMBER): 400 digits, 1e300. A time ("at 12s") is checked against the
     window itself (`_check_times`), which names the window in its refusal."""
-    times = {m.start(1) for m in _TIME.finditer(question)}
-    for m in _NUMBER.finditer(question):
+    times = {m.start(1) for m in TIME.finditer(question)}
+    for m in ANY_NUMBER.finditer(question):
         text = m.group(0)
         digits = sum(c.isdigit() for c in m.group(1))
         too_big = m.start(1) not in times and not abs(float(text)) <= MAX_QUESTION_NUMBER
@@ -755,8 +753,8 @@ def _check_times(question: str, t_ref_s: float, t_end_s: float,
     With `durations_ok` (a memory reaches back beyond the window), "200 seconds ago" is not
     checked."""
     length = t_end_s - t_ref_s
-    for m in _TIME.finditer(question):
-        if durations_ok and re.match(r"\s+(ago|back|before)\b", question[m.end():]):
+    for m in TIME.finditer(question):
+        if durations_ok and AGO_AFTER.match(question, m.end()):
             continue
         t = float(m.group(1))
         if t > length + QUESTION_TIME_SLACK_S:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from llava4d_ros.answers.policy import answer_questions
+from llava4d_ros.core.notation import ANSWER_TIME, WHOLE_NUMBER
 from llava4d_ros.data.vocabulary import COLOURS, SHAPE_SYNONYMS, SHAPES
 from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
 from llava4d_ros.model.llava4d import MAX_NEW_TOKENS, LLaVA4D, ModelAnswer
@@ -73,7 +74,7 @@ def categorical(task: str, text: str) -> str | None:
     """The short answer a text gives, in the form of `InstructionSample.categorical`."""
     low = text.lower()
     if task == "count":
-        m = re.search(r"\b(\d+)\b", low)
+        m = WHOLE_NUMBER.search(low)
         return m.group(1) if m else ""
     if task == "which_move":
         if "no object" in low:
@@ -85,7 +86,7 @@ def categorical(task: str, text: str) -> str | None:
     if task == "when_start":
         if "did not move" in low:
             return "none"
-        m = re.search(r"(-?\d+(?:\.\d+)?)\s*s\b", low)
+        m = ANSWER_TIME.search(low)
         return f"{float(m.group(1)):.1f}" if m else ""
     if task in ("absent", "unknown"):
         return "absent" if abstains(text) else ""

@@ -129,6 +129,20 @@ def test_reading(question, kind, noun, colour, support):
     assert (a.kind, a.noun, a.colour, a.support) == (kind, noun, colour, support)
 
 
+@pytest.mark.parametrize("question, ago_s, at_s, clock", [
+    ("Where was the mug fifteen minutes ago?", 900.0, None, None),
+    ("where was the mug twelve seconds back", 12.0, None, None),
+    ("where is the red cube at 3.25 seconds?", None, 3.25, None),
+    ("where was the mug 1.50 hours ago", 5400.0, None, None),
+    ("where was the mug at 9.30?", None, None, (9, 30, 0)),
+])
+def test_when_a_question_about_the_map_asks(question, ago_s, at_s, clock):
+    """"fifteen minutes ago" was read as now (the map's number words stopped at ten), and
+    "at 3.25 seconds" or "1.50 hours ago" as the time of day 03:25 or 01:50."""
+    a = read(question)
+    assert (a.ago_s, a.at_s, a.clock) == (ago_s, at_s, clock)
+
+
 def test_number_words_and_inventory():
     assert count_text(1, "box") == "a box" and count_text(3, "box") == "three boxes"
     assert count_text(12, "mug") == "12 mugs" and count_text(1, "object") == "an object"

@@ -86,6 +86,19 @@ def test_honest_answers_are_recognised():
     assert categorical("out_of_window", "I only see from 0.0s to 7.9s.") == "window"
 
 
+@pytest.mark.parametrize("answer, start", [
+    ("The red cube started moving at 2.5s.", "2.5"),
+    ("The red cube started moving at 2.5 sec.", "2.5"),
+    ("It started at 3 seconds.", "3.0"),
+    ("At .5s the red cube started moving.", "0.5"),
+    ("The red cube did not move.", "none"),
+])
+def test_when_an_object_started_is_read_as_the_answer_parser_reads_a_time(answer, start):
+    """"2.5 sec" was not read and ".5s" was read as 5.0: the metric read times with its own
+    pattern instead of the one answers are parsed with (core/notation.py)."""
+    assert categorical("when_start", answer) == start
+
+
 def test_repetition_and_invented_objects_are_detected():
     assert repeats_a_sentence("The red cube moves. The red cube moves.")
     assert not repeats_a_sentence("The red cube moves. The blue cube moves.")

@@ -11,6 +11,7 @@ import torch
 
 from helpers.tiny_model import random_tokens
 from llava4d_ros.core.buffer4d import VisualTokens
+from llava4d_ros.core.notation import find_text_coordinates
 from llava4d_ros.model.config import LLaVA4DConfig, PromptConfig, VisionConfig, tiny_llama
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
 from llava4d_ros.model.heads import (
@@ -23,7 +24,7 @@ from llava4d_ros.model.heads import (
     time_match_features,
 )
 from llava4d_ros.model.llava4d import VisualTokenMismatchError, apply_token_budget, build_model
-from llava4d_ros.model.prompt import SpatioTemporalPrompt, find_text_coordinates
+from llava4d_ros.model.prompt import SpatioTemporalPrompt
 from llava4d_ros.model.tokenizer import build_tokenizer, detokenize
 from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training.losses import window_loss

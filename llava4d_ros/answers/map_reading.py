@@ -17,6 +17,15 @@ import re
 from dataclasses import dataclass
 
 from llava4d_ros.core.colour_words import COLOUR_WORDS
+from llava4d_ros.core.notation import (
+    AMOUNT_WORDS,
+    IN_THE_LAST,
+    NOW_OR_STILL,
+    clock_time,
+    last_span_s,
+    seconds_ago,
+    seconds_at,
+)
 
 #: noun -> the map's category it names; a category's own noun is included.
 CATEGORY_OF: dict[str, str] = {
@@ -54,21 +63,6 @@ _COLOUR_SYNONYMS = {"grey": "gray", "magenta": "pink", "violet": "purple", "gold
 IRREGULAR_PLURALS = {"shelves": "shelf", "boxes": "box", "benches": "bench",
                      "couches": "couch", "dishes": "dish", "glasses": "glass",
                      "people": "person", "knives": "knife"}
-_NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
-                 "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "twenty": 20,
-                 "thirty": 30, "few": 3, "couple": 2}
-_UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0,
-          "mins": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0,
-          "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0}
-_LAST = re.compile(r"\b(?:in|over|during|within) the (?:last|past)\s+(?:(\d+(?:\.\d+)?|" +
-                   "|".join(_NUMBER_WORDS) + r")\s*)?(" +
-                   "|".join(sorted(_UNITS, key=len, reverse=True)) + r")\b")
-_CLOCK = re.compile(r"\b([01]?\d|2[0-3])[:.h]([0-5]\d)(?::([0-5]\d))?\s*(am|pm)?\b|"
-                    r"\b(1[0-2]|0?[1-9])\s*(am|pm)\b")
-_AGO = re.compile(r"\b(\d+(?:\.\d+)?|" + "|".join(_NUMBER_WORDS) + r")\s*(" +
-                  "|".join(sorted(_UNITS, key=len, reverse=True)) + r")\s+(ago|back|before)\b")
-_NOW = re.compile(r"\b(now|currently|at the moment|at present|right now|presently|still)\b")
-_TIME_AT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)\b")
 _DETERMINERS = frozenset({"the", "a", "an", "any", "my", "your", "our", "this", "that",
                           "these", "those", "some"})
 _WORD = re.compile(r"[a-z]+")
@@ -146,7 +140,7 @@ def _thing(words: list[str]) -> tuple[str | None, str | None, bool]:
     number, "many" or a wh-word ("how many chairs", "is there a mug", "what colour is the
     cup", "which mugs")."""
     starts = {"many", "which", "what", "colour", "color", *(_DETERMINERS - {"that"}),
-              *_NUMBER_WORDS}
+              *AMOUNT_WORDS}
     skip = {"is", "are", "was", "were", "do", "does", "did", "you", "see", "there", "of",
             "on", "in", "at", "colour", "color", "i", "can", "time", "objects", "things",
             "object", "thing", "items", "item", "nearest", "closest", "moving", "moved", "move",
@@ -181,40 +175,6 @@ def _support(text: str) -> str | None:
     return SUPPORTS.get(singular(m.group(3))[0])
 
 
-def _ago_s(text: str) -> float | None:
-    m = _AGO.search(text)
-    if m is None:
-        return None
-    n = m.group(1)
-    value = float(n) if n[0].isdigit() else float(_NUMBER_WORDS[n])
-    return value * _UNITS[m.group(2)]
-
-
-def _last_s(text: str) -> float | None:
-    m = _LAST.search(text)
-    if m is None:
-        return None
-    n = m.group(1)
-    value = 1.0 if n is None else (float(n) if n[0].isdigit() else float(_NUMBER_WORDS[n]))
-    return value * _UNITS[m.group(2)]
-
-
-def _clock(text: str) -> tuple[int, int, int] | None:
-    """A time of day written "14:05", "9.30", "14:05:30", "2:05 pm", "9 am"."""
-    m = _CLOCK.search(text)
-    if m is None:
-        return None
-    if m.group(5) is not None:
-        h, mi, sec, ampm = int(m.group(5)), 0, 0, m.group(6)
-    else:
-        h, mi, sec, ampm = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0), m.group(4)
-    if ampm == "pm" and h < 12:
-        h += 12
-    if ampm == "am" and h == 12:
-        h = 0
-    return h, mi, sec
-
-
 def read(question: str) -> Asked:
     """Read `question` (any case, any punctuation) into an `Asked`."""
     text = question.lower().replace("’", "'")
@@ -222,22 +182,22 @@ def read(question: str) -> Asked:
     text = re.sub(r"\bwhat's\b", "what is", text)
     text = re.sub(r"\bthere's\b", "there is", text)
     words = _WORD.findall(text)
-    ago = _ago_s(text)
-    at = _TIME_AT.search(_AGO.sub(" ", text))
-    at_s = float(at.group(1)) if at is not None else None
+    ago = seconds_ago(text)
+    at_s = seconds_at(text)
     support = _support(text)
     colour, noun, plural = _thing(words)
     if noun is not None and noun in GENERIC:
         noun = None
     if noun in SUPPORTS and support == SUPPORTS[noun]:
         noun = None  # "what is on the table": the table is where, not what
-    clock = _clock(text)
+    clock = clock_time(text)
     if clock is not None:
         at_s = None  # "at 9.30" is a time of day, not seconds into the window
     base = {"noun": noun, "colour": colour, "support": support, "plural": plural, "ago_s": ago,
-            "at_s": at_s, "moving": bool(_MOTION.search(text)), "last_s": _last_s(text),
+            "at_s": at_s, "moving": bool(_MOTION.search(text)), "last_s": last_span_s(text),
             "clock": clock, "since": bool(re.search(r"\b(since|after)\b", text)),
-            "now": bool(_NOW.search(text) or re.search(r"\b(is|are)\b.*\bmoving\b", text))}
+            "now": bool(NOW_OR_STILL.search(text)
+                        or re.search(r"\b(is|are)\b.*\bmoving\b", text))}
     if noun is not None:
         base["category"] = CATEGORY_OF.get(noun)
         base["shape"] = SHAPE_OF.get(noun)
@@ -259,7 +219,7 @@ def read(question: str) -> Asked:
             re.search(r"\b(what|which|anything|something|objects?|things?)\b", text)):
         return asked("new")
     if re.search(r"\b(moved|changed|has moved|have moved)\b", text) and (
-            _LAST.search(text) or re.search(r"\b(since|while|today|away)\b", text)):
+            IN_THE_LAST.search(text) or re.search(r"\b(since|while|today|away)\b", text)):
         return asked("moved")
     if re.search(r"\b(how many|number of|count)\b", text):
         return asked("count")

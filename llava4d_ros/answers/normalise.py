@@ -11,11 +11,11 @@ tell me where ...") is left alone: that is the LM's to read.
 What changes (nothing else; a question already in the training notation is unchanged):
 - case: lower case, the first letter capitalised;
 - contractions are spelled out ("where's" -> "where is", "didn't" -> "did not");
-- number words before a time unit become digits ("three seconds" -> "3 seconds");
-- "t=2.5", "t = 2.5", "time 2.5" -> "2.5s"; "2.5 s", "2.5 sec", "2.5 seconds" -> "2.5s"
-  ("3 sec ago", "3 s ago" -> "3 seconds ago", and "1 second ago" as written);
-- "right now", "currently", "at the moment", "at present" -> "now"; "at the start" / "at the
-  beginning" (of the window) -> "at 0s";
+- times, as `core.notation.training_times` writes them: number words before a time unit
+  become digits ("three seconds" -> "3 seconds"); "t=2.5", "t = 2.5", "time 2.5" -> "2.5s";
+  "2.5 s", "2.5 sec", "2.5 seconds" -> "2.5s" ("3 sec ago", "3 s ago" -> "3 seconds ago", and
+  "1 second ago" as written); "right now", "currently", "at the moment", "at present" ->
+  "now"; "at the start" / "at the beginning" (of the window) -> "at 0s";
 - shape synonyms -> the shape ("box", "block" -> "cube"; "ball" -> "sphere"; "can", "tube" ->
   "cylinder"; plurals too; "can" only after a colour word or an article, as it is also the
   verb); "things", "items" -> "objects".
@@ -25,17 +25,9 @@ from __future__ import annotations
 
 import re
 
-from llava4d_ros.data.vocabulary import COLOURS, NUMBER_WORDS, PLURAL, SHAPE_SYNONYMS
+from llava4d_ros.core.notation import training_times
+from llava4d_ros.data.vocabulary import COLOURS, PLURAL, SHAPE_SYNONYMS
 
-_NUM = r"\d+(?:\.\d+)?"
-_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")(?=\s+(?:seconds?|secs?|s)\b)")
-# the whole number (no backtracking to "4" of "4.7"), with or without its unit
-_T_EQUALS = re.compile(r"\b(?:t\s*=\s*|time\s+)(" + _NUM + r")(?!\d|\.\d)"
-                       r"(?:\s*(?:s|secs?|seconds?)\b)?")
-_AGO = re.compile(r"(?<![\w.])(" + _NUM + r")\s*(?:s|secs?|seconds?)\s+ago\b")
-_AT_UNIT = re.compile(r"(?<![\w.])(" + _NUM + r")\s*(?:s|secs?|seconds?)\b")
-_NOW = re.compile(r"\b(right now|currently|at the moment|at present|at this moment)\b")
-_START = re.compile(r"\bat the (?:very )?(?:start|beginning)\b(?: of the (?:window|scene|clip))?")
 _OBJECTS = re.compile(r"\b(things|items)\b")
 _CONTRACTIONS = {"can't": "cannot", "won't": "will not", "n't": " not", "'s": " is",
                  "'re": " are", "'m": " am", "'ll": " will", "'ve": " have", "'d": " would"}
@@ -58,21 +50,11 @@ def _synonyms() -> tuple[re.Pattern[str], re.Pattern[str], dict[str, str]]:
 _SYNONYM, _CAN, _SYNONYM_OF = _synonyms()
 
 
-def _seconds(n: str) -> str:
-    return f"{n} second ago" if float(n) == 1 else f"{n} seconds ago"
-
-
 def normalise_question(question: str) -> str:
     """`question` in the training notation (see the module docstring)."""
     q = " ".join(question.strip().lower().replace("\u2019", "'").split())
     q = _CONTRACTION.sub(lambda m: _CONTRACTIONS[m.group(0)], q)
-    q = _NUMBER_WORD.sub(lambda m: str(NUMBER_WORDS.index(m.group(1))), q)
-    q = _T_EQUALS.sub(lambda m: f"{m.group(1)}s", q)
-    q = _AGO.sub(lambda m: _seconds(m.group(1)), q)
-    q = _AT_UNIT.sub(lambda m: m.group(0) if q[m.end():].lstrip().startswith("ago")
-                     else f"{m.group(1)}s", q)
-    q = _NOW.sub("now", q)
-    q = _START.sub("at 0s", q)
+    q = training_times(q)
     q = _SYNONYM.sub(lambda m: _SYNONYM_OF[m.group(1)], q)
     q = _CAN.sub(lambda m: f"{m.group(1)} cylinder", q)
     q = _OBJECTS.sub("objects", q)

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 
 from llava4d_ros.answers.abstention import abstain_text, named_object
 from llava4d_ros.answers.normalise import normalise_question
+from llava4d_ros.core.notation import TRAINED_AGO, TRAINED_AT, TRAINED_NOW
 from llava4d_ros.data.instructions import heading_word
 from llava4d_ros.data.vocabulary import COLOURS, PLURAL, PLURALS, SHAPES, canonical_shape
 
@@ -81,10 +82,6 @@ SHAPE_SURE = 0.8
 #: "t=30" / "thirty seconds", and the model used without the engine, as `evaluate` does).
 WINDOW_SLACK_S = 0.5
 
-# in the training notation (answers/normalise.py): "at 2.5s", "3 seconds ago", "now"
-_AT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)s\b")
-_AGO = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) seconds? ago\b")
-_NOW = re.compile(r"\bnow\b")
 MOTION = re.compile(r"\b(move|moves|moved|moving|motion|movement|movements)\b")
 # wh-words, and the words of "when did it start moving", which ask for a time, not yes or no
 _WH = re.compile(r"\b(which|what|what's|whats|where|when|how|who|list|count|number|start|"
@@ -136,14 +133,14 @@ def asked_time(question: str) -> AskedTime:
     """The time `question` names: "at 2.5s", "at t=2.5", "at three seconds" (kind "at"); "3 s
     ago", "three seconds ago" ("ago"); "now", "right now", "currently" ("now"); else "window".
     Any notation `normalise_question` knows."""
-    q = normalise_question(question).lower()
-    m = _AGO.search(q)
+    q = normalise_question(question).lower()  # "at 2.5s", "3 seconds ago", "now"
+    m = TRAINED_AGO.search(q)
     if m is not None:
         return AskedTime("ago", float(m.group(1)))
-    m = _AT.search(q)
+    m = TRAINED_AT.search(q)
     if m is not None:
         return AskedTime("at", float(m.group(1)))
-    return AskedTime("now") if _NOW.search(q) else AskedTime("window")
+    return AskedTime("now") if TRAINED_NOW.search(q) else AskedTime("window")
 
 
 def is_yes_no_motion(question: str) -> bool:

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llava4d_ros.core.notation import ANSWER_AT, ANSWER_TIME
+
 MAX_ABS_COORD_M = 1000.0  # beyond this a "coordinate" is a hallucination, not a place
 MAX_SIZE_M = 100.0
 MAX_ABS_TIME_S = 1e6
 
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+|nan|inf)"
-_TIME_RE = re.compile(r"(?<![\w.])(" + _NUMBER + r")\s*(?:s|sec|seconds?)\b", re.IGNORECASE)
 _BOX_RE = re.compile(r"\[([^\[\]]*)\]")
-_AT_RE = re.compile(r"\bat\s+(" + _NUMBER + r")\s*s\b\s*,?\s*(.*)$", re.IGNORECASE)
 _LABEL_RE = re.compile(r"^(?:the\s+)?(.*?)\s+(?:is|was|are|were)\b.*$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
@@ -100,7 +99,7 @@ def parse_answer(text: str, slot_boxes: Mapping[int, tuple[Sequence[float], floa
     times: list[float] = []
     warnings: list[str] = []
     for offset, sentence in _sentences(text):
-        at = _AT_RE.search(sentence)
+        at = ANSWER_AT.search(sentence)
         t_s = _to_float(at.group(1)) if at else None
         label = ""
         if at:
@@ -110,7 +109,7 @@ def parse_answer(text: str, slot_boxes: Mapping[int, tuple[Sequence[float], floa
             warnings.append(f"bad time {at.group(1)!r} in {sentence.strip()!r}")
             t_s = None
         without_boxes = _BOX_RE.sub(" ", sentence)
-        for m in _TIME_RE.finditer(without_boxes):
+        for m in ANSWER_TIME.finditer(without_boxes):
             v = _to_float(m.group(1))
             if v is not None and math.isfinite(v) and abs(v) <= MAX_ABS_TIME_S:
                 times.append(v)

@@ -31,6 +31,7 @@ from torch import nn
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from llava4d_ros.core.buffer4d import VisualTokens
+from llava4d_ros.core.notation import find_text_coordinates
 from llava4d_ros.model import backbones, checkpoint, fast_decode
 from llava4d_ros.model.compressor import build_compressor
 from llava4d_ros.model.config import (
@@ -67,11 +68,7 @@ from llava4d_ros.model.inventory import (
     WordSets,
 )
 from llava4d_ros.model.projector import Projector
-from llava4d_ros.model.prompt import (
-    SpatioTemporalPrompt,
-    TextCoordinateEmbedding,
-    find_text_coordinates,
-)
+from llava4d_ros.model.prompt import SpatioTemporalPrompt, TextCoordinateEmbedding
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.streaming import AnswerStreamer, Cancelled, said_so_far

@@ -19,8 +19,6 @@ here and on the text side.
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -79,31 +77,6 @@ class SpatioTemporalPrompt(nn.Module):
             te = 0.5 * (te + self.temporal(t_first_s))
         p_t = te * (1.0 + self.motion_weight(beta))[:, None]
         return torch.cat([self.spatial(xyz), p_t], dim=-1)  # (N, ds + dt)
-
-
-# A time in text: "2.5s", "2.5 s", "2 seconds" (also "2 seconds ago": a duration is a time too).
-_TIME_RE = re.compile(r"(?<![\d.])(-?\d+(?:\.\d+)?)\s*(?:s|sec|secs|seconds?)\b")
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_COORD_RE = re.compile(r"\[" + _NUM + "," + _NUM + "," + _NUM + r"(?:,[^\]]*)?\]")
-
-
-@dataclass(frozen=True)
-class TextSpan:
-    """A number in the question: character span [start, end) and its value(s)."""
-
-    start: int
-    end: int
-    value: tuple[float, ...]  # (t,) for a time, (x, y, z) for a coordinate
-
-
-def find_text_coordinates(text: str) -> tuple[list[TextSpan], list[TextSpan]]:
-    """Times and `[x, y, z, ...]` coordinates mentioned in `text` -> (times, coords)."""
-    times = [TextSpan(m.start(), m.end(), (float(m.group(1)),)) for m in _TIME_RE.finditer(text)]
-    coords = [TextSpan(m.start(), m.end(), tuple(float(g) for g in m.groups()))
-              for m in _COORD_RE.finditer(text)]
-    coord_ranges = [(c.start, c.end) for c in coords]
-    times = [t for t in times if not any(a <= t.start < b for a, b in coord_ranges)]
-    return times, coords
 
 
 class TextCoordinateEmbedding(nn.Module):
