@@ -449,7 +449,7 @@ def print_honesty(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from llava4d_ros.train import load_split
+    from llava4d_ros.training.scene_cache import load_split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model directory (default: shipped default)")
@@ -562,8 +562,8 @@ def report_confidence(model: LLaVA4D, outcomes: list[tuple[float, bool]],
 
 def run_honesty(model: LLaVA4D, records: list[Any], args: argparse.Namespace) -> None:
     from llava4d_ros.data.instructions import seeds_for_split
-    from llava4d_ros.train import ingest_config
     from llava4d_ros.training.dataset import build_scene
+    from llava4d_ros.training.scene_cache import ingest_config
 
     crowded = [build_scene(seed, model.patch_encoder, ingest_config(model.cfg),
                            {"n_objects": 7 + seed % 2})
