@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava4d_ros.evaluate import box_iou, categorical, score
 from llava4d_ros.model.grounding import GroundedBox
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
+from llava4d_ros.training.metrics import box_iou, categorical, score
 from llava4d_ros.training.task import task_inventory
 from llava4d_ros.training.trainer import TrainConfig, train
 
