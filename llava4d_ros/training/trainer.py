@@ -12,6 +12,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -270,10 +271,12 @@ def train(cfg: TrainConfig) -> str:
 
 def run_window_stage(model: Any, records: list[SceneRecord], stage: int, first: int,
                      cfg: TrainConfig, rng: random.Random, log_path: str | None,
-                     info: ddp.DistInfo, pretrained_lm: bool, save_resume_point: Any
+                     info: ddp.DistInfo, pretrained_lm: bool,
+                     save_resume_point: Callable[[int, int, Any], None]
                      ) -> torch.optim.Optimizer:
     """Stage 1, 2 or 3 from step `first` (a resumed run's): window steps over `records` in
-    shuffled order, `cfg.windows_per_step` windows a step over all processes. Returns the
+    shuffled order, `cfg.windows_per_step` windows a step over all processes;
+    `save_resume_point(stage, step, optimiser)` every `cfg.save_every` steps. Returns the
     optimiser (saved with the resume point after the stage)."""
     from tqdm import tqdm
 
