@@ -43,7 +43,8 @@ if [ "${1:-}" = cache ]; then
   $PY -c "
 import json, sys, time
 from llava4d_ros.model.config import LLaVA4DConfig
-from llava4d_ros.train import PRESETS, load_split, sample_kwargs
+from llava4d_ros.training.presets import PRESETS, sample_kwargs
+from llava4d_ros.training.scene_cache import load_split
 t0 = time.perf_counter()
 cfg = LLaVA4DConfig.from_dict(json.load(open('llava4d_ros/model/default/config.json')))
 recs = load_split('train', int(sys.argv[3]), sys.argv[1], cfg, progress=False,

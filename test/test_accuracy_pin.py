@@ -15,10 +15,10 @@ import torch
 from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import seeds_for_split
-from llava4d_ros.evaluate import evaluate_model
 from llava4d_ros.model.llava4d import LLaVA4D
 from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training.dataset import build_scene
+from llava4d_ros.training.metrics import evaluate_model
 
 N_SCENES = 3
 # (hits, out of) over the first N_SCENES test scenes, measured with abstention (min_shape 0.1,

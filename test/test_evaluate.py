@@ -19,21 +19,19 @@ from llava4d_ros.data.instructions import (
     vocabulary,
 )
 from llava4d_ros.data.scene import make_scene
-from llava4d_ros.evaluate import (
-    KITCHEN_QUESTIONS,
-    abstains,
-    categorical,
-    honesty,
-    kitchen_window,
-    names_palette_object,
-    repeats_a_sentence,
-    score,
-)
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.grounding import parse_answer
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer, build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.training.dataset import build_scene
+from llava4d_ros.training.honesty import KITCHEN_QUESTIONS, honesty, kitchen_window
+from llava4d_ros.training.metrics import (
+    abstains,
+    categorical,
+    names_palette_object,
+    repeats_a_sentence,
+    score,
+)
 
 
 def answer(text: str) -> ModelAnswer:

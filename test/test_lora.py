@@ -12,7 +12,6 @@ from llava4d_ros.data.instructions import vocabulary
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.llava4d import LLaVA4D, build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
-from llava4d_ros.train import stage_setup
 from llava4d_ros.training.lora import (
     add_lora,
     has_lora,
@@ -21,6 +20,7 @@ from llava4d_ros.training.lora import (
     merged_copy,
     save_adapter,
 )
+from llava4d_ros.training.stages import stage_setup
 
 # peft asks transformers 5 a deprecated property while wrapping; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")

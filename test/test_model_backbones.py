@@ -345,7 +345,7 @@ def test_convert_smollm2_without_the_package(tmp_path, monkeypatch):
 
 
 def test_stage_1_trains_the_compressor(lm_dir):
-    from llava4d_ros.train import stage_setup
+    from llava4d_ros.training.stages import stage_setup
 
     model = LLaVA4D.from_lm(lm_dir, compressor=CompressorConfig(kind="resampler", queries=4),
                             **_small())
@@ -420,7 +420,7 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
 def test_stage_5_needs_every_inventory_word_as_one_token(tmp_path, lm_dir):
     """`train` checks before stage 1 that the default inventory's words are one token each in
     the LM's tokenizer, and names the first that is not (it then skips stage 5)."""
-    from llava4d_ros.train import inventory_words_problem
+    from llava4d_ros.training.stages import inventory_words_problem
 
     assert inventory_words_problem(LLaVA4D.from_lm(lm_dir, **_small())) is None
     no_palette = save_lm(tmp_path / "lm", corpus=CORPUS[:4] * 20)  # no "yellow" etc.

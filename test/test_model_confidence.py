@@ -13,13 +13,13 @@ import torch
 from test_model_decode import steered_model
 
 from helpers.tiny_model import random_tokens, save_tiny_model
-from llava4d_ros.evaluate import fit_isotonic, reliability, write_confidence_table
 from llava4d_ros.model.checkpoint import read_config
 from llava4d_ros.model.config import LLaVA4DConfig, tiny_llama
 from llava4d_ros.model.decoding import SlotValue, box_raw_score, write_slots
 from llava4d_ros.model.grounding import calibrated, parse_answer
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME
+from llava4d_ros.training.calibration import fit_isotonic, reliability, write_confidence_table
 
 TABLE = ((0.0, 0.125), (0.5, 0.25), (1.0, 0.5))
 

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(
 def smollm2_and_window():
     from llava4d_ros.data.instructions import seeds_for_split
     from llava4d_ros.runtime import load_model
-    from llava4d_ros.train import ingest_config
     from llava4d_ros.training.dataset import build_scene
+    from llava4d_ros.training.scene_cache import ingest_config
 
     model = load_model("smollm2", device="cpu", cpu_threads=1)
     rec = build_scene(seeds_for_split("test", 1)[0], model.patch_encoder,
@@ -92,8 +92,8 @@ def test_model_info_counts_the_base_lm():
 def test_describes_every_object_it_sees(smollm2_and_window):
     """Val scene 9 holds five objects; the LM alone ended its description after four. A
     description does not end while an object the inventory sees is unnamed."""
-    from llava4d_ros.train import ingest_config
     from llava4d_ros.training.dataset import build_scene
+    from llava4d_ros.training.scene_cache import ingest_config
 
     model, _ = smollm2_and_window
     rec = build_scene(9, model.patch_encoder, ingest_config(model.cfg))

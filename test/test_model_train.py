@@ -3,6 +3,7 @@ continues, the metrics score answers as intended."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import replace
@@ -11,11 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava4d_ros.evaluate import box_iou, categorical, score
 from llava4d_ros.model.grounding import GroundedBox
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
-from llava4d_ros.train import main as train_main
+from llava4d_ros.training.metrics import box_iou, categorical, score
 from llava4d_ros.training.task import task_inventory
+from llava4d_ros.training.trainer import TrainConfig, train
+
+
+def train_tiny(out: str, cache: str, **settings) -> str:
+    """A run of the tiny preset, as `python -m llava4d_ros.train --config tiny` runs it."""
+    return train(TrainConfig.from_preset("tiny", out=out, cache=cache, threads=1, **settings))
 
 
 def test_box_iou():
@@ -69,12 +75,11 @@ def test_score_counts_hits_and_misses():
 
 def test_tiny_training_stages_and_resume(tmp_path):
     out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
-    common = ["--out", out, "--config", "tiny", "--cache", cache, "--threads", "1"]
-    train_main(common + ["--stages", "1"])
+    train_tiny(out, cache, stages=(1,))
     assert os.path.isfile(os.path.join(out, "stage1", "model.safetensors"))
     with open(os.path.join(out, "last", "progress.json")) as f:
         assert json.load(f) == {"stage": 2, "step": 0}
-    train_main(common + ["--stages", "1,2,3", "--resume"])
+    train_tiny(out, cache, stages=(1, 2, 3), resume=True)
     with open(os.path.join(out, "train_log.jsonl")) as f:
         stages = [json.loads(line)["stage"] for line in f]
     assert stages == [0, 0, 1, 1, 2, 2, 3, 3]  # text warm-up, stages; none repeated
@@ -82,8 +87,7 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert not model.prompt.zeroed and model.cfg.slot_heads
     # stage 4 alone from a stage-3 model directory (how the shipped heads were refitted)
     out4 = str(tmp_path / "run4")
-    train_main(["--out", out4, "--config", "tiny", "--cache", cache, "--threads", "1",
-                "--stages", "4", "--init", os.path.join(out, "stage3"), "--refine-steps", "3"])
+    train_tiny(out4, cache, stages=(4,), init=os.path.join(out, "stage3"), refine_steps=3)
     with open(os.path.join(out4, "train_log.jsonl")) as f:
         assert {json.loads(line)["stage"] for line in f} == {4}
     model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
@@ -92,9 +96,8 @@ def test_tiny_training_stages_and_resume(tmp_path):
     # (and reads more scenes than stages 1-3 when asked: the third is built into the cache)
     cached = sorted(Path(cache).rglob("*.npz"))
     out4c = str(tmp_path / "run4c")
-    train_main(["--out", out4c, "--config", "tiny", "--cache", cache, "--threads", "1",
-                "--stages", "4", "--init", os.path.join(out, "stage3"), "--refine-steps", "3",
-                "--time-head", "context", "--pointer-space", "on", "--refine-scenes", "3"])
+    train_tiny(out4c, cache, stages=(4,), init=os.path.join(out, "stage3"), refine_steps=3,
+               time_head="context", pointer_space=True, refine_scenes=3)
     assert len(cached) == 2 and len(list(Path(cache).rglob("*.npz"))) == 3
     model4c = LLaVA4D.from_pretrained(os.path.join(out4c, "final"))
     assert not model.cfg.pointer_space
@@ -102,8 +105,7 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert model4c.time_head.question_dim == 0 < model4.time_head.question_dim
     # stage 5 alone on a finished model: adds the inventory, leaves everything else as it was
     out5 = str(tmp_path / "run5")
-    train_main(["--out", out5, "--config", "tiny", "--cache", cache, "--threads", "1",
-                "--stages", "5", "--init", os.path.join(out4, "final"), "--bias-steps", "3"])
+    train_tiny(out5, cache, stages=(5,), init=os.path.join(out4, "final"), bias_steps=3)
     with open(os.path.join(out5, "train_log.jsonl")) as f:
         parts = [json.loads(line) for line in f]
     assert {p["stage"] for p in parts} == {5}
@@ -120,12 +122,11 @@ def test_tiny_training_stages_and_resume(tmp_path):
                if k.endswith("2.weight"))  # the zero-initialised last layers were fitted
     # a new box head alone on the finished model: every other part keeps its numbers
     out6 = str(tmp_path / "run6")
-    train_main(["--out", out6, "--config", "tiny", "--cache", cache, "--threads", "1",
-                "--stages", "4", "--init", os.path.join(out5, "final"), "--refine-steps", "3",
-                "--stage4-box-only", "--box-head", "pooled"])
+    train_tiny(out6, cache, stages=(4,), init=os.path.join(out5, "final"), refine_steps=3,
+               stage4_box_only=True, box_head="pooled")
     with pytest.raises(ValueError, match="stage4-box-only"):
-        train_main(["--out", out6, "--config", "tiny", "--cache", cache, "--stages", "5",
-                    "--init", os.path.join(out5, "final"), "--stage4-box-only"])
+        train_tiny(out6, cache, stages=(5,), init=os.path.join(out5, "final"),
+                   stage4_box_only=True)
     model6 = LLaVA4D.from_pretrained(os.path.join(out6, "final"))
     assert model5.cfg.box_head == "tokens"
     assert model6.cfg == replace(model5.cfg, box_head="pooled")
@@ -180,3 +181,22 @@ def test_gradient_checkpointing_of_the_prefix_keeps_losses_and_gradients():
     assert g0.keys() == g1.keys() and any(k.startswith("lm.") for k in g0)
     assert all(torch.allclose(g0[k], g1[k], atol=1e-6) for k in g0)
     assert kept1 < 0.8 * kept0, (kept0, kept1)
+
+
+def test_flags_override_the_preset_without_touching_it():
+    """A flag left unset (None), a scene count of 0 or empty stages keep the preset's value,
+    as the command always read them; the preset itself is never changed."""
+    from llava4d_ros.training.presets import PRESETS
+
+    cfg = TrainConfig.from_preset("smollm2", out="x", refine_steps=None, refine_scenes=0,
+                                  bias_steps=7, steps=[1, 2, 3], stages=None, lora_rank=0)
+    assert cfg.preset == replace(PRESETS["smollm2"], bias_steps=7, steps=(1, 2, 3),
+                                 lora_rank=0)
+    assert PRESETS["smollm2"].bias_steps == 3000 and PRESETS["smollm2"].refine_scenes == 480
+    assert TrainConfig.from_preset("tiny", out="x", stages=(4, 5)).preset.stages == (4, 5)
+    with pytest.raises(ValueError, match="stages"):
+        TrainConfig.from_preset("tiny", out="x", stages=(6,))
+    with pytest.raises(ValueError, match="stage4-box-only"):
+        TrainConfig.from_preset("tiny", out="x", stages=(5,), stage4_box_only=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.out = "y"

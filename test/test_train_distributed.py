@@ -1,5 +1,6 @@
-"""Data-parallel training: two torchrun processes (gloo, one window each per step) take the
-same steps as one process that accumulates the same global batch of two windows."""
+"""Data-parallel training: two torchrun processes (gloo, one window each per step) of
+`python -m llava4d_ros.train` take the same steps as one process (`training.trainer.train`)
+that accumulates the same global batch of two windows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from llava4d_ros.train import main as train_main
+from llava4d_ros.training.trainer import TrainConfig, train
 
 STEPS = ["--stages", "1,2,3", "--steps", "2", "2", "2", "--text-warmup", "0",
          "--head-steps", "2", "--threads", "1"]
@@ -37,8 +38,11 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
     cache = str(tmp_path / "cache")
     one, one_w1, two = (str(tmp_path / n) for n in ("one", "one_w1", "two"))
     common = ["--config", "tiny", "--cache", cache, *STEPS]
-    train_main(["--out", one, "--windows-per-step", "2", *common])
-    train_main(["--out", one_w1, "--windows-per-step", "1", *common])
+    # one process through the package, two through the command: the flags mean the same
+    recipe = {"stages": (1, 2, 3), "steps": (2, 2, 2), "text_warmup": 0, "head_steps": 2}
+    for out, per_step in ((one, 2), (one_w1, 1)):
+        train(TrainConfig.from_preset("tiny", out=out, cache=cache, threads=1,
+                                      windows_per_step=per_step, **recipe))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",

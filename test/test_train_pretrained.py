@@ -16,7 +16,7 @@ from helpers.tiny_lm import save_lm
 from llava4d_ros.model import lm_delta
 from llava4d_ros.model.checkpoint import CheckpointError
 from llava4d_ros.model.llava4d import LLaVA4D
-from llava4d_ros.train import main as train_main
+from llava4d_ros.training.trainer import TrainConfig, train
 
 
 def test_delta_encoding_round_trip_and_kinds():
@@ -46,9 +46,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained_run")
     lm = save_lm(root / "lm")
     out, cache = str(root / "run"), str(root / "cache")
-    train_main(["--out", out, "--config", "tiny", "--cache", cache, "--threads", "1",
-                "--lm", lm, "--lora-rank", "2", "--samples-per-window", "3",
-                "--stages", "1,2,3,5"])
+    train(TrainConfig.from_preset("tiny", out=out, cache=cache, threads=1, lm=lm, lora_rank=2,
+                                  samples_per_window=3, stages=(1, 2, 3, 5)))
     return out, lm, cache
 
 
@@ -89,8 +88,8 @@ def test_stage4_on_a_pretrained_lm_refits_the_heads_and_keeps_the_lm(trained, tm
     heads): the LM and its changes stay as they were, the heads are new, the save is a delta."""
     out, lm, cache = trained
     out4 = str(tmp_path / "run4")
-    train_main(["--out", out4, "--config", "tiny", "--cache", cache, "--threads", "1",
-                "--stages", "4", "--init", os.path.join(out, "final"), "--refine-steps", "3"])
+    train(TrainConfig.from_preset("tiny", out=out4, cache=cache, threads=1, stages=(4,),
+                                  init=os.path.join(out, "final"), refine_steps=3))
     before = LLaVA4D.from_pretrained(os.path.join(out, "final")).state_dict()
     model4 = LLaVA4D.from_pretrained(os.path.join(out4, "final"))
     after = model4.state_dict()

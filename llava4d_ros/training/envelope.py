@@ -14,7 +14,7 @@ that objects of unseen scenes near the edges are still kept.
 
 fits both on the first 100 training scenes and stores them in the model directory (the
 appearance with the weights, the envelope in config.json; every other weight is unchanged).
-Stage 5 of `llava4d_ros.train` fits them after the inventory.
+Stage 5 of training (training/trainer.py) fits them after the inventory.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     from llava4d_ros.model.inventory import ENVELOPE_FEATURES
     from llava4d_ros.model.llava4d import LLaVA4D
     from llava4d_ros.model.shipped import model_dir
-    from llava4d_ros.train import load_split
+    from llava4d_ros.training.scene_cache import load_split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="model directory or shipped name")
