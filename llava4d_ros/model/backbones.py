@@ -180,6 +180,24 @@ def converted(out_dir: str) -> bool:
                for f in ("config.json", "model.safetensors", "tokenizer.json"))
 
 
+def base_lm_dir(source: LMSource) -> str:
+    """The directory of the base LM `source` names (of a delta checkpoint, model/lm_delta.py):
+    its recorded path, else (a model trained on another machine) the SmolLM2 that setup
+    converts into this environment."""
+    if source.kind != "hf":
+        raise ValueError(f"a delta checkpoint needs an LM from a transformers directory, got "
+                         f"{source.kind!r}")
+    if os.path.isfile(os.path.join(source.path, "model.safetensors")):
+        return source.path
+    local = default_lm_dir()
+    if source.name == SMOLLM2_NAME and converted(local):
+        return local
+    raise FileNotFoundError(
+        f"the base LM {source.name!r} is not at {source.path}"
+        + (f" nor at {local} (scripts/setup.sh converts it there)"
+           if source.name == SMOLLM2_NAME else ""))
+
+
 def convert_gguf(gguf_path: str, out_dir: str) -> bool:
     """Dequantise `gguf_path` once into `out_dir` as a float32 safetensors HF directory (LM and
     tokenizer with its chat template). Skipped (False) when `out_dir` already holds one; the

@@ -135,10 +135,10 @@ def load_state(model: torch.nn.Module, cfg: LLaVA4DConfig, path: str,
 
 def _base_lm(cfg: LLaVA4DConfig, path: str) -> dict[str, torch.Tensor]:
     """The base LM state of a delta checkpoint, checked against its fingerprint."""
-    from llava4d_ros.model import lm_delta
+    from llava4d_ros.model import backbones, lm_delta
 
     try:
-        base = lm_delta.read_base(lm_delta.base_dir(cfg.lm_source))
+        base = lm_delta.read_base(backbones.base_lm_dir(cfg.lm_source))
     except (FileNotFoundError, ValueError) as exc:
         raise CheckpointError(path, str(exc)) from exc
     want, got = cfg.lm_source.fingerprint, lm_delta.fingerprint(base)
