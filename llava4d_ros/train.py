@@ -63,7 +63,7 @@ from llava4d_ros.model.llava4d import build_model, load_llava4d
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.model.vision import ColourStatsEncoder
-from llava4d_ros.training import checkpointing, new_tokens
+from llava4d_ros.training import checkpointing, new_tokens, stages
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
 from llava4d_ros.training.dataset import SceneRecord, cache_scenes, load_record
@@ -197,7 +197,7 @@ def pretrained_model(preset: Preset, lm: str, encoding: str) -> Any:
     path = default_lm_dir() if lm == "smollm2" else lm
     model = LLaVA4D.from_lm(path, compressor=CompressorConfig(kind=preset.compressor))
     if encoding != "full":
-        model.set_encoding(encoding)
+        stages.set_encoding(model, encoding)
     return model
 
 
@@ -332,7 +332,7 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
     model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden, box_head).to(model.device)
     if not box_only:
         model.cfg = replace(model.cfg, time_head=time_head)
-        model.time_head = model.new_time_head()
+        model.time_head = stages.fresh_time_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
     params = [p for n, p in model.named_parameters()
@@ -384,7 +384,7 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
         if model.cfg.lm_source.kind != "scratch":
             bias_ids = train_losses.answer_token_ids(
                 model, [s for rec in records for s in rec.samples])
-        model.add_inventory(task_inventory(bias_ids=bias_ids))
+        stages.add_inventory(model, task_inventory(bias_ids=bias_ids))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -613,7 +613,7 @@ def train(args: argparse.Namespace) -> str:
                 raise ValueError(f"--look-change {args.look_change:g}, but the model loaded "
                                  f"was trained with {model.cfg.look_change:g}")
         else:
-            model.set_span_tokens(args.look_change)
+            stages.set_span_tokens(model, args.look_change)
     model.to(info.device).train()
     # training moves the heads, so a confidence calibration fitted to the old ones would lie;
     # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val

@@ -22,6 +22,7 @@ from llava4d_ros.model.inventory import (
 from llava4d_ros.model.llava4d import build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.training.losses import inventory_batch, window_loss
+from llava4d_ros.training.stages import add_inventory
 from llava4d_ros.training.task import task_inventory
 
 
@@ -96,7 +97,7 @@ def sees_every_colour(model: torch.nn.Module) -> None:
 
 def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
     plain, guided = tiny(tok, None), tiny(tok, None)
-    guided.add_inventory(task_inventory())
+    add_inventory(guided, task_inventory())
     sees_every_colour(guided)
     tokens = make_tokens(50)
     qs = ["Which objects move?", "Describe the scene at 2.5s.",

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD
+from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD, LLaVA4DConfig
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -257,6 +257,15 @@ class TimeHead(nn.Module):
         logits = logits.masked_fill(need_q & ~has_q[:, None], float("-inf"))
         logits = logits.masked_fill(need_f & ~has_f[:, None], float("-inf"))
         return (logits.softmax(dim=-1) * cands).sum(-1)
+
+
+def new_time_head(cfg: LLaVA4DConfig) -> TimeHead:
+    """A freshly initialised time head of the kind `cfg.time_head` says, reading the slot
+    context `(3 H + dt,)` and, for kind "question", the question's mean embedding `(H,)`."""
+    d_lm = cfg.lm_hidden
+    ctx_dim = 3 * d_lm + cfg.prompt.temporal_dim
+    question_dim = d_lm if cfg.time_head == "question" else 0
+    return TimeHead(ctx_dim, cfg.box_hidden, question_dim)
 
 
 def first_motion_time(w: torch.Tensor, t_s: torch.Tensor, motion: torch.Tensor,

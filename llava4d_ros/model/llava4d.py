@@ -11,7 +11,7 @@
 `encode` (visual side) is separate from `generate` (language side), as `get_image_features` is
 from `forward` in transformers' LLaVA. The training forwards and losses live in
 llava4d_ros/training/losses.py; they read the model through `visual_prefix`, `text_after`,
-`embed` and the heads.
+`embed` and the heads. What training changes between stages is in training/stages.py.
 
 Loading and saving (`from_pretrained`, `from_lm`, `from_llava_hf`, `save_pretrained`) assemble
 the model from what model/checkpoint.py and model/backbones.py read; neither imports this file.
@@ -54,18 +54,13 @@ from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
 from llava4d_ros.model.heads import (
     BoxHead,
     PointerHead,
-    TimeHead,
     decode_time,
     dynamic_tokens,
     first_motion_time,
+    new_time_head,
     time_match_features,
 )
-from llava4d_ros.model.inventory import (
-    Inventory,
-    InventoryBias,
-    SceneInventory,
-    WordSets,
-)
+from llava4d_ros.model.inventory import Inventory, WordSets, build_inventory
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
@@ -200,7 +195,7 @@ class LLaVA4D(nn.Module):
             self.pointer = PointerHead(3 * d_lm + dt, d_lm + d_v + cfg.prompt.dim + dt,
                                        cfg.pointer_dim)
             self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden, cfg.box_head)
-            self.time_head = self.new_time_head()
+            self.time_head = new_time_head(cfg)
             self.slot_pool = AttentionPool(d_lm)
         # the LM reads M compressed embeddings; None: all N (the shipped default)
         self.compressor = build_compressor(cfg.compressor, d_lm)
@@ -225,19 +220,11 @@ class LLaVA4D(nn.Module):
         self.period_id = self._token_id(".") if cfg.slot_heads else -1
         self.words: WordSets | None = None
         if cfg.inventory is not None:
-            self._add_inventory()
+            vocab = int(lm.get_input_embeddings().weight.shape[0])
+            self.words, self.inventory, self.inventory_bias = build_inventory(
+                cfg.inventory, d_v, d_lm, vocab, self.written_id)
         self.cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
                           else "past_key_values")
-
-    def _add_inventory(self) -> None:
-        inv = self.cfg.inventory
-        self.words = WordSets(inv, self.written_id)
-        vocab = int(self.lm.get_input_embeddings().weight.shape[0])
-        self.inventory = SceneInventory(self.cfg.vision.feature_dim, len(inv.colours),
-                                        len(inv.shapes), inv.hidden,
-                                        appearance=inv.object_envelope is not None)
-        self.inventory_bias = InventoryBias(self.cfg.lm_hidden, vocab, self.words,
-                                            inv.bias_hidden, inv.bias_ids)
 
     @property
     def reads_templates_best(self) -> bool:
@@ -247,18 +234,6 @@ class LLaVA4D(nn.Module):
         docs/MODEL.md, held-out phrasings). An open-vocabulary model without the inventory reads
         questions as written."""
         return self.cfg.lm_source.kind == "scratch" or self.words is not None
-
-    def add_inventory(self, inv: Any) -> None:
-        """Give a model without one a fresh scene inventory and output bias (stage 5); `inv`
-        an `InventoryConfig`. The bias starts at zero: answers are unchanged until it is fitted.
-        Its `bias_ids`, if any, gain the inventory's words that no answer says (digits 7-9)."""
-        if inv.bias_ids is not None:
-            words = WordSets(inv, self.written_id).ids()
-            inv = replace(inv, bias_ids=tuple(sorted({*inv.bias_ids, *words})))
-        self.cfg = replace(self.cfg, inventory=inv)
-        self._add_inventory()
-        self.inventory.to(self.device)
-        self.inventory_bias.to(self.device)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -318,19 +293,6 @@ class LLaVA4D(nn.Module):
             if tid is not None:
                 return int(tid)
         return 0
-
-    def set_encoding(self, encoding: str) -> None:
-        """Switch the ablation mode (full, none, xyz, time) in place."""
-        self.cfg = self.cfg.with_encoding(encoding)
-        self.prompt.cfg = self.cfg.prompt
-
-    def set_span_tokens(self, look_change: float) -> None:
-        """Train on tokens split where a still voxel's look changes by more than `look_change`
-        (> 0) and read each token's span in the time encoding, or (0) on one token per still
-        voxel stamped with its last observation; in place, for a model about to be trained."""
-        self.cfg = replace(self.cfg, look_change=float(look_change),
-                           prompt=replace(self.cfg.prompt, time_span=look_change > 0))
-        self.prompt.cfg = self.cfg.prompt
 
     # ------------------------------------------------------------------ visual side
 
@@ -688,13 +650,6 @@ class LLaVA4D(nn.Module):
         if on_text is not None and out.text and sent[-1:] != [out.text]:
             on_text(out.text)
         return out
-
-    def new_time_head(self) -> TimeHead:
-        """A freshly initialised time head of the kind `cfg.time_head` says."""
-        d_lm = self.cfg.lm_hidden
-        ctx_dim = 3 * d_lm + self.cfg.prompt.temporal_dim
-        question_dim = d_lm if self.cfg.time_head == "question" else 0
-        return TimeHead(ctx_dim, self.cfg.box_hidden, question_dim).to(self.device)
 
     def context_of_slot(self, h_slot: torch.Tensor, q_pool: torch.Tensor,
                         sentence_emb: torch.Tensor, q_te: torch.Tensor) -> torch.Tensor:
