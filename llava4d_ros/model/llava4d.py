@@ -13,8 +13,9 @@ from `forward` in transformers' LLaVA. The training forwards and losses live in
 llava4d_ros/training/losses.py; they read the model through `visual_prefix`, `text_after`,
 `embed` and the heads. What training changes between stages is in training/stages.py.
 
-Loading and saving (`from_pretrained`, `from_lm`, `from_llava_hf`, `save_pretrained`) assemble
-the model from what model/checkpoint.py and model/backbones.py read; neither imports this file.
+Loading and saving (`load`, `from_lm`, `from_llava_hf`, `save_pretrained`) are `PreTrained`'s,
+the base class in model/loading.py; they assemble the model from what model/checkpoint.py and
+model/backbones.py read, and none of these imports this file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,13 +32,9 @@ from torch import nn
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.model import backbones, checkpoint, fast_decode
+from llava4d_ros.model import fast_decode
 from llava4d_ros.model.compressor import build_compressor
-from llava4d_ros.model.config import (
-    CompressorConfig,
-    LLaVA4DConfig,
-    VisionConfig,
-)
+from llava4d_ros.model.config import LLaVA4DConfig
 from llava4d_ros.model.decoding import (
     Guide,
     InventoryBiasProcessor,
@@ -61,13 +58,13 @@ from llava4d_ros.model.heads import (
     time_match_features,
 )
 from llava4d_ros.model.inventory import Inventory, WordSets, build_inventory
+from llava4d_ros.model.loading import PreTrained
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import (
     SpatioTemporalPrompt,
     TextCoordinateEmbedding,
     find_text_coordinates,
 )
-from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.streaming import AnswerStreamer, Cancelled, said_so_far
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
@@ -173,7 +170,7 @@ class _Text:
     coords: list[tuple[list[int], tuple[float, float, float]]]
 
 
-class LLaVA4D(nn.Module):
+class LLaVA4D(PreTrained):
     #: how answers decode (`fast_decode.DECODE_MODES`); set by `runtime.load_model`
     decode_mode: str = "eager"
 
@@ -695,85 +692,6 @@ class LLaVA4D(nn.Module):
         raw = box_raw_score(w[0], xyz, box)
         return SlotValue.of_box(box.tolist(), calibrated(raw, self.cfg.confidence_table))
 
-    # ------------------------------------------------------------------ loading
-
-    @classmethod
-    def from_config(cls, cfg: LLaVA4DConfig, tokenizer: Any, init_lm: bool = True) -> LLaVA4D:
-        """A fresh model (random LM, random CLIP/SigLIP tower of a "clip" config);
-        `init_lm=False` leaves the LM's weights uninitialised, for a caller that loads them."""
-        return cls(cfg, checkpoint.build_lm(cfg.lm, init=init_lm), tokenizer,
-                   vision_tower=checkpoint.build_vision_tower(cfg.vision))
-
-    @classmethod
-    def from_pretrained(cls, path: str | None = None, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()
-                        ) -> LLaVA4D:
-        """Our format (config.json + model.safetensors + tokenizer files); `None`: the shipped
-        default in llava4d_ros/model/default/; a name in `shipped.SHIPPED`: that model.
-        Parameters under the prefixes in `fresh` keep their initial values (training
-        re-initialises them; shapes there may differ)."""
-        path = model_dir(path)
-        cfg = checkpoint.read_config(path)
-        # every LM weight is loaded next (a missing one is an error), so none is initialised
-        fresh_lm = any(p.startswith("lm") or "lm.".startswith(p) for p in fresh)
-        model = cls.from_config(cfg, checkpoint.load_tokenizer(path), init_lm=fresh_lm)
-        checkpoint.load_state(model, cfg, path, fresh)
-        return model.to(device=device, dtype=dtype).eval()
-
-    @classmethod
-    def from_lm(cls, lm_path: str, vision: VisionConfig | str | None = None,
-                compressor: CompressorConfig | None = None, device: str = "cpu",
-                dtype: torch.dtype = torch.float32, **overrides: Any) -> LLaVA4D:
-        """A LLaVA-4D on a pretrained causal LM with fresh 4D parts, projector and heads.
-
-        `lm_path`: a local transformers directory (safetensors) or a `.gguf` file; the LM keeps
-        its tokenizer and chat template, which gain the image placeholder and the `<box>` /
-        `<time>` slot tokens (embeddings resized). `vision`: a `VisionConfig` (colour stats,
-        efficientnet_lite0), a local CLIP/SigLIP directory, or None (colour statistics).
-        `overrides`: other LLaVA4DConfig fields. No scene inventory yet: stage 5 adds one
-        (`add_inventory`), its words the tokens a BPE writes them as."""
-        lm, tokenizer, source = backbones.load_lm(lm_path, dtype=dtype)
-        image_token = overrides.get("image_token", "<image>")
-        backbones.add_model_tokens(tokenizer, lm, (image_token, SLOT_BOX, SLOT_TIME))
-        template, add_bos = backbones.chat_template(tokenizer)
-        tower = None
-        if isinstance(vision, str):
-            tower, fields = backbones.load_vision_tower(vision, dtype=dtype)
-            vision = VisionConfig(kind="clip", **fields)
-        vision = vision or VisionConfig()
-        d_v = vision.feature_dim
-        fields_cfg: dict[str, Any] = {
-            "lm": backbones.lm_config_dict(lm), "lm_source": source, "vision": vision,
-            "compressor": compressor or CompressorConfig(), "template": template,
-            "add_bos": add_bos, "image_token": image_token,
-            "fusion_heads": next(h for h in (8, 4, 2, 1) if d_v % h == 0),
-            "model_id": f"llava4d-{source.name}",
-        }
-        fields_cfg.update(overrides)
-        cfg = LLaVA4DConfig(**fields_cfg)
-        if vision.kind == "clip" and tower is None:
-            tower = checkpoint.build_vision_tower(vision)
-        return cls(cfg, lm, tokenizer, vision_tower=tower).to(device=device, dtype=dtype).eval()
-
-    @classmethod
-    def from_llava_hf(cls, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                      **overrides: Any) -> LLaVA4D:
-        """A LLaVA-1.5 checkpoint in Hugging Face layout -> LLaVA4D with CLIP features at the
-        configured layer, the checkpoint's projector and LM, and the 4D parts at their no-op
-        initial values. `overrides`: LLaVA4DConfig fields (e.g. token_budget, patch_grid)."""
-        parts = checkpoint.read_llava_hf(path, dtype)
-        cfg = LLaVA4DConfig(**{**parts.fields, **overrides})
-        model = cls(cfg, parts.lm, parts.tokenizer, vision_tower=parts.tower)
-        model.projector.linear_1.load_state_dict(parts.projector.linear_1.state_dict())
-        model.projector.linear_2.load_state_dict(parts.projector.linear_2.state_dict())
-        return model.to(device=device, dtype=dtype).eval()
-
-    def save_pretrained(self, path: str) -> None:
-        checkpoint.write_dir(path, self.cfg, self.state_dict(), self.tokenizer)
-
-    def with_config(self, **changes: Any) -> LLaVA4DConfig:
-        return replace(self.cfg, **changes)
-
 
 def build_model(cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
     """A fresh LLaVA4D from a config (`LLaVA4D.from_config`)."""
@@ -782,8 +700,8 @@ def build_model(cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
 
 def load_llava4d(path: str | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()) -> LLaVA4D:
-    """Our format (`LLaVA4D.from_pretrained`); `path=None` is the shipped default."""
-    return LLaVA4D.from_pretrained(path, device=device, dtype=dtype, fresh=fresh)
+    """`LLaVA4D.load` (model/loading.py); `path=None` is the shipped default."""
+    return LLaVA4D.load(path, device=device, dtype=dtype, fresh=fresh)
 
 
 def save_llava4d(model: LLaVA4D, path: str) -> None:
