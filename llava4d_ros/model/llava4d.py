@@ -32,7 +32,7 @@ from torch import nn
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.model import fast_decode
+from llava4d_ros.model import fast_decode, template
 from llava4d_ros.model.compressor import build_compressor
 from llava4d_ros.model.config import LLaVA4DConfig
 from llava4d_ros.model.decoding import (
@@ -60,19 +60,13 @@ from llava4d_ros.model.heads import (
 from llava4d_ros.model.inventory import Inventory, WordSets, build_inventory
 from llava4d_ros.model.loading import PreTrained
 from llava4d_ros.model.projector import Projector
-from llava4d_ros.model.prompt import (
-    SpatioTemporalPrompt,
-    TextCoordinateEmbedding,
-    find_text_coordinates,
-)
+from llava4d_ros.model.prompt import SpatioTemporalPrompt, TextCoordinateEmbedding
 from llava4d_ros.model.spec import ModelSpec
 from llava4d_ros.model.streaming import AnswerStreamer, Cancelled, said_so_far
+from llava4d_ros.model.template import QuestionText
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
-from llava4d_ros.model.vision import (
-    ClipPatchEncoder,
-    ColourStatsEncoder,
-    EfficientNetLite0Encoder,
-)
+from llava4d_ros.model.tokens import TokenTensors, apply_token_budget, token_tensors
+from llava4d_ros.model.vision import build_encoder
 
 #: Longest answer by default [tokens]: a description says one sentence of ~13 word tokens
 #: (~15 BPE tokens) per object, so 8 objects need ~120 (docs/MODEL.md). Answers end at the end
@@ -151,25 +145,6 @@ class ModelAnswer:
         return self.boxes
 
 
-def apply_token_budget(tokens: VisualTokens, budget: int) -> VisualTokens:
-    """At most `budget` tokens, taken at evenly spaced positions (the buffer's rule when even its
-    coarsest voxels are too many); unchanged when within budget."""
-    n = len(tokens)
-    if n <= budget:
-        return tokens
-    keep = np.linspace(0, n - 1, budget).round().astype(np.intp)
-    return VisualTokens(**{k: getattr(tokens, k)[keep] for k in tokens.__dataclass_fields__})
-
-
-@dataclass
-class _Text:
-    """The text after the image placeholders, tokenised, with the question's coordinates."""
-
-    ids: list[int]
-    times: list[tuple[list[int], float]]  # (positions in ids, value)
-    coords: list[tuple[list[int], tuple[float, float, float]]]
-
-
 class LLaVA4D(PreTrained):
     #: how answers decode (`fast_decode.DECODE_MODES`); set by `runtime.load_model`
     decode_mode: str = "eager"
@@ -197,20 +172,8 @@ class LLaVA4D(PreTrained):
         # the LM reads M compressed embeddings; None: all N (the shipped default)
         self.compressor = build_compressor(cfg.compressor, d_lm)
         if cfg.vision.kind == "clip":
-            if vision_tower is None:
-                raise ValueError("vision kind 'clip' needs a vision_tower")
             self.vision_tower = vision_tower
-            self._encoder: Any = ClipPatchEncoder(vision_tower, cfg.vision.clip_layer,
-                                                  mean=cfg.vision.pixel_mean,
-                                                  std=cfg.vision.pixel_std)
-        elif cfg.vision.kind == "efficientnet_lite0":
-            self._encoder = EfficientNetLite0Encoder(cfg.vision.input_hw,
-                                                     feature_dim=cfg.vision.feature_dim)
-        else:
-            self._encoder = ColourStatsEncoder()
-        if self._encoder.feature_dim != d_v:
-            raise ValueError(f"encoder gives {self._encoder.feature_dim} features, config says "
-                             f"{d_v}")
+        self._encoder = build_encoder(cfg.vision, vision_tower)
         self.image_token_id = self._token_id(cfg.image_token)
         self.box_token_id = self._token_id(SLOT_BOX) if cfg.slot_heads else -1
         self.time_token_id = self._token_id(SLOT_TIME) if cfg.slot_heads else -1
@@ -266,7 +229,7 @@ class LLaVA4D(PreTrained):
     def patch_encoder(self) -> Any:
         """The `PatchEncoder` whose features this model was trained on; give it to the
         `Ingestor` so the buffer holds the right features."""
-        if isinstance(self._encoder, (ClipPatchEncoder, EfficientNetLite0Encoder)):
+        if hasattr(self._encoder, "device"):  # a network (CLIP, EfficientNet): on our device
             self._encoder.device = self.device
         return self._encoder
 
@@ -319,26 +282,25 @@ class LLaVA4D(PreTrained):
             keys = self._keys(h, extra)
         return pre_ids, out, keys
 
+    def token_tensors(self, tokens: VisualTokens, t_ref_s: float) -> TokenTensors:
+        """`apply_token_budget(tokens)` as tensors in the model's dtype, on its device; model
+        time is seconds since the window start `t_ref_s` (absolute stamp seconds)."""
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        return token_tensors(tokens, t_ref_s, self.projector.linear_1.weight.dtype, self.device)
+
     def _encode(self, tokens: VisualTokens, t_ref_s: float
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D]` `(N, D + P)`)."""
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
-        dev = self.device
-        dtype = self.projector.linear_1.weight.dtype
-        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        beta = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
-        f_s = torch.as_tensor(np.asarray(tokens.features), dtype=dtype, device=dev)
+        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D, TE(age)]`
+        `(N, D + P + dt)`)."""
+        tt = self.token_tensors(tokens, t_ref_s)
+        f_s = tt.features  # (N, D)
         if f_s.ndim != 2 or f_s.shape[1] != self.cfg.vision.feature_dim:
             raise ValueError(f"token features {tuple(f_s.shape)} do not match the model's "
                              f"{self.cfg.vision.feature_dim}: were they made by "
                              f"this model's patch_encoder?")
-        t_first = torch.as_tensor(np.asarray(tokens.t_first_s, np.float64) - t_ref_s,
-                                  dtype=dtype, device=dev)
-        p4d = self.prompt(xyz, t, beta, t_first)  # (N, P)
-        age = self.prompt.temporal(t.max() - t)  # (N, dt) time before the newest token
-        f_t = temporal_features(f_s, xyz, t, self.cfg.voxel_m)  # (N, D)
+        p4d = self.prompt(tt.xyz, tt.t, tt.motion, tt.t_first)  # (N, P)
+        age = self.prompt.temporal(tt.t.max() - tt.t)  # (N, dt) time before the newest token
+        f_t = temporal_features(f_s, tt.xyz, tt.t, self.cfg.voxel_m)  # (N, D)
         f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
         return self.projector(f_st), torch.cat([f_st, p4d, age], dim=-1)
 
@@ -346,16 +308,8 @@ class LLaVA4D(PreTrained):
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """What `SceneInventory` reads from `apply_token_budget(tokens)`: features `(N, D)`,
         xyz `(N, 3)`, model time `(N,)` (seconds since `t_ref_s`) and motion `(N,)`."""
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
-        dev = self.device
-        dtype = self.projector.linear_1.weight.dtype
-
-        def as_t(x: Any) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
-
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        return as_t(tokens.features), as_t(tokens.xyz_world), t, as_t(tokens.motion)
+        tt = self.token_tensors(tokens, t_ref_s)
+        return tt.features, tt.xyz, tt.t, tt.motion
 
     def scene_inventory(self, tokens: VisualTokens, t_ref_s: float) -> Inventory:
         """What the window holds per inventory colour (present, moving, shape logits), from
@@ -372,53 +326,29 @@ class LLaVA4D(PreTrained):
         return pointer_keys(h_visual, extra, self.cfg.vision.feature_dim, p.spatial_dim,
                             p.temporal_dim, self.cfg.pointer_space)
 
-    @staticmethod
-    def question_seconds(text: _Text) -> float:
-        """The first time the question names, NaN if none."""
-        return float(text.times[0][1]) if text.times else float("nan")
+    def prefix_ids(self, n_visual: int) -> list[int]:
+        """BOS + the template's text before the image + `n_visual` image placeholders."""
+        return template.prefix_ids(self.tokenizer, self.cfg.template, self.cfg.add_bos,
+                                   self.image_token_id, n_visual)
 
-    def question_time(self, text: _Text, like: torch.Tensor) -> torch.Tensor:
+    def text_after(self, question: str, answer: str | None = None) -> QuestionText:
+        """The template after the image with `question` (and, for training, `answer`)."""
+        return template.text_after(self.tokenizer, self.cfg.template, question, answer)
+
+    @staticmethod
+    def question_seconds(text: QuestionText) -> float:
+        """The first time the question names, NaN if none."""
+        return text.first_time_s
+
+    def question_time(self, text: QuestionText, like: torch.Tensor) -> torch.Tensor:
         """`(dt,)` mean TE of the times the question mentions (zeros if none or ablated)."""
         if not text.times:
             return like.new_zeros(self.cfg.prompt.temporal_dim)
         t = torch.tensor([v for _, v in text.times], dtype=like.dtype, device=like.device)
         return self.prompt.temporal(t).mean(0)
 
-    def _split_template(self, question: str) -> tuple[str, str]:
-        before, after = self.cfg.template.split("{image}")
-        return before, after.replace("{question}", question)
-
-    def prefix_ids(self, n_visual: int) -> list[int]:
-        """BOS + the template's text before the image + `n_visual` image placeholders."""
-        before, _ = self._split_template("")
-        bos = self.tokenizer.bos_token_id
-        ids = [bos] if self.cfg.add_bos and bos is not None else []
-        if before:
-            ids += self.tokenizer(before, add_special_tokens=False)["input_ids"]
-        return ids + [self.image_token_id] * n_visual
-
-    def text_after(self, question: str, answer: str | None = None) -> _Text:
-        """Token ids of the template after the image (with the question) and, for training, the
-        answer; positions of the question's times and coordinates."""
-        _, after = self._split_template(question)
-        enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        offsets = enc["offset_mapping"]
-        times, coords = find_text_coordinates(after)
-
-        def positions(a: int, b: int) -> list[int]:
-            return [i for i, (s, e) in enumerate(offsets) if s < b and e > a]
-
-        t_out = [(positions(s.start, s.end), s.value[0]) for s in times]
-        c_out = [(positions(s.start, s.end), s.value[:3]) for s in coords]
-        if answer is not None:
-            # after "ASSISTANT:" a space; a chat template's turn ends its line already
-            sep = "" if after.endswith((" ", "\n")) else " "
-            ids += self.tokenizer(sep + answer, add_special_tokens=False)["input_ids"]
-        return _Text(ids, [x for x in t_out if x[0]], [x for x in c_out if x[0]])
-
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None,
-              text: _Text | None = None, text_offset: int = 0) -> torch.Tensor:
+              text: QuestionText | None = None, text_offset: int = 0) -> torch.Tensor:
         """`input_ids (L,)` -> `(L, D_lm)`: image placeholders replaced by `visual (N, D_lm)`, the
         question's times/coordinates (at `text_offset` + their positions) given TE/PE."""
         emb = self.lm.get_input_embeddings()(input_ids)  # (L, D)
@@ -667,10 +597,8 @@ class LLaVA4D(PreTrained):
         `q_mean (H,)`: `question_mean` of the question (read by a "question" time head)."""
         is_time = token_id == self.time_token_id
         dev, dtype = h_slot.device, h_slot.dtype
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
-        motion = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
+        tt = token_tensors(tokens, t_ref_s, dtype, dev)
+        t, xyz, motion = tt.t, tt.xyz, tt.motion  # (N,), (N, 3), (N,)
         dt_feat = None
         if self.cfg.prompt.use_time and not is_time:
             dt_feat = time_match_features(t.new_tensor([t_sentence]), t,
@@ -686,9 +614,8 @@ class LLaVA4D(PreTrained):
                                    t.new_tensor([t_question]), t_first,
                                    None if q_mean is None else q_mean[None])[0]
             return SlotValue.of_time(float(t_hat))
-        view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
         w = scores.softmax(dim=-1)  # (1, N)
-        box = self.box_head(h_slot[None], w, xyz, view)[0]  # (6,)
+        box = self.box_head(h_slot[None], w, xyz, tt.view)[0]  # (6,)
         raw = box_raw_score(w[0], xyz, box)
         return SlotValue.of_box(box.tolist(), calibrated(raw, self.cfg.confidence_table))
 
