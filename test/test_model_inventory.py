@@ -232,7 +232,7 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
     weights[2, :5] = 1.0  # blue: tokens 0..4; red: no tokens
     inv = Inventory(torch.zeros(8), torch.zeros(8), torch.zeros(8, 3), weights=weights)
     q = tok("Where is the blue sphere now?", add_special_tokens=False)["input_ids"]
-    guide = Guide(model, inv, q)
+    guide = Guide(model.words, model.inventory_bias, inv, q)
     assert torch.equal(guide.current_weights([]), weights[2])
     red = tok.convert_tokens_to_ids("red")
     assert guide.current_weights([red]) is None  # red is named but has no tokens
@@ -240,8 +240,9 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
         visual, extra = model._encode(tokens, 10.0)
         h_visual = model._keys(torch.zeros(len(tokens), 32), extra)
         ctx = torch.randn(3 * 32 + model.cfg.prompt.temporal_dim)
-        box = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"),
-                               colour_w=weights[2])
-        free = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"))
+        tt = model.token_tensors(tokens, 10.0)
+        box = model.slot_reader.fill(model.box_token_id, ctx, h_visual, tt, float("nan"),
+                                     colour_w=weights[2])
+        free = model.slot_reader.fill(model.box_token_id, ctx, h_visual, tt, float("nan"))
     assert abs(box.box6[0] - 10.0) < 1.0 and abs(box.box6[1] - 10.0) < 1.0
     assert abs(free.box6[0] - 10.0) > 3.0  # unmasked: all tokens
