@@ -204,9 +204,9 @@ def fill_budget(ing: Ingestor, budget: int) -> tuple[Any, float]:
 def time_decode_modes(model: LLaVA4D, tokens: Any, t_ref: float, question: str,
                       modes: list[str], n_tokens: int, repeats: int) -> list[str]:
     """Per decode mode, the LM's `generate` after the visual prefix (the question's prefill
-    and `n_tokens` forced tokens, as `_answer_from` runs it): `key=value` lines with the ms of
-    the question's prefill to its first token (the visual prefix is in the cache already) and
-    decode tokens/s (medians; two warm-up runs, which compile)."""
+    and `n_tokens` forced tokens, as `generation.greedy_answer` runs it): `key=value` lines
+    with the ms of the question's prefill to its first token (the visual prefix is in the
+    cache already) and decode tokens/s (medians; two warm-up runs, which compile)."""
     from transformers import GenerationConfig
 
     from llava4d_ros.model import fast_decode

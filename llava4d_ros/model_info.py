@@ -31,10 +31,10 @@ def lm_parameters(path: str, cfg: Any) -> int:
     from safetensors import safe_open
 
     if cfg.lm_weights == "delta":
-        from llava4d_ros.model.lm_delta import base_dir
+        from llava4d_ros.model.backbones import base_lm_dir
 
         total, rows = 0, 0
-        with safe_open(os.path.join(base_dir(cfg.lm_source), "model.safetensors"),
+        with safe_open(os.path.join(base_lm_dir(cfg.lm_source), "model.safetensors"),
                        framework="pt") as f:
             for name in f.keys():
                 shape = f.get_slice(name).get_shape()

@@ -9,7 +9,6 @@ loaded.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 
 import torch
@@ -114,18 +113,9 @@ def load_model(path: str | None = None, device: str = "auto",
     if dtype == "float16" and dev == "cpu":
         raise ValueError("float16 is not supported on the CPU; use float32 or bfloat16")
     torch_dtype = DTYPES[dtype]
-    model = None
-    if path:
-        path = model_dir(path)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"model directory {path!r} does not exist")
-        cfg_path = os.path.join(path, "config.json")
-        if os.path.isfile(cfg_path):
-            with open(cfg_path, encoding="utf-8") as f:
-                if json.load(f).get("model_type") == "llava":
-                    model = LLaVA4D.from_llava_hf(path, device=dev, dtype=torch_dtype)
-    if model is None:
-        model = LLaVA4D.from_pretrained(path, device=dev, dtype=torch_dtype)
+    if path and not os.path.isdir(model_dir(path)):
+        raise FileNotFoundError(f"model directory {model_dir(path)!r} does not exist")
+    model = LLaVA4D.load(path, device=dev, dtype=torch_dtype)
     if backend is not None:
         quantize_lm(model.lm, quantization, backend)
     check_decode_mode(decode_mode, dev, model.lm)

@@ -54,11 +54,79 @@ def test_pure_layers_import_no_ros(layer):
 
 def test_model_imports_nothing_from_data_training_or_the_answer_policy():
     """model/ is the learned model: no dataset vocabulary, no training code, no answer rules."""
-    bad = [f"{f.relative_to(PKG.parent)}:{line}: {name}"
-           for f in sorted((PKG / "model").rglob("*.py")) for line, name in _imports(f)
+    bad = [f"{f.relative_to(PKG.parent)}: {name}"
+           for f in sorted((PKG / "model").rglob("*.py")) for name in _package_imports(f)
            if name.startswith(("llava4d_ros.data", "llava4d_ros.training",
                                "llava4d_ros.answers"))]
     assert not bad, "\n".join(bad)
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_imports(path: Path, root: Path = PKG.parent) -> set[str]:
+    """Every module `path` imports: at module level, in a function or under TYPE_CHECKING (a
+    type-only import back is how a plug-in comes to call the model), relative ones resolved;
+    `from a import b` counts as a and a.b."""
+    me = _module_name(path, root)
+    package = me.split(".") if path.name == "__init__.py" else me.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _import_cycles(folder: Path, root: Path = PKG.parent) -> list[list[str]]:
+    """The import cycles among the modules under `folder` (each as a path a -> b -> a)."""
+    mods = {_module_name(f, root): f for f in sorted(folder.rglob("*.py"))}
+    graph = {m: sorted(n for n in _package_imports(f, root) if n in mods and n != m)
+             for m, f in mods.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, str] = {}  # module -> "open" (on the current path) or "done"
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for n in graph[m]:
+            if state.get(n) == "open":
+                cycles.append(path[path.index(n):] + [m, n])
+            elif n not in state:
+                visit(n, path + [m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    return cycles
+
+
+def test_model_has_no_import_cycles():
+    """Each module of model/ can be read (and imported) after the ones it imports: the wrapper
+    imports its parts, never the other way (decoding takes tensors and callables, not the
+    model)."""
+    cycles = _import_cycles(PKG / "model")
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_cycle_checker_catches_cycles_and_forbidden_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg import b\n")
+    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from .c import C\n")
+    (pkg / "c.py").write_text("def f():\n    from . import a\n    import llava4d_ros.data\n")
+    (pkg / "d.py").write_text("from .a import x\n")  # imports a, is not imported back
+    assert _import_cycles(pkg, tmp_path) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
+    assert "llava4d_ros.data" in _package_imports(pkg / "c.py", tmp_path)
 
 
 def test_checker_catches_ros_imports(tmp_path):

@@ -369,13 +369,14 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
     answers' tokens: stage 5's batch keeps their logits and the logsumexp of the rest, and
     gives the LM's own answer loss back."""
     from llava4d_ros.training.losses import answer_token_ids, inventory_batch
+    from llava4d_ros.training.model_edits import add_inventory
     from llava4d_ros.training.task import task_inventory
 
     model = LLaVA4D.from_lm(lm_dir, **_small())
     assert not model.reads_templates_best  # open vocabulary: questions go in as written
     tok = model.tokenizer
     with pytest.raises(ValueError, match="' teal' is not one token"):
-        model.add_inventory(task_inventory(colours=("red", "teal")))
+        add_inventory(model, task_inventory(colours=("red", "teal")))
     samples = [dict(SAMPLE), {"question": "Which objects move?", "task": "which_move",
                               "answer_template": "The blue cube moves toward +x.",
                               "answer": "", "slots": [], "targets": []}]
@@ -384,7 +385,7 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
     # the inventory's words join the bias's set even where no answer says them
     inv = task_inventory(colours=("red", "blue", "green"), shapes=("cube", "cylinder"),
                           plurals=("cubes", "objects"), bias_ids=words)
-    model.add_inventory(inv)
+    add_inventory(model, inv)
     assert model.reads_templates_best  # the task's inventory: read through answers/intent.py
     inv = model.cfg.inventory
     assert set(words) < set(inv.bias_ids) and set(model.words.ids()) <= set(inv.bias_ids)

@@ -88,6 +88,12 @@ def test_llava_hf_equivalence_at_init(tiny_llava_dir):
         changed = ours.logits(question, tokens, t_ref_s=100.0)
     assert not torch.allclose(changed, ref_logits, atol=1e-4)
 
+    # `load` tells the layout by the directory: the same model as `from_llava_hf`
+    loaded = LLaVA4D.load(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.logits(question, tokens, t_ref_s=100.0), ref_logits,
+                                   atol=1e-5, rtol=1e-5)
+
 
 def _small_cfg(vocab: int) -> LLaVA4DConfig:
     return LLaVA4DConfig(lm=tiny_llama(vocab, hidden=32, layers=2, heads=4), pointer_dim=16,

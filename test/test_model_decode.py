@@ -100,15 +100,15 @@ def test_the_time_a_where_question_asks_about(question, t_s):
     assert got == pytest.approx(t_s) if t_s is not None else got != got  # NaN
 
 
-def test_the_answer_states_the_asked_time_and_the_box_is_read_at_it():
+def test_the_answer_states_the_asked_time_and_the_box_is_read_at_it(monkeypatch):
     """With `t_asked_s` the `<time>` slot is that time (not the time head's reading), and the
     box of the same sentence is pointed at it."""
-    from llava4d_ros.model.decoding import SlotFiller
-    from llava4d_ros.model.llava4d import question_mean
+    from llava4d_ros.model.heads import SlotReader
 
     model = steered_model(lambda w: ".")
     tokens = random_tokens(40)
     _, _, h_visual = model.visual_prefix(tokens, 50.0, hidden=True)
+    tt = model.token_tensors(tokens, 50.0)
     text = model.text_after("Where is the red cube at 2.5s?")
     q_emb = model.embed(torch.tensor(text.ids), None, text)
     answer = [model.time_token_id, model.box_token_id]
@@ -116,20 +116,20 @@ def test_the_answer_states_the_asked_time_and_the_box_is_read_at_it():
     hidden = torch.randn(2, model.lm.config.hidden_size, generator=gen)  # (slot, H)
 
     def fill(t_asked_s: float):
-        filler = SlotFiller(model, model.slot_pool(q_emb), question_mean(q_emb),
-                            model.question_time(text, q_emb), model.question_seconds(text),
-                            h_visual, tokens, 50.0, None, t_asked_s)
+        filler = model.slot_reader.filler(
+            model.lm_handle.ids, model.embed_answer, q_emb, model.question_time(text, q_emb),
+            text.first_time_s, h_visual, tt, None, t_asked_s)
         return filler.fill(answer, lambda j: hidden[j])
 
     box_read_at = []
-    fill_slot = model.fill_slot
+    fill_slot = SlotReader.fill
 
-    def recording(token_id, *args, **kwargs):
+    def recording(reader, token_id, *args, **kwargs):
         if token_id == model.box_token_id:
-            box_read_at.append(args[5])  # t_sentence
-        return fill_slot(token_id, *args, **kwargs)
+            box_read_at.append(args[4])  # t_sentence
+        return fill_slot(reader, token_id, *args, **kwargs)
 
-    model.fill_slot = recording
+    monkeypatch.setattr(SlotReader, "fill", recording)
     head_time, _ = fill(float("nan"))
     asked_time, _ = fill(6.3)
     assert asked_time.t_s == 6.3 and asked_time.text == "6.3"

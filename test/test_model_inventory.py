@@ -22,6 +22,7 @@ from llava4d_ros.model.inventory import (
 from llava4d_ros.model.llava4d import build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
 from llava4d_ros.training.losses import inventory_batch, window_loss
+from llava4d_ros.training.model_edits import add_inventory
 from llava4d_ros.training.task import task_inventory
 
 
@@ -96,7 +97,7 @@ def sees_every_colour(model: torch.nn.Module) -> None:
 
 def test_zero_bias_leaves_answers_unchanged_and_fitted_bias_steers(tok):
     plain, guided = tiny(tok, None), tiny(tok, None)
-    guided.add_inventory(task_inventory())
+    add_inventory(guided, task_inventory())
     sees_every_colour(guided)
     tokens = make_tokens(50)
     qs = ["Which objects move?", "Describe the scene at 2.5s.",
@@ -231,7 +232,7 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
     weights[2, :5] = 1.0  # blue: tokens 0..4; red: no tokens
     inv = Inventory(torch.zeros(8), torch.zeros(8), torch.zeros(8, 3), weights=weights)
     q = tok("Where is the blue sphere now?", add_special_tokens=False)["input_ids"]
-    guide = Guide(model, inv, q)
+    guide = Guide(model.words, model.inventory_bias, inv, q)
     assert torch.equal(guide.current_weights([]), weights[2])
     red = tok.convert_tokens_to_ids("red")
     assert guide.current_weights([red]) is None  # red is named but has no tokens
@@ -239,8 +240,9 @@ def test_box_slot_points_among_the_named_objects_tokens(tok):
         visual, extra = model._encode(tokens, 10.0)
         h_visual = model._keys(torch.zeros(len(tokens), 32), extra)
         ctx = torch.randn(3 * 32 + model.cfg.prompt.temporal_dim)
-        box = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"),
-                               colour_w=weights[2])
-        free = model.fill_slot(model.box_token_id, ctx, h_visual, tokens, 10.0, float("nan"))
+        tt = model.token_tensors(tokens, 10.0)
+        box = model.slot_reader.fill(model.box_token_id, ctx, h_visual, tt, float("nan"),
+                                     colour_w=weights[2])
+        free = model.slot_reader.fill(model.box_token_id, ctx, h_visual, tt, float("nan"))
     assert abs(box.box6[0] - 10.0) < 1.0 and abs(box.box6[1] - 10.0) < 1.0
     assert abs(free.box6[0] - 10.0) > 3.0  # unmasked: all tokens

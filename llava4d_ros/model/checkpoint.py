@@ -1,9 +1,9 @@
 """Model directories on disk: local files, safetensors only, nothing fetched.
 
-This module knows files, not the model: `LLaVA4D` (model/llava4d.py) assembles itself from what
-these functions read, so the dependency runs one way (llava4d -> checkpoint).
+This module knows files, not the model: `LLaVA4D` (its loaders in model/loading.py) assembles
+itself from what these functions read, so the dependency runs one way (loading -> checkpoint).
 
-Our format (`LLaVA4D.save_pretrained` / `LLaVA4D.from_pretrained`):
+Our format (`LLaVA4D.save_pretrained` / `LLaVA4D.load`, model/loading.py):
     config.json          LLaVA4DConfig.to_dict() (the LM's transformers config inside, and
                          where the LM came from: `lm_source`)
     model.safetensors    the whole state dict (LM, 4D parts, projector, heads, compressor, CLIP /
@@ -12,8 +12,9 @@ Our format (`LLaVA4D.save_pretrained` / `LLaVA4D.from_pretrained`):
                          base LM `lm_source` names (model/lm_delta.py)
     tokenizer.json (+ tokenizer_config.json, chat_template.jinja, special_tokens_map.json)
 
-A LLaVA-1.5 checkpoint in Hugging Face layout (`read_llava_hf`): `LlavaForConditionalGeneration`
-weights (vision tower CLIP, multi_modal_projector, language model) + its tokenizer.
+A LLaVA-1.5 checkpoint in Hugging Face layout (`is_llava_hf`, `read_llava_hf`):
+`LlavaForConditionalGeneration` weights (vision tower CLIP, multi_modal_projector, language
+model) + its tokenizer.
 """
 
 from __future__ import annotations
@@ -135,10 +136,10 @@ def load_state(model: torch.nn.Module, cfg: LLaVA4DConfig, path: str,
 
 def _base_lm(cfg: LLaVA4DConfig, path: str) -> dict[str, torch.Tensor]:
     """The base LM state of a delta checkpoint, checked against its fingerprint."""
-    from llava4d_ros.model import lm_delta
+    from llava4d_ros.model import backbones, lm_delta
 
     try:
-        base = lm_delta.read_base(lm_delta.base_dir(cfg.lm_source))
+        base = lm_delta.read_base(backbones.base_lm_dir(cfg.lm_source))
     except (FileNotFoundError, ValueError) as exc:
         raise CheckpointError(path, str(exc)) from exc
     want, got = cfg.lm_source.fingerprint, lm_delta.fingerprint(base)
@@ -196,6 +197,20 @@ class LlavaParts:
     tokenizer: Any
     tower: torch.nn.Module
     projector: torch.nn.Module
+
+
+def is_llava_hf(path: str) -> bool:
+    """Whether `path` is a LLaVA-1.5 checkpoint in HF layout (config.json says `model_type:
+    llava`) rather than one of ours."""
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        return False
+    with open(cfg_path, encoding="utf-8") as f:
+        try:
+            cfg = json.load(f)
+        except ValueError:  # not JSON: `read_config` says so
+            return False
+    return isinstance(cfg, dict) and cfg.get("model_type") == "llava"
 
 
 def read_llava_hf(path: str, dtype: torch.dtype = torch.float32) -> LlavaParts:

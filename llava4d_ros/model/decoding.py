@@ -1,9 +1,10 @@
 """Greedy decoding of LLaVA-4D's answers through the LM's own `generate`: what ends an answer
 (`answer_ids`, `RepeatedSentence`), the `<box>` / `<time>` slot values of one answer
 (`SlotFiller`, `SlotValue`, `write_slots`), a box's raw confidence score (`box_raw_score`) and
-the scene inventory's output bias (`Guide`, `InventoryBiasProcessor`).
+the scene inventory's output bias (`Guide`, `InventoryBiasProcessor`, `NameEveryObject`).
 
-Each object lives for one question; `LLaVA4D._answer_from` builds them and runs `generate`.
+Each object lives for one question and takes tensors and callables, never the model:
+`LLaVA4D.generate_batch` builds them and `generation.greedy_answer` runs `generate` with them.
 """
 
 from __future__ import annotations
@@ -11,17 +12,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.model.inventory import Inventory, decode_features
+from llava4d_ros.model.inventory import Inventory, InventoryBias, WordSets, decode_features
 from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME
 
-if TYPE_CHECKING:
-    from llava4d_ros.model.llava4d import LLaVA4D
+
+@dataclass(frozen=True)
+class SlotTokens:
+    """The token ids decoding watches for: the sentence end ".", `<box>` and `<time>` (-1 for
+    a model without slot heads)."""
+
+    period: int
+    box: int
+    time: int
 
 
 @dataclass(frozen=True)
@@ -91,11 +98,13 @@ def box_raw_score(w: torch.Tensor, xyz: torch.Tensor, box6: torch.Tensor) -> flo
 
 class Guide:
     """One question's decode state for the inventory bias: the window's `Inventory` and what the
-    question names; `bias(h, generated)` is the bias `(V,)` for the next token."""
+    question names (`words`, the inventory's word sets); `bias(h, generated)` is the `bias`
+    network's output `(V,)` for the next token."""
 
-    def __init__(self, model: LLaVA4D, inv: Inventory, question_ids: Sequence[int]) -> None:
-        self.model, self.inv = model, inv
-        named, shape_after, plural = model.words.question(question_ids)
+    def __init__(self, words: WordSets, bias: InventoryBias, inv: Inventory,
+                 question_ids: Sequence[int]) -> None:
+        self.words, self.bias_net, self.inv = words, bias, inv
+        named, shape_after, plural = words.question(question_ids)
         dev = inv.present.device
         self.in_q = torch.tensor([named], device=dev)
         self.shape_after = torch.tensor([shape_after], device=dev)
@@ -107,7 +116,7 @@ class Guide:
         question's first, or -1)."""
         if not generated:
             return [0] * self.in_q.shape[1], self.q_first
-        return self.model.words.answer_states(generated, self.q_first)[-1]
+        return self.words.answer_states(generated, self.q_first)[-1]
 
     def current_weights(self, generated: Sequence[int]) -> torch.Tensor | None:
         """`(N,)` the inventory's token weights of the object the answer is about, None if
@@ -123,8 +132,7 @@ class Guide:
         feats = decode_features(self.inv, torch.tensor([named], device=dev), self.in_q,
                                 self.shape_after, torch.tensor([cur], device=dev), self.plural,
                                 torch.tensor([t_sentence], dtype=h.dtype, device=dev))
-        bias = self.model.inventory_bias
-        return bias.on_vocab(bias(h[None], feats))[0]
+        return self.bias_net.on_vocab(self.bias_net(h[None], feats))[0]
 
 
 def answer_ids(ids: Sequence[int], period_id: int, eos_id: int | None
@@ -166,20 +174,23 @@ class RepeatedSentence(StoppingCriteria):
                           device=input_ids.device)
 
 
-class SlotFiller:
-    """One question's `<box>` / `<time>` values: each from the LM's hidden state at the slot,
-    the question's pooled embeddings (attention pool `q_pool`, plain mean `q_mean`) and TE, the
-    sentence so far (its pooled embeddings and the value of its `<time>` slot) and, with a
-    `guide`, the inventory's weights of the tokens of the object the sentence names. Values
-    are kept by answer position: the inventory bias asks for the times while decoding, the
-    answer for every slot at the end."""
+#: A slot's value from (its token id, its LM hidden state `(H,)`, its sentence's embeddings so
+#: far `(L, H)`, the value of the sentence's `<time>` slot (NaN if none), the inventory's token
+#: weights `(N,)` of the object the sentence names or None): `heads.SlotReader.fill` with the
+#: question and the window bound.
+ReadSlot = Callable[[int, torch.Tensor, torch.Tensor, float, torch.Tensor | None], SlotValue]
 
-    def __init__(self, model: LLaVA4D, q_pool: torch.Tensor, q_mean: torch.Tensor,
-                 q_te: torch.Tensor, t_q: float, h_visual: torch.Tensor, tokens: VisualTokens,
-                 t_ref_s: float, guide: Guide | None, t_asked_s: float = float("nan")) -> None:
-        self.model, self.guide = model, guide
-        self.q_pool, self.q_mean, self.q_te, self.t_q = q_pool, q_mean, q_te, t_q
-        self.h_visual, self.tokens, self.t_ref_s = h_visual, tokens, t_ref_s
+
+class SlotFiller:
+    """One question's `<box>` / `<time>` values: each `read` from the LM's hidden state at the
+    slot and the sentence so far (its embeddings, by `embed` of its ids, and the value of its
+    `<time>` slot) and, with a `guide`, the inventory's weights of the tokens of the object the
+    sentence names. Values are kept by answer position: the inventory bias asks for the times
+    while decoding, the answer for every slot at the end."""
+
+    def __init__(self, ids: SlotTokens, embed: Callable[[Sequence[int]], torch.Tensor],
+                 read: ReadSlot, guide: Guide | None, t_asked_s: float = float("nan")) -> None:
+        self.ids, self.embed, self.read, self.guide = ids, embed, read, guide
         # the model time a where-question asks about, NaN if none: every `<time>` of its
         # answer states it, instead of the time head's reading of the question
         self.t_asked_s = t_asked_s
@@ -190,27 +201,25 @@ class SlotFiller:
         """The value of the current sentence's `<time>` slot (NaN if none), filling the slots
         of `generated` on the way (`<box>` ones only with `boxes`); `hidden_at(j)`: the LM's
         hidden state `(H,)` at answer position j."""
-        m = self.model
-        emb = m.lm.get_input_embeddings()(torch.tensor(generated, dtype=torch.long,
-                                                       device=m.device))  # (n, D)
+        ids = self.ids
+        emb = self.embed(generated)  # (n, D)
         start, t_sentence = 0, float("nan")
         for j, tid in enumerate(generated):
-            if tid == m.period_id:
+            if tid == ids.period:
                 start, t_sentence = j + 1, float("nan")
                 continue
-            is_box = tid == m.box_token_id
-            if not (is_box or tid == m.time_token_id) or (is_box and not boxes):
+            is_box = tid == ids.box
+            if not (is_box or tid == ids.time) or (is_box and not boxes):
                 continue
             if j not in self.values and not is_box and math.isfinite(self.t_asked_s):
                 self.values[j] = SlotValue.of_time(self.t_asked_s)
             if j not in self.values:
-                ctx = m.context_of_slot(hidden_at(j), self.q_pool, emb[start:j + 1], self.q_te)
                 # a box is pointed among the named object's tokens (the inventory's colour
                 # weights); a time is not: its first-motion reading did worse so (30 val scenes)
                 mask = (self.guide.current_weights(generated[:j + 1])
                         if self.guide is not None and is_box else None)
-                self.values[j] = m.fill_slot(tid, ctx, self.h_visual, self.tokens, self.t_ref_s,
-                                             self.t_q, t_sentence, mask, self.q_mean)
+                self.values[j] = self.read(tid, hidden_at(j), emb[start:j + 1], t_sentence,
+                                           mask)
             if not is_box:
                 t_sentence = self.values[j].t_s
         return t_sentence
@@ -219,9 +228,8 @@ class SlotFiller:
              ) -> list[SlotValue]:
         """The value of every slot of `generated`, in order."""
         self.sentence_time(generated, hidden_at, boxes=True)
-        m = self.model
         return [self.values[j] for j, tid in enumerate(generated)
-                if tid in (m.box_token_id, m.time_token_id)]
+                if tid in (self.ids.box, self.ids.time)]
 
 
 class InventoryBiasProcessor(LogitsProcessor):

@@ -12,6 +12,12 @@
               shape) and, in a `tokens` box head (the default), an encoding of the pointed
               tokens themselves (`PointedTokens`)
 
+What the heads read: a slot's context `slot_context` (its LM hidden state, the question's
+attention-pooled embeddings `AttentionPool`, its sentence's, the TE of the time the question
+names) and each visual token's key `pointer_keys` (its LM hidden state, fused feature, PE, p_t,
+TE of its age). `new_time_head` builds the time head a config names; `SlotReader` runs the
+heads for one slot (`fill`) and builds one answer's `decoding.SlotFiller` (`filler`).
+
 The numbers are written into the answer text and go, with the box's calibrated confidence, to
 its `GroundedBox` directly; the grounding parser takes only the label and time from the sentence
 (and everything from the text of a checkpoint that writes digits itself).
@@ -20,12 +26,17 @@ its `GroundedBox` directly; the grounding parser takes only the label and time f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD
+from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD, LLaVA4DConfig
+from llava4d_ros.model.decoding import Guide, SlotFiller, SlotTokens, SlotValue, box_raw_score
+from llava4d_ros.model.grounding import calibrated
+from llava4d_ros.model.tokens import TokenTensors
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -36,6 +47,56 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
                          nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(),
                          nn.Linear(hidden, out_dim))
 
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """Scale the last dim to unit root-mean-square (0 stays 0): the parts of a slot context or a
+    pointer key come in very different scales (tiny embeddings, RMS-normed hidden states)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def pointer_keys(h_visual: torch.Tensor, extra: torch.Tensor, feature_dim: int,
+                 spatial_dim: int, temporal_dim: int, space: bool = True) -> torch.Tensor:
+    """`(N, H + D + P + dt)`: the visual tokens' LM hidden states, fused features, PE, p_t and
+    TE of their age (seconds before the window's newest token, for "now" / "n seconds ago").
+    `space=False` zeroes the PE block (same width, so a checkpoint loads either way): a
+    question names what and when, never where, so a token's place cannot tell the pointer
+    which token is asked about; the box head reads the pointed tokens' xyz itself."""
+    d, ds, dt = feature_dim, spatial_dim, temporal_dim
+    pe = extra[:, d:d + ds]
+    parts = [h_visual, extra[:, :d], pe if space else torch.zeros_like(pe),
+             extra[:, d + ds:d + ds + dt], extra[:, d + ds + dt:]]
+    return torch.cat([rms(x) for x in parts], dim=-1)
+
+
+def question_mean(q_emb: torch.Tensor) -> torch.Tensor:
+    """`(L, H)` question embeddings -> `(H,)` their plain mean (normalised): every word counts,
+    "ago" as much as the object's name (what a "question" time head's gate reads)."""
+    return rms(q_emb.mean(dim=0))
+
+
+def slot_context(h_slot: torch.Tensor, bag_question: torch.Tensor, bag_sentence: torch.Tensor,
+                 te_question: torch.Tensor) -> torch.Tensor:
+    """`(3H + dt,)`: a slot's hidden state, pooled question and sentence embeddings, and the TE
+    of the time the question names (the text-side p_t, straight to the pointer)."""
+    return torch.cat([rms(h_slot), rms(bag_question), rms(bag_sentence), rms(te_question)],
+                     dim=-1)
+
+
+class AttentionPool(nn.Module):
+    """Weighted mean of token embeddings, weights softmax(v . e_j): learns to look at the words
+    that name an object or a time rather than averaging them into the template words."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+        nn.init.zeros_(self.score.weight)  # starts as the plain mean
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """`e (L, D)` -> `(D,)`."""
+        e = rms(e)
+        return (self.score(e).softmax(dim=0) * e).sum(0)
 
 class PointerHead(nn.Module):
     """Scores visual tokens from a slot's context; one query map per slot kind.
@@ -259,6 +320,15 @@ class TimeHead(nn.Module):
         return (logits.softmax(dim=-1) * cands).sum(-1)
 
 
+def new_time_head(cfg: LLaVA4DConfig) -> TimeHead:
+    """A freshly initialised time head of the kind `cfg.time_head` says, reading the slot
+    context `(3 H + dt,)` and, for kind "question", the question's mean embedding `(H,)`."""
+    d_lm = cfg.lm_hidden
+    ctx_dim = 3 * d_lm + cfg.prompt.temporal_dim
+    question_dim = d_lm if cfg.time_head == "question" else 0
+    return TimeHead(ctx_dim, cfg.box_hidden, question_dim)
+
+
 def first_motion_time(w: torch.Tensor, t_s: torch.Tensor, motion: torch.Tensor,
                       rel: float = 0.02, motion_m: float = 0.05) -> torch.Tensor:
     """`(S,)` when the pointed object started moving: the earliest stamp among the tokens the
@@ -279,3 +349,69 @@ def decode_time(scores: torch.Tensor, t_s: torch.Tensor) -> torch.Tensor:
 def soft_time(w: torch.Tensor, t_s: torch.Tensor) -> torch.Tensor:
     """Differentiable `(S,)` time: the w-weighted mean of token times."""
     return w @ t_s
+
+
+@dataclass(frozen=True)
+class SlotReader:
+    """What a `<box>` / `<time>` slot becomes, by a model's slot heads and the settings they
+    read (`LLaVA4D.slot_reader`). A view: the heads stay the model's modules, under their
+    checkpoint names."""
+
+    pointer: PointerHead
+    box_head: BoxHead
+    time_head: TimeHead
+    pool: AttentionPool  # the question's and the sentence's embeddings -> (H,)
+    cfg: LLaVA4DConfig
+    time_token_id: int
+
+    def fill(self, token_id: int, ctx: torch.Tensor, keys: torch.Tensor, tt: TokenTensors,
+             t_question: float, t_sentence: float = float("nan"),
+             colour_w: torch.Tensor | None = None, q_mean: torch.Tensor | None = None
+             ) -> SlotValue:
+        """One slot's value (its text, and a box's numbers and confidence: `box_raw_score`
+        through `cfg.confidence_table`) from its context `ctx (3H + dt,)` (`slot_context`), the
+        window's pointer keys `keys (N, K)` and tokens `tt`; `t_question`: the first time the
+        question names (NaN if none); `t_sentence`: the value of the `<time>` slot earlier in
+        the same sentence (the time a box is asked at), NaN if none; `colour_w (N,)`: the
+        inventory's weights of the tokens of the object the sentence names, the pointer then
+        chooses among those tokens (scores + log(w + 1e-4)); `q_mean (H,)`: `question_mean`
+        of the question (read by a "question" time head)."""
+        is_time = token_id == self.time_token_id
+        use_time = self.cfg.prompt.use_time
+        t, xyz, motion = tt.t, tt.xyz, tt.motion  # (N,), (N, 3), (N,)
+        dt_feat = None
+        if use_time and not is_time:
+            dt_feat = time_match_features(t.new_tensor([t_sentence]), t,
+                                          dynamic_tokens(xyz, self.cfg.voxel_m, motion), motion)
+        scores = self.pointer(ctx[None], torch.tensor([is_time], device=ctx.device), keys,
+                              dt_feat)  # (1, N)
+        if colour_w is not None:
+            scores = scores + torch.log(colour_w.to(ctx.dtype) + 1e-4)
+        if is_time:
+            t_first = first_motion_time(scores.softmax(dim=-1), t, motion) if use_time else None
+            t_hat = self.time_head(ctx[None], decode_time(scores, t), t.max(),
+                                   t.new_tensor([t_question]), t_first,
+                                   None if q_mean is None else q_mean[None])[0]
+            return SlotValue.of_time(float(t_hat))
+        w = scores.softmax(dim=-1)  # (1, N)
+        box = self.box_head(ctx[None], w, xyz, tt.view)[0]  # (6,)
+        raw = box_raw_score(w[0], xyz, box)
+        return SlotValue.of_box(box.tolist(), calibrated(raw, self.cfg.confidence_table))
+
+    def filler(self, ids: SlotTokens, embed: Callable[[Sequence[int]], torch.Tensor],
+               q_emb: torch.Tensor, q_te: torch.Tensor, t_question: float, keys: torch.Tensor,
+               tt: TokenTensors, guide: Guide | None, t_asked_s: float = float("nan")
+               ) -> SlotFiller:
+        """The slot values of one answer to a question embedded `q_emb (Lq, H)`, with the TE
+        `q_te (dt,)` of the times it names and the first of them `t_question` (NaN if none),
+        about the window `tt` whose pointer keys are `keys (N, K)`; `embed(ids) -> (L, H)`
+        embeds answer tokens; `t_asked_s`: the model time a where-question asks about (NaN:
+        the time head reads it)."""
+        q_pool, q_mean = self.pool(q_emb), question_mean(q_emb)  # (H,), (H,)
+
+        def read(tid: int, h_slot: torch.Tensor, sentence_emb: torch.Tensor, t_sentence: float,
+                 colour_w: torch.Tensor | None) -> SlotValue:
+            ctx = slot_context(h_slot, q_pool, self.pool(sentence_emb), q_te)  # (3H + dt,)
+            return self.fill(tid, ctx, keys, tt, t_question, t_sentence, colour_w, q_mean)
+
+        return SlotFiller(ids, embed, read, guide, t_asked_s)

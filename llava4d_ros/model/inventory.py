@@ -36,7 +36,7 @@ cabinets were "the red cylinder" in every answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -444,6 +444,19 @@ class InventoryBias(nn.Module):
     def on_vocab(self, bias: torch.Tensor) -> torch.Tensor:
         """`(B, K)` -> `(B, V)`, zero for the tokens not in `ids`."""
         return bias.new_zeros(bias.shape[0], self.vocab_size).index_copy(1, self.ids, bias)
+
+
+def build_inventory(cfg: InventoryConfig, feature_dim: int, lm_hidden: int, vocab_size: int,
+                    token_id: Callable[[str], int]
+                    ) -> tuple[WordSets, SceneInventory, InventoryBias]:
+    """A fresh scene inventory of `cfg` over features of width `feature_dim`, and its output
+    bias for an LM of width `lm_hidden` and `vocab_size` tokens; `token_id(text)` is the one
+    token `text` is written as."""
+    words = WordSets(cfg, token_id)
+    inventory = SceneInventory(feature_dim, len(cfg.colours), len(cfg.shapes), cfg.hidden,
+                               appearance=cfg.object_envelope is not None)
+    return words, inventory, InventoryBias(lm_hidden, vocab_size, words, cfg.bias_hidden,
+                                           cfg.bias_ids)
 
 
 def inventory_loss(inv: Inventory, present: torch.Tensor, moving: torch.Tensor,

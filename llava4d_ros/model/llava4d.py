@@ -1,20 +1,18 @@
-"""LLaVA-4D: 4D visual tokens + a question in, text with 4D coordinates (and parsed boxes) out.
+"""LLaVA-4D: 4D visual tokens + a question in, text with 4D coordinates (and its boxes) out.
 
-    VisualTokens (N) --budget--> features f_s, f_t --fusion(p_4D)--> f_st --projector--> (N, D_lm)
-    --compressor (optional)--> (M, D_lm)
-    "{image}{question} ASSISTANT:" (or the LM's chat template) with {image} = M placeholder
-    tokens whose embeddings are the visual embeddings --any HF causal LM--> answer tokens
-    <box>/<time> slot tokens (shipped default) --pointer + box heads--> numbers in the text,
-    and each box's numbers and calibrated confidence straight to its GroundedBox
-    text --grounding.parse_answer--> GroundedBox list (label and time from the sentence)
+    VisualTokens (N) --budget--> f_s, f_t --fusion(p_4D)--> f_st --projector--> (N, D_lm)
+        --compressor (optional)--> (M, D_lm)                                         `encode`
+    prompt ids (template.py); the M placeholders' embeddings := the visual ones, TE/PE
+        added on the question's times and coordinates                                 `embed`
+    --any HF causal LM, greedy (generation.py, decoding.py)--> answer tokens  `generate_batch`
+    <box>/<time> slot tokens --pointer + box / time heads (heads.py)--> numbers in the text,
+        each box's numbers and confidence straight to its GroundedBox           `slot_reader`
+    text --grounding.parse_answer--> boxes (label and time from the sentence)
 
-`encode` (visual side) is separate from `generate` (language side), as `get_image_features` is
-from `forward` in transformers' LLaVA. The training forwards and losses live in
-llava4d_ros/training/losses.py; they read the model through `visual_prefix`, `text_after`,
-`embed` and the heads.
-
-Loading and saving (`from_pretrained`, `from_lm`, `from_llava_hf`, `save_pretrained`) assemble
-the model from what model/checkpoint.py and model/backbones.py read; neither imports this file.
+The visual side is separate from the language side, as `get_image_features` is from `forward`
+in transformers' LLaVA. Loading and saving: model/loading.py (`LLaVA4D.load`). Training reads
+the model through `visual_prefix`, `text_after`, `embed` and the heads (training/losses.py) and
+changes it between stages in training/model_edits.py.
 """
 
 from __future__ import annotations
@@ -22,62 +20,36 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from llava4d_ros.core.buffer4d import VisualTokens
-from llava4d_ros.core.notation import find_text_coordinates
-from llava4d_ros.model import backbones, checkpoint, fast_decode
+from llava4d_ros.model import template
 from llava4d_ros.model.compressor import build_compressor
-from llava4d_ros.model.config import (
-    CompressorConfig,
-    LLaVA4DConfig,
-    VisionConfig,
-)
-from llava4d_ros.model.decoding import (
-    Guide,
-    InventoryBiasProcessor,
-    NameEveryObject,
-    RepeatedSentence,
-    SlotFiller,
-    SlotValue,
-    answer_ids,
-    box_raw_score,
-    write_slots,
-)
+from llava4d_ros.model.config import LLaVA4DConfig
+from llava4d_ros.model.decoding import Guide, SlotTokens
 from llava4d_ros.model.fusion import SpatioTemporalFusion, temporal_features
-from llava4d_ros.model.grounding import GroundedBox, calibrated, parse_answer
+from llava4d_ros.model.generation import LMHandle, ModelAnswer, greedy_answer
 from llava4d_ros.model.heads import (
+    AttentionPool,
     BoxHead,
     PointerHead,
-    TimeHead,
-    decode_time,
-    dynamic_tokens,
-    first_motion_time,
-    time_match_features,
+    SlotReader,
+    new_time_head,
+    pointer_keys,
 )
-from llava4d_ros.model.inventory import (
-    Inventory,
-    InventoryBias,
-    SceneInventory,
-    WordSets,
-)
+from llava4d_ros.model.inventory import Inventory, WordSets, build_inventory
+from llava4d_ros.model.loading import PreTrained
 from llava4d_ros.model.projector import Projector
 from llava4d_ros.model.prompt import SpatioTemporalPrompt, TextCoordinateEmbedding
-from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
-from llava4d_ros.model.streaming import AnswerStreamer, Cancelled, said_so_far
-from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME, render_text
-from llava4d_ros.model.vision import (
-    ClipPatchEncoder,
-    ColourStatsEncoder,
-    EfficientNetLite0Encoder,
-)
+from llava4d_ros.model.template import QuestionText
+from llava4d_ros.model.tokenizer import SLOT_BOX, SLOT_TIME
+from llava4d_ros.model.tokens import TokenTensors, apply_token_budget, token_tensors
+from llava4d_ros.model.vision import build_encoder
 
 #: Longest answer by default [tokens]: a description says one sentence of ~13 word tokens
 #: (~15 BPE tokens) per object, so 8 objects need ~120 (docs/MODEL.md). Answers end at the end
@@ -85,184 +57,48 @@ from llava4d_ros.model.vision import (
 MAX_NEW_TOKENS = 160
 
 
-def _rms(x: torch.Tensor) -> torch.Tensor:
-    """Scale the last dim to unit root-mean-square (0 stays 0): the parts of a slot context or a
-    pointer key come in very different scales (tiny embeddings, RMS-normed hidden states)."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
-
-
-def pointer_keys(h_visual: torch.Tensor, extra: torch.Tensor, feature_dim: int,
-                 spatial_dim: int, temporal_dim: int, space: bool = True) -> torch.Tensor:
-    """`(N, H + D + P + dt)`: the visual tokens' LM hidden states, fused features, PE, p_t and
-    TE of their age (seconds before the window's newest token, for "now" / "n seconds ago").
-    `space=False` zeroes the PE block (same width, so a checkpoint loads either way): a
-    question names what and when, never where, so a token's place cannot tell the pointer
-    which token is asked about; the box head reads the pointed tokens' xyz itself."""
-    d, ds, dt = feature_dim, spatial_dim, temporal_dim
-    pe = extra[:, d:d + ds]
-    parts = [h_visual, extra[:, :d], pe if space else torch.zeros_like(pe),
-             extra[:, d + ds:d + ds + dt], extra[:, d + ds + dt:]]
-    return torch.cat([_rms(x) for x in parts], dim=-1)
-
-
-def question_mean(q_emb: torch.Tensor) -> torch.Tensor:
-    """`(L, H)` question embeddings -> `(H,)` their plain mean (normalised): every word counts,
-    "ago" as much as the object's name (what a "question" time head's gate reads)."""
-    return _rms(q_emb.mean(dim=0))
-
-
-def slot_context(h_slot: torch.Tensor, bag_question: torch.Tensor, bag_sentence: torch.Tensor,
-                 te_question: torch.Tensor) -> torch.Tensor:
-    """`(3H + dt,)`: a slot's hidden state, pooled question and sentence embeddings, and the TE
-    of the time the question names (the text-side p_t, straight to the pointer)."""
-    return torch.cat([_rms(h_slot), _rms(bag_question), _rms(bag_sentence), _rms(te_question)],
-                     dim=-1)
-
-
-class AttentionPool(nn.Module):
-    """Weighted mean of token embeddings, weights softmax(v . e_j): learns to look at the words
-    that name an object or a time rather than averaging them into the template words."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.score = nn.Linear(dim, 1)
-        nn.init.zeros_(self.score.weight)  # starts as the plain mean
-        nn.init.zeros_(self.score.bias)
-
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        """`e (L, D)` -> `(D,)`."""
-        e = _rms(e)
-        return (self.score(e).softmax(dim=0) * e).sum(0)
-
-
 class VisualTokenMismatchError(ValueError):
     """The number of visual embeddings differs from the number of image placeholder tokens."""
 
 
-@dataclass(frozen=True)
-class ModelAnswer:
-    """`text`, the boxes it names (`t_s` model seconds since the window start; a slot box's
-    numbers and confidence straight from the heads, its label and time from its sentence), the
-    times it mentions, the parser's warnings, and how many tokens were generated."""
-
-    text: str
-    boxes: tuple[GroundedBox, ...]
-    num_tokens: int = 0
-    times: tuple[float, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def objects(self) -> tuple[GroundedBox, ...]:
-        return self.boxes
-
-
-def apply_token_budget(tokens: VisualTokens, budget: int) -> VisualTokens:
-    """At most `budget` tokens, taken at evenly spaced positions (the buffer's rule when even its
-    coarsest voxels are too many); unchanged when within budget."""
-    n = len(tokens)
-    if n <= budget:
-        return tokens
-    keep = np.linspace(0, n - 1, budget).round().astype(np.intp)
-    return VisualTokens(**{k: getattr(tokens, k)[keep] for k in tokens.__dataclass_fields__})
-
-
-@dataclass
-class _Text:
-    """The text after the image placeholders, tokenised, with the question's coordinates."""
-
-    ids: list[int]
-    times: list[tuple[list[int], float]]  # (positions in ids, value)
-    coords: list[tuple[list[int], tuple[float, float, float]]]
-
-
-class LLaVA4D(nn.Module):
+class LLaVA4D(PreTrained):
     #: how answers decode (`fast_decode.DECODE_MODES`); set by `runtime.load_model`
     decode_mode: str = "eager"
 
     def __init__(self, cfg: LLaVA4DConfig, lm: nn.Module, tokenizer: Any,
                  vision_tower: nn.Module | None = None):
         super().__init__()
-        self.cfg = cfg
-        self.lm = lm
-        self.tokenizer = tokenizer
-        d_v, d_lm = cfg.vision.feature_dim, cfg.lm_hidden
+        self.cfg, self.lm, self.tokenizer = cfg, lm, tokenizer
+        d_v, d_lm, dt = cfg.vision.feature_dim, cfg.lm_hidden, cfg.prompt.temporal_dim
         self.prompt = SpatioTemporalPrompt(cfg.prompt)
         self.fusion = SpatioTemporalFusion(d_v, cfg.prompt.dim, cfg.fusion_heads,
                                            cfg.gate_hidden)
         self.projector = Projector(d_v, d_lm)
         self.text_coords = TextCoordinateEmbedding(self.prompt, d_lm)
-        if cfg.slot_heads:
-            # slot context: [hidden state, mean question embedding, mean sentence embedding]
-            dt = cfg.prompt.temporal_dim
+        if cfg.slot_heads:  # a slot's context (3 H + dt,) against the tokens' keys (heads.py)
             self.pointer = PointerHead(3 * d_lm + dt, d_lm + d_v + cfg.prompt.dim + dt,
                                        cfg.pointer_dim)
             self.box_head = BoxHead(3 * d_lm + dt, cfg.box_hidden, cfg.box_head)
-            self.time_head = self.new_time_head()
+            self.time_head = new_time_head(cfg)
             self.slot_pool = AttentionPool(d_lm)
         # the LM reads M compressed embeddings; None: all N (the shipped default)
         self.compressor = build_compressor(cfg.compressor, d_lm)
         if cfg.vision.kind == "clip":
-            if vision_tower is None:
-                raise ValueError("vision kind 'clip' needs a vision_tower")
             self.vision_tower = vision_tower
-            self._encoder: Any = ClipPatchEncoder(vision_tower, cfg.vision.clip_layer,
-                                                  mean=cfg.vision.pixel_mean,
-                                                  std=cfg.vision.pixel_std)
-        elif cfg.vision.kind == "efficientnet_lite0":
-            self._encoder = EfficientNetLite0Encoder(cfg.vision.input_hw,
-                                                     feature_dim=cfg.vision.feature_dim)
-        else:
-            self._encoder = ColourStatsEncoder()
-        if self._encoder.feature_dim != d_v:
-            raise ValueError(f"encoder gives {self._encoder.feature_dim} features, config says "
-                             f"{d_v}")
+        self._encoder = build_encoder(cfg.vision, vision_tower)
         self.image_token_id = self._token_id(cfg.image_token)
         self.box_token_id = self._token_id(SLOT_BOX) if cfg.slot_heads else -1
         self.time_token_id = self._token_id(SLOT_TIME) if cfg.slot_heads else -1
         self.period_id = self._token_id(".") if cfg.slot_heads else -1
         self.words: WordSets | None = None
         if cfg.inventory is not None:
-            self._add_inventory()
+            vocab = int(lm.get_input_embeddings().weight.shape[0])
+            self.words, self.inventory, self.inventory_bias = build_inventory(
+                cfg.inventory, d_v, d_lm, vocab, self.written_id)
         self.cache_kw = ("cache" if "cache" in inspect.signature(lm.forward).parameters
-                          else "past_key_values")
-
-    def _add_inventory(self) -> None:
-        inv = self.cfg.inventory
-        self.words = WordSets(inv, self.written_id)
-        vocab = int(self.lm.get_input_embeddings().weight.shape[0])
-        self.inventory = SceneInventory(self.cfg.vision.feature_dim, len(inv.colours),
-                                        len(inv.shapes), inv.hidden,
-                                        appearance=inv.object_envelope is not None)
-        self.inventory_bias = InventoryBias(self.cfg.lm_hidden, vocab, self.words,
-                                            inv.bias_hidden, inv.bias_ids)
-
-    @property
-    def reads_templates_best(self) -> bool:
-        """Whether questions are read by `answers/intent.py` and asked as the task's templates:
-        for an LM trained from scratch on the task, and for any LM with the task's scene
-        inventory (fine-tuned on the task's questions, it too answers the templates best:
-        docs/MODEL.md, held-out phrasings). An open-vocabulary model without the inventory reads
-        questions as written."""
-        return self.cfg.lm_source.kind == "scratch" or self.words is not None
-
-    def add_inventory(self, inv: Any) -> None:
-        """Give a model without one a fresh scene inventory and output bias (stage 5); `inv`
-        an `InventoryConfig`. The bias starts at zero: answers are unchanged until it is fitted.
-        Its `bias_ids`, if any, gain the inventory's words that no answer says (digits 7-9)."""
-        if inv.bias_ids is not None:
-            words = WordSets(inv, self.written_id).ids()
-            inv = replace(inv, bias_ids=tuple(sorted({*inv.bias_ids, *words})))
-        self.cfg = replace(self.cfg, inventory=inv)
-        self._add_inventory()
-        self.inventory.to(self.device)
-        self.inventory_bias.to(self.device)
+                         else "past_key_values")
 
     # ------------------------------------------------------------------ plumbing
-
-    def kv_cache(self, out: Any) -> Any:
-        """The KV cache of an LM output: `cache` (transformers >= 5, where reading
-        `past_key_values` logs a deprecation warning) or `past_key_values` (older)."""
-        return out.cache if self.cache_kw == "cache" else out.past_key_values
 
     def _token_id(self, token: str) -> int:
         tid = self.tokenizer.convert_tokens_to_ids(token)
@@ -279,67 +115,76 @@ class LLaVA4D(nn.Module):
         return int(ids[0])
 
     @property
-    def model_id(self) -> str:
-        return self.cfg.model_id
+    def reads_templates_best(self) -> bool:
+        """Whether questions are read by `answers/intent.py` and asked as the task's templates:
+        for an LM trained from scratch on the task, and for any LM with the task's scene
+        inventory (fine-tuned on the task's questions, it too answers the templates best:
+        docs/MODEL.md, held-out phrasings). An open-vocabulary model without the inventory reads
+        questions as written."""
+        return self.cfg.lm_source.kind == "scratch" or self.words is not None
+
+    def kv_cache(self, out: Any) -> Any:
+        """The KV cache of an LM output: `cache` (transformers >= 5, where reading
+        `past_key_values` logs a deprecation warning) or `past_key_values` (older)."""
+        return out.cache if self.cache_kw == "cache" else out.past_key_values
 
     @property
-    def max_new_tokens(self) -> int:
-        """The longest answer by default [tokens] (`MAX_NEW_TOKENS`)."""
-        return MAX_NEW_TOKENS
+    def lm_handle(self) -> LMHandle:
+        """What decoding needs of the LM (generation.py)."""
+        pad = next((int(t) for t in (self.tokenizer.pad_token_id, self.eos_token_id)
+                    if t is not None), 0)  # one answer at a time: padding is never read
+        return LMHandle(self.lm, self.tokenizer,
+                        SlotTokens(self.period_id, self.box_token_id, self.time_token_id),
+                        self.eos_token_id, pad, self.cache_kw, self.decode_mode)
 
     @property
     def patch_encoder(self) -> Any:
         """The `PatchEncoder` whose features this model was trained on; give it to the
         `Ingestor` so the buffer holds the right features."""
-        if isinstance(self._encoder, (ClipPatchEncoder, EfficientNetLite0Encoder)):
+        if hasattr(self._encoder, "device"):  # a network (CLIP, EfficientNet): on our device
             self._encoder.device = self.device
         return self._encoder
 
-    @property
-    def spec(self) -> ModelSpec:
-        """The ingest settings this model's weights were trained with."""
-        return ModelSpec.of(self.cfg)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def _pad_id(self) -> int:
-        """What `generate` pads with (one answer at a time: never read)."""
-        for tid in (self.tokenizer.pad_token_id, self.eos_token_id):
-            if tid is not None:
-                return int(tid)
-        return 0
-
-    def set_encoding(self, encoding: str) -> None:
-        """Switch the ablation mode (full, none, xyz, time) in place."""
-        self.cfg = self.cfg.with_encoding(encoding)
-        self.prompt.cfg = self.cfg.prompt
-
-    def set_span_tokens(self, look_change: float) -> None:
-        """Train on tokens split where a still voxel's look changes by more than `look_change`
-        (> 0) and read each token's span in the time encoding, or (0) on one token per still
-        voxel stamped with its last observation; in place, for a model about to be trained."""
-        self.cfg = replace(self.cfg, look_change=float(look_change),
-                           prompt=replace(self.cfg.prompt, time_span=look_change > 0))
-        self.prompt.cfg = self.cfg.prompt
+    model_id = property(lambda self: self.cfg.model_id)
+    #: the longest answer by default [tokens]
+    max_new_tokens = property(lambda self: MAX_NEW_TOKENS)
+    #: the ingest settings this model's weights were trained with
+    spec = property(lambda self: ModelSpec.of(self.cfg))
+    device = property(lambda self: next(self.parameters()).device)
+    eos_token_id = property(lambda self: self.tokenizer.eos_token_id)
 
     # ------------------------------------------------------------------ visual side
 
+    def token_tensors(self, tokens: VisualTokens, t_ref_s: float) -> TokenTensors:
+        """`apply_token_budget(tokens)` as tensors in the model's dtype, on its device; model
+        time is seconds since the window start `t_ref_s` (absolute stamp seconds)."""
+        tokens = apply_token_budget(tokens, self.cfg.token_budget)
+        return token_tensors(tokens, t_ref_s, self.projector.linear_1.weight.dtype, self.device)
+
     def encode(self, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
         """The visual embeddings the LM reads, `(M, D_lm)` (M = N of `apply_token_budget(tokens)`
-        without a compressor); `t_ref_s` is the window start (absolute stamp seconds): model
-        time is seconds since it."""
+        without a compressor); `t_ref_s` is the window start (absolute stamp seconds)."""
         visual = self._encode(tokens, t_ref_s)[0]
         return visual if self.compressor is None else self.compressor(visual)
 
+    def _encode(self, tokens: VisualTokens, t_ref_s: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D, TE(age)]`
+        `(N, D + P + dt)`)."""
+        tt = self.token_tensors(tokens, t_ref_s)
+        f_s = tt.features  # (N, D)
+        if f_s.ndim != 2 or f_s.shape[1] != self.cfg.vision.feature_dim:
+            raise ValueError(f"token features {tuple(f_s.shape)} do not match the model's "
+                             f"{self.cfg.vision.feature_dim}: were they made by "
+                             f"this model's patch_encoder?")
+        p4d = self.prompt(tt.xyz, tt.t, tt.motion, tt.t_first)  # (N, P)
+        age = self.prompt.temporal(tt.t.max() - tt.t)  # (N, dt) time before the newest token
+        f_t = temporal_features(f_s, tt.xyz, tt.t, self.cfg.voxel_m)  # (N, D)
+        f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
+        return self.projector(f_st), torch.cat([f_st, p4d, age], dim=-1)
+
     def visual_prefix(self, tokens: VisualTokens, t_ref_s: float, hidden: bool
-                       ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
+                      ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         """The LM's forward over the prompt up to and with the image (`tokens` within budget):
         (prefix ids `(L,)`, the LM output with its KV cache, pointer keys `(N, H + D + P + dt)`
         when `hidden`). A key's H part is the token's LM hidden state; with a compressor the LM
@@ -357,43 +202,17 @@ class LLaVA4D(nn.Module):
             keys = self._keys(h, extra)
         return pre_ids, out, keys
 
-    def _encode(self, tokens: VisualTokens, t_ref_s: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D]` `(N, D + P)`)."""
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
-        dev = self.device
-        dtype = self.projector.linear_1.weight.dtype
-        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        beta = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
-        f_s = torch.as_tensor(np.asarray(tokens.features), dtype=dtype, device=dev)
-        if f_s.ndim != 2 or f_s.shape[1] != self.cfg.vision.feature_dim:
-            raise ValueError(f"token features {tuple(f_s.shape)} do not match the model's "
-                             f"{self.cfg.vision.feature_dim}: were they made by "
-                             f"this model's patch_encoder?")
-        t_first = torch.as_tensor(np.asarray(tokens.t_first_s, np.float64) - t_ref_s,
-                                  dtype=dtype, device=dev)
-        p4d = self.prompt(xyz, t, beta, t_first)  # (N, P)
-        age = self.prompt.temporal(t.max() - t)  # (N, dt) time before the newest token
-        f_t = temporal_features(f_s, xyz, t, self.cfg.voxel_m)  # (N, D)
-        f_st = self.fusion(f_s, f_t, p4d)  # (N, D)
-        return self.projector(f_st), torch.cat([f_st, p4d, age], dim=-1)
+    def _keys(self, h_visual: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        p = self.cfg.prompt
+        return pointer_keys(h_visual, extra, self.cfg.vision.feature_dim, p.spatial_dim,
+                            p.temporal_dim, self.cfg.pointer_space)
 
     def inventory_inputs(self, tokens: VisualTokens, t_ref_s: float
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """What `SceneInventory` reads from `apply_token_budget(tokens)`: features `(N, D)`,
         xyz `(N, 3)`, model time `(N,)` (seconds since `t_ref_s`) and motion `(N,)`."""
-        tokens = apply_token_budget(tokens, self.cfg.token_budget)
-        dev = self.device
-        dtype = self.projector.linear_1.weight.dtype
-
-        def as_t(x: Any) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
-
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        return as_t(tokens.features), as_t(tokens.xyz_world), t, as_t(tokens.motion)
+        tt = self.token_tensors(tokens, t_ref_s)
+        return tt.features, tt.xyz, tt.t, tt.motion
 
     def scene_inventory(self, tokens: VisualTokens, t_ref_s: float) -> Inventory:
         """What the window holds per inventory colour (present, moving, shape logits), from
@@ -405,58 +224,32 @@ class LLaVA4D(nn.Module):
 
     # ------------------------------------------------------------------ language side
 
-    def _keys(self, h_visual: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        p = self.cfg.prompt
-        return pointer_keys(h_visual, extra, self.cfg.vision.feature_dim, p.spatial_dim,
-                            p.temporal_dim, self.cfg.pointer_space)
+    def prefix_ids(self, n_visual: int) -> list[int]:
+        """BOS + the template's text before the image + `n_visual` image placeholders."""
+        return template.prefix_ids(self.tokenizer, self.cfg.template, self.cfg.add_bos,
+                                   self.image_token_id, n_visual)
+
+    def text_after(self, question: str, answer: str | None = None) -> QuestionText:
+        """The template after the image with `question` (and, for training, `answer`)."""
+        return template.text_after(self.tokenizer, self.cfg.template, question, answer)
+
+    def input_ids(self, question: str, n_visual: int) -> list[int]:
+        return self.prefix_ids(n_visual) + self.text_after(question).ids
 
     @staticmethod
-    def question_seconds(text: _Text) -> float:
+    def question_seconds(text: QuestionText) -> float:
         """The first time the question names, NaN if none."""
-        return float(text.times[0][1]) if text.times else float("nan")
+        return text.first_time_s
 
-    def question_time(self, text: _Text, like: torch.Tensor) -> torch.Tensor:
+    def question_time(self, text: QuestionText, like: torch.Tensor) -> torch.Tensor:
         """`(dt,)` mean TE of the times the question mentions (zeros if none or ablated)."""
         if not text.times:
             return like.new_zeros(self.cfg.prompt.temporal_dim)
         t = torch.tensor([v for _, v in text.times], dtype=like.dtype, device=like.device)
         return self.prompt.temporal(t).mean(0)
 
-    def _split_template(self, question: str) -> tuple[str, str]:
-        before, after = self.cfg.template.split("{image}")
-        return before, after.replace("{question}", question)
-
-    def prefix_ids(self, n_visual: int) -> list[int]:
-        """BOS + the template's text before the image + `n_visual` image placeholders."""
-        before, _ = self._split_template("")
-        bos = self.tokenizer.bos_token_id
-        ids = [bos] if self.cfg.add_bos and bos is not None else []
-        if before:
-            ids += self.tokenizer(before, add_special_tokens=False)["input_ids"]
-        return ids + [self.image_token_id] * n_visual
-
-    def text_after(self, question: str, answer: str | None = None) -> _Text:
-        """Token ids of the template after the image (with the question) and, for training, the
-        answer; positions of the question's times and coordinates."""
-        _, after = self._split_template(question)
-        enc = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        offsets = enc["offset_mapping"]
-        times, coords = find_text_coordinates(after)
-
-        def positions(a: int, b: int) -> list[int]:
-            return [i for i, (s, e) in enumerate(offsets) if s < b and e > a]
-
-        t_out = [(positions(s.start, s.end), s.value[0]) for s in times]
-        c_out = [(positions(s.start, s.end), s.value[:3]) for s in coords]
-        if answer is not None:
-            # after "ASSISTANT:" a space; a chat template's turn ends its line already
-            sep = "" if after.endswith((" ", "\n")) else " "
-            ids += self.tokenizer(sep + answer, add_special_tokens=False)["input_ids"]
-        return _Text(ids, [x for x in t_out if x[0]], [x for x in c_out if x[0]])
-
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None,
-              text: _Text | None = None, text_offset: int = 0) -> torch.Tensor:
+              text: QuestionText | None = None, text_offset: int = 0) -> torch.Tensor:
         """`input_ids (L,)` -> `(L, D_lm)`: image placeholders replaced by `visual (N, D_lm)`, the
         question's times/coordinates (at `text_offset` + their positions) given TE/PE."""
         emb = self.lm.get_input_embeddings()(input_ids)  # (L, D)
@@ -484,8 +277,20 @@ class LLaVA4D(nn.Module):
         emb = self.embed(ids, visual, text, len(prefix))
         return self.lm(inputs_embeds=emb[None]).logits[0]
 
-    def input_ids(self, question: str, n_visual: int) -> list[int]:
-        return self.prefix_ids(n_visual) + self.text_after(question).ids
+    # ------------------------------------------------------------------ slot heads
+
+    @property
+    def slot_reader(self) -> SlotReader:
+        """The slot heads with the settings they read: what a slot becomes (heads.py)."""
+        return SlotReader(self.pointer, self.box_head, self.time_head, self.slot_pool, self.cfg,
+                          self.time_token_id)
+
+    def embed_answer(self, ids: Sequence[int]) -> torch.Tensor:
+        """Answer token ids -> their LM input embeddings `(L, H)`."""
+        return self.lm.get_input_embeddings()(
+            torch.tensor(ids, dtype=torch.long, device=self.device))
+
+    # ------------------------------------------------------------------ answers
 
     @torch.no_grad()
     def generate(self, question: str, tokens: VisualTokens, t_ref_s: float | None = None,
@@ -515,8 +320,8 @@ class LLaVA4D(nn.Module):
         Per question: `asked_times[i]`, the model time [s] a box answer is stated at (NaN: the
         time head reads it); `must_name[i]`, inventory colour indices a description must name
         before it may end. `inventory`: this window's `scene_inventory`, if the caller has it
-        already. `on_text`, `cancel`: passed to each answer (`_answer_from`), one after the
-        other."""
+        already. `on_text`, `cancel`: passed to each answer (`generation.greedy_answer`), one
+        after the other."""
         tokens = apply_token_budget(tokens, self.cfg.token_budget)
         if len(tokens) == 0:
             raise ValueError("no visual tokens")
@@ -528,12 +333,13 @@ class LLaVA4D(nn.Module):
         if len(asked_times) != n or len(must_name) != n:
             raise ValueError(f"{n} questions but {len(asked_times)} asked_times and "
                              f"{len(must_name)} must_name")
-        slots = self.cfg.slot_heads
         inv = inventory
         if inv is None and self.words is not None:
             inv = self.scene_inventory(tokens, t_ref_s)
-        pre_ids, out, h_visual = self.visual_prefix(tokens, t_ref_s, hidden=slots)
-        cache = self.kv_cache(out)
+        slots = self.cfg.slot_heads
+        pre_ids, out, keys = self.visual_prefix(tokens, t_ref_s, hidden=slots)
+        tt = self.token_tensors(tokens, t_ref_s) if slots else None
+        cache, handle = self.kv_cache(out), self.lm_handle
         answers = []
         for question, asked, names in zip(questions, asked_times, must_name):
             extra = cache.get_seq_length() - len(pre_ids)
@@ -541,128 +347,17 @@ class LLaVA4D(nn.Module):
                 cache.crop(-extra)  # back to the visual prefix
             text = self.text_after(question)
             q_emb = self.embed(torch.tensor(text.ids, device=self.device), None, text)  # (Lq, D)
-            guide = None if inv is None else Guide(self, inv, text.ids)
+            guide = None if inv is None else Guide(self.words, self.inventory_bias, inv,
+                                                   text.ids)
             filler = None
-            if slots:
-                filler = SlotFiller(self, self.slot_pool(q_emb), question_mean(q_emb),
-                                    self.question_time(text, q_emb),
-                                    self.question_seconds(text), h_visual, tokens, t_ref_s,
-                                    guide, asked)
-            answers.append(self._answer_from(len(pre_ids), q_emb, cache, max_new_tokens,
-                                             filler, guide, tuple(names) if guide else (),
-                                             on_text=on_text, cancel=cancel))
+            if tt is not None:
+                filler = self.slot_reader.filler(
+                    handle.ids, self.embed_answer, q_emb, self.question_time(text, q_emb),
+                    text.first_time_s, keys, tt, guide, asked)
+            answers.append(greedy_answer(handle, len(pre_ids), q_emb, cache, max_new_tokens,
+                                         filler, guide, tuple(names) if guide else (),
+                                         on_text=on_text, cancel=cancel))
         return answers
-
-    def _answer_from(self, n_prefix: int, q_emb: torch.Tensor, cache: Any, max_new_tokens: int,
-                     filler: SlotFiller | None, guide: Guide | None,
-                     must_name: Sequence[int] = (), *,
-                     on_text: Callable[[str], None] | None = None,
-                     cancel: threading.Event | None = None) -> ModelAnswer:
-        """Greedy answer to the question embedded in `q_emb (Lq, D)` after the `n_prefix` tokens
-        of the visual prefix in `cache`, by the LM's own `generate`: it ends at the end token,
-        at a sentence said twice (dropped) or after `max_new_tokens` (cut back to the last full
-        sentence). Slots are filled from the LM's hidden states at their positions, which a
-        forward hook keeps for the length of this one call (`generate` gives no logits
-        processor the hidden state of the position just run). With a `guide`, the inventory's
-        bias is added to the logits before each choice. The answer does not end before it has
-        named every colour in `must_name` (inventory indices; with a `guide`).
-
-        `on_text(text)`: the rendered answer so far at each sentence end and every few tokens
-        (`streaming.AnswerStreamer`), `<box>` / `<time>` slots as their values (a slot is
-        filled once the next token has run, as the end of the answer would fill it), and the
-        complete answer last. `cancel`: once set, generation stops before the next decode step
-        and the answer is what was said until then, the sentence being said included.
-        `decode_mode` "static" / "compile" decodes on a static copy of `cache`
-        (`fast_decode`), which leaves `cache` as it was."""
-        if cancel is not None and cancel.is_set():
-            return ModelAnswer(text="", boxes=())
-        hidden = filler is not None or guide is not None
-        # the whole prompt's embeddings: `generate` runs only the part the cache lacks
-        embeds = torch.cat([q_emb.new_zeros(n_prefix, q_emb.shape[1]), q_emb])[None]  # (1, L, D)
-        gen_cache = cache
-        if self.decode_mode != "eager":
-            # one more position than the answer: a slot at its end runs its token (hidden_at)
-            gen_cache = fast_decode.static_copy(
-                cache, self.lm.config,
-                fast_decode.cache_length(embeds.shape[1] + max_new_tokens + 1))
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-            eos_token_id=self.eos_token_id, pad_token_id=self._pad_id,
-            # greedy as trained, whatever the LM's own generation_config says
-            repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-            output_hidden_states=hidden, return_dict_in_generate=True,
-            **fast_decode.generation_options(self.decode_mode))
-        processors = LogitsProcessorList()
-        # per LM forward in this call, its last hidden state (H,): seen[0] the prompt's last
-        # position, seen[k + 1] answer token k. Cloned: a compiled step (CUDA graphs) reuses
-        # its output memory at the next step.
-        seen: list[torch.Tensor] = []
-
-        @torch.compiler.disable  # eager even in a compiled step: the clone must outlive it
-        def keep_hidden(_module: nn.Module, _args: Any, out: Any) -> None:
-            seen.append(out.hidden_states[-1][0, -1].clone())
-
-        hook = self.lm.register_forward_hook(keep_hidden) if hidden else None
-        if guide is not None:
-            processors.append(InventoryBiasProcessor(guide, filler, seen))
-            if must_name:
-                processors.append(NameEveryObject(guide, must_name, self.eos_token_id))
-        stopping = StoppingCriteriaList([RepeatedSentence(self.period_id)])
-        if cancel is not None:
-            stopping.append(Cancelled(cancel))
-
-        def hidden_of(ids: list[int]) -> Callable[[int], torch.Tensor]:
-            def hidden_at(j: int) -> torch.Tensor:
-                if j + 1 < len(seen):
-                    return seen[j + 1]
-                # generate stops without running its last token: run it for the slot's state
-                self.lm(input_ids=torch.tensor([[ids[j]]], device=self.device), use_cache=True,
-                        output_hidden_states=True, **{self.cache_kw: gen_cache})
-                return seen[-1]
-            return hidden_at
-
-        def render(ids: list[int]) -> str:
-            if filler is None:
-                return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            # the slots whose token has run (all but a newest one) are filled now, cached by
-            # position in `filler`: the end of the answer reuses the values
-            done = ids[:len(seen) - 1]
-            values = filler.fill(done, hidden_of(done)) if done else []
-            return write_slots(self.render_text(ids), values)[0]
-
-        streamer = None
-        if on_text is not None:
-            streamer = AnswerStreamer(render, on_text, self.period_id, self.eos_token_id,
-                                      (self.box_token_id, self.time_token_id))
-        try:
-            out = self.lm.generate(
-                inputs_embeds=embeds,
-                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
-                generation_config=config, logits_processor=processors,
-                stopping_criteria=stopping, streamer=streamer, **{self.cache_kw: gen_cache})
-            ids = out.sequences[0].tolist()
-            if cancel is not None and cancel.is_set():
-                generated = said_so_far(ids, self.period_id, self.eos_token_id)
-            else:
-                generated, _ = answer_ids(ids, self.period_id, self.eos_token_id)
-            slot_boxes = None
-            if filler is None:
-                text_out = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
-            else:
-                text_out, slot_boxes = write_slots(self.render_text(generated),
-                                                   filler.fill(generated, hidden_of(generated)))
-        finally:
-            if hook is not None:
-                hook.remove()
-        if streamer is not None:
-            streamer.send(text_out)
-        parsed = parse_answer(text_out, slot_boxes)
-        return ModelAnswer(text=text_out, boxes=parsed.boxes, num_tokens=len(generated),
-                           times=parsed.times, warnings=parsed.warnings)
-
-    def render_text(self, ids: Sequence[int]) -> str:
-        """Generated ids -> text with `<box>`/`<time>` kept in place for their values."""
-        return render_text(self.tokenizer, ids, (self.box_token_id, self.time_token_id))
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
                max_new_tokens: int = MAX_NEW_TOKENS, *, asked_time_s: float = float("nan"),
@@ -670,9 +365,9 @@ class LLaVA4D(nn.Module):
                on_text: Callable[[str], None] | None = None,
                cancel: threading.Event | None = None) -> ModelAnswer:
         """The network's answer (`generate`), as the answer policy asks for it. `on_text` gets
-        the text so far while the LM generates (`_answer_from`), and its last call is the
-        answer's whole text, also where the text changed after generation (slots written);
-        `cancel` stops generation (`_answer_from`)."""
+        the text so far while the LM generates, and its last call is the answer's whole text,
+        also where the text changed after generation (slots written); `cancel` stops
+        generation (`generation.greedy_answer`)."""
         sent: list[str] = []
 
         def relay(text: str) -> None:
@@ -686,136 +381,6 @@ class LLaVA4D(nn.Module):
             on_text(out.text)
         return out
 
-    def new_time_head(self) -> TimeHead:
-        """A freshly initialised time head of the kind `cfg.time_head` says."""
-        d_lm = self.cfg.lm_hidden
-        ctx_dim = 3 * d_lm + self.cfg.prompt.temporal_dim
-        question_dim = d_lm if self.cfg.time_head == "question" else 0
-        return TimeHead(ctx_dim, self.cfg.box_hidden, question_dim).to(self.device)
-
-    def context_of_slot(self, h_slot: torch.Tensor, q_pool: torch.Tensor,
-                        sentence_emb: torch.Tensor, q_te: torch.Tensor) -> torch.Tensor:
-        """`(3H + dt,)` what the heads read for a slot: its hidden state `(H,)`, the question's
-        pooled embeddings `(H,)`, its sentence so far `(L, H)` (pooled here) and the TE of the
-        time the question names `(dt,)`."""
-        return slot_context(h_slot, q_pool, self.slot_pool(sentence_emb), q_te)
-
-    def fill_slot(self, token_id: int, h_slot: torch.Tensor, h_visual: torch.Tensor,
-                   tokens: VisualTokens, t_ref_s: float, t_question: float,
-                   t_sentence: float = float("nan"), colour_w: torch.Tensor | None = None,
-                   q_mean: torch.Tensor | None = None) -> SlotValue:
-        """What a `<box>` / `<time>` slot becomes (its text, and a box's numbers and confidence:
-        `box_raw_score` through `cfg.confidence_table`); `t_sentence`: the value of the
-        `<time>` slot earlier in the same sentence (the time a box is asked at), NaN if none;
-        `colour_w (N,)`: the inventory's weights of the tokens of the object the sentence
-        names; the pointer then chooses among those tokens (scores + log(w + 1e-4));
-        `q_mean (H,)`: `question_mean` of the question (read by a "question" time head)."""
-        is_time = token_id == self.time_token_id
-        dev, dtype = h_slot.device, h_slot.dtype
-        t = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
-                            device=dev)
-        xyz = torch.as_tensor(np.asarray(tokens.xyz_world), dtype=dtype, device=dev)
-        motion = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
-        dt_feat = None
-        if self.cfg.prompt.use_time and not is_time:
-            dt_feat = time_match_features(t.new_tensor([t_sentence]), t,
-                                          dynamic_tokens(xyz, self.cfg.voxel_m, motion), motion)
-        scores = self.pointer(h_slot[None], torch.tensor([is_time], device=dev), h_visual,
-                              dt_feat)
-        if colour_w is not None:
-            scores = scores + torch.log(colour_w.to(dtype) + 1e-4)
-        if is_time:
-            t_first = (first_motion_time(scores.softmax(dim=-1), t, motion)
-                       if self.cfg.prompt.use_time else None)
-            t_hat = self.time_head(h_slot[None], decode_time(scores, t), t.max(),
-                                   t.new_tensor([t_question]), t_first,
-                                   None if q_mean is None else q_mean[None])[0]
-            return SlotValue.of_time(float(t_hat))
-        view = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype, device=dev)
-        w = scores.softmax(dim=-1)  # (1, N)
-        box = self.box_head(h_slot[None], w, xyz, view)[0]  # (6,)
-        raw = box_raw_score(w[0], xyz, box)
-        return SlotValue.of_box(box.tolist(), calibrated(raw, self.cfg.confidence_table))
-
-    # ------------------------------------------------------------------ loading
-
-    @classmethod
-    def from_config(cls, cfg: LLaVA4DConfig, tokenizer: Any, init_lm: bool = True) -> LLaVA4D:
-        """A fresh model (random LM, random CLIP/SigLIP tower of a "clip" config);
-        `init_lm=False` leaves the LM's weights uninitialised, for a caller that loads them."""
-        return cls(cfg, checkpoint.build_lm(cfg.lm, init=init_lm), tokenizer,
-                   vision_tower=checkpoint.build_vision_tower(cfg.vision))
-
-    @classmethod
-    def from_pretrained(cls, path: str | None = None, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()
-                        ) -> LLaVA4D:
-        """Our format (config.json + model.safetensors + tokenizer files); `None`: the shipped
-        default in llava4d_ros/model/default/; a name in `shipped.SHIPPED`: that model.
-        Parameters under the prefixes in `fresh` keep their initial values (training
-        re-initialises them; shapes there may differ)."""
-        path = model_dir(path)
-        cfg = checkpoint.read_config(path)
-        # every LM weight is loaded next (a missing one is an error), so none is initialised
-        fresh_lm = any(p.startswith("lm") or "lm.".startswith(p) for p in fresh)
-        model = cls.from_config(cfg, checkpoint.load_tokenizer(path), init_lm=fresh_lm)
-        checkpoint.load_state(model, cfg, path, fresh)
-        return model.to(device=device, dtype=dtype).eval()
-
-    @classmethod
-    def from_lm(cls, lm_path: str, vision: VisionConfig | str | None = None,
-                compressor: CompressorConfig | None = None, device: str = "cpu",
-                dtype: torch.dtype = torch.float32, **overrides: Any) -> LLaVA4D:
-        """A LLaVA-4D on a pretrained causal LM with fresh 4D parts, projector and heads.
-
-        `lm_path`: a local transformers directory (safetensors) or a `.gguf` file; the LM keeps
-        its tokenizer and chat template, which gain the image placeholder and the `<box>` /
-        `<time>` slot tokens (embeddings resized). `vision`: a `VisionConfig` (colour stats,
-        efficientnet_lite0), a local CLIP/SigLIP directory, or None (colour statistics).
-        `overrides`: other LLaVA4DConfig fields. No scene inventory yet: stage 5 adds one
-        (`add_inventory`), its words the tokens a BPE writes them as."""
-        lm, tokenizer, source = backbones.load_lm(lm_path, dtype=dtype)
-        image_token = overrides.get("image_token", "<image>")
-        backbones.add_model_tokens(tokenizer, lm, (image_token, SLOT_BOX, SLOT_TIME))
-        template, add_bos = backbones.chat_template(tokenizer)
-        tower = None
-        if isinstance(vision, str):
-            tower, fields = backbones.load_vision_tower(vision, dtype=dtype)
-            vision = VisionConfig(kind="clip", **fields)
-        vision = vision or VisionConfig()
-        d_v = vision.feature_dim
-        fields_cfg: dict[str, Any] = {
-            "lm": backbones.lm_config_dict(lm), "lm_source": source, "vision": vision,
-            "compressor": compressor or CompressorConfig(), "template": template,
-            "add_bos": add_bos, "image_token": image_token,
-            "fusion_heads": next(h for h in (8, 4, 2, 1) if d_v % h == 0),
-            "model_id": f"llava4d-{source.name}",
-        }
-        fields_cfg.update(overrides)
-        cfg = LLaVA4DConfig(**fields_cfg)
-        if vision.kind == "clip" and tower is None:
-            tower = checkpoint.build_vision_tower(vision)
-        return cls(cfg, lm, tokenizer, vision_tower=tower).to(device=device, dtype=dtype).eval()
-
-    @classmethod
-    def from_llava_hf(cls, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                      **overrides: Any) -> LLaVA4D:
-        """A LLaVA-1.5 checkpoint in Hugging Face layout -> LLaVA4D with CLIP features at the
-        configured layer, the checkpoint's projector and LM, and the 4D parts at their no-op
-        initial values. `overrides`: LLaVA4DConfig fields (e.g. token_budget, patch_grid)."""
-        parts = checkpoint.read_llava_hf(path, dtype)
-        cfg = LLaVA4DConfig(**{**parts.fields, **overrides})
-        model = cls(cfg, parts.lm, parts.tokenizer, vision_tower=parts.tower)
-        model.projector.linear_1.load_state_dict(parts.projector.linear_1.state_dict())
-        model.projector.linear_2.load_state_dict(parts.projector.linear_2.state_dict())
-        return model.to(device=device, dtype=dtype).eval()
-
-    def save_pretrained(self, path: str) -> None:
-        checkpoint.write_dir(path, self.cfg, self.state_dict(), self.tokenizer)
-
-    def with_config(self, **changes: Any) -> LLaVA4DConfig:
-        return replace(self.cfg, **changes)
-
 
 def build_model(cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
     """A fresh LLaVA4D from a config (`LLaVA4D.from_config`)."""
@@ -824,9 +389,11 @@ def build_model(cfg: LLaVA4DConfig, tokenizer: Any) -> LLaVA4D:
 
 def load_llava4d(path: str | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, fresh: tuple[str, ...] = ()) -> LLaVA4D:
-    """Our format (`LLaVA4D.from_pretrained`); `path=None` is the shipped default."""
-    return LLaVA4D.from_pretrained(path, device=device, dtype=dtype, fresh=fresh)
+    """`LLaVA4D.load` (model/loading.py); `path=None` is the shipped default."""
+    return LLaVA4D.load(path, device=device, dtype=dtype, fresh=fresh)
 
 
 def save_llava4d(model: LLaVA4D, path: str) -> None:
     model.save_pretrained(path)
+
+

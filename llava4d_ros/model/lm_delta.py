@@ -4,7 +4,7 @@ LLaVA-4D on SmolLM2-135M trains LoRA adapters on the LM's attention projections 
 embedding rows of the three tokens it adds; the other 135 M parameters stay as pretrained. A
 directory with `lm_weights: "delta"` in its config.json keeps only those changes (a few MB, so a
 trained model fits in git) and loads the rest from the base LM that `lm_source` names (for
-SmolLM2: the copy `scripts/setup.sh` converts into the environment).
+SmolLM2: the copy `scripts/setup.sh` converts into the environment; `backbones.base_lm_dir`).
 
 The LM tensors of such a directory's model.safetensors, all under `lm_delta.<key>.`:
     u (out, r), v (r, in)   the tensor is base + u @ v (a merged LoRA update has rank <= r)
@@ -22,29 +22,8 @@ from typing import Any
 
 import torch
 
-from llava4d_ros.model.config import LMSource
-
 PREFIX = "lm_delta."
 _FINGERPRINT_KEYS = ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight")
-
-
-def base_dir(source: LMSource) -> str:
-    """The directory of the base LM `source` names: its recorded path, else (a model trained on
-    another machine) the SmolLM2 that setup converts into this environment."""
-    from llava4d_ros.model import backbones
-
-    if source.kind != "hf":
-        raise ValueError(f"a delta checkpoint needs an LM from a transformers directory, got "
-                         f"{source.kind!r}")
-    if os.path.isfile(os.path.join(source.path, "model.safetensors")):
-        return source.path
-    local = backbones.default_lm_dir()
-    if source.name == backbones.SMOLLM2_NAME and backbones.converted(local):
-        return local
-    raise FileNotFoundError(
-        f"the base LM {source.name!r} is not at {source.path}"
-        + (f" nor at {local} (scripts/setup.sh converts it there)"
-           if source.name == backbones.SMOLLM2_NAME else ""))
 
 
 def read_base(path: str) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 stop between two decode steps when the caller cancels (`Cancelled`).
 
 Both plug into the LM's own `generate` (a `BaseStreamer`, a `StoppingCriteria`);
-`LLaVA4D._answer_from` builds them for one answer. `said_so_far` is the rule for which of the
+`generation.greedy_answer` builds them for one answer. `said_so_far` is the rule for which of the
 generated ids are the answer until now.
 """
 

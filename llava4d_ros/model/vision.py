@@ -12,6 +12,8 @@ Three implementations:
 - `ClipPatchEncoder`: the paper's setting, a Hugging Face CLIP (or SigLIP) vision tower read
   from a local directory (CLIP-L/14-336, second-to-last layer, patch tokens without CLS), its
   patch grid resampled to the requested one.
+
+`build_encoder` makes the one a `VisionConfig` names.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 from torch.nn import functional as F
 
 from llava4d_ros.core.category import LITE_MEAN, LITE_STD, load_efficientnet_lite0
+from llava4d_ros.core.pipeline import PatchEncoder
+from llava4d_ros.model.config import VisionConfig
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -213,3 +217,23 @@ class ClipPatchEncoder:
         _check_image(rgb, grid)
         feats = self.features_from_pixels(self.pixel_values(rgb), grid)
         return feats.cpu().numpy().astype(np.float32)
+
+
+def build_encoder(vision: VisionConfig, vision_tower: torch.nn.Module | None = None
+                  ) -> PatchEncoder:
+    """The `PatchEncoder` `vision` names (on the CPU; a model moves a network's to its own
+    device); a "clip" one reads `vision_tower`. Its width must be `vision.feature_dim`."""
+    encoder: ColourStatsEncoder | EfficientNetLite0Encoder | ClipPatchEncoder
+    if vision.kind == "clip":
+        if vision_tower is None:
+            raise ValueError("vision kind 'clip' needs a vision_tower")
+        encoder = ClipPatchEncoder(vision_tower, vision.clip_layer, mean=vision.pixel_mean,
+                                   std=vision.pixel_std)
+    elif vision.kind == "efficientnet_lite0":
+        encoder = EfficientNetLite0Encoder(vision.input_hw, feature_dim=vision.feature_dim)
+    else:
+        encoder = ColourStatsEncoder()
+    if encoder.feature_dim != vision.feature_dim:
+        raise ValueError(f"encoder gives {encoder.feature_dim} features, config says "
+                         f"{vision.feature_dim}")
+    return encoder

@@ -18,10 +18,12 @@ from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.heads import (
     dynamic_tokens,
     first_motion_time,
+    question_mean,
+    slot_context,
     soft_time,
     time_match_features,
 )
-from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget, question_mean, slot_context
+from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget
 from llava4d_ros.training import checkpointing
 
 

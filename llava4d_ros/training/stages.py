@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from llava4d_ros.model.config import DEFAULT_BOX_HEAD, DEFAULT_TIME_HEAD
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training import losses as train_losses
+from llava4d_ros.training import model_edits
 from llava4d_ros.training.dataset import SceneRecord
 
 GROUNDED_TASKS = ("grounding", "when_start", "heading", "caption")
@@ -229,7 +230,7 @@ def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
     model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden, box_head).to(model.device)
     if not box_only:
         model.cfg = replace(model.cfg, time_head=time_head)
-        model.time_head = model.new_time_head()
+        model.time_head = model_edits.fresh_time_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
     params = [p for n, p in model.named_parameters()
@@ -388,7 +389,7 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
         if model.cfg.lm_source.kind != "scratch":
             bias_ids = train_losses.answer_token_ids(
                 model, [s for rec in records for s in rec.samples])
-        model.add_inventory(task_inventory(bias_ids=bias_ids))
+        model_edits.add_inventory(model, task_inventory(bias_ids=bias_ids))
     model.eval()
     _freeze(list(model.parameters()))
     truth = [train_losses.inventory_truth(r, model) for r in records]

@@ -27,7 +27,7 @@ from llava4d_ros.model.config import (
     LLaVA4DConfig,
     tiny_llama,
 )
-from llava4d_ros.training import checkpointing, new_tokens
+from llava4d_ros.training import checkpointing, model_edits, new_tokens
 from llava4d_ros.training import distributed as ddp
 from llava4d_ros.training.dataset import SceneRecord
 from llava4d_ros.training.envelope import fit_object_envelope
@@ -60,7 +60,7 @@ class TrainConfig:
     ablation: str = "full"  # the 4D encoding of a new model
     resume: bool = False  # continue from <out>/last
     init: str | None = None  # a model directory to start the first stage from
-    look_change: float | None = None  # a new model's tokens (model.set_span_tokens)
+    look_change: float | None = None  # a new model's tokens (model_edits.set_span_tokens)
     pointer_space: bool | None = None  # None: the model's setting
     box_head: str = DEFAULT_BOX_HEAD  # the heads stage 4 builds
     time_head: str = DEFAULT_TIME_HEAD
@@ -119,7 +119,7 @@ def pretrained_model(preset: Preset, lm: str, encoding: str) -> Any:
     path = default_lm_dir() if lm == "smollm2" else lm
     model = LLaVA4D.from_lm(path, compressor=CompressorConfig(kind=preset.compressor))
     if encoding != "full":
-        model.set_encoding(encoding)
+        model_edits.set_encoding(model, encoding)
     return model
 
 
@@ -179,7 +179,7 @@ def _prepare(model: Any, cfg: TrainConfig, trained: bool, info: ddp.DistInfo) ->
                 raise ValueError(f"--look-change {cfg.look_change:g}, but the model loaded "
                                  f"was trained with {model.cfg.look_change:g}")
         else:
-            model.set_span_tokens(cfg.look_change)
+            model_edits.set_span_tokens(model, cfg.look_change)
     model.to(info.device).train()
     # training moves the heads, so a confidence calibration fitted to the old ones would lie;
     # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val
