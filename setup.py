@@ -40,7 +40,7 @@ setup(
             "llava4d-make-bag = llava4d_ros.data.bagtools:main",
             "llava4d-train = llava4d_ros.train:main",
             "llava4d-evaluate = llava4d_ros.evaluate:main",
-            "llava4d-model-info = llava4d_ros.model_info:main",
+            "llava4d-model-info = llava4d_ros.model.info:main",
         ]
     },
 )

@@ -276,7 +276,7 @@ def run_config(args: argparse.Namespace) -> None:
         model = LLaVA4D.from_config(cfg, tok)
     model = model.to(device=device, dtype=dtype).eval()
     if args.quantization != "none":  # the node's path (runtime.load_model), refused on a CPU
-        from llava4d_ros.runtime import quantization_backend, quantize_lm
+        from llava4d_ros.model.runtime import quantization_backend, quantize_lm
 
         backend = quantization_backend(args.quantization, str(device))
         quantize_lm(model.lm, args.quantization, backend)

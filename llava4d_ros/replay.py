@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = NodeConfig.from_yaml(str(args.params)) if args.params else NodeConfig()
     model = None
     if not args.no_model:
-        from llava4d_ros.runtime import load_model
+        from llava4d_ros.model.runtime import load_model
 
         model = load_model(args.model, args.device, cfg.dtype, cfg.cpu_threads,
                            cfg.quantization, cfg.decode_mode)

@@ -238,7 +238,7 @@ class BlockingModel:
 def test_ingest_yields_to_a_question_until_the_queue_is_half_full(scene, scene_frames,
                                                                    tmp_path):
     from helpers.tiny_model import save_tiny_model
-    from llava4d_ros.runtime import load_model
+    from llava4d_ros.model.runtime import load_model
 
     model = BlockingModel(load_model(str(save_tiny_model(tmp_path / "tiny")), "cpu"))
     engine = Engine(NodeConfig(ingest_queue_size=8), model)  # the grid from the model's spec
@@ -270,7 +270,7 @@ def test_ingest_yields_to_a_question_until_the_queue_is_half_full(scene, scene_f
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from helpers.tiny_model import save_tiny_model
-    from llava4d_ros.runtime import load_model
+    from llava4d_ros.model.runtime import load_model
 
     return load_model(str(save_tiny_model(tmp_path_factory.mktemp("tiny"))), "cpu")
 

@@ -1,4 +1,4 @@
-"""The node caps glibc's malloc arenas (llava4d_ros/malloc_arenas.py) unless the user chose."""
+"""The node caps glibc's malloc arenas (llava4d_ros/ros/malloc_arenas.py) unless the user chose."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-CALL = "from llava4d_ros.malloc_arenas import limit_arenas; print(limit_arenas())"
+CALL = "from llava4d_ros.ros.malloc_arenas import limit_arenas; print(limit_arenas())"
 
 
 def run(env_extra: dict[str, str]) -> str:

@@ -218,8 +218,8 @@ def test_shipped_default_answers_exactly_as_before():
 
 
 def test_shipped_models_by_name(tmp_path):
+    from llava4d_ros.model.runtime import load_model
     from llava4d_ros.model.shipped import DEFAULT_DIR, SHIPPED, model_dir
-    from llava4d_ros.runtime import load_model
 
     assert model_dir(None) == model_dir("") == model_dir("default") == DEFAULT_DIR
     assert model_dir(str(tmp_path)) == str(tmp_path)  # a path stays a path

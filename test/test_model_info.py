@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from helpers.tiny_model import save_tiny_model
+from llava4d_ros.model.info import main, model_info
 from llava4d_ros.model.llava4d import LLaVA4D
-from llava4d_ros.model_info import main, model_info
 
 
 def test_default_model_info(capsys):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def smollm2_and_window():
     from llava4d_ros.data.instructions import seeds_for_split
-    from llava4d_ros.runtime import load_model
+    from llava4d_ros.model.runtime import load_model
     from llava4d_ros.training.dataset import build_scene
     from llava4d_ros.training.scene_cache import ingest_config
 
@@ -82,7 +82,7 @@ def test_reads_other_words_as_the_template(smollm2_and_window):
 
 
 def test_model_info_counts_the_base_lm():
-    from llava4d_ros.model_info import model_info
+    from llava4d_ros.model.info import model_info
 
     info = model_info("smollm2")
     assert info["pretrained"] and info["lm"]["name"] == backbones.SMOLLM2_NAME

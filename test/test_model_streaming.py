@@ -146,7 +146,7 @@ def test_static_caches_come_in_few_lengths():
 
 def test_the_node_settings_refuse_fast_decoding_on_the_cpu_before_loading():
     from llava4d_ros.config import NodeConfig
-    from llava4d_ros.runtime import load_model
+    from llava4d_ros.model.runtime import load_model
 
     assert NodeConfig().decode_mode == "eager"
     with pytest.raises(ValueError, match="decode_mode must be"):

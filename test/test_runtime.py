@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers.tiny_model import save_tiny_model
-from llava4d_ros.runtime import load_model
+from llava4d_ros.model.runtime import load_model
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_quantization_is_refused_clearly_on_the_cpu_and_validated(tmp_path):
 def test_quantization_backend_choice(monkeypatch):
     import importlib.util
 
-    from llava4d_ros import runtime
+    from llava4d_ros.model import runtime
 
     assert runtime.quantization_backend("none", "cpu") is None
     found = {"bitsandbytes"}

@@ -70,10 +70,10 @@ from visualization_msgs.msg import MarkerArray
 from llava4d_ros.action import Ask
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.engine import Engine, InputRefused, QueryError, window_mismatch
-from llava4d_ros.malloc_arenas import limit_arenas, trim_heap
 from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
 from llava4d_ros.ros import convert
+from llava4d_ros.ros.malloc_arenas import limit_arenas, trim_heap
 from llava4d_ros.srv import Query, SaveMemory
 
 WARN_PERIOD_S = 5.0  # per reason: each refusal reason has its own throttle
@@ -218,7 +218,7 @@ class Llava4dNode(LifecycleNode):
                                                event_callbacks=NO_PUB_EVENTS)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from llava4d_ros.runtime import load_model  # torch is imported only when activating
+        from llava4d_ros.model.runtime import load_model  # torch is imported only when activating
 
         try:
             model = load_model(self.cfg.model_path or None, self.cfg.device, self.cfg.dtype,
@@ -593,7 +593,7 @@ class Llava4dNode(LifecycleNode):
         try:
             result = engine.ask(request.question, t_start, t_end, on_text=on_text,
                                 cancel=cancel)
-            trim_heap()  # see malloc_arenas.py
+            trim_heap()  # see ros/malloc_arenas.py
         except QueryError as exc:
             self.get_logger().info(f"query refused: {str(exc)[:LOG_CHARS]}")
             return False, str(exc), None
@@ -855,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     context was shut down from the signal while callbacks, the ingest thread and the TF thread
     still used it, and about 1 SIGINT in 5 on an ingesting node ended in a segfault.
     """
-    limit_arenas()  # before DDS and our threads start: see malloc_arenas.py
+    limit_arenas()  # before DDS and our threads start: see ros/malloc_arenas.py
     rclpy.init(args=argv if argv is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
