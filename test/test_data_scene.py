@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llava4d_ros.core.colors import PALETTE, colour_name
 from llava4d_ros.core.geometry import backproject, transform_points
+from llava4d_ros.data.palette import PALETTE, colour_name
 from llava4d_ros.data.scene import (
     CameraWaypoint,
     ObjectSpec,
@@ -240,7 +240,7 @@ def test_invalid_specs_are_rejected():
 
 
 def test_clutter_is_background_that_is_no_palette_object():
-    from llava4d_ros.core.colors import describe_colour
+    from llava4d_ros.data.palette import describe_colour
     from llava4d_ros.data.scene import scene_from_dict, scene_to_dict
 
     plain, cluttered = make_scene(3), make_scene(3, n_clutter=4)

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llava4d_ros.core.colors import PALETTE
 from llava4d_ros.core.geometry import PinholeCamera
+from llava4d_ros.data.palette import PALETTE
 from llava4d_ros.data.vocabulary import SHAPES
 
-#: Shading factor range applied to object colours (ambient + Lambert); colors.py relies on it.
+#: Shading factor range applied to object colours (ambient + Lambert); palette.py relies on it.
 AMBIENT = 0.6
 _LIGHT_DIR_WORLD = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
 

@@ -3,8 +3,8 @@
 One place for the object words (palette colours, shapes, their plurals and the synonyms people
 use for them), the words for "objects", number words and direction words, so the generator that
 writes a question, the inventory that reads it and the metric that scores its answer agree.
-Colour RGB values stay in `core.colors.PALETTE` (the renderer and the tracker need them without
-this package); this module takes the names from there.
+Colour RGB values stay in `data.palette.PALETTE` (the renderer needs them without this
+module); this module takes the names from there.
 
     >>> canonical_shape("block"), canonical_shape("balls"), canonical_shape("mug")
     ('cube', 'sphere', None)
@@ -14,7 +14,7 @@ this package); this module takes the names from there.
 
 from __future__ import annotations
 
-from llava4d_ros.core.colors import PALETTE
+from llava4d_ros.data.palette import PALETTE
 
 #: Palette colour names, in `PALETTE` order (the inventory's colour order).
 COLOURS: tuple[str, ...] = tuple(PALETTE)

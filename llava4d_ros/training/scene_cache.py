@@ -23,7 +23,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # llava4d_ros/
 # relative to the package; the names are hashed too, so a move gives a new cache.
 _CACHE_SOURCES = ("data/scene.py", "data/instructions.py", "data/vocabulary.py",
                   "core/geometry.py", "core/buffer4d.py", "core/pipeline.py",
-                  "core/colors.py", "model/vision.py", "training/dataset.py")
+                  "data/palette.py", "model/vision.py", "training/dataset.py")
 
 
 def ingest_config(cfg: LLaVA4DConfig) -> IngestConfig:

@@ -1,9 +1,9 @@
-"""Named colours shared by the synthetic scenes, the tracker's labels and the model's answers.
+"""The synthetic scenes' palette: the colours the renderer paints objects with and the names
+the data generator writes into questions and answers (`data/vocabulary.py` takes them from here).
 
-One palette for the whole project, so the word the data generator writes into a question, the
-word the model answers with and the word a palette-coloured track is labelled with are the same
-word. A track of anything else (a gray counter, a brown cabinet) is labelled with the basic
-colour term it measures, or "object" (`describe_colour`), never with the nearest palette name.
+Dataset vocabulary, not a tracker's: the object map names a measured colour with
+`core/colour_words.py`, which knows no palette. `colour_name` and `describe_colour` measure
+rendered colours against the palette (the scene tests use them).
 """
 
 from __future__ import annotations
