@@ -163,3 +163,14 @@ def test_kitchen_answers_stand_on_the_object_map(kitchen):
     assert answers["How many objects are there?"].text == (
         f"I see {count_text(len(ids), 'object')}.")
 
+
+
+def test_ablation_table_shows_moving_objects_apart(capsys):
+    from llava4d_ros.training.metrics import print_ablation
+
+    row = {"sacc": 0.8, "tacc": 0.9, "em": 0.7, "sacc_moving": 0.65, "tacc_moving": float("nan")}
+    print_ablation([("full", "runs/full", row), ("time", "runs/time", {**row, "sacc": 0.5})])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "moving SAcc" in lines[1] and "moving TAcc" in lines[1]
+    assert lines[2].split() == ["full", "0.800", "0.900", "0.700", "0.650", "-", "runs/full"]
+    assert lines[3].split()[:2] == ["time", "0.500"]
