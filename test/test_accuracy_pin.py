@@ -1,10 +1,10 @@
 """The shipped default's accuracy on a few fixed held-out scenes, pinned: a change to the
 renderer, the ingest, the samples, the model or its decoding that moves these counts fails here
-(the full figure is `python -m llava4d_ros.evaluate`, docs/MODEL.md).
+(the full figure is `python -m llava4d_ros.evaluate`, docs/RESULTS.md).
 
 The scenes are rendered and ingested fresh (no cache), so what is pinned is what a fresh clone
 computes. If a change is meant to move the numbers, re-measure with evaluate, update
-docs/MODEL.md and the README, then the counts below.
+docs/RESULTS.md and the README, then the counts below.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The default's LM is 0.9 M parameters trained on the task templates only ("Where is the red cube
 at 2.5s?"): it answers a template far better than the same question in other words, and so
-does SmolLM2 fine-tuned on the task's questions (docs/MODEL.md). So for a model with the task's
+does SmolLM2 fine-tuned on the task's questions (docs/RESULTS.md). So for a model with the task's
 vocabulary (`LLaVA4D.reads_templates_best`) the question is read here first: its kind (where,
 when it started, which way, how many, which move, is it moving, describe), the object it names
 and the time it asks about, and the model is asked the template question with those. A question

@@ -45,7 +45,7 @@ of `moves_at`, shipped, heading EM on 30 val scenes went 0.756 -> 0.778 and 0.66
 Why not the LM: the default's 0.9 M-parameter LM was trained on the task templates only; it
 answered every yes/no question with "The red cylinder moves.", every time outside the window
 with a box, never counted past 6 (its training scenes hold 3-6 objects), and on a real room
-named palette objects in 9 of 10 answers (docs/MODEL.md).
+named palette objects in 9 of 10 answers (docs/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def asked_time_s(intent: Intent | None, t_end_s: float) -> float:
     looks like asks about (`intent`, `read_intent` of the question: "at 2.5s": 2.5, "3 seconds
     ago": `t_end_s` - 3, "now" or no time named: `t_end_s`); NaN for any other question (when
     something started is the model's to read). The answer states this time rather than the
-    time head's reading of the question (docs/MODEL.md)."""
+    time head's reading of the question (docs/RESULTS.md)."""
     if intent is None or intent.kind not in ("ground", "heading", "caption"):
         return float("nan")
     t_s = intent.when.model_time(t_end_s)

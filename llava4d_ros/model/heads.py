@@ -285,7 +285,7 @@ class TimeHead(nn.Module):
     `question_dim > 0` (kind "question"): the gate also reads `q_mean`, the plain mean of the
     question's embeddings. The slot context's question part is an attention pool trained with
     the pointer, which looks at the object's words; in a full-4D model it did not keep "ago",
-    and the gate read "3 seconds ago" as "at 3s" (measured on val, see docs/MODEL.md)."""
+    and the gate read "3 seconds ago" as "at 3s" (measured on val, see docs/RESULTS.md)."""
 
     def __init__(self, ctx_dim: int, hidden: int, question_dim: int = 0):
         super().__init__()

@@ -10,7 +10,7 @@ decoder consults it.
     LM hidden state h (H,) + decode state (named so far, current object, question words,
     the sentence's time) --InventoryBias--> bias (V,) added to the LM's next-token logits
 
-Why (docs/MODEL.md): the tiny LM trained for minutes on a CPU makes the scene-level choices of
+Why (docs/RESULTS.md): the tiny LM trained for minutes on a CPU makes the scene-level choices of
 an answer badly. It names memorised objects in captions, always says "did not move", guesses
 counts and headings. The slot heads fix numbers the same way: a head reads the visual tokens and
 the decoder uses what it reads. The bias is learned (stage 5, the rest of the model frozen):

@@ -52,7 +52,7 @@ from llava4d_ros.model.tokens import TokenTensors, apply_token_budget, token_ten
 from llava4d_ros.model.vision import build_encoder
 
 #: Longest answer by default [tokens]: a description says one sentence of ~13 word tokens
-#: (~15 BPE tokens) per object, so 8 objects need ~120 (docs/MODEL.md). Answers end at the end
+#: (~15 BPE tokens) per object, so 8 objects need ~120 (docs/RESULTS.md). Answers end at the end
 #: token or a repeated sentence long before this. The node's `max_new_tokens` 0 takes it.
 MAX_NEW_TOKENS = 160
 
@@ -119,7 +119,7 @@ class LLaVA4D(PreTrained):
         """Whether questions are read by `answers/intent.py` and asked as the task's templates:
         for an LM trained from scratch on the task, and for any LM with the task's scene
         inventory (fine-tuned on the task's questions, it too answers the templates best:
-        docs/MODEL.md, held-out phrasings). An open-vocabulary model without the inventory reads
+        docs/RESULTS.md, held-out phrasings). An open-vocabulary model without the inventory reads
         questions as written."""
         return self.cfg.lm_source.kind == "scratch" or self.words is not None
 

@@ -2,7 +2,7 @@
 
 A preset is the whole recipe of a model: its size, the data it reads and the steps of each
 stage. The command's flags override single fields (`Preset.override`); how each preset came to
-be is in docs/MODEL.md ("Training", and the SmolLM2 section for `smollm2`).
+be is in docs/TRAINING.md (and docs/RESULTS.md, the SmolLM2 section, for `smollm2`).
 """
 
 from __future__ import annotations
