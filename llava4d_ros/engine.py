@@ -671,12 +671,17 @@ class Engine:
                 logged = list({**self._object_log,
                                **{o.object_id: o for o in current or ()}}.values())
                 trail = list(self._camera)
+                newest_ns = self._last_ingested_ns
             t_ref = float(tokens.t_s.min())
             t_end = float(tokens.t_s.max())
+            # "3 seconds ago" counts back from the newest frame, which made no token unless it
+            # was a keyframe; a window_end asked for is the end the question is about
+            t_now = t_end if t_end_s is not None or newest_ns is None else max(t_end,
+                                                                                newest_ns / NS)
             _check_times(question, t_ref, t_end, durations_ok=self.memory is not None)
             scene = None
             if current is not None:
-                scene = MapScene(current, now_s=t_end, window_start_s=t_ref,
+                scene = MapScene(current, now_s=t_now, window_start_s=t_ref,
                                  camera_at=lambda stamp_s: _nearest_pose(trail, stamp_s),
                                  memory=self.memory)
             # the model is read under its lock: deactivate (set_model(None)) may run meanwhile
@@ -687,7 +692,8 @@ class Engine:
                 max_new = self.cfg.max_new_tokens or int(getattr(model, "max_new_tokens",
                                                                    MAX_NEW_TOKENS_FALLBACK))
                 out = AnswerPolicy(model).answer(question, tokens, t_ref, max_new, scene,
-                                                 on_text=on_text, cancel=cancel)
+                                                 t_end_s=t_now, on_text=on_text,
+                                                 cancel=cancel)
         finally:
             with self._signal:
                 self._queries_running -= 1

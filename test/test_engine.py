@@ -475,3 +475,34 @@ def test_ingest_settings_come_from_the_model_in_one_place(tiny_model):
     assert window_mismatch(NodeConfig(), spec) == ""
     assert ingest_config(NodeConfig()).window_s == 30.0  # no model: IngestConfig's
     assert Engine(NodeConfig(), tiny_model).ingestor.cfg.window_s == tiny_model.spec.window_s
+
+
+
+def test_now_is_the_newest_frame_not_the_newest_token(tiny_model, scene, monkeypatch):
+    """The newest frame made no keyframe (0.09 s after the last, camera still): the policy
+    and the object map are told it is now ("3 seconds ago" counts back from it), while the
+    window still ends at its newest token."""
+    from helpers.scene_feed import feed_frame
+    from llava4d_ros.answers.policy import AnswerPolicy
+
+    told = {}
+    answer = AnswerPolicy.answer
+
+    def spy(self, question, tokens, t_ref_s, max_new_tokens, scene=None, **kw):
+        told.update(t_end_s=kw.get("t_end_s"), now_s=scene.now_s if scene else None)
+        return answer(self, question, tokens, t_ref_s, max_new_tokens, scene, **kw)
+
+    monkeypatch.setattr(AnswerPolicy, "answer", spy)
+    engine = _tiny_engine(tiny_model)
+    feed_scene(engine, scene)
+    last = list(frames(scene))[-1]
+    (extra,) = feed_frame(engine, last, scene.cam, stamp_ns(last.stamp_s + 0.09))
+    assert extra.status == "skipped"
+    result = engine.ask("Where was the red cube 3 seconds ago?")
+    newest_frame = EPOCH_S + last.stamp_s + 0.09
+    assert told["t_end_s"] == pytest.approx(newest_frame, abs=1e-6)
+    assert told["now_s"] == pytest.approx(newest_frame, abs=1e-6)
+    assert result.window_end_s == pytest.approx(EPOCH_S + last.stamp_s, abs=1e-3)
+    told.clear()
+    engine.ask("Where was the red cube 1 second ago?", t_end_s=EPOCH_S + 2.0)
+    assert told["t_end_s"] <= EPOCH_S + 2.0  # a window asked for ends where it was asked

@@ -68,20 +68,24 @@ class AnswerPolicy:
 
     def answer(self, question: str, tokens: VisualTokens, t_ref_s: float,
                max_new_tokens: int, scene: MapScene | None = None, *,
+               t_end_s: float | None = None,
                on_text: Callable[[str], None] | None = None,
                cancel: threading.Event | None = None) -> PolicyAnswer:
-        """One question over the window `tokens` (`t_ref_s` its start [s]). `on_text` gets
-        the text so far while the network writes it, and the whole answer last; `cancel`
-        stops the network."""
+        """One question over the window `tokens` (`t_ref_s` its start, `t_end_s` its end [s]:
+        see `answer_batch`). `on_text` gets the text so far while the network writes it, and
+        the whole answer last; `cancel` stops the network."""
         return self.answer_batch([question], tokens, t_ref_s, max_new_tokens, scene,
-                                 on_text=on_text, cancel=cancel)[0]
+                                 t_end_s=t_end_s, on_text=on_text, cancel=cancel)[0]
 
     def answer_batch(self, questions: Sequence[str], tokens: VisualTokens, t_ref_s: float,
                      max_new_tokens: int, scene: MapScene | None = None, *,
+                     t_end_s: float | None = None,
                      on_text: Callable[[str], None] | None = None,
                      cancel: threading.Event | None = None) -> list[PolicyAnswer]:
         """Several questions over one window; the network's visual prefix runs once for those
-        it answers."""
+        it answers. `t_end_s` [s]: "now", the newest frame, which "3 seconds ago" counts back
+        from (default: the newest token's stamp; a frame that made no keyframe adds no token,
+        so the newest token can be a keyframe interval older than the newest frame)."""
         out: list[PolicyAnswer | None] = [None] * len(questions)
         if self.rules and scene is not None:
             for i, q in enumerate(questions):
@@ -94,7 +98,8 @@ class AnswerPolicy:
         facts = inv = None
         if self._templates and getattr(self.model, "words", None) is not None:
             inv = self.model.scene_inventory(tokens, t_ref_s)
-            facts = facts_of(self.model, inv, float(np.max(tokens.t_s)) - t_ref_s)
+            t_now = float(np.max(tokens.t_s)) if t_end_s is None else float(t_end_s)
+            facts = facts_of(self.model, inv, t_now - t_ref_s)
             for i, q in enumerate(asked):
                 if out[i] is None:
                     decided = scene_answer(q, facts)
@@ -137,13 +142,14 @@ class AnswerPolicy:
 
 def answer_questions(model: Any, questions: Sequence[str], tokens: VisualTokens,
                      t_ref_s: float | None = None, max_new_tokens: int | None = None,
-                     rules: bool = True, scene: MapScene | None = None) -> list[PolicyAnswer]:
+                     rules: bool = True, scene: MapScene | None = None,
+                     t_end_s: float | None = None) -> list[PolicyAnswer]:
     """`questions` about one window answered as the node answers them (`AnswerPolicy`; no
-    object map unless `scene`): `t_ref_s` defaults to the earliest token's stamp,
-    `max_new_tokens` to the model's default."""
+    object map unless `scene`): `t_ref_s` defaults to the earliest token's stamp, `t_end_s`
+    to the newest, `max_new_tokens` to the model's default."""
     from llava4d_ros.model.llava4d import MAX_NEW_TOKENS
 
     t_ref = float(np.min(tokens.t_s)) if t_ref_s is None else float(t_ref_s)
     return AnswerPolicy(model, rules).answer_batch(
         questions, tokens, t_ref, MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens,
-        scene)
+        scene, t_end_s=t_end_s)

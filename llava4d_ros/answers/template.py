@@ -17,7 +17,7 @@ from llava4d_ros.answers.scene_answers import SceneFacts, with_heading
 
 def facts_of(model: Any, inv: Any, t_end_s: float) -> SceneFacts:
     """The inventory's readings `inv` (`model.scene_inventory`) by name, for `scene_answer`;
-    `t_end_s` the newest token's model time [s]."""
+    `t_end_s` the model time [s] of now (the newest frame)."""
     import torch  # the readings are tensors; this module is imported without a model too
 
     present, moving, shape = inv.probs()

@@ -79,9 +79,10 @@ def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
     honest: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     false_abst, rep = [0, 0], {"n": 0, "repeat": 0, "max_tokens": 0}
 
-    def ask(questions: list[str], tokens: Any, t_ref_s: float, scene: Any = None) -> list[Any]:
+    def ask(questions: list[str], tokens: Any, t_ref_s: float, scene: Any = None,
+            t_end_s: float | None = None) -> list[Any]:
         answers = answer_questions(model, questions, tokens, t_ref_s, max_new_tokens,
-                                   scene=scene)
+                                   scene=scene, t_end_s=t_end_s)
         for a in answers:
             rep["n"] += 1
             rep["repeat"] += repeats_a_sentence(a.text)
@@ -93,7 +94,7 @@ def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
         for p in PHRASINGS:
             samples = [s.to_dict() for s in samples_for_scene(scene, phrasing=p, honest=True)]
             for s, a in zip(samples, ask([s["question"] for s in samples], rec.tokens,
-                                         rec.t_ref_s)):
+                                         rec.t_ref_s, t_end_s=float(scene.frame_times_s[-1]))):
                 sc = score(s, a)
                 if s["task"] in TASKS:
                     phrasing[p]["n"] += 1

@@ -171,9 +171,13 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
     sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     shown = 0
     for rec in tqdm(records, desc=model.model_id, disable=not progress):
+        scene = make_scene(rec.seed)
+        # "now" is the scene's last frame, as the samples count it (the newest token can be
+        # a keyframe interval older)
         answers = answer_questions(model, [s["question"] for s in rec.samples], rec.tokens,
-                                   rec.t_ref_s, rules=rules)
-        moving = frozenset(o.object_id for o in make_scene(rec.seed).objects if o.is_dynamic)
+                                   rec.t_ref_s, rules=rules,
+                                   t_end_s=float(scene.frame_times_s[-1]))
+        moving = frozenset(o.object_id for o in scene.objects if o.is_dynamic)
         for s, a in zip(rec.samples, answers):
             if shown < examples:
                 print(f"Q: {s['question']}\n  A: {a.text}\n  ref: {s['answer']}")

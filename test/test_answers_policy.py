@@ -1,0 +1,40 @@
+"""The answer policy's "now": what "N seconds ago" counts back from."""
+
+from __future__ import annotations
+
+import re
+
+from llava4d_ros.answers.policy import answer_questions
+from llava4d_ros.core.pipeline import IngestConfig
+
+
+def _stated_time(text: str) -> float:
+    m = re.match(r"At (\d+(?:\.\d+)?)\s*s", text)
+    assert m, text
+    return float(m.group(1))
+
+
+def test_seconds_ago_count_back_from_the_newest_frame_not_the_newest_token():
+    """A frame that made no keyframe adds no token: the newest token can be older than the
+    newest frame, and "3 seconds ago" is 3 s before the frame the caller says is now."""
+    from llava4d_ros.data.instructions import seeds_for_split
+    from llava4d_ros.data.scene import make_scene
+    from llava4d_ros.model.llava4d import LLaVA4D
+    from llava4d_ros.model.vision import ColourStatsEncoder
+    from llava4d_ros.training.dataset import build_scene
+
+    model = LLaVA4D.from_pretrained()
+    seed = seeds_for_split("test", 1)[0]
+    cfg = model.cfg
+    rec = build_scene(seed, ColourStatsEncoder(), IngestConfig(
+        patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
+    there = make_scene(seed).objects[0]
+    q = f"Where was the {there.label} 3 seconds ago?"
+    newest_token = float(rec.tokens.t_s.max()) - rec.t_ref_s
+    (by_token,) = answer_questions(model, [q], rec.tokens, rec.t_ref_s)
+    (by_frame,) = answer_questions(model, [q], rec.tokens, rec.t_ref_s,
+                                   t_end_s=rec.t_ref_s + newest_token + 0.4)
+    assert abs(_stated_time(by_token.text) - (newest_token - 3)) < 0.051, by_token.text
+    assert abs(_stated_time(by_frame.text) - (newest_token + 0.4 - 3)) < 0.051, by_frame.text
+    assert len(by_frame.boxes) == 1 and by_frame.boxes[0].t_s is not None
+    assert abs(by_frame.boxes[0].t_s - (newest_token + 0.4 - 3)) < 0.051
