@@ -20,6 +20,8 @@ from llava4d_ros.model.vision import ColourStatsEncoder
 from llava4d_ros.training.dataset import build_scene
 from llava4d_ros.training.metrics import evaluate_model
 
+pytestmark = pytest.mark.shipped_weights
+
 N_SCENES = 3
 # (hits, out of) over the first N_SCENES test scenes, measured with abstention (min_shape 0.1,
 # which declines two when_start questions here), the `tokens` box head (the pooled one: box 27)

@@ -79,6 +79,7 @@ def test_absent_colours_and_shapes_are_declined_from_the_inventory():
         "I do not see a red cube.")
 
 
+@pytest.mark.shipped_weights
 def test_the_shipped_default_declines_what_it_cannot_see_and_answers_the_rest():
     from helpers.tiny_model import random_tokens
     from llava4d_ros.core.pipeline import IngestConfig

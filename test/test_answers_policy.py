@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.core.pipeline import IngestConfig
+
+pytestmark = pytest.mark.shipped_weights
 
 
 def _stated_time(text: str) -> float:

@@ -109,6 +109,7 @@ def test_repetition_and_invented_objects_are_detected():
     assert names_palette_object("I do not see a red cube. The pink cylinder moves.")
 
 
+@pytest.mark.shipped_weights
 def test_honesty_report_counts_every_question():
     """A tiny untrained model on one synthetic scene: every figure is counted."""
     tok = build_tokenizer(vocabulary())

@@ -328,6 +328,7 @@ def test_compressor_modules():
         CompressorConfig(kind="avg")
 
 
+@pytest.mark.shipped_weights
 def test_model_spec_of_the_default():
     model = LLaVA4D.from_pretrained()
     spec = model.spec

@@ -150,6 +150,7 @@ def test_mismatched_shapes(tmp_path):
     assert os.path.isfile(tmp_path / "model.safetensors")
 
 
+@pytest.mark.shipped_weights
 def test_shipped_default_loads_and_answers():
     model = LLaVA4D.from_pretrained()
     assert model.cfg.slot_heads and model.cfg.prompt.encoding == "full"
@@ -196,6 +197,7 @@ _DEFAULT_ANSWERS = [
 ]
 
 
+@pytest.mark.shipped_weights
 def test_shipped_default_answers_exactly_as_before():
     from helpers.tiny_model import random_tokens
     from llava4d_ros.core.pipeline import IngestConfig

@@ -63,6 +63,7 @@ def test_a_table_that_is_not_a_monotone_map_is_refused(bad):
         LLaVA4DConfig(lm=tiny_llama(99), confidence_table=bad)
 
 
+@pytest.mark.shipped_weights
 def test_the_table_round_trips_through_config_json(tmp_path):
     path = save_tiny_model(tmp_path / "m")
     before = json.loads((path / "config.json").read_text())

@@ -13,6 +13,7 @@ from llava4d_ros.model.info import main, model_info
 from llava4d_ros.model.llava4d import LLaVA4D
 
 
+@pytest.mark.shipped_weights
 def test_default_model_info(capsys):
     assert main([]) == 0
     line = capsys.readouterr().out

@@ -9,9 +9,9 @@ import pytest
 from llava4d_ros.answers.policy import answer_questions
 from llava4d_ros.model import backbones, lm_delta
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.shipped_weights, pytest.mark.skipif(
     not backbones.converted(backbones.default_lm_dir()),
-    reason="SmolLM2 is not converted into this environment (scripts/setup.sh does it)")
+    reason="SmolLM2 is not converted into this environment (scripts/setup.sh does it)")]
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,7 @@ def test_7scenes_bag_static_kitchen_gives_still_objects(tmp_path):
     assert {"floor", "table"} <= {o.support for o in objects}
 
 
+@pytest.mark.shipped_weights
 @pytest.mark.skipif(not KITCHEN.exists(), reason=f"{KITCHEN} not present")
 def test_7scenes_bag_answers_stand_on_the_objects_it_holds(tmp_path):
     """A real rosbag2 of the kitchen's frames 0-299 through the replay CLI and the shipped
