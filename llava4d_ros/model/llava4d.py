@@ -4,13 +4,14 @@
         --compressor (optional)--> (M, D_lm)                                         `encode`
     prompt ids (template.py); the M placeholders' embeddings := the visual ones, TE/PE
         added on the question's times and coordinates                                 `embed`
-    --any HF causal LM, greedy (generation.py, decoding.py)--> answer tokens  `generate_batch`
+    --any HF causal LM (`forward`), greedy (generation.py, decoding.py)--> answer tokens
+                                                                               `generate_batch`
     <box>/<time> slot tokens --pointer + box / time heads (heads.py)--> numbers in the text,
         each box's numbers and confidence straight to its GroundedBox           `slot_reader`
     text --grounding.parse_answer--> boxes (label and time from the sentence)
 
-The visual side is separate from the language side, as `get_image_features` is from `forward`
-in transformers' LLaVA. Loading and saving: model/loading.py (`LLaVA4D.load`). Training reads
+The visual side (`encode`) is separate from the language side (`forward`), as in transformers'
+LLaVA. Loading and saving: model/loading.py (`LLaVA4D.load`). Training reads
 the model through `visual_prefix`, `text_after`, `embed` and the heads (training/losses.py) and
 changes it between stages in training/model_edits.py.
 """
@@ -117,15 +118,12 @@ class LLaVA4D(PreTrained):
     @property
     def reads_templates_best(self) -> bool:
         """Whether questions are read by `answers/intent.py` and asked as the task's templates:
-        for an LM trained from scratch on the task, and for any LM with the task's scene
-        inventory (fine-tuned on the task's questions, it too answers the templates best:
-        docs/RESULTS.md, held-out phrasings). An open-vocabulary model without the inventory reads
-        questions as written."""
+        for an LM trained from scratch on the task or with its scene inventory (docs/RESULTS.md,
+        held-out phrasings); an open-vocabulary LM without one reads questions as written."""
         return self.cfg.lm_source.kind == "scratch" or self.words is not None
 
     def kv_cache(self, out: Any) -> Any:
-        """The KV cache of an LM output: `cache` (transformers >= 5, where reading
-        `past_key_values` logs a deprecation warning) or `past_key_values` (older)."""
+        """The KV cache of an LM output: `cache` (transformers >= 5: `past_key_values` warns)."""
         return out.cache if self.cache_kw == "cache" else out.past_key_values
 
     @property
@@ -169,8 +167,7 @@ class LLaVA4D(PreTrained):
 
     def _encode(self, tokens: VisualTokens, t_ref_s: float
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D, TE(age)]`
-        `(N, D + P + dt)`)."""
+        """(embeddings `(N, D_lm)`, pointer key extras `[f_st, p_4D, TE(age)]` `(N, D+P+dt)`)."""
         tt = self.token_tensors(tokens, t_ref_s)
         f_s = tt.features  # (N, D)
         if f_s.ndim != 2 or f_s.shape[1] != self.cfg.vision.feature_dim:
@@ -187,14 +184,12 @@ class LLaVA4D(PreTrained):
                       ) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
         """The LM's forward over the prompt up to and with the image (`tokens` within budget):
         (prefix ids `(L,)`, the LM output with its KV cache, pointer keys `(N, H + D + P + dt)`
-        when `hidden`). A key's H part is the token's LM hidden state; with a compressor the LM
-        never sees token n by itself, so its projected embedding stands in: the heads still
-        address all N window tokens."""
+        when `hidden`). A key's H part is the token's LM hidden state; with a compressor its
+        projected embedding stands in: the heads still address all N window tokens."""
         visual, extra = self._encode(tokens, t_ref_s)  # (N, D_lm), (N, D + P + dt)
         lm_in = visual if self.compressor is None else self.compressor(visual)  # (M, D_lm)
         pre_ids = torch.tensor(self.prefix_ids(lm_in.shape[0]), device=self.device)
-        out = self.lm(inputs_embeds=self.embed(pre_ids, lm_in)[None], use_cache=True,
-                      output_hidden_states=hidden)
+        out = self(pre_ids, lm_in, use_cache=True, output_hidden_states=hidden)
         keys = None
         if hidden:
             h = (out.hidden_states[-1][0, pre_ids == self.image_token_id]
@@ -268,14 +263,20 @@ class LLaVA4D(PreTrained):
             emb = self.text_coords(emb, self.prompt, shift, shift_c)
         return emb
 
+    def forward(self, input_ids: torch.Tensor, visual: torch.Tensor | None,
+                text: QuestionText | None = None, text_offset: int = 0, **lm_kwargs: Any) -> Any:
+        """`input_ids (L,)` (`embed`) through the LM, a batch of one: `.logits (1, L, V)`, and
+        with `output_hidden_states=True` the states the slot heads read (`slot_reader`)."""
+        return self.lm(inputs_embeds=self.embed(input_ids, visual, text, text_offset)[None],
+                       **lm_kwargs)
+
     def logits(self, question: str, tokens: VisualTokens, t_ref_s: float) -> torch.Tensor:
         """Logits `(L, V)` of the whole prompt (for checks against a reference model)."""
         visual = self.encode(tokens, t_ref_s)  # (M, D_lm)
         prefix = self.prefix_ids(visual.shape[0])
         text = self.text_after(question)
-        ids = torch.tensor(prefix + text.ids, device=self.device)
-        emb = self.embed(ids, visual, text, len(prefix))
-        return self.lm(inputs_embeds=emb[None]).logits[0]
+        return self(torch.tensor(prefix + text.ids, device=self.device), visual, text,
+                    len(prefix)).logits[0]
 
     # ------------------------------------------------------------------ slot heads
 
