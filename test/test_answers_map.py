@@ -120,6 +120,11 @@ def test_questions_the_map_leaves_to_the_network():
     ("what's on the counter?", "list", None, None, "counter"),
     ("Where's my coffee cup?", "where", "coffee cup", None, None),
     ("Is there a kettle in the room?", "presence", "kettle", None, None),
+    # the space seen says where to look, not what to find: "I see no scene" was the answer
+    ("What objects are in the scene?", "list", None, None, None),
+    ("What is in this room?", "list", None, None, None),
+    ("How many chairs are in the kitchen?", "count", "chair", None, None),
+    ("Is there a picture on the wall?", "presence", "picture", None, None),
     ("Where is the nearest white mug?", "nearest", "mug", "white", None),
     ("What color is the ball?", "colour", "ball", None, None),
     ("Where was the camera 2 seconds ago?", "camera", None, None, None),

@@ -63,6 +63,11 @@ _COLOUR_SYNONYMS = {"grey": "gray", "magenta": "pink", "violet": "purple", "gold
 IRREGULAR_PLURALS = {"shelves": "shelf", "boxes": "box", "benches": "bench",
                      "couches": "couch", "dishes": "dish", "glasses": "glass",
                      "people": "person", "knives": "knife"}
+#: words for the space the camera sees: "in the room" says where to look, not what to find
+PLACES = frozenset({"scene", "room", "view", "area", "place", "picture", "image", "frame",
+                    "space", "surroundings", "environment", "world", "here", "kitchen",
+                    "office", "house"})
+_PLACE_PREPOSITIONS = frozenset({"in", "around", "across", "within", "inside", "of", "near"})
 _DETERMINERS = frozenset({"the", "a", "an", "any", "my", "your", "our", "this", "that",
                           "these", "those", "some"})
 _WORD = re.compile(r"[a-z]+")
@@ -156,6 +161,8 @@ def _thing(words: list[str]) -> tuple[str | None, str | None, bool]:
         colour, noun, plural, _ = _noun_at(words, i + 1)
         if noun in SUPPORTS and colour is None and words[i - 1:i] in (["on"], ["under"]):
             continue  # "on the table": where, not what
+        if noun in PLACES and colour is None and i > 0 and words[i - 1] in _PLACE_PREPOSITIONS:
+            continue  # "in the room": where, not what
         if noun is None or noun in skip - GENERIC or noun in _DETERMINERS:
             continue
         return colour, noun, plural
