@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from llava4d_ros.core.pipeline import IngestConfig, Ingestor
+from llava4d_ros.core.pipeline import Ingestor
 from llava4d_ros.data.scene import frames, make_scene
 from llava4d_ros.model import backbones
 from llava4d_ros.model.config import CompressorConfig
@@ -48,15 +48,14 @@ def main() -> None:
     t0 = time.perf_counter()
     model = LLaVA4D.from_lm(lm, compressor=comp)
     load_s = time.perf_counter() - t0
-    cfg = model.cfg
     print(f"load: {load_s:.1f} s ({model.model_id}, LM {model.cfg.lm_source.kind} "
           f"{model.cfg.lm_source.path}, {sum(p.numel() for p in model.lm.parameters()) / 1e6:.1f}"
           f" M LM parameters, vocab {len(model.tokenizer)})")
     scene = make_scene(args.seed, duration_s=10.0)
-    ing = Ingestor(IngestConfig(patch_grid=cfg.patch_grid), model.patch_encoder)
+    ing = Ingestor(model.spec.ingest_config(), model.patch_encoder)
     for f in frames(scene):
         ing.ingest(f.stamp_s, f.rgb, f.depth_m, scene.cam, f.world_from_cam)
-    tokens = ing.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+    tokens = ing.tokens()
     t_ref = float(ing.buffer.time_range()[0])
     question = f"Where is the {scene.objects[0].label} at 2.5s?"
     with torch.no_grad():
@@ -70,11 +69,11 @@ def main() -> None:
     answer = None
     for _ in range(args.repeats):
         s = time.perf_counter()
-        model.answer(question, ing.buffer.tokens(cfg.token_budget, cfg.voxel_m), t_ref,
+        model.answer(question, ing.tokens(), t_ref,
                      max_new_tokens=1)
         first = time.perf_counter() - s
         s = time.perf_counter()
-        answer = model.answer(question, ing.buffer.tokens(cfg.token_budget, cfg.voxel_m), t_ref,
+        answer = model.answer(question, ing.tokens(), t_ref,
                               max_new_tokens=args.max_new)
         e = time.perf_counter() - s
         e2e.append(1e3 * e)

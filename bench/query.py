@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llava4d_ros.core.pipeline import IngestConfig, Ingestor
+from llava4d_ros.core.pipeline import Ingestor
 from llava4d_ros.data.scene import frames, make_scene
 from llava4d_ros.model.config import LLaVA4DConfig, VisionConfig
 from llava4d_ros.model.llava4d import LLaVA4D, apply_token_budget
@@ -290,8 +290,7 @@ def run_config(args: argparse.Namespace) -> None:
 
     scene = make_scene(args.seed, duration_s=10.0)
     encoder = TimedEncoder(model.patch_encoder, device)
-    ing = Ingestor(IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget),
-                   encoder)
+    ing = Ingestor(model.spec.ingest_config(), encoder)  # as the node ingests for it
     for f in frames(scene):
         ing.ingest(f.stamp_s, f.rgb, f.depth_m, scene.cam, f.world_from_cam)
     vision_ms = statistics.median(encoder.ms[1:] or encoder.ms)  # the first call warms up
@@ -371,16 +370,14 @@ def run_default(args: argparse.Namespace) -> None:
     model = LLaVA4D.from_pretrained(args.model)
     print(f"load: {1e3 * (time.perf_counter() - t0):.0f} ms ({model.model_id})")
     scene = make_scene(args.seed, duration_s=10.0)
-    ing = Ingestor(IngestConfig(patch_grid=model.cfg.patch_grid), model.patch_encoder)
+    ing = Ingestor(model.spec.ingest_config(), model.patch_encoder)
     for f in frames(scene):
         ing.ingest(f.stamp_s, f.rgb, f.depth_m, scene.cam, f.world_from_cam)
     obj = scene.objects[0]
     question = f"Where is the {obj.label} at 2.5s?"
-    cfg = model.cfg
-
-    tokens = ing.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+    tokens = ing.tokens()
     t_ref = float(ing.buffer.time_range()[0])
-    print(f"window: {len(ing.buffer)} keyframes over 10 s -> {len(tokens)} visual tokens")
+    print(f"window: {len(ing.buffer)} keyframes -> {len(tokens)} visual tokens")
     with torch.no_grad():
         t1 = time.perf_counter()
         visual = model.encode(tokens, t_ref)
@@ -396,11 +393,11 @@ def run_default(args: argparse.Namespace) -> None:
     e2e, ttft, rates = [], [], []
     for _ in range(args.repeats):
         s = time.perf_counter()
-        tokens = ing.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+        tokens = ing.tokens()
         model.generate(question, tokens, t_ref, max_new_tokens=1)
         first = time.perf_counter() - s
         s = time.perf_counter()
-        tokens = ing.buffer.tokens(cfg.token_budget, cfg.voxel_m)
+        tokens = ing.tokens()
         answer = model.generate(question, tokens, t_ref)
         e = time.perf_counter() - s
         e2e.append(1e3 * e)

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from llava4d_ros.answers.policy import answer_questions
-from llava4d_ros.core.pipeline import IngestConfig
 from llava4d_ros.data.instructions import seeds_for_split
 from llava4d_ros.model.llava4d import LLaVA4D
 from llava4d_ros.model.vision import ColourStatsEncoder
@@ -23,10 +22,10 @@ from llava4d_ros.training.metrics import evaluate_model
 pytestmark = pytest.mark.shipped_weights
 
 N_SCENES = 3
-# (hits, out of) over the first N_SCENES test scenes, measured with abstention (min_shape 0.1,
-# which declines two when_start questions here), the `tokens` box head (the pooled one: box 27)
-# and counts of a shape and heading words from the inventory (the LM's: em 21).
-PINNED = {"box": (30, 39), "time": (41, 45), "em": (23, 33)}
+# (hits, out of) over the first N_SCENES test scenes, measured with abstention, the `tokens`
+# box head, counts of a shape and heading words from the inventory, and the default trained on
+# look-change tokens (issue 31; the model before it: box 30, time 41, em 23).
+PINNED = {"box": (30, 39), "time": (44, 45), "em": (20, 33)}
 SLACK = 1  # one hit either way: float summation order may differ across CPUs and thread counts
 
 
@@ -34,9 +33,7 @@ SLACK = 1  # one hit either way: float summation order may differ across CPUs an
 def table():
     torch.set_num_threads(1)
     model = LLaVA4D.from_pretrained(None)
-    cfg = model.cfg
-    ingest = IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget,
-                          voxel_m=cfg.voxel_m)
+    ingest = model.spec.ingest_config()  # as the node ingests for it
     records = [build_scene(seed, ColourStatsEncoder(), ingest)
                for seed in seeds_for_split("test", N_SCENES)]
     return evaluate_model(model, records, progress=False)["all"]
@@ -60,9 +57,7 @@ def test_describes_all_eight_objects_within_the_default_answer_length():
     torch.set_num_threads(1)
     model = LLaVA4D.from_pretrained(None)
     assert model.max_new_tokens == MAX_NEW_TOKENS == 160
-    cfg = model.cfg
-    ingest = IngestConfig(patch_grid=cfg.patch_grid, token_budget=cfg.token_budget,
-                          voxel_m=cfg.voxel_m)
+    ingest = model.spec.ingest_config()  # as the node ingests for it
     rec = build_scene(82, ColourStatsEncoder(), ingest, {"n_objects": 8})
     question = next(s["question"] for s in rec.samples if s["task"] == "caption")
     (ans,) = answer_questions(model, [question], rec.tokens, rec.t_ref_s)

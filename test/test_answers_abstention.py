@@ -82,7 +82,6 @@ def test_absent_colours_and_shapes_are_declined_from_the_inventory():
 @pytest.mark.shipped_weights
 def test_the_shipped_default_declines_what_it_cannot_see_and_answers_the_rest():
     from helpers.tiny_model import random_tokens
-    from llava4d_ros.core.pipeline import IngestConfig
     from llava4d_ros.data.instructions import seeds_for_split
     from llava4d_ros.data.scene import make_scene
     from llava4d_ros.model.llava4d import LLaVA4D
@@ -91,9 +90,7 @@ def test_the_shipped_default_declines_what_it_cannot_see_and_answers_the_rest():
 
     model = LLaVA4D.from_pretrained()
     seed = seeds_for_split("test", 1)[0]
-    cfg = model.cfg
-    rec = build_scene(seed, ColourStatsEncoder(), IngestConfig(
-        patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
+    rec = build_scene(seed, ColourStatsEncoder(), model.spec.ingest_config())
     there = make_scene(seed).objects[0]
     answers = answer_questions(model, ["Where is the mug?", f"Where is the {there.label} now?",
                                        f"When did the {there.label} stop moving?"],

@@ -7,7 +7,6 @@ import re
 import pytest
 
 from llava4d_ros.answers.policy import answer_questions
-from llava4d_ros.core.pipeline import IngestConfig
 
 pytestmark = pytest.mark.shipped_weights
 
@@ -29,9 +28,7 @@ def test_seconds_ago_count_back_from_the_newest_frame_not_the_newest_token():
 
     model = LLaVA4D.from_pretrained()
     seed = seeds_for_split("test", 1)[0]
-    cfg = model.cfg
-    rec = build_scene(seed, ColourStatsEncoder(), IngestConfig(
-        patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
+    rec = build_scene(seed, ColourStatsEncoder(), model.spec.ingest_config())
     there = make_scene(seed).objects[0]
     q = f"Where was the {there.label} 3 seconds ago?"
     newest_token = float(rec.tokens.t_s.max()) - rec.t_ref_s

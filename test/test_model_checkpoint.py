@@ -172,13 +172,15 @@ def test_shipped_default_loads_and_answers():
 # abstention (absent colours), and the object envelope, after which the noise window, which
 # used to get a green cube with a box, gets none; rephrased questions, read as their templates;
 # the `tokens` box head (true box: [0.154, -0.92, 0.155, 0.31, 0.31, 0.31]; before it
-# [0.14, -0.90, 0.18, 0.32, 0.32, 0.32]).
+# [0.14, -0.90, 0.18, 0.32, 0.32, 0.32]); the default retrained on look-change tokens (issue
+# 31, docs/RESULTS.md: its box lands 0.14 m off here, it misses the pink cube's motion and
+# reads its start 0.4 s earlier than the model before it).
 _DEFAULT_ANSWERS = [
     ("scene40", "Where is the red cube at 2.5s?",
-     "At 2.5s, the red cube is at [0.15, -0.89, 0.16, 0.32, 0.32, 0.33]."),
-    ("scene40", "Which objects move?", "The yellow cube and the pink cube move."),
+     "At 2.5s, the red cube is at [0.14, -0.78, 0.18, 0.31, 0.31, 0.33]."),
+    ("scene40", "Which objects move?", "The yellow cube moves."),
     ("scene40", "When did the pink cube start moving?",
-     "The pink cube started moving at 2.3s."),
+     "The pink cube started moving at 1.9s."),
     ("scene40", "When did the red cube start moving?", "The red cube did not move."),
     ("scene40", "When did the blue sphere start moving?", "I do not see a blue sphere."),
     ("scene40", "How many cubes are there?", "There are 3 cubes."),
@@ -187,9 +189,9 @@ _DEFAULT_ANSWERS = [
     ("scene40", "Where is the green cube at 2.5s?", "I do not see a green cube."),
     # the same questions in other words (answers/intent.py) get the same answers
     ("scene40", "Could you tell me where the red box is at t=2.5?",
-     "At 2.5s, the red cube is at [0.15, -0.89, 0.16, 0.32, 0.32, 0.33]."),
-    ("scene40", "Tell me which things are moving.", "The yellow cube and the pink cube move."),
-    ("scene40", "pink block start time?", "The pink cube started moving at 2.3s."),
+     "At 2.5s, the red cube is at [0.14, -0.78, 0.18, 0.31, 0.31, 0.33]."),
+    ("scene40", "Tell me which things are moving.", "The yellow cube moves."),
+    ("scene40", "pink block start time?", "The pink cube started moving at 1.9s."),
     ("scene40", "count the boxes", "There are 3 cubes."),
     ("noise", "Where is the green cube at 2.5s?", "I do not see a green cube."),
     ("noise", "Which objects move?", "No object moves."),
@@ -200,14 +202,11 @@ _DEFAULT_ANSWERS = [
 @pytest.mark.shipped_weights
 def test_shipped_default_answers_exactly_as_before():
     from helpers.tiny_model import random_tokens
-    from llava4d_ros.core.pipeline import IngestConfig
     from llava4d_ros.model.vision import ColourStatsEncoder
     from llava4d_ros.training.dataset import build_scene
 
     model = LLaVA4D.from_pretrained()
-    cfg = model.cfg
-    scene = build_scene(40, ColourStatsEncoder(), IngestConfig(
-        patch_grid=cfg.patch_grid, token_budget=cfg.token_budget, voxel_m=cfg.voxel_m))
+    scene = build_scene(40, ColourStatsEncoder(), model.spec.ingest_config())
     windows = {"scene40": (scene.tokens, scene.t_ref_s),
                "noise": (random_tokens(300, 18, seed=0, t0_s=100.0), 100.0)}
     got = [(w, q, answer_questions(model, [q], *windows[w], max_new_tokens=60)[0].text)
