@@ -56,6 +56,8 @@ def test_lists_what_is_there_with_ids_and_boxes():
     assert {o.object_id for o in a.objects} == {1, 2, 5}
     assert "(object 5)" in a.text and "[1.20, -0.40, 0.85]" in a.text
     assert {o.object_id for o in ask("What objects do you see?").objects} == set(range(1, 7))
+    for q in ("What objects are in the scene?", "Describe the room."):
+        assert {o.object_id for o in ask(q).objects} == set(range(1, 7)), q
 
 
 def test_declines_what_is_not_there_naming_what_is():
@@ -125,6 +127,9 @@ def test_questions_the_map_leaves_to_the_network():
     ("What is in this room?", "list", None, None, None),
     ("How many chairs are in the kitchen?", "count", "chair", None, None),
     ("Is there a picture on the wall?", "presence", "picture", None, None),
+    ("Describe the room.", "list", None, None, None),
+    ("Describe the scene at 2.5s.", None, "scene", None, None),
+    ("Describe each object at 2.5s.", None, None, None, None),
     ("Where is the nearest white mug?", "nearest", "mug", "white", None),
     ("What color is the ball?", "colour", "ball", None, None),
     ("Where was the camera 2 seconds ago?", "camera", None, None, None),

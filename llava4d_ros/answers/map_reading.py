@@ -251,4 +251,9 @@ def read(question: str) -> Asked:
                  r"\bwhat do you (see|notice)\b|\bwhich (objects?|things?|items?) (are|is) "
                  r"(there|here|on|in)\b|\bwhat is (around|here)\b", text):
         return asked("list")
+    if (re.search(r"\b(describe|tell me about)\b", text) and noun in PLACES
+            and at_s is None and ago is None):
+        # "describe the room": what it holds (the room is no thing to find); "... at 2.5s" is
+        # the model's to describe
+        return Asked("list", **{**base, "noun": None, "category": None, "shape": None})
     return Asked(None, **base)
