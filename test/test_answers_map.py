@@ -86,10 +86,14 @@ def test_colour_and_a_shape_word_for_an_unnamed_object():
 
 def test_moving_now_and_in_the_window():
     assert ask("Is anything moving?").text == "No, nothing is moving now."
+    assert ask("anything moving?").text == "No, nothing moved in the last 30 s."
+    assert ask("What is moving?").text == "Nothing is moving now."  # no yes/no to answer
     moving = MapScene(ROOM[:5] + [obj(6, "object", "red", [3.0, 0.0, 0.2], "floor", True,
                                       "cube")], 130.0, 100.0, camera)
     assert ask("Is anything moving?", moving).text == (
         "Yes, the red cube (object 6) is moving now.")
+    assert ask("Which objects are moving?", moving).text == (
+        "The red cube (object 6) is moving now.")
     assert ask("How many objects are moving?", moving).text == "An object is moving now."
     assert ask("Is the white mug moving?", moving).text.startswith("No, the white mug")
 

@@ -263,10 +263,11 @@ def _moving(asked: Asked, found: list[MapObject], moved: list[MapObject], scene:
                              tuple(found[:1]), scene.now_s)
         if asked.noun is not None:
             return _decline(asked, list(scene.objects), scene)
-        return MapAnswer(f"No, nothing {verb} {when}." if now else f"Nothing moved {when}.",
-                         (), scene.now_s)
+        text = f"nothing {verb} {when}." if now else f"nothing moved {when}."
+        text = ("No, " + text) if asked.yes_no else text[0].upper() + text[1:]
+        return MapAnswer(text, (), scene.now_s)
     names = joined([f"the {o.label} (object {o.object_id})" for o in moved])
-    yes = "Yes, " if asked.kind == "moving" else ""
+    yes = "Yes, " if asked.kind == "moving" and asked.yes_no else ""
     text = f"{yes}{names} {verb if len(moved) == 1 else verb.replace('is', 'are')} {when}."
     return MapAnswer(text[0].upper() + text[1:], tuple(moved), scene.now_s)
 

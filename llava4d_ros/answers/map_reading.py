@@ -100,6 +100,7 @@ class Asked:
     clock: tuple[int, int, int] | None = None  # "at 14:05", "since 09:00": a time of day
     since: bool = False  # the clock time starts a span ("since 09:00") rather than a moment
     now: bool = False  # it asks about now ("now", "currently", "is ... moving")
+    yes_no: bool = False  # "is anything moving?", "anything moving?"; not "what is moving?"
 
     @property
     def known(self) -> bool:
@@ -204,7 +205,9 @@ def read(question: str) -> Asked:
             "at_s": at_s, "moving": bool(_MOTION.search(text)), "last_s": last_span_s(text),
             "clock": clock, "since": bool(re.search(r"\b(since|after)\b", text)),
             "now": bool(NOW_OR_STILL.search(text)
-                        or re.search(r"\b(is|are)\b.*\bmoving\b", text))}
+                        or re.search(r"\b(is|are)\b.*\bmoving\b", text)),
+            "yes_no": not re.match(r"\W*(what|which|who|where|when|how|list|name|tell|show|"
+                                   r"describe|count)\b", text)}
     if noun is not None:
         base["category"] = CATEGORY_OF.get(noun)
         base["shape"] = SHAPE_OF.get(noun)
