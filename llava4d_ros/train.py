@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from llava4d_ros.core.buffer4d import OVER_BUDGET
 from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD, DEFAULT_TIME_HEAD, TIME_HEADS
 from llava4d_ros.training.presets import PRESETS
 from llava4d_ros.training.trainer import ABLATIONS, TrainConfig, train
@@ -67,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
                          "colour changes by more than this (RGB 0..255; 40 keeps ghosts under "
                          "0.05 on val) and the time encoding reads each token's span; 0 or "
                          "unset: one token per still voxel, the shipped default's tokens")
+    ap.add_argument("--over-budget", default=None, choices=OVER_BUDGET,
+                    help="a new model's tokens over the budget: grow the voxel (coarsen, the "
+                         "default and the shipped default's) or drop the least-seen tokens, "
+                         "which keeps the look split's ghosts away (docs/MODEL.md)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--steps", type=int, nargs=3, default=None, help="steps of stages 1 2 3")
@@ -110,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         head_steps=args.head_steps, lora_rank=args.lora_rank,
         # the run
         out=args.out, ablation=args.ablation, resume=args.resume, init=args.init,
-        look_change=args.look_change,
+        look_change=args.look_change, over_budget=args.over_budget,
         pointer_space=None if args.pointer_space is None else args.pointer_space == "on",
         box_head=args.box_head, time_head=args.time_head,
         stage4_box_only=args.stage4_box_only, device=args.device, threads=args.threads,

@@ -16,7 +16,7 @@ from llava4d_ros.training.evaluation import KITCHEN_LABELS, EvalConfig
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = """--ablation --bf16 --bias-steps --box-head --cache --cache-workers --config
 --device --grad-checkpointing --head-steps --init --inventory-scenes --lm --look-change
---lora-rank --out
+--lora-rank --out --over-budget
 --pointer-space --refine-scenes --refine-steps --resume --samples-per-window --save-every --seed
 --stage4-box-only --stages --steps --text-warmup --threads --time-head --train-scenes
 --windows-per-step""".split()

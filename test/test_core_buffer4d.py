@@ -160,6 +160,38 @@ def test_tokens_respect_budget_deterministically():
     assert buf.tokens(2000, 0.2).counts.sum() == 3000
 
 
+def test_over_budget_drop_keeps_the_most_seen_tokens_at_the_fine_voxel():
+    """With "drop", more tokens than the budget keep the voxel: the tokens of voxels where
+    something moved and then those seen in the most patches stay, each as it was without a
+    budget; "coarsen" merges voxels instead."""
+    buf = Buffer4D(window_s=100.0, max_bytes=2**30, motion_threshold_m=0.1)
+    still = np.array([[0.05, 0.05, 0.05], [0.06, 0.06, 0.06], [0.07, 0.05, 0.05],  # 3 a frame
+                      [0.45, 0.05, 0.05], [0.46, 0.05, 0.05],  # 2 a frame
+                      [0.85, 0.05, 0.05]], np.float32)  # 1 a frame
+    for k in range(3):
+        xyz = still.copy()
+        # a far patch that moves in the last keyframe only: one token of one patch
+        xyz = np.vstack([xyz, [[2.05 + k, 0.05, 0.05]]]).astype(np.float32)
+        motion = np.zeros(len(xyz), np.float32)
+        motion[-1] = 0.5 if k == 2 else 0.0
+        buf.add(_kf(float(k), xyz=xyz, motion=motion))
+    full = buf.tokens(100, 0.2, over_budget="drop")
+    assert len(full) == 6  # 3 still voxels, the far patch's 3 voxels (one per keyframe)
+    assert sorted(full.counts.tolist()) == [1, 1, 1, 3, 6, 9]
+    kept = buf.tokens(3, 0.2, over_budget="drop")
+    assert len(kept) == 3
+    # the moving voxel's, then the two most seen; the same tokens as without a budget
+    assert sorted(kept.counts.tolist()) == [1, 6, 9] and kept.motion.max() == 0.5
+    for x, c in zip(kept.xyz_world[:, 0], kept.counts):
+        want = full.counts[np.argmin(np.abs(full.xyz_world[:, 0] - x))]
+        assert c == want
+    assert np.all(np.diff(kept.t_s) >= 0)  # still sorted by time
+    coarse = buf.tokens(3, 0.2)
+    assert len(coarse) <= 3 and coarse.counts.max() > 9  # voxels merged
+    with pytest.raises(ValueError, match="over_budget"):
+        buf.tokens(3, 0.2, over_budget="shrink")
+
+
 CAM = PinholeCamera(fx=200.0, fy=200.0, cx=79.5, cy=59.5, width=160, height=120)
 
 

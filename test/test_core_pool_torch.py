@@ -74,6 +74,10 @@ def test_torch_pooling_splits_still_voxels_by_look_as_numpy_does(seed, look_chan
     assert_same(want, buf.tokens(10**6, 0.1, device="cpu", look_change=look_change))
     assert_same(buf.tokens(60, 0.1, look_change=look_change),
                 buf.tokens(60, 0.1, device="cpu", look_change=look_change))
+    dropped = buf.tokens(60, 0.1, look_change=look_change, over_budget="drop")
+    assert len(dropped) == 60
+    assert_same(dropped, buf.tokens(60, 0.1, device="cpu", look_change=look_change,
+                                    over_budget="drop"))
 
 
 def test_torch_pooling_of_a_synthetic_scene_is_the_numpy_pooling():

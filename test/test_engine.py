@@ -467,6 +467,10 @@ def test_ingest_settings_come_from_the_model_in_one_place(tiny_model):
     split = ModelSpec(patch_grid=(6, 8), voxel_m=0.25, token_budget=300, window_s=8.0,
                       feature_dim=18, look_change=40.0)
     assert ingest_config(NodeConfig(), split).look_change == 40.0
+    assert ing.over_budget == "coarsen"
+    drop = ModelSpec(patch_grid=(6, 8), voxel_m=0.25, token_budget=300, window_s=8.0,
+                     feature_dim=18, look_change=30.0, over_budget="drop")
+    assert ingest_config(NodeConfig(), drop).over_budget == "drop"
     with pytest.raises(ValueError, match="patch_rows = 12 conflicts with the model"):
         ingest_config(NodeConfig(patch_rows=12), spec)
     longer = NodeConfig(window_s=30.0)

@@ -137,6 +137,19 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert not any(k.startswith("box_head.tokens.") for k in new)
 
 
+def test_a_run_on_ghost_free_tokens_keeps_its_token_settings_and_refuses_others(tmp_path):
+    """`--look-change 30 --over-budget drop` (issue 31): the model's config says both, so the
+    node and the cache pool its tokens alike; a resume that asks for other tokens is refused."""
+    out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    train_tiny(out, cache, stages=(1,), look_change=30.0, over_budget="drop")
+    model = LLaVA4D.from_pretrained(os.path.join(out, "stage1"))
+    assert (model.cfg.look_change, model.cfg.over_budget) == (30.0, "drop")
+    assert model.cfg.prompt.time_span
+    assert model.spec.ingest_config().over_budget == "drop"
+    with pytest.raises(ValueError, match="over_budget coarsen asked, drop trained"):
+        train_tiny(out, cache, stages=(1, 2), over_budget="coarsen", resume=True)
+
+
 def test_gradient_checkpointing_of_the_prefix_keeps_losses_and_gradients():
     """The visual prefix's layers recompute in the backward: same losses and gradients,
     fewer activations kept between forward and backward."""

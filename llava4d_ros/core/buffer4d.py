@@ -198,6 +198,11 @@ def _depth_change(xyz_world: np.ndarray, grid: np.ndarray, cam: PinholeCamera,
     return out
 
 
+#: what `Buffer4D.tokens` does with more tokens than the budget: grow the voxel, or drop the
+#: least-seen tokens
+OVER_BUDGET = ("coarsen", "drop")
+
+
 class Buffer4D:
     """Keyframes of the last `window_s` seconds, at most `max_bytes` of arrays, oldest first.
 
@@ -266,7 +271,8 @@ class Buffer4D:
 
     def tokens(self, token_budget: int = 2560, voxel_m: float = 0.2,
                t_start_s: float | None = None, t_end_s: float | None = None,
-               device: str | None = None, look_change: float = 0.0) -> VisualTokens:
+               device: str | None = None, look_change: float = 0.0,
+               over_budget: str = "coarsen") -> VisualTokens:
         """Voxel-pool the keyframes stamped in `[t_start_s, t_end_s]` into at most
         `token_budget` tokens, with numpy on the CPU or, given a torch `device` (else
         `pool_device`), with torch scatter reductions there (core/pool_torch.py: the same
@@ -279,14 +285,20 @@ class Buffer4D:
         look (mean RGB, 0..255) changes by at most that much over, so no token mixes what sat
         there before with what is there now (an object that left; `training/ghosts.py`). Means
         for position, colour and features, max for motion, majority for labels, normalised
-        mean for the view direction. Over budget, the voxel edge grows by sqrt(2) until the
-        tokens fit (at most 24 times, deterministic); if even that is too many (a budget below
-        the number of keyframes with motion) tokens are taken at evenly spaced positions of the
-        time-sorted list. Tokens come sorted by time, then x, y, z.
+        mean for the view direction. Over budget (`over_budget`): "coarsen" grows the voxel
+        edge by sqrt(2) until the tokens fit (at most 24 times, deterministic); if even that is
+        too many (a budget below the number of keyframes with motion) tokens are taken at
+        evenly spaced positions of the time-sorted list. "drop" keeps the voxel and the look
+        split and keeps the `token_budget` tokens seen in the most patches, those of voxels
+        where something moved first, the newest on ties: coarser voxels mix what sat apart and
+        bring back the ghosts the look split removed (`training/ghosts.py`), while the tokens
+        dropped are mostly one-patch glimpses. Tokens come sorted by time, then x, y, z.
         """
         if token_budget < 1 or not voxel_m > 0 or not look_change >= 0:
             raise ValueError(f"token_budget must be >= 1, voxel_m > 0 and look_change >= 0, "
                              f"got {token_budget}, {voxel_m}, {look_change}")
+        if over_budget not in OVER_BUDGET:
+            raise ValueError(f"over_budget must be one of {OVER_BUDGET}, got {over_budget!r}")
         kfs = [k for k in self._kfs
                if (t_start_s is None or k.stamp_s >= t_start_s)
                and (t_end_s is None or k.stamp_s <= t_end_s)]
@@ -300,7 +312,8 @@ class Buffer4D:
             if self._on_device is None or str(self._on_device.device) != str(device):
                 self._on_device = pool_torch.DeviceKeyframes(device)
             return pool_torch.pool_tokens(kfs, self._on_device.get(kfs), token_budget,
-                                          voxel_m, self.motion_threshold_m, look_change)
+                                          voxel_m, self.motion_threshold_m, look_change,
+                                          over_budget)
         ok = [np.isfinite(k.xyz_world).all(axis=1) for k in kfs]
         xyz = np.concatenate([k.xyz_world[m] for k, m in zip(kfs, ok)]).astype(np.float64)
         if xyz.shape[0] == 0:
@@ -321,9 +334,9 @@ class Buffer4D:
         view = ray / np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-9)
 
         moving = motion > self.motion_threshold_m
-        for step in range(25):
-            group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs),
-                            rgb if look_change > 0 else None, look_change)
+        for step in range(25 if over_budget == "coarsen" else 1):
+            group, in_dyn = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2),
+                                    len(kfs), rgb if look_change > 0 else None, look_change)
             n_groups = int(group.max()) + 1
             if n_groups <= token_budget:
                 break
@@ -347,7 +360,14 @@ class Buffer4D:
         out_labels = _majority_per_group(g, labels, n)
 
         order = np.lexsort((out_xyz[:, 2], out_xyz[:, 1], out_xyz[:, 0], out_t))
-        if n > token_budget:
+        if n > token_budget and over_budget == "drop":
+            dyn = np.zeros(n, bool)
+            dyn[g[in_dyn]] = True
+            best = np.lexsort((-out_t, -counts, ~dyn))
+            kept = np.zeros(n, bool)
+            kept[best[:token_budget]] = True
+            order = order[kept[order]]
+        elif n > token_budget:
             order = order[np.linspace(0, n - 1, token_budget).round().astype(np.intp)]
         # the wide features of the kept tokens only, already in their order
         out_feats = ((agg_all[order] @ feats_all) * inv_c[order]).astype(np.float32, copy=False)
@@ -359,10 +379,12 @@ class Buffer4D:
 
 
 def _groups(xyz: np.ndarray, moving: np.ndarray, kf_idx: np.ndarray, voxel_m: float,
-            n_kf: int, rgb: np.ndarray | None = None, look_change: float = 0.0) -> np.ndarray:
+            n_kf: int, rgb: np.ndarray | None = None, look_change: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Token index (N,) of each point: its voxel; in a dynamic voxel also its keyframe; given
     `rgb (N, 3)`, in a still voxel the run of keyframes whose mean colour stays within
-    `look_change` of the run's first keyframe (`_split_by_look`)."""
+    `look_change` of the run's first keyframe (`_split_by_look`). Also whether each point's
+    voxel is dynamic (N,) bool."""
     # pack the 3 cell indices into one int64 (21 bits each: +-1e6 cells) for a 1-D unique
     cells = np.clip(np.floor(xyz / voxel_m), -(2**20), 2**20 - 1).astype(np.int64) + 2**20
     key = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
@@ -382,7 +404,7 @@ def _groups(xyz: np.ndarray, moving: np.ndarray, kf_idx: np.ndarray, voxel_m: fl
                          for c in range(3)], axis=1) / n_in[:, None]  # (pairs, 3)
         _split_by_look(new, look, look_change)
     run = np.cumsum(new) - 1
-    return run[pair_of]
+    return run[pair_of], dyn_vox[vox]
 
 
 def _split_by_look(new: np.ndarray, look: np.ndarray, look_change: float) -> None:

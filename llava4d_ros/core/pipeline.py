@@ -22,7 +22,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from llava4d_ros.core.buffer4d import Buffer4D, Keyframe, MotionEstimator, VisualTokens
+from llava4d_ros.core.buffer4d import (
+    OVER_BUDGET,
+    Buffer4D,
+    Keyframe,
+    MotionEstimator,
+    VisualTokens,
+)
 from llava4d_ros.core.geometry import (
     PinholeCamera,
     invert_se3,
@@ -63,6 +69,9 @@ class IngestConfig:
     # a still voxel's look (mean RGB, 0..255) changing by more than this starts a new token
     # (Buffer4D.tokens); 0: one token per still voxel. The model's setting (ModelSpec)
     look_change: float = 0.0
+    # more tokens than the budget: "coarsen" the voxel or "drop" the least-seen tokens
+    # (Buffer4D.tokens). The model's setting (ModelSpec)
+    over_budget: str = "coarsen"
     samples_per_patch_side: int = 5  # 25 depth samples per patch; see geometry.pool_patches
     min_valid_frac: float = 0.3
     # keyframes a new one is compared with for motion (the temporal encoding's beta reads
@@ -82,6 +91,9 @@ class IngestConfig:
                      "keyframe_min_rotation_deg", "motion_relief_factor", "look_change"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.over_budget not in OVER_BUDGET:
+            raise ValueError(f"over_budget must be one of {OVER_BUDGET}, got "
+                             f"{self.over_budget!r}")
         if self.keyframe_min_interval_s > self.keyframe_max_interval_s:
             raise ValueError("keyframe_min_interval_s must not exceed keyframe_max_interval_s")
         for name in ("token_budget", "samples_per_patch_side", "motion_reference_keyframes"):
@@ -127,7 +139,8 @@ class Ingestor:
         on. Raises EmptyBufferError when there is nothing in range."""
         c = self.cfg
         return self.buffer.tokens(c.token_budget, c.voxel_m, t_start_s=t_start_s,
-                                  t_end_s=t_end_s, device=device, look_change=c.look_change)
+                                  t_end_s=t_end_s, device=device, look_change=c.look_change,
+                                  over_budget=c.over_budget)
 
     def reset(self) -> None:
         """Forget the buffer and the motion reference (counters are kept)."""

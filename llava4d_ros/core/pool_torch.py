@@ -72,8 +72,8 @@ class DeviceKeyframes:
 
 
 def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget: int,
-                voxel_m: float, motion_threshold_m: float, look_change: float = 0.0
-                ) -> VisualTokens:
+                voxel_m: float, motion_threshold_m: float, look_change: float = 0.0,
+                over_budget: str = "coarsen") -> VisualTokens:
     """`Buffer4D.tokens` of the keyframes `kfs` (already chosen by time, oldest first), with
     their arrays `on_device` (`DeviceKeyframes.get`); see that docstring for the rules."""
     dev = on_device[0].xyz.device
@@ -95,9 +95,9 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
     view = ray / _norm(ray).clamp_min(1e-9)[:, None]
 
     moving = motion > motion_threshold_m
-    for step in range(25):
-        group = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs),
-                        rgb if look_change > 0 else None, look_change)
+    for step in range(25 if over_budget == "coarsen" else 1):
+        group, in_dyn = _groups(xyz, moving, kf_idx, voxel_m * 2.0 ** (step / 2), len(kfs),
+                                rgb if look_change > 0 else None, look_change)
         n = int(group.max()) + 1
         if n <= token_budget:
             break
@@ -116,7 +116,14 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
     out_labels = _majority(group, labels, n)
 
     order = _lexsort([out_xyz[:, 2], out_xyz[:, 1], out_xyz[:, 0], out_t])
-    if n > token_budget:
+    if n > token_budget and over_budget == "drop":
+        dyn = torch.zeros(n, dtype=torch.bool, device=dev)
+        dyn[group[in_dyn]] = True
+        best = _lexsort([-out_t, -counts, (~dyn).to(torch.int64)])
+        kept = torch.zeros(n, dtype=torch.bool, device=dev)
+        kept[best[:token_budget]] = True
+        order = order[kept[order]]
+    elif n > token_budget:
         keep = np.linspace(0, n - 1, token_budget).round().astype(np.int64)
         order = order[torch.as_tensor(keep, device=dev)]
     # features: every patch row of the window, rows without depth summed into a spare group
@@ -153,10 +160,11 @@ def _sum(group: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
 
 def _groups(xyz: torch.Tensor, moving: torch.Tensor, kf_idx: torch.Tensor, voxel_m: float,
             n_kf: int, rgb: torch.Tensor | None = None, look_change: float = 0.0
-            ) -> torch.Tensor:
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token index (N,) of each point: its voxel; in a dynamic voxel also its keyframe; given
     `rgb`, in a still voxel the run of keyframes its look stays within `look_change` over
-    (buffer4d._groups, the same packed keys, sorted uniques and colour sums)."""
+    (buffer4d._groups, the same packed keys, sorted uniques and colour sums). Also whether
+    each point's voxel is dynamic (N,) bool."""
     lim = 2 ** (CELL_BITS - 1)
     cells = torch.floor(xyz / voxel_m).clamp(-lim, lim - 1).to(torch.int64) + lim  # (N, 3)
     key = (cells[:, 0] << 2 * CELL_BITS) | (cells[:, 1] << CELL_BITS) | cells[:, 2]
@@ -172,7 +180,7 @@ def _groups(xyz: torch.Tensor, moving: torch.Tensor, kf_idx: torch.Tensor, voxel
         look = _sum(pair_of, rgb.to(torch.float64), pairs.numel()) / n_in[:, None]
         _split_by_look(new, look, look_change)
     run = torch.cumsum(new.to(torch.int64), 0) - 1
-    return run[pair_of]
+    return run[pair_of], dyn_vox[vox]
 
 
 def _split_by_look(new: torch.Tensor, look: torch.Tensor, look_change: float) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from llava4d_ros.core.buffer4d import OVER_BUDGET
+
 ENCODINGS = ("full", "none", "xyz", "time")  # the paper's ablation: 4D, none, 3D only, time only
 VISION_KINDS = ("colour_stats", "efficientnet_lite0", "clip")  # clip: any HF CLIP/SigLIP tower
 COMPRESSORS = ("none", "pool", "resampler")
@@ -227,6 +229,9 @@ class LLaVA4DConfig:
     # a still voxel's look changing by more than this (RGB distance, 0..255) starts a new
     # token (`Buffer4D.tokens`); 0: one token per still voxel, the tokens older models read
     look_change: float = 0.0
+    # more tokens than the budget: "coarsen" the voxel (older models) or "drop" the least-seen
+    # tokens (`Buffer4D.tokens`)
+    over_budget: str = "coarsen"
     lm_weights: str = "full"  # "delta": the checkpoint holds the changes to lm_source's LM
     # (raw score, P(box right)) knots of a box's confidence, raw increasing (fitted on the val
     # split by `evaluate --calibrate`); None: the raw score, clipped to [0, 1]
@@ -254,6 +259,9 @@ class LLaVA4DConfig:
             raise ValueError(f"window_s must be > 0, got {self.window_s}")
         if not self.look_change >= 0:
             raise ValueError(f"look_change must be >= 0, got {self.look_change}")
+        if self.over_budget not in OVER_BUDGET:
+            raise ValueError(f"over_budget must be one of {OVER_BUDGET}, got "
+                             f"{self.over_budget!r}")
         grid = tuple(int(g) for g in self.patch_grid)
         if len(grid) != 2 or min(grid) < 1:
             raise ValueError(f"patch_grid must be two positive ints, got {self.patch_grid}")

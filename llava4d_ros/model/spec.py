@@ -18,7 +18,8 @@ class ModelSpec:
     """`patch_grid` (rows, cols) of patches per keyframe, `voxel_m` the pooling voxel edge,
     `token_budget` the most visual tokens per query, `window_s` the window length the model was
     trained on, `feature_dim` the width of the patch encoder's features, `look_change` the look
-    change that splits a still voxel's token (0: never)."""
+    change that splits a still voxel's token (0: never), `over_budget` what pooling does with
+    more tokens than the budget ("coarsen" the voxel or "drop" the least-seen)."""
 
     patch_grid: tuple[int, int]
     voxel_m: float
@@ -26,6 +27,7 @@ class ModelSpec:
     window_s: float
     feature_dim: int
     look_change: float = 0.0
+    over_budget: str = "coarsen"
 
     def __post_init__(self) -> None:
         grid = tuple(int(g) for g in self.patch_grid)
@@ -44,15 +46,16 @@ class ModelSpec:
         """The spec a model of `cfg` was trained with."""
         return cls(patch_grid=cfg.patch_grid, voxel_m=cfg.voxel_m, token_budget=cfg.token_budget,
                    window_s=cfg.window_s, feature_dim=cfg.vision.feature_dim,
-                   look_change=cfg.look_change)
+                   look_change=cfg.look_change, over_budget=cfg.over_budget)
 
     def ingest_config(self, **node: Any) -> IngestConfig:
-        """The ingest settings for this model: patch grid, voxel, token budget, window and look
-        change from the spec; the rest (keyframe policy, buffer cap) from `node`, IngestConfig
-        fields."""
+        """The ingest settings for this model: patch grid, voxel, token budget, window, look
+        change and over-budget rule from the spec; the rest (keyframe policy, buffer cap) from
+        `node`, IngestConfig fields."""
         return IngestConfig(**{"patch_grid": self.patch_grid, "voxel_m": self.voxel_m,
                                "token_budget": self.token_budget, "window_s": self.window_s,
-                               "look_change": self.look_change, **node})
+                               "look_change": self.look_change,
+                               "over_budget": self.over_budget, **node})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -75,7 +75,8 @@ def run(cfg: EvalConfig) -> None:
 
         g = ghost_fraction(records)
         print(f"ghosts: {g['ghosts']} of {g['moving_tokens']} tokens of moving objects, "
-              f"{len(records)} scenes of {cfg.split}, look_change {model.cfg.look_change:g}")
+              f"{len(records)} scenes of {cfg.split}, look_change {model.cfg.look_change:g}, "
+              f"over_budget {model.cfg.over_budget}")
         print(f"ghost_fraction={g['ghost_fraction']:.3f}")
     if cfg.honesty:
         from llava4d_ros.training.honesty import run_honesty

@@ -19,11 +19,12 @@ def set_encoding(model: LLaVA4D, encoding: str) -> None:
     model.prompt.cfg = model.cfg.prompt
 
 
-def set_span_tokens(model: LLaVA4D, look_change: float) -> None:
+def set_span_tokens(model: LLaVA4D, look_change: float, over_budget: str = "coarsen") -> None:
     """Train on tokens split where a still voxel's look changes by more than `look_change`
     (> 0) and read each token's span in the time encoding, or (0) on one token per still
-    voxel stamped with its last observation; in place, for a model about to be trained."""
-    model.cfg = replace(model.cfg, look_change=float(look_change),
+    voxel stamped with its last observation; `over_budget`: what pooling does with more
+    tokens than the budget (`Buffer4D.tokens`); in place, for a model about to be trained."""
+    model.cfg = replace(model.cfg, look_change=float(look_change), over_budget=over_budget,
                         prompt=replace(model.cfg.prompt, time_span=look_change > 0))
     model.prompt.cfg = model.cfg.prompt
 

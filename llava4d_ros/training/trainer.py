@@ -61,6 +61,7 @@ class TrainConfig:
     resume: bool = False  # continue from <out>/last
     init: str | None = None  # a model directory to start the first stage from
     look_change: float | None = None  # a new model's tokens (model_edits.set_span_tokens)
+    over_budget: str | None = None  # and what pooling does over the budget (None: coarsen)
     pointer_space: bool | None = None  # None: the model's setting
     box_head: str = DEFAULT_BOX_HEAD  # the heads stage 4 builds
     time_head: str = DEFAULT_TIME_HEAD
@@ -173,13 +174,17 @@ def start_model(cfg: TrainConfig) -> tuple[Any, int, int, bool]:
 def _prepare(model: Any, cfg: TrainConfig, trained: bool, info: ddp.DistInfo) -> None:
     """Settings of the run on the model: its tokens, device, no confidence table, delta
     checkpoints on a pretrained LM, LoRA, gradient checkpointing. `trained`: loaded weights."""
-    if cfg.look_change is not None:
-        if trained:  # its weights were trained on its own tokens
-            if cfg.look_change != model.cfg.look_change:
-                raise ValueError(f"--look-change {cfg.look_change:g}, but the model loaded "
-                                 f"was trained with {model.cfg.look_change:g}")
-        else:
-            model_edits.set_span_tokens(model, cfg.look_change)
+    asked = {k: v for k, v in (("look_change", cfg.look_change),
+                                ("over_budget", cfg.over_budget)) if v is not None}
+    if trained:  # its weights were trained on its own tokens
+        differ = {k: (v, getattr(model.cfg, k)) for k, v in asked.items()
+                  if v != getattr(model.cfg, k)}
+        if differ:
+            raise ValueError("the model loaded was trained on other tokens: " + ", ".join(
+                f"{k} {want} asked, {have} trained" for k, (want, have) in differ.items()))
+    elif asked:
+        model_edits.set_span_tokens(model, asked.get("look_change", model.cfg.look_change),
+                                    asked.get("over_budget", model.cfg.over_budget))
     model.to(info.device).train()
     # training moves the heads, so a confidence calibration fitted to the old ones would lie;
     # `python -m llava4d_ros.evaluate --calibrate --write --model <final>` refits it on val
