@@ -24,8 +24,9 @@ pytestmark = pytest.mark.shipped_weights
 N_SCENES = 3
 # (hits, out of) over the first N_SCENES test scenes, measured with abstention, the `tokens`
 # box head, counts of a shape and heading words from the inventory, and the default trained on
-# look-change tokens (issue 31; the model before it: box 30, time 41, em 23).
-PINNED = {"box": (30, 39), "time": (44, 45), "em": (20, 33)}
+# look-change tokens dropped over the budget (issue 31; the one before it, coarsened: box 30,
+# time 44, em 20).
+PINNED = {"box": (33, 39), "time": (43, 45), "em": (25, 33)}
 SLACK = 1  # one hit either way: float summation order may differ across CPUs and thread counts
 
 

@@ -333,7 +333,8 @@ def test_model_spec_of_the_default():
     model = LLaVA4D.from_pretrained()
     spec = model.spec
     assert spec == ModelSpec(patch_grid=(24, 32), voxel_m=0.2, token_budget=2560,
-                             window_s=8.0, feature_dim=18, look_change=40.0)
+                             window_s=8.0, feature_dim=18, look_change=30.0,
+                             over_budget="drop")
     assert spec.to_dict()["patch_grid"] == [24, 32]
     with pytest.raises(ValueError):
         ModelSpec(patch_grid=(0, 3), voxel_m=0.2, token_budget=1, window_s=1, feature_dim=1)

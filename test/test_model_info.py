@@ -26,7 +26,8 @@ def test_default_model_info(capsys):
     assert info["pretrained"] is False and info["lm"]["source"] == "scratch"
     assert info["vision"]["kind"] == "colour_stats"
     assert info["spec"] == {"patch_grid": [24, 32], "voxel_m": 0.2, "token_budget": 2560,
-                            "window_s": 8.0, "feature_dim": 18, "look_change": 40.0}
+                            "window_s": 8.0, "feature_dim": 18, "look_change": 30.0,
+                            "over_budget": "drop"}
 
 
 def test_model_info_of_a_pretrained_lm(tmp_path):
