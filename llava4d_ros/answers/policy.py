@@ -11,7 +11,8 @@ In this order, the first that decides wins:
    answered from them (`scene_answers.scene_answer`: a time outside the window, yes/no motion
    at a time, which objects move at a time, counts, the object it cannot see);
 3. the network (LLaVA-4D): a box at a time, when something started moving, where it heads,
-   descriptions. The inventory's reading of the heading replaces the LM's word (`template`).
+   descriptions. For a model whose config asks for it (`InventoryConfig.heading_words`; not
+   the shipped default) the inventory's reading of the heading replaces the LM's word.
 
 `rules=False` (evaluate's `--policy none`) skips 1 and 2 and the heading: every question goes
 to the network as written, to show what the network alone does.
@@ -123,9 +124,10 @@ class AnswerPolicy:
                                                  max_new_tokens, asked_times=times,
                                                  must_name=names, inventory=inv,
                                                  cancel=cancel)
+            inv_words = facts is not None and self.model.cfg.inventory.heading_words
             for i, it, net in zip(todo, intents, nets):
                 text = net.text
-                if facts is not None:
+                if inv_words:
                     net = inventory_heading(it, net, facts)
                 out[i] = PolicyAnswer(net.text, boxes=tuple(net.boxes), source="network",
                                       question=asked[i], num_tokens=net.num_tokens,

@@ -170,6 +170,10 @@ class InventoryConfig:
     # the token ids the output bias may move (`inventory.InventoryBias`); None: all of them
     # (a closed vocabulary), else those of the training answers (a pretrained LM's vocabulary)
     bias_ids: tuple[int, ...] | None = None
+    # the answer policy puts the inventory's heading word in place of the LM's
+    # (`answers.template.inventory_heading`); False for a model whose own words were measured
+    # better on validation (the shipped default, docs/RESULTS.md)
+    heading_words: bool = True
 
     def __post_init__(self) -> None:
         if self.bias_ids is not None:
