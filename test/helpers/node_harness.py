@@ -67,6 +67,9 @@ class Harness:
 
     def close(self):
         self.executor.shutdown()
+        # the spin thread may still be in its last spin_once, triggering the executor's guard
+        # conditions: destroying the nodes under it raised InvalidHandle in that thread
+        self.thread.join(timeout=10)
         self.node.destroy_node()
         self.peer.destroy_node()
 
