@@ -65,12 +65,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ablation", default="full", choices=ABLATIONS)
     ap.add_argument("--look-change", type=float, default=None,
                     help="a new model's tokens: a still voxel's token splits where its mean "
-                         "colour changes by more than this (RGB 0..255; 40 keeps ghosts under "
-                         "0.05 on val) and the time encoding reads each token's span; 0 or "
-                         "unset: one token per still voxel, the shipped default's tokens")
+                         "colour changes by more than this (RGB 0..255; the shipped default "
+                         "has 30) and the time encoding reads each token's span; 0 or unset: "
+                         "one token per still voxel")
     ap.add_argument("--over-budget", default=None, choices=OVER_BUDGET,
                     help="a new model's tokens over the budget: grow the voxel (coarsen, the "
-                         "default and the shipped default's) or drop the least-seen tokens, "
+                         "default) or drop the least-seen tokens (the shipped default's), "
                          "which keeps the look split's ghosts away (docs/MODEL.md)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
