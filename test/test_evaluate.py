@@ -4,6 +4,7 @@ invented objects) are recognised and counted; the real kitchen (7-Scenes frames 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -126,6 +127,26 @@ def test_honesty_report_counts_every_question():
     assert r["false_abstention"][0] == 3 * n["template"]
     assert r["repetition"]["n"] == sum(n.values()) + sum(
         by[p][0] for by in r["honest"].values() for p in by)
+
+
+@pytest.mark.parametrize("rules", [True, False])
+def test_honesty_asks_with_the_policy_it_is_given(monkeypatch, rules):
+    """`evaluate --honesty --policy none` ran the honesty questions with the rules all the
+    same: the network-alone figures were the policy's."""
+    import llava4d_ros.training.honesty as honesty_mod
+    from llava4d_ros.answers.policy import PolicyAnswer
+
+    asked = []
+
+    def fake_answers(model, questions, tokens, t_ref_s, max_new_tokens, **kw):
+        asked.append(kw["rules"])
+        return [PolicyAnswer(text="I do not see it.") for _ in questions]
+
+    monkeypatch.setattr(honesty_mod, "answer_questions", fake_answers)
+    rec = SimpleNamespace(seed=3, tokens=None, t_ref_s=0.0)
+    r = honesty(None, [rec], progress=False, rules=rules)
+    assert asked and set(asked) == {rules}
+    assert r["false_abstention"][0] > 0
 
 
 # ------------------------------------------------------------------ the real kitchen

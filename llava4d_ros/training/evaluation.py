@@ -82,7 +82,7 @@ def run(cfg: EvalConfig) -> None:
         from llava4d_ros.training.honesty import run_honesty
 
         run_honesty(model, records[:cfg.honesty_scenes or None], cfg.split, cfg.crowded,
-                    cfg.kitchen, name)
+                    cfg.kitchen, name, rules=cfg.rules)
     outcomes: list[tuple[float, bool]] = []
     if cfg.reliability or cfg.calibrate:
         table, outcomes = calibration.raw_outcomes(model, records, cfg.examples, cfg.rules)

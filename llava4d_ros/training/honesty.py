@@ -57,8 +57,9 @@ def kitchen_window(model: LLaVA4D, root: str, frames: int = 300) -> tuple[Any, f
 
 def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
             kitchen: tuple[Any, float, Any] | None = None, max_new_tokens: int = MAX_NEW_TOKENS,
-            progress: bool = True) -> dict[str, Any]:
-    """The issue-12 figures of a model (`print_honesty` prints them):
+            progress: bool = True, rules: bool = True) -> dict[str, Any]:
+    """The issue-12 figures of a model (`print_honesty` prints them), its questions answered
+    as the node answers them or, with `rules` False, by the network alone:
 
     - `phrasing[p]`: the template tasks' counts with questions in phrasing p ("template", the
       training families, the held-out families), the same scenes and answers;
@@ -82,7 +83,7 @@ def honesty(model: LLaVA4D, records: list[Any], crowded: list[Any] = (),
     def ask(questions: list[str], tokens: Any, t_ref_s: float, scene: Any = None,
             t_end_s: float | None = None) -> list[Any]:
         answers = answer_questions(model, questions, tokens, t_ref_s, max_new_tokens,
-                                   scene=scene, t_end_s=t_end_s)
+                                   rules=rules, scene=scene, t_end_s=t_end_s)
         for a in answers:
             rep["n"] += 1
             rep["repeat"] += repeats_a_sentence(a.text)
@@ -173,13 +174,14 @@ def has_kitchen(root: str | None) -> bool:
 
 
 def run_honesty(model: LLaVA4D, records: list[Any], split: str, crowded: int,
-                kitchen: str | None, name: str) -> None:
+                kitchen: str | None, name: str, rules: bool = True) -> None:
     """Builds the crowded scenes and the kitchen window, runs `honesty` and prints it."""
     crowd = crowded_scenes(model, split, crowded)
     window = kitchen_window(model, kitchen) if has_kitchen(kitchen) else None
-    report = honesty(model, records, crowd, window)
+    report = honesty(model, records, crowd, window, rules=rules)
     print(f"honesty: model {model.model_id} ({name}), split {split}, "
           f"{len(records)} scenes + {len(crowd)} with 7-8 objects"
-          + (f", kitchen {kitchen} frames 0-299" if window else ", no kitchen"))
+          + (f", kitchen {kitchen} frames 0-299" if window else ", no kitchen")
+          + f", policy {'rules' if rules else 'none'}")
     print_honesty(report)
     print()
