@@ -77,7 +77,7 @@ def slow_decoding(node) -> list[bool]:
     after_cancel: list[bool] = []
 
     def hook(*_):
-        after_cancel.append(any(g.cancel.is_set() for g in list(node._goals.values())))
+        after_cancel.append(any(g.cancel.is_set() for g in node.questions.goals))
         time.sleep(STEP_S)
 
     node.engine.model.lm.register_forward_hook(hook)
@@ -146,7 +146,7 @@ def test_goals_beyond_the_queue_are_busy_and_deactivate_cancels_the_running_one(
     assert wait_for(lambda: running.feedback, 30)
     waiting = Goal(h.action, "Which objects move?")
     assert waiting.accepted()
-    assert wait_for(lambda: h.node._queries_admitted == 2, 10)
+    assert wait_for(lambda: h.node.questions.admitted == 2, 10)
     # the queue is full for goals and service calls alike: each told "busy" at once
     status, busy = Goal(h.action, "How many objects are there?").wait(10)
     assert status == GoalStatus.STATUS_ABORTED and not busy.success

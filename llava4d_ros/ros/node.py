@@ -13,7 +13,8 @@ Every message it cannot use is dropped with a warning (throttled per reason, so 
 cannot hide another) and a counter; nothing here raises out of a callback.
 
 Questions: `~/query` takes every request at once (a reentrant group) and admits one answered
-plus `query_queue_size` waiting; the rest get a "busy" reply straight away, never silence.
+plus `query_queue_size` waiting (`questions.QuestionGate`); the rest get a "busy" reply straight
+away, never silence.
 Deactivate (and cleanup, shutdown) stop admitting, reply "not active" to the questions still
 waiting, let the one being answered finish, and withdraw the service only once every reply has
 been sent: destroying a service whose reply is still to be sent raised InvalidHandle out of the
@@ -31,7 +32,6 @@ deactivate ended; while inactive it answers every goal "not active".
 
 from __future__ import annotations
 
-import copy
 import gc
 import os
 import signal
@@ -45,21 +45,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidHandle
-from rclpy.executors import (
-    ExternalShutdownException,
-    MultiThreadedExecutor,
-    SingleThreadedExecutor,
-)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -74,68 +62,26 @@ from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
 from llava4d_ros.ros import convert
 from llava4d_ros.ros.malloc_arenas import limit_arenas, trim_heap
+from llava4d_ros.ros.qos import (
+    LATCHED,
+    NO_PUB_EVENTS,
+    NO_SUB_EVENTS,
+    QUERY_QOS,
+    publisher_problem,
+    sensor_qos,
+)
+from llava4d_ros.ros.questions import CLOSED_WHILE_WAITING, Goal, QuestionGate, Refused
+from llava4d_ros.ros.tf_listener import TfListener
 from llava4d_ros.srv import Query, SaveMemory
 
 WARN_PERIOD_S = 5.0  # per reason: each refusal reason has its own throttle
 LOG_CHARS = 400  # longest detail a warning carries (an error listing 50,000 frames was 547 kB)
 QUERY_DRAIN_S = 60.0  # longest a transition waits for the question being answered
 DESTROY_DRAIN_S = 5.0  # the same in destroy_node
-# requests held by DDS before the service callback takes them: more than the admitted ones,
-# so a burst is answered "busy" instead of being lost in the middleware
-QUERY_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
-                       reliability=ReliabilityPolicy.RELIABLE)
 BACKPRESSURE_S = 1.0  # longest an image callback waits for room in the ingest queue
 TURN_POLL_S = 0.05  # a waiting goal looks for its cancel this often while the model is busy
 CANCEL_STATE_S = 1.0  # longest a cancelled goal waits for rclpy to mark it as canceling
-TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
-                    reliability=ReliabilityPolicy.RELIABLE)
-TF_STATIC_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
-                           reliability=ReliabilityPolicy.RELIABLE,
-                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# No QoS event handlers on our entities: with Fast DDS (Kilted) a best-effort image subscription
-# losing samples under load woke the executor's wait set again and again with nothing ready
-# (measured: the main thread at 100% CPU, every frame then lost). Incompatible QoS is found
-# from the ROS graph instead (`_check_qos`).
-NO_SUB_EVENTS = SubscriptionEventCallbacks(use_default_callbacks=False)
-NO_PUB_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
 QOS_CHECK_PERIOD_S = 5.0
-
-
-class TfListener:
-    """/tf and /tf_static on a node and executor of their own, in their own thread (as
-    tf2_ros's listener with `spin_thread`): TF is reliable with a deep queue, so when it shared
-    the node's executor with three image streams, a busy CPU let it fall seconds behind and
-    every frame then waited for its transform in vain."""
-
-    def __init__(self, owner: LifecycleNode, callback) -> None:
-        # Without the process's global arguments: `-r __node:=name` would give this node the
-        # owner's name too. The owner's remappings of /tf and /tf_static are applied here.
-        self.node = rclpy.create_node(f"{owner.get_name()}_tf_listener",
-                                      namespace=owner.get_namespace(), context=owner.context,
-                                      start_parameter_services=False,
-                                      use_global_arguments=False)
-        self.topics = (owner.resolve_topic_name("/tf"), owner.resolve_topic_name("/tf_static"))
-        self.node.create_subscription(TFMessage, self.topics[0], lambda m: callback(m, False),
-                                      TF_QOS, event_callbacks=NO_SUB_EVENTS)
-        self.node.create_subscription(TFMessage, self.topics[1], lambda m: callback(m, True),
-                                      TF_STATIC_QOS, event_callbacks=NO_SUB_EVENTS)
-        self.executor = SingleThreadedExecutor(context=owner.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, name="llava4d_tf", daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=10)
-        self.node.destroy_node()
 
 
 class Llava4dNode(LifecycleNode):
@@ -170,13 +116,8 @@ class Llava4dNode(LifecycleNode):
         self.received: dict[str, int] = {}  # messages received by kind
         self._warned_at: dict[str, float] = {}  # reason -> monotonic time of its last warning
         self._received_seen: dict[str, int] = {}  # `received` at the last status check
-        # questions: admitted (answered or waiting their turn) and replies not yet sent
-        self._query_cv = threading.Condition()
-        self._query_turn = threading.Lock()  # one question answered at a time, in the node
-        self._queries_open = False
-        self._queries_admitted = 0
-        self._replies_unsent = 0
-        self._goals: dict[bytes, _Goal] = {}  # admitted ~/ask goals by goal id
+        # ~/query and ~/ask questions: admitted, answered one at a time (sized on configure)
+        self.questions = QuestionGate(queue_size=0)
         self._memory = None  # memory.MemoryStore while configured with a memory_path
         self._memory_services: list = []
 
@@ -195,6 +136,7 @@ class Llava4dNode(LifecycleNode):
                 f"package ({', '.join(SHIPPED)}), or leave it empty for the embedded default")
             return TransitionCallbackReturn.FAILURE
         self.engine = Engine(self.cfg, model=None)
+        self.questions = QuestionGate(self.cfg.query_queue_size)
         self._pub_answers = self._publisher(Answer, "~/answers", 10)
         self._pub_tracks = self._publisher(ObjectTrackArray, "~/tracks", 10)
         self._pub_markers = self._publisher(MarkerArray, "~/markers", 10)
@@ -245,12 +187,6 @@ class Llava4dNode(LifecycleNode):
                                                daemon=True)
         self._ingest_thread.start()
         overrides = QoSOverridingOptions.with_default_policies()
-
-        def sensor_qos() -> QoSProfile:
-            # a copy per subscription: QoS overrides are applied to the profile object itself,
-            # and rclpy's qos_profile_sensor_data is shared by the whole process
-            return copy.copy(qos_profile_sensor_data)
-
         self._sensor_subs = [
             self.create_subscription(Image, "rgb/image", self._on_rgb, sensor_qos(),
                                      callback_group=self._groups["rgb"],
@@ -269,8 +205,7 @@ class Llava4dNode(LifecycleNode):
                                             qos_profile=QUERY_QOS,
                                             callback_group=self._query_group)
         self._track_replies(self._service)
-        with self._query_cv:
-            self._queries_open = True
+        self.questions.open()
         self._timers = [self.create_timer(self.cfg.tracks_period_s, self._publish_tracks,
                                           callback_group=self._timer_group),
                         self.create_timer(1.0, self._publish_status,
@@ -390,9 +325,7 @@ class Llava4dNode(LifecycleNode):
                 self.get_logger().warning("a query reply was lost: the service was withdrawn "
                                           f"(node no longer active): {response.message!r}")
             finally:
-                with self._query_cv:
-                    self._replies_unsent -= 1
-                    self._query_cv.notify_all()
+                self.questions.reply_sent()
 
         service.send_response = send_response
 
@@ -400,14 +333,7 @@ class Llava4dNode(LifecycleNode):
         """Stop admitting questions, let the one being answered through `~/query` finish and
         cancel a running `~/ask` goal (waiting ones of both are told the node is no longer
         active), then destroy the service once every reply was sent and every goal ended."""
-        with self._query_cv:
-            self._queries_open = False
-            for goal in self._goals.values():
-                goal.cancel.set()
-            self._query_cv.notify_all()
-            done = self._query_cv.wait_for(
-                lambda: self._replies_unsent == 0 and not self._goals, drain_s)
-        if not done:
+        if not self.questions.close(drain_s):
             self.get_logger().error(f"a question still runs after {drain_s:.0f} s; "
                                     "withdrawing ~/query anyway (its reply will be lost)")
         if self._service is not None:
@@ -540,36 +466,27 @@ class Llava4dNode(LifecycleNode):
 
     def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
         """Admit the question (or reply "busy" at once), wait for its turn, answer it."""
-        with self._query_cv:
-            self._replies_unsent += 1  # sent by the executor after this returns
-            if not self._queries_open:
-                response.success, response.message = False, "node is not active"
-                return response
-            limit = 1 + self.cfg.query_queue_size
-            if self._queries_admitted >= limit:
-                self.counters["query_busy"] = self.counters.get("query_busy", 0) + 1
-                self._warn("query_busy", f"query refused, busy: {limit} questions are already "
-                                         f"answered or waiting (query_queue_size "
-                                         f"{self.cfg.query_queue_size}; "
-                                         f"{self.counters['query_busy']} refused so far)")
-                response.success = False
-                response.message = (f"busy: {limit} questions are being answered or waiting "
-                                    f"(query_queue_size = {self.cfg.query_queue_size}); ask "
-                                    "again later")
-                return response
-            self._queries_admitted += 1
+        self.questions.reply_pending()  # sent by the executor after this returns
         try:
-            with self._query_turn:
-                with self._query_cv:
-                    still_open = self._queries_open
-                if not still_open:  # deactivated while it waited: told, not answered
-                    response.success = False
-                    response.message = "node is no longer active (deactivated while waiting)"
+            with self.questions.admit(), self.questions.turn:
+                if not self.questions.is_open:  # deactivated while it waited: told, not answered
+                    response.success, response.message = False, CLOSED_WHILE_WAITING
                     return response
                 return self._answer(request, response)
-        finally:
-            with self._query_cv:
-                self._queries_admitted -= 1
+        except Refused as exc:
+            self._refused(exc, "query")
+            response.success, response.message = False, str(exc)
+            return response
+
+    def _refused(self, exc: Refused, what: str) -> None:
+        """Count and log a question turned away because the queue is full."""
+        if not exc.busy:
+            return
+        self.counters["query_busy"] = self.counters.get("query_busy", 0) + 1
+        q = self.questions.queue_size
+        self._warn("query_busy", f"{what} refused, busy: {1 + q} questions are already "
+                                 f"answered or waiting (query_queue_size {q}; "
+                                 f"{self.counters['query_busy']} refused so far)")
 
     def _answer(self, request: Query.Request, response: Query.Response) -> Query.Response:
         response.success, response.message, answer = self._ask(request)
@@ -617,63 +534,44 @@ class Llava4dNode(LifecycleNode):
     def _on_cancel(self, goal_handle) -> CancelResponse:
         """Accept every cancel: the goal's generation stops at its next decode step (or it
         never starts, if it still waits its turn)."""
-        with self._query_cv:
-            goal = self._goals.get(bytes(goal_handle.goal_id.uuid))
-            if goal is not None:
-                goal.client_cancel = True
-                goal.cancel.set()
+        self.questions.cancel(bytes(goal_handle.goal_id.uuid))
         return CancelResponse.ACCEPT
 
     def _execute_ask(self, goal_handle) -> Ask.Result:
         """Admit the goal as `_on_query` admits a question (or end it at once: busy, not
         active), wait for its turn, answer it with the text so far as feedback."""
         result = Ask.Result()
-        key = bytes(goal_handle.goal_id.uuid)
-        goal = _Goal(time.monotonic())
-        with self._query_cv:
-            if not self._queries_open:
-                return _end(goal_handle, result, "node is not active")
-            limit = 1 + self.cfg.query_queue_size
-            if self._queries_admitted >= limit:
-                self.counters["query_busy"] = self.counters.get("query_busy", 0) + 1
-                self._warn("query_busy", f"goal refused, busy: {limit} questions are already "
-                                         f"answered or waiting (query_queue_size "
-                                         f"{self.cfg.query_queue_size}; "
-                                         f"{self.counters['query_busy']} refused so far)")
-                return _end(goal_handle, result,
-                            f"busy: {limit} questions are being answered or waiting "
-                            f"(query_queue_size = {self.cfg.query_queue_size}); ask again later")
-            self._queries_admitted += 1
-            self._goals[key] = goal
+        goal = Goal(time.monotonic())
         try:
-            while not self._query_turn.acquire(timeout=TURN_POLL_S):
-                if goal.cancel.is_set():  # cancelled, or deactivated, while it waited
+            with self.questions.admit(bytes(goal_handle.goal_id.uuid), goal):
+                while not self.questions.turn.acquire(timeout=TURN_POLL_S):
+                    if goal.cancel.is_set():  # cancelled, or deactivated, while it waited
+                        return self._end_goal(goal_handle, goal, result)
+                try:
+                    if goal.cancel.is_set():
+                        return self._end_goal(goal_handle, goal, result)
+
+                    def feedback(text: str) -> None:
+                        goal.sent += 1
+                        goal_handle.publish_feedback(Ask.Feedback(
+                            text=text, elapsed_s=time.monotonic() - goal.t0_s))
+
+                    ok, message, answer = self._ask(goal_handle.request, feedback, goal.cancel)
+                    if answer is not None:
+                        result.answer = answer
+                        if not goal.sent and answer.text:  # the policy decided it: no LM text
+                            feedback(answer.text)
+                    result.success, result.message = ok, message
                     return self._end_goal(goal_handle, goal, result)
-            try:
-                if goal.cancel.is_set():
-                    return self._end_goal(goal_handle, goal, result)
+                finally:
+                    self.questions.turn.release()
+        except Refused as exc:  # not admitted: aborted at once, with the reason
+            self._refused(exc, "goal")
+            result.success, result.message = False, str(exc)
+            goal_handle.abort()
+            return result
 
-                def feedback(text: str) -> None:
-                    goal.sent += 1
-                    goal_handle.publish_feedback(Ask.Feedback(
-                        text=text, elapsed_s=time.monotonic() - goal.t0))
-
-                ok, message, answer = self._ask(goal_handle.request, feedback, goal.cancel)
-                if answer is not None:
-                    result.answer = answer
-                    if not goal.sent and answer.text:  # an answer the policy decided: no LM
-                        feedback(answer.text)
-                result.success, result.message = ok, message
-                return self._end_goal(goal_handle, goal, result)
-            finally:
-                self._query_turn.release()
-        finally:
-            with self._query_cv:
-                self._queries_admitted -= 1
-                del self._goals[key]
-                self._query_cv.notify_all()
-
-    def _end_goal(self, goal_handle, goal: _Goal, result: Ask.Result) -> Ask.Result:
+    def _end_goal(self, goal_handle, goal: Goal, result: Ask.Result) -> Ask.Result:
         """The terminal state of an admitted goal: canceled on its client's request, aborted
         when deactivate stopped it or it failed, else succeeded."""
         if goal.cancel.is_set():
@@ -691,8 +589,7 @@ class Llava4dNode(LifecycleNode):
                     return result
             else:
                 result.message = ("cancelled: the node was deactivated while answering"
-                                  if answered else
-                                  "node is no longer active (deactivated while waiting)")
+                                  if answered else CLOSED_WHILE_WAITING)
                 goal_handle.abort()
                 return result
         if result.success:
@@ -719,12 +616,7 @@ class Llava4dNode(LifecycleNode):
         node has no QoS event handlers (see NO_SUB_EVENTS)."""
         for sub in self._sensor_subs:
             for info in self.get_publishers_info_by_topic(sub.topic_name):
-                problem = ""
-                if info.topic_type != _type_name(sub.msg_type):
-                    problem = f"type {info.topic_type}, expected {_type_name(sub.msg_type)}"
-                elif reason := _qos_mismatch(info.qos_profile, sub.qos_profile):
-                    problem = (f"incompatible QoS ({reason}); set "
-                               f"qos_overrides.{sub.topic_name}.subscription.* to match")
+                problem = publisher_problem(info, sub)
                 key = (sub.topic_name, info.node_namespace, info.node_name, problem)
                 if problem and key not in self._qos_warned:
                     self._qos_warned.add(key)
@@ -799,43 +691,6 @@ class Llava4dNode(LifecycleNode):
         xyz, dyn = self.engine.cloud()
         self._pub_cloud.publish(convert.cloud_msg(xyz, dyn, self.cfg.world_frame,
                                                   self._now_ns()))
-
-
-class _Goal:
-    """An admitted `~/ask` goal: when it started (monotonic seconds), its cancel event (set
-    by a cancel request or by deactivate; generation stops at its next decode step) and
-    whether its client asked, and how many feedback messages it sent."""
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.cancel = threading.Event()
-        self.client_cancel = False
-        self.sent = 0
-
-
-def _end(goal_handle, result: Ask.Result, message: str) -> Ask.Result:
-    """End a goal that was not admitted (busy, not active): aborted, with the reason."""
-    result.success, result.message = False, message
-    goal_handle.abort()
-    return result
-
-
-def _qos_mismatch(pub: QoSProfile, sub: QoSProfile) -> str:
-    """Why a publisher with `pub` cannot serve a subscription with `sub` ("" if it can), for
-    the two policies that bite with cameras: reliability and durability."""
-    if (pub.reliability == ReliabilityPolicy.BEST_EFFORT
-            and sub.reliability == ReliabilityPolicy.RELIABLE):
-        return "best effort publisher, reliable subscription"
-    if (pub.durability == DurabilityPolicy.VOLATILE
-            and sub.durability == DurabilityPolicy.TRANSIENT_LOCAL):
-        return "volatile publisher, transient local subscription"
-    return ""
-
-
-def _type_name(msg_type) -> str:
-    """sensor_msgs.msg.Image -> "sensor_msgs/msg/Image" (the graph's spelling)."""
-    pkg = msg_type.__module__.split(".")[0]
-    return f"{pkg}/msg/{msg_type.__name__}"
 
 
 def executor_threads(node: Llava4dNode) -> int:
