@@ -137,7 +137,8 @@ def test_kill_9_while_ingesting_leaves_the_memory_whole(tmp_path, seconds, ros_c
     peer = rclpy.create_node("llava4d_kill_peer", context=ros_context)
     executor = rclpy.executors.SingleThreadedExecutor(context=ros_context)
     executor.add_node(peer)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     sent_s = []
     try:
         pub = ScenePublisher(peer)
@@ -163,6 +164,7 @@ def test_kill_9_while_ingesting_leaves_the_memory_whole(tmp_path, seconds, ros_c
             proc.kill()
             proc.wait()
         executor.shutdown()
+        spinner.join(timeout=10)  # destroying the node under a running spin raised there
         peer.destroy_node()
     con = sqlite3.connect(db)
     try:

@@ -83,11 +83,11 @@ def test_deactivate_while_a_question_runs_answers_it_and_the_node_lives_on(
     first = h.client.call_async(Query.Request(question="When did the red cube start moving?"))
     assert held.started.wait(30)
     second = h.client.call_async(Query.Request(question="How many objects are there?"))
-    assert wait_for(lambda: h.node._queries_admitted == 2, 10)
+    assert wait_for(lambda: h.node.questions.admitted == 2, 10)
     result = []
     deactivating = threading.Thread(target=lambda: result.append(h.node.trigger_deactivate()))
     deactivating.start()
-    assert wait_for(lambda: not h.node._queries_open, 10)
+    assert wait_for(lambda: not h.node.questions.is_open, 10)
     held.release.set()
     deactivating.join(60)
     assert result == [SUCCESS]
@@ -274,6 +274,7 @@ def test_signals_on_an_active_node_that_ingested_frames_shut_it_down_cleanly(
             proc.kill()
             proc.wait()
         executor.shutdown()
+        spinner.join(timeout=10)  # destroying the node under a running spin raised there
         peer.destroy_node()
     text = log.read_text()
     assert rc == 0, f"exit code {rc}; log:\n{text[-3000:]}"
