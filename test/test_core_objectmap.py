@@ -9,8 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from llava4d_ros.core.objectmap import ObjectMap, ObjectMapConfig, voxel_centres, voxel_keys
+from llava4d_ros.core.objectmap import ObjectMap, ObjectMapConfig
 from llava4d_ros.core.surfaces import g_from_world
+from llava4d_ros.core.voxels import voxel_centres, voxel_keys
 from llava4d_ros.data.scene import (
     CameraWaypoint,
     ObjectSpec,

@@ -35,6 +35,7 @@ from scipy.spatial import cKDTree
 from llava4d_ros.core.colour_words import colour_word
 from llava4d_ros.core.geometry import PinholeCamera, invert_se3
 from llava4d_ros.core.objects import MapObject, ObjectEvent
+from llava4d_ros.core.shape_cues import clings, is_line, is_slab, normal_stats, primitive_shape
 from llava4d_ros.core.surfaces import (
     DOWN_REP103,
     Levels,
@@ -43,13 +44,7 @@ from llava4d_ros.core.surfaces import (
     vertical_planes,
     view_points,
 )
-
-_OFF = 1 << 20  # voxel indices shifted positive, 21 bits per axis
-_BITS = 21
-# key offsets of half of a voxel's 26 neighbours (the other half are their opposites)
-_HALF_NEIGHBOURS = np.array([(di << (2 * _BITS)) + (dj << _BITS) + dk
-                             for di in (-1, 0, 1) for dj in (-1, 0, 1) for dk in (-1, 0, 1)
-                             if (di, dj, dk) > (0, 0, 0)], np.int64)
+from llava4d_ros.core.voxels import HALF_NEIGHBOURS, StructureVoxels, voxel_centres, voxel_keys
 
 
 @dataclass(frozen=True)
@@ -100,61 +95,6 @@ class ObjectMapConfig:
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         g_from_world(self.gravity)  # raises for a zero or non-finite vector
-
-
-def voxel_keys(p_g: np.ndarray, voxel_m: float) -> np.ndarray:
-    """`(N,)` int64 keys of the voxels holding points `p_g (N, 3)` [m]."""
-    ijk = np.floor(np.asarray(p_g, np.float64) / voxel_m).astype(np.int64) + _OFF
-    return (ijk[:, 0] << (2 * _BITS)) | (ijk[:, 1] << _BITS) | ijk[:, 2]
-
-
-def voxel_centres(keys: np.ndarray, voxel_m: float) -> np.ndarray:
-    """`(N, 3)` centres [m] of voxels `keys (N,)`."""
-    mask = (1 << _BITS) - 1
-    ijk = np.stack([keys >> (2 * _BITS), (keys >> _BITS) & mask, keys & mask], axis=1)
-    return (ijk - _OFF + 0.5) * voxel_m
-
-
-class StructureVoxels:
-    """Votes of voxels (`voxel_m`, gravity frame) on being structure: each view's points add
-    a vote for structure or for not. A point in a voxel with at least `min_votes` structure
-    votes and more structure than other votes is structure."""
-
-    def __init__(self, voxel_m: float = 0.06, min_votes: int = 2):
-        self.voxel_m = float(voxel_m)
-        self.min_votes = int(min_votes)
-        self.reset()
-
-    def reset(self) -> None:
-        self._keys = np.zeros(0, np.int64)
-        self._votes = np.zeros((0, 2), np.int32)  # (structure, not) per key
-
-    def vote(self, p_g: np.ndarray, is_structure: np.ndarray) -> np.ndarray:
-        """Add this view's votes for points `p_g (N, 3)`; returns `(N,)` bool: points whose
-        voxel is structure by the votes before this view."""
-        keys = voxel_keys(p_g, self.voxel_m)
-        out = np.zeros(keys.size, bool)
-        if self._keys.size:
-            j = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
-            known = self._keys[j] == keys
-            v = self._votes[j]
-            out = known & (v[:, 0] >= self.min_votes) & (v[:, 0] > v[:, 1])
-        uk, inv = np.unique(keys, return_inverse=True)
-        add = np.zeros((uk.size, 2), np.int32)
-        np.add.at(add, (inv, np.where(is_structure, 0, 1)), 1)
-        add = np.minimum(add, 1)  # one vote per view and voxel
-        allk = np.concatenate([self._keys, uk])
-        self._keys, inv2 = np.unique(allk, return_inverse=True)
-        votes = np.zeros((self._keys.size, 2), np.int32)
-        np.add.at(votes, inv2, np.concatenate([self._votes, add]))
-        self._votes = votes
-        return out
-
-    def mark(self, p_g: np.ndarray, votes: int = 2) -> None:
-        """Count points `(N, 3)` as structure `votes` times (an object that grew past the
-        size of any object was structure)."""
-        for _ in range(votes):
-            self.vote(p_g, np.ones(p_g.shape[0], bool))
 
 
 @dataclass
@@ -399,7 +339,7 @@ class ObjectMap:
         uniq, inv = np.unique(vk, return_inverse=True)
         rows.append(np.arange(n_pts))
         cols.append(n_pts + inv)
-        for step in _HALF_NEIGHBOURS:
+        for step in HALF_NEIGHBOURS:
             nk = uniq + step
             j = np.minimum(np.searchsorted(uniq, nk), uniq.size - 1)
             hit = uniq[j] == nk
@@ -425,8 +365,8 @@ class ObjectMap:
                 continue
             too_tall = ext[2] > (cfg.max_height_m if moved[m].mean() >= cfg.moving_share
                                  else cfg.max_still_height_m)
-            if (max(ext[0], ext[1]) > cfg.max_width_m or too_tall or _is_line(ext)
-                    or ext.max() > 0.6 and _is_slab(pc) or self._under_level(lo, hi)):
+            if (max(ext[0], ext[1]) > cfg.max_width_m or too_tall or is_line(ext)
+                    or ext.max() > 0.6 and is_slab(pc) or self._under_level(lo, hi)):
                 # structure: walls and cabinet runs the plane finder missed, a piece of wall
                 # (thin and large), the legs of a table or the cabinets under a counter
                 discarded.append(pc)
@@ -439,7 +379,7 @@ class ObjectMap:
         out = []
         for m in kept:
             pc = p[m]
-            if tree is not None and _clings(pc, tree):
+            if tree is not None and clings(pc, tree):
                 continue
             out.append(_Cluster(pc, col[m], n[m],
                                 0.0 if border[m].any() else float(moved[m].mean()),
@@ -555,7 +495,7 @@ class ObjectMap:
         o = _Object(object_id=self._next_id, keys=c.keys,
                     hits=np.ones(c.keys.size, np.int32), first_seen_s=stamp_s,
                     last_seen_s=stamp_s, rgb_sum=c.rgb.sum(axis=0).astype(np.float64),
-                    rgb_n=float(len(c.rgb)), normals=_normal_stats(c.n_g),
+                    rgb_n=float(len(c.rgb)), normals=normal_stats(c.n_g),
                     history=deque(maxlen=self.cfg.history_len),
                     center_g=np.zeros(3), lo_g=np.zeros(3), hi_g=np.zeros(3))
         self._next_id += 1
@@ -601,7 +541,7 @@ class ObjectMap:
             o.last_motion_s = stamp_s
         o.rgb_sum += c.rgb.sum(axis=0)
         o.rgb_n += len(c.rgb)
-        o.normals += _normal_stats(c.n_g)
+        o.normals += normal_stats(c.n_g)
         self._box(o, c if o.is_dynamic else None)
         dt = stamp_s - o.last_seen_s
         if o.is_dynamic and dt > 0:
@@ -692,7 +632,7 @@ class ObjectMap:
             tall = cfg.max_height_m if o.is_dynamic else cfg.max_still_height_m
             wide = cfg.max_width_m if o.support in ("floor", "") and o.is_dynamic or (
                 o.support == "floor") else cfg.max_small_width_m
-            if max(ext[0], ext[1]) > wide or ext[2] > tall or _is_line(ext):
+            if max(ext[0], ext[1]) > wide or ext[2] > tall or is_line(ext):
                 # grown past any object over views: a wall or a cabinet run seen in pieces
                 self._retract(o, stamp_s, events)
                 continue
@@ -752,7 +692,7 @@ class ObjectMap:
             object_id=o.object_id, center=w_from_g @ o.center_g, size=o.hi_g - o.lo_g,
             world_from_box=w_from_g.copy(), category=category, category_confidence=conf,
             colour=colour_word(o.rgb_sum / max(o.rgb_n, 1.0)),
-            shape=_shape(o.normals, o.hi_g - o.lo_g), support=o.support,
+            shape=primitive_shape(o.normals, o.hi_g - o.lo_g), support=o.support,
             first_seen_s=o.first_seen_s, last_seen_s=o.last_seen_s, is_dynamic=o.is_dynamic,
             velocity=w_from_g @ o.velocity_g, hypotheses=hyps,
             history=tuple((t, w_from_g @ c) for t, c in o.history), n_views=o.hits_total,
@@ -773,64 +713,3 @@ def _category(o: _Object) -> tuple[str, float, tuple[tuple[str, float], ...]]:
     hyps = tuple(sorted(mean.items(), key=lambda kv: -kv[1])[:5])
     best, score = hyps[0]
     return (best if score >= CATEGORY_MIN_SCORE else "object"), float(score), hyps
-
-
-def _is_line(ext: np.ndarray, thin_m: float = 0.08, long_m: float = 0.3) -> bool:
-    """Extents `(3,)` of a line: thin in two directions, long in the third. What depth shows
-    of a cabinet's or a table's edge once the plane fits took its faces; not an object."""
-    e = np.sort(np.asarray(ext, np.float64))
-    return bool(e[1] < thin_m and e[2] > long_m)
-
-
-def _clings(p_g: np.ndarray, tree: cKDTree, within_m: float = 0.03, share: float = 0.6
-            ) -> bool:
-    """Whether most of a cluster's points `(N, 3)` lie within `within_m` of structure (`tree`
-    of this view's wall points): a sliver the plane fit left at a wall's edge, not a thing
-    standing in front of it."""
-    d, _ = tree.query(p_g[::2], distance_upper_bound=within_m)
-    return float(np.isfinite(d).mean()) >= share
-
-
-def _is_slab(p_g: np.ndarray, thin_m: float = 0.05, large_m: float = 0.6) -> bool:
-    """A flat piece (thinner than `thin_m` across its smallest principal axis) that is large
-    (over `large_m` along its largest): a wall or a door seen in part, not an object."""
-    if p_g.shape[0] < 10:
-        return False
-    q = p_g - p_g.mean(axis=0)
-    _, sv, vt = np.linalg.svd(q, full_matrices=False)
-    proj = q @ vt.T
-    ext = np.percentile(proj, 95, axis=0) - np.percentile(proj, 5, axis=0)
-    return bool(ext[2] < thin_m and ext[0] > large_m)
-
-
-def _normal_stats(n_g: np.ndarray) -> np.ndarray:
-    """`(6,)`: counts of upward, sideways and slanted normals, and for the sideways ones the
-    sums of cos 4phi and sin 4phi of their azimuth phi and their count (a box's faces give
-    four azimuths 90 deg apart, which 4phi folds into one)."""
-    nz = n_g[:, 2]
-    top = nz > 0.9
-    side = np.abs(nz) < 0.35
-    slant = ~top & ~side & (nz > -0.35)
-    phi = np.arctan2(n_g[side, 1], n_g[side, 0])
-    return np.array([top.sum(), side.sum(), slant.sum(), np.cos(4 * phi).sum(),
-                     np.sin(4 * phi).sum(), side.sum()], np.float64)
-
-
-def _shape(stats: np.ndarray, size: np.ndarray) -> str:
-    """cube, sphere or cylinder when the normals and proportions say so clearly, else ""."""
-    top, side, slant, c4, s4, n_side = stats
-    if top + side + slant < 30:
-        return ""
-    sx, sy, sz = (float(v) for v in size)
-    if max(sx, sy) > 1.35 * min(sx, sy):
-        return ""  # no primitive of ours has an oblong footprint
-    if slant / max(side + slant, 1.0) > 0.45:
-        return "sphere" if 0.7 < sz / max(sx, sy) < 1.4 else ""
-    if n_side < 10:
-        return ""
-    square = float(np.hypot(c4, s4)) / n_side
-    if square > 0.5:
-        return "cube" if 0.7 < sz / max(sx, sy) < 1.4 else ""
-    if square < 0.35:
-        return "cylinder"
-    return ""
