@@ -410,7 +410,7 @@ def test_scene_inventory_on_a_bpe_lm(tmp_path, lm_dir):
     bias = model.inventory_bias
     with torch.no_grad():
         bias.glob[-1].bias.copy_(torch.arange(1.0, k + 1))
-    spread = bias.on_vocab(bias.glob[-1].bias[None])[0]  # (V,)
+    spread = bias.on_vocab(bias.glob[-1].bias[None])[0].detach()  # (V,)
     assert spread.shape == (len(tok),) and float(spread.sum()) == pytest.approx(k * (k + 1) / 2)
     assert float(spread[inv.bias_ids[-1]]) == k
     model.save_pretrained(str(tmp_path / "m"))
