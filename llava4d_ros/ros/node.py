@@ -20,14 +20,15 @@ waiting, let the one being answered finish, and withdraw the service only once e
 been sent: destroying a service whose reply is still to be sent raised InvalidHandle out of the
 executor and killed the process.
 
-`~/ask` (action/Ask.action) is the same question as an action: the answer so far as feedback,
-cancel stopping generation at the next decode step. Its goals share the admission of `~/query`
-(one answered, `query_queue_size` waiting, "busy" beyond, both kinds counted together), and are
-ended with a result, never left open: busy and inactive ones at once (aborted, with the reason),
-a cancelled one with what was said until the cancel. Deactivate cancels the running goal and
-answers it (aborted, `cancelled` true, the text so far). The action server lives from configure
-to cleanup, not only while active, so that a client can still fetch the result of a goal that
-deactivate ended; while inactive it answers every goal "not active".
+`~/ask` (action/Ask.action, `ask_server.AskServer`) is the same question as an action: the
+answer so far as feedback, cancel stopping generation at the next decode step. Its goals share
+the admission of `~/query` (one answered, `query_queue_size` waiting, "busy" beyond, both kinds
+counted together), and are ended with a result, never left open: busy and inactive ones at once
+(aborted, with the reason), a cancelled one with what was said until the cancel. Deactivate
+cancels the running goal and answers it (aborted, `cancelled` true, the text so far). The
+action server lives from configure to cleanup, not only while active, so that a client can
+still fetch the result of a goal that deactivate ended; while inactive it answers every goal
+"not active".
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import traceback
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -55,12 +55,12 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from llava4d_ros.action import Ask
 from llava4d_ros.config import NodeConfig
 from llava4d_ros.engine import Engine, InputRefused, QueryError, window_mismatch
 from llava4d_ros.model.shipped import SHIPPED, model_dir
 from llava4d_ros.msg import Answer, ObjectTrackArray
 from llava4d_ros.ros import convert
+from llava4d_ros.ros.ask_server import AskServer
 from llava4d_ros.ros.malloc_arenas import limit_arenas, trim_heap
 from llava4d_ros.ros.qos import (
     LATCHED,
@@ -70,7 +70,7 @@ from llava4d_ros.ros.qos import (
     publisher_problem,
     sensor_qos,
 )
-from llava4d_ros.ros.questions import CLOSED_WHILE_WAITING, Goal, QuestionGate, Refused
+from llava4d_ros.ros.questions import CLOSED_WHILE_WAITING, QuestionGate, Refused
 from llava4d_ros.ros.tf_listener import TfListener
 from llava4d_ros.srv import Query, SaveMemory
 
@@ -79,8 +79,6 @@ LOG_CHARS = 400  # longest detail a warning carries (an error listing 50,000 fra
 QUERY_DRAIN_S = 60.0  # longest a transition waits for the question being answered
 DESTROY_DRAIN_S = 5.0  # the same in destroy_node
 BACKPRESSURE_S = 1.0  # longest an image callback waits for room in the ingest queue
-TURN_POLL_S = 0.05  # a waiting goal looks for its cancel this often while the model is busy
-CANCEL_STATE_S = 1.0  # longest a cancelled goal waits for rclpy to mark it as canceling
 QOS_CHECK_PERIOD_S = 5.0
 
 
@@ -106,7 +104,7 @@ class Llava4dNode(LifecycleNode):
         self._tf: TfListener | None = None
         self._timers: list = []
         self._service = None
-        self._action: ActionServer | None = None
+        self._action: AskServer | None = None
         self._ingest_thread: threading.Thread | None = None
         self._ingest_stop = threading.Event()
         self._answer_markers = 0
@@ -148,10 +146,8 @@ class Llava4dNode(LifecycleNode):
             self._pub_detections = self._publisher(Detection3DArray, "~/detections", 10)
         self._open_memory()
         self._tf = TfListener(self, self._on_tf)
-        self._action = ActionServer(
-            self, Ask, "~/ask", self._execute_ask, callback_group=self._query_group,
-            cancel_callback=self._on_cancel, goal_service_qos_profile=QUERY_QOS,
-            result_service_qos_profile=QUERY_QOS, cancel_service_qos_profile=QUERY_QOS)
+        self._action = AskServer(self, self.questions, self._ask, self._refused,
+                                 self._query_group, QUERY_QOS)
         self.get_logger().info(f"configured: world_frame={self.cfg.world_frame}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -306,8 +302,7 @@ class Llava4dNode(LifecycleNode):
         return response
 
     def _destroy_action(self) -> None:
-        """Called once no goal runs (after `_teardown_active`); a result not yet fetched by
-        its client is lost with the server."""
+        """Called once no goal runs (after `_teardown_active`)."""
         if self._action is not None:
             self._action.destroy()
             self._action = None
@@ -529,74 +524,6 @@ class Llava4dNode(LifecycleNode):
                                f"({result.latency_s * 1000:.0f} ms, "
                                f"{result.num_visual_tokens} tokens)")
         return True, "ok", answer
-
-    # ------------------------------------------------------------ ~/ask
-    def _on_cancel(self, goal_handle) -> CancelResponse:
-        """Accept every cancel: the goal's generation stops at its next decode step (or it
-        never starts, if it still waits its turn)."""
-        self.questions.cancel(bytes(goal_handle.goal_id.uuid))
-        return CancelResponse.ACCEPT
-
-    def _execute_ask(self, goal_handle) -> Ask.Result:
-        """Admit the goal as `_on_query` admits a question (or end it at once: busy, not
-        active), wait for its turn, answer it with the text so far as feedback."""
-        result = Ask.Result()
-        goal = Goal(time.monotonic())
-        try:
-            with self.questions.admit(bytes(goal_handle.goal_id.uuid), goal):
-                while not self.questions.turn.acquire(timeout=TURN_POLL_S):
-                    if goal.cancel.is_set():  # cancelled, or deactivated, while it waited
-                        return self._end_goal(goal_handle, goal, result)
-                try:
-                    if goal.cancel.is_set():
-                        return self._end_goal(goal_handle, goal, result)
-
-                    def feedback(text: str) -> None:
-                        goal.sent += 1
-                        goal_handle.publish_feedback(Ask.Feedback(
-                            text=text, elapsed_s=time.monotonic() - goal.t0_s))
-
-                    ok, message, answer = self._ask(goal_handle.request, feedback, goal.cancel)
-                    if answer is not None:
-                        result.answer = answer
-                        if not goal.sent and answer.text:  # the policy decided it: no LM text
-                            feedback(answer.text)
-                    result.success, result.message = ok, message
-                    return self._end_goal(goal_handle, goal, result)
-                finally:
-                    self.questions.turn.release()
-        except Refused as exc:  # not admitted: aborted at once, with the reason
-            self._refused(exc, "goal")
-            result.success, result.message = False, str(exc)
-            goal_handle.abort()
-            return result
-
-    def _end_goal(self, goal_handle, goal: Goal, result: Ask.Result) -> Ask.Result:
-        """The terminal state of an admitted goal: canceled on its client's request, aborted
-        when deactivate stopped it or it failed, else succeeded."""
-        if goal.cancel.is_set():
-            result.cancelled = True
-            answered = result.success
-            if goal.client_cancel:
-                result.message = ("cancelled" if answered
-                                  else "cancelled before it was answered")
-                # rclpy marks the goal as canceling just after `_on_cancel` returned
-                deadline = time.monotonic() + CANCEL_STATE_S
-                while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
-                    time.sleep(0.001)
-                if goal_handle.is_cancel_requested:
-                    goal_handle.canceled()
-                    return result
-            else:
-                result.message = ("cancelled: the node was deactivated while answering"
-                                  if answered else CLOSED_WHILE_WAITING)
-                goal_handle.abort()
-                return result
-        if result.success:
-            goal_handle.succeed()
-        else:
-            goal_handle.abort()
-        return result
 
     def _publish_tracks(self) -> None:
         if self.engine is None:
