@@ -116,10 +116,11 @@ def test_the_answer_states_the_asked_time_and_the_box_is_read_at_it(monkeypatch)
     hidden = torch.randn(2, model.lm.config.hidden_size, generator=gen)  # (slot, H)
 
     def fill(t_asked_s: float):
-        filler = model.slot_reader.filler(
-            model.lm_handle.ids, model.embed_answer, q_emb, model.question_time(text, q_emb),
-            text.first_time_s, h_visual, tt, None, t_asked_s)
-        return filler.fill(answer, lambda j: hidden[j])
+        with torch.no_grad():  # as answers are decoded
+            filler = model.slot_reader.filler(
+                model.lm_handle.ids, model.embed_answer, q_emb, model.question_time(text, q_emb),
+                text.first_time_s, h_visual, tt, None, t_asked_s)
+            return filler.fill(answer, lambda j: hidden[j])
 
     box_read_at = []
     fill_slot = SlotReader.fill
