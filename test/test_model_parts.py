@@ -285,7 +285,8 @@ def test_question_time_head_tells_at_from_ago_where_the_context_cannot():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        errors[name] = float((head(ctx, t_ptr, t_end, t_q, None, q_mean) - truth).abs().max())
+        with torch.no_grad():
+            errors[name] = float((head(ctx, t_ptr, t_end, t_q, None, q_mean) - truth).abs().max())
     assert errors["question"] < 0.05 and errors["context"] > 0.4
     with pytest.raises(ValueError, match="q_mean"):
         TimeHead(4, 16, 3)(ctx, t_ptr, t_end, t_q)
