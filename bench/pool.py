@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from llava4d_ros.core.buffer4d import Buffer4D, Keyframe
-from llava4d_ros.model.checkpoint import read_config
+from llava4d_ros.model.checkpoint import CheckpointError, read_config
 from llava4d_ros.model.shipped import model_dir
 from llava4d_ros.model.spec import ModelSpec
 
@@ -78,7 +78,10 @@ def main() -> None:
                     help="model directory whose pooling settings to use (default: shipped)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    spec = ModelSpec.of(read_config(model_dir(args.model)))
+    try:
+        spec = ModelSpec.of(read_config(model_dir(args.model)))
+    except (CheckpointError, ValueError) as exc:
+        ap.error(f"--model: {exc}")
     print(f"pooling of {model_dir(args.model)}: budget {spec.token_budget}, voxel "
           f"{spec.voxel_m:g} m, look_change {spec.look_change:g}, over_budget "
           f"{spec.over_budget}")
