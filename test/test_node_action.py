@@ -64,7 +64,6 @@ class Goal:
 
 def start(harness, scene, scene_frames, **params):
     h = harness(**params).start()
-    h.action = ActionClient(h.peer, Ask, "/llava4d/ask")
     assert h.action.wait_for_server(timeout_sec=20), "~/ask never appeared"
     h.pub.send_scene(scene_frames[:10], scene.cam, hz=20.0)
     assert wait_for(lambda: h.node.engine.stats.ingested >= 10, 30), h.node.engine.stats

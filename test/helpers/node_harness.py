@@ -1,5 +1,5 @@
-"""The node under test with a peer node (publishers, a query client, subscribers) on one
-executor over real rclpy and loopback DDS; shared by test_node.py and test_node_reliability.py."""
+"""The node under test with a peer node (publishers, a query and an ask client, subscribers)
+on one executor over real rclpy and loopback DDS; shared by the test_node*.py files."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 import time
 
 import rclpy
+from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -14,6 +15,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
 from helpers.publish import ScenePublisher
+from llava4d_ros.action import Ask
 from llava4d_ros.msg import ObjectTrackArray
 from llava4d_ros.ros.node import Llava4dNode, executor_threads
 from llava4d_ros.srv import Query
@@ -44,6 +46,10 @@ class Harness:
         self.peer.create_subscription(MarkerArray, "/llava4d/markers", self.markers.append, 10)
         self.client = self.peer.create_client(Query, "/llava4d/query", qos_profile=CLIENT_QOS)
         self.pub = ScenePublisher(self.peer)
+        # Made here, before the spin thread: rclpy's ActionClient adds itself to the node's
+        # waitables before it creates its lock, so one made while an executor spins can crash
+        # that executor's thread (AttributeError: no '_lock'), and with it the node under test.
+        self.action = ActionClient(self.peer, Ask, "/llava4d/ask")
         # as main(): a thread per waiting question on top of the node's own (see node.py)
         self.executor = MultiThreadedExecutor(
             num_threads=4 + executor_threads(self.node), context=ctx)
