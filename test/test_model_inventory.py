@@ -4,6 +4,7 @@ real model's decode path."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -74,6 +75,35 @@ def test_object_features_motion_only_with_time():
     assert float(f_time[0, 6]) < 0.3 < float(f_none[0, 6])
     assert f_time[0, 5] == pytest.approx(0.2, abs=1e-3)  # the top: every token at 0.2 m
     assert f_time[1, 0] == 0 and f_time[1, 5] == 0  # no mass, no top for a colour with none
+
+
+def test_object_features_without_space_read_no_position():
+    torch.manual_seed(0)
+    n = 30
+    t = torch.linspace(0.0, 3.0, n)
+    xyz = torch.rand(n, 3) + torch.stack([0.4 * t, torch.zeros(n), torch.zeros(n)], dim=1)
+    motion, feats = torch.rand(n), torch.rand(n, 18)
+    w = torch.rand(2, n)
+    full = object_features(w, xyz, t, motion, feats, use_time=True)
+    blind = object_features(w, xyz, t, motion, feats, use_time=True, use_space=False)
+    moved = object_features(w, xyz * 3.0 + 1.0, t, motion, feats, use_time=True,
+                            use_space=False)
+    assert torch.equal(blind, moved)  # nothing of the positions gets through
+    spatial = list(range(1, 9)) + [-6, -5, -4]  # mean z, spreads, shape cues; velocity
+    assert torch.all(blind[:, spatial] == 0) and torch.all(full[:, spatial] != 0)
+    kept = [0, *range(9, full.shape[1] - 6), -3, -2, -1]  # mass, appearance, s_t, motion
+    assert torch.equal(blind[:, kept], full[:, kept])
+
+
+def test_inventory_reads_positions_unless_the_encoding_has_no_3d():
+    cfg = LLaVA4DConfig(lm=tiny_llama(10), inventory=task_inventory())
+    follows = replace(cfg, inventory=task_inventory(space_follows_encoding=True))
+    assert cfg.with_encoding("time").inventory_reads == (True, True)  # trained before
+    assert follows.with_encoding("time").inventory_reads == (True, False)
+    assert follows.with_encoding("none").inventory_reads == (False, False)
+    assert follows.with_encoding("xyz").inventory_reads == (False, True)
+    assert follows.inventory_reads == (True, True)
+    assert LLaVA4DConfig.from_dict(follows.to_dict()) == follows
 
 
 def test_inventory_config_validation(tok):

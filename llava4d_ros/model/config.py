@@ -174,6 +174,11 @@ class InventoryConfig:
     # (`answers.template.inventory_heading`); False for a model whose own words were measured
     # better on validation (the shipped default, docs/RESULTS.md)
     heading_words: bool = True
+    # an encoding without 3D (time, none) also keeps the tokens' positions from the inventory's
+    # readings, as one without time keeps their times from it: else the ablation's inventory
+    # reads the positions its prompt is denied. False in models trained before (their
+    # inventories read positions whatever the encoding); stage 5 sets it.
+    space_follows_encoding: bool = False
 
     def __post_init__(self) -> None:
         if self.bias_ids is not None:
@@ -292,6 +297,14 @@ class LLaVA4DConfig:
     @property
     def lm_hidden(self) -> int:
         return int(self.lm["hidden_size"])
+
+    @property
+    def inventory_reads(self) -> tuple[bool, bool]:
+        """(use_time, use_space): whether the scene inventory's readings may use the tokens'
+        times and positions, as the 4D encoding allows (`InventoryConfig.space_follows_encoding`
+        for positions)."""
+        follows = self.inventory is not None and self.inventory.space_follows_encoding
+        return self.prompt.use_time, self.prompt.use_space or not follows
 
     def with_encoding(self, encoding: str) -> LLaVA4DConfig:
         return replace(self, prompt=replace(self.prompt, encoding=encoding))

@@ -64,7 +64,8 @@ def object_feature_dim(feature_dim: int) -> int:
 
 
 def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion: torch.Tensor,
-                    features: torch.Tensor, use_time: bool) -> torch.Tensor:
+                    features: torch.Tensor, use_time: bool, use_space: bool = True
+                    ) -> torch.Tensor:
     """`(C, F)` pooled per colour from token weights `w (C, N)` (>= 0).
 
     Spatial: log(1 + mass), mean z, weighted std of x, y, z, the top (soft max of z), the xy
@@ -76,7 +77,9 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     `use_time`, all of them without. Temporal (zeros unless `use_time`, as the ablations
     without a time encoding get no token time or motion): std of t, the least-squares
     velocity of xyz over t (3), weighted mean and max of motion (clipped at 2 m), share of
-    tokens moving > 5 cm.
+    tokens moving > 5 cm. Without `use_space` (an ablation without a 3D encoding whose
+    `InventoryConfig.space_follows_encoding`) every part read from positions is zero: mean z,
+    the spreads, the four shape cues and the velocity; mass, appearance, time and motion stay.
     """
     mass = w.sum(1, keepdim=True)  # (C, 1)
     wn = w / mass.clamp_min(1e-6)  # (C, N)
@@ -101,11 +104,12 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     s_xy = (sn @ (xyz[:, :2] ** 2) - m_xy ** 2).clamp_min(0.0).sum(1).add(1e-8).sqrt()
     near_top = (wn * (z[None] > top[:, None] - 0.06).to(w.dtype)).sum(1)
     shape = torch.stack([top, s_xy, top / (s_xy + 0.05), near_top], dim=1)  # (C, 4)
-    parts = [torch.log1p(mass), m_xyz[:, 2:3], s_xyz, shape, m_f, s_f]
+    spatial = torch.cat([m_xyz[:, 2:3], s_xyz, shape], dim=1)  # (C, 8)
+    parts = [torch.log1p(mass), spatial if use_space else torch.zeros_like(spatial), m_f, s_f]
     if use_time:
         m_t, s_t = mean_std(t[:, None])  # (C, 1)
         cov = wn @ (xyz * t[:, None]) - m_xyz * m_t  # (C, 3)
-        vel = cov / (s_t * s_t + 1e-3)
+        vel = cov / (s_t * s_t + 1e-3) if use_space else torch.zeros_like(cov)
         mo = motion.clamp(0.0, _MOTION_CLIP_M)
         parts += [s_t, vel, (wn @ mo)[:, None], (w * mo).amax(1, keepdim=True),
                   (wn @ (mo > 0.05).to(w.dtype))[:, None]]
@@ -240,12 +244,12 @@ class SceneInventory(nn.Module):
 
     def pooled(self, features: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor,
                motion: torch.Tensor, use_time: bool,
-               envelope: Sequence[tuple[float, float]] | None = None
+               envelope: Sequence[tuple[float, float]] | None = None, use_space: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(`object_features` `(C, F)` unstandardised, presence inputs `(C, 2)`)."""
         p, w = self.colour_weights(features, xyz, envelope)
         pres_in = torch.stack([p.amax(1), torch.log1p(w.sum(1))], dim=1)
-        return object_features(w, xyz, t, motion, features, use_time), pres_in
+        return object_features(w, xyz, t, motion, features, use_time, use_space), pres_in
 
     def from_pooled(self, feats: torch.Tensor, pres_in: torch.Tensor, **tokens: torch.Tensor
                     ) -> Inventory:
@@ -256,12 +260,15 @@ class SceneInventory(nn.Module):
 
     def forward(self, features: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor,
                 motion: torch.Tensor, use_time: bool,
-                envelope: Sequence[tuple[float, float]] | None = None) -> Inventory:
+                envelope: Sequence[tuple[float, float]] | None = None, use_space: bool = True
+                ) -> Inventory:
         """`features (N, D)`, `xyz (N, 3)` world m, `t (N,)` model s, `motion (N,)` m;
-        `envelope`: (low, high) per `ENVELOPE_FEATURES`, None for no check."""
-        feats, pres_in = self.pooled(features, xyz, t, motion, use_time, envelope)
+        `envelope`: (low, high) per `ENVELOPE_FEATURES`, None for no check; `use_time`,
+        `use_space`: which of the tokens' times and positions the readings may use
+        (`LLaVA4DConfig.inventory_reads`)."""
+        feats, pres_in = self.pooled(features, xyz, t, motion, use_time, envelope, use_space)
         tokens = {"weights": self.colour_weights(features, xyz, envelope)[1]}
-        if use_time:
+        if use_time and use_space:  # a velocity needs both
             tokens.update(xyz=xyz, t=t)
         return self.from_pooled(feats, pres_in, **tokens)
 

@@ -214,8 +214,9 @@ class LLaVA4D(PreTrained):
         `apply_token_budget(tokens)`; needs `cfg.inventory`."""
         if self.cfg.inventory is None:
             raise ValueError("this model has no scene inventory (cfg.inventory is None)")
-        return self.inventory(*self.inventory_inputs(tokens, t_ref_s),
-                              self.cfg.prompt.use_time, self.cfg.inventory.object_envelope)
+        use_time, use_space = self.cfg.inventory_reads
+        return self.inventory(*self.inventory_inputs(tokens, t_ref_s), use_time,
+                              self.cfg.inventory.object_envelope, use_space)
 
     # ------------------------------------------------------------------ language side
 
