@@ -17,7 +17,13 @@ import argparse
 import os
 
 from llava4d_ros.core.buffer4d import OVER_BUDGET
-from llava4d_ros.model.config import BOX_HEADS, DEFAULT_BOX_HEAD, DEFAULT_TIME_HEAD, TIME_HEADS
+from llava4d_ros.model.config import (
+    BOX_HEADS,
+    DEFAULT_BOX_HEAD,
+    DEFAULT_TIME_HEAD,
+    FIRST_MOTION_TOKENS,
+    TIME_HEADS,
+)
 from llava4d_ros.training.presets import PRESETS
 from llava4d_ros.training.trainer import ABLATIONS, TrainConfig, train
 
@@ -51,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--pointer-space", default=None, choices=("on", "off"),
                     help="whether the pointer's keys include the tokens' spatial PE, in every "
                          "requested stage (default: the model's setting; off for a new model)")
+    ap.add_argument("--first-motion", default=None, choices=FIRST_MOTION_TOKENS,
+                    help="which tokens a <time> slot's first-motion reading looks at: those the "
+                         "pointer picks or those of the object the sentence names (default: "
+                         "the model's setting; pointer for a new model); stage 4 fits the "
+                         "time head to it")
+    ap.add_argument("--first-motion-m", type=float, default=None,
+                    help="the depth change (m) above which that reading counts a token as "
+                         "moving (default: the model's setting; 0.05 for a new model)")
     ap.add_argument("--stage4-box-only", action="store_true",
                     help="stage 4 re-initialises and fits the box head alone: gives a finished "
                          "model (--stages 4 --init <final>) a new box head, the rest unchanged")
@@ -117,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         out=args.out, ablation=args.ablation, resume=args.resume, init=args.init,
         look_change=args.look_change, over_budget=args.over_budget,
         pointer_space=None if args.pointer_space is None else args.pointer_space == "on",
+        first_motion_tokens=args.first_motion, first_motion_m=args.first_motion_m,
         box_head=args.box_head, time_head=args.time_head,
         stage4_box_only=args.stage4_box_only, device=args.device, threads=args.threads,
         cache=args.cache, cache_workers=args.cache_workers, save_every=args.save_every,

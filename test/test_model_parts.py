@@ -269,6 +269,45 @@ def test_time_readings():
     assert abs(float(out[1]) - 7.0) < 1e-4  # none: the newest token's time is what is left
 
 
+@pytest.mark.parametrize("reads", ["pointer", "object"])
+def test_first_motion_reads_the_named_objects_tokens_when_configured(reads):
+    """A `<time>` slot's first-motion reading: with "object" the earliest token of the named
+    object (the inventory's colour weights) moving above `first_motion_m`, whatever the pointer
+    weighs; with "pointer" those weights are not read."""
+    from llava4d_ros.data.instructions import vocabulary
+
+    tok = build_tokenizer(vocabulary())
+    cfg = LLaVA4DConfig(lm=tiny_llama(len(tok), hidden=32, layers=2, heads=4), pointer_dim=16,
+                        box_hidden=16, token_budget=64, first_motion_tokens=reads,
+                        first_motion_m=0.01)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok).eval()
+    n = 40
+    tokens = random_tokens(n)
+    motion = np.zeros(n, np.float32)
+    mine = np.arange(10, 20)  # the named object's tokens
+    motion[mine[3:]] = 0.02  # moves from its 4th token on: above 0.01 m, under the old 0.05 m
+    motion[2:5] = 0.3  # another object moved earlier
+    tokens = replace(tokens, motion=motion)
+    colour_w = torch.zeros(n)
+    colour_w[mine] = 1.0
+    t_ref = 50.0
+    _, _, keys = model.visual_prefix(tokens, t_ref, hidden=True)
+    tt = model.token_tensors(tokens, t_ref)
+    with torch.no_grad():  # the gate takes the first-motion reading alone
+        model.time_head.mlp[-1].weight.zero_()
+        model.time_head.mlp[-1].bias.copy_(torch.tensor([-50.0, -50, -50, -50, 50]))
+        ctx = torch.zeros(model.time_head.mlp[0].in_features - cfg.lm_hidden)
+        got = model.slot_reader.fill(model.time_token_id, ctx, keys, tt, float("nan"),
+                                     colour_w=colour_w, q_mean=torch.zeros(cfg.lm_hidden))
+        lag = float(model.time_head.lag)
+    start = float(tokens.t_s[mine[3]] - t_ref)
+    if reads == "object":
+        assert got.t_s == pytest.approx(start - lag, abs=0.051)  # written to 0.1 s
+    else:  # the untrained pointer weighs every token: the other object's earlier start
+        assert got.t_s < start - lag - 0.5
+
+
 def test_question_time_head_tells_at_from_ago_where_the_context_cannot():
     """Two slots with the same context, one asked "at 3s" and one "3 seconds ago": only a gate
     that reads the question's mean embedding can give each its own reading."""

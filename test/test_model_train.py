@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from llava4d_ros.model.config import LLaVA4DConfig
 from llava4d_ros.model.grounding import GroundedBox
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
 from llava4d_ros.training.metrics import box_iou, categorical, score
@@ -97,11 +98,13 @@ def test_tiny_training_stages_and_resume(tmp_path):
     cached = sorted(Path(cache).rglob("*.npz"))
     out4c = str(tmp_path / "run4c")
     train_tiny(out4c, cache, stages=(4,), init=os.path.join(out, "stage3"), refine_steps=3,
-               time_head="context", pointer_space=True, refine_scenes=3)
+               time_head="context", pointer_space=True, refine_scenes=3,
+               first_motion_tokens="object", first_motion_m=0.01)
     assert len(cached) == 2 and len(list(Path(cache).rglob("*.npz"))) == 3
     model4c = LLaVA4D.from_pretrained(os.path.join(out4c, "final"))
     assert not model.cfg.pointer_space
-    assert model4c.cfg == replace(model.cfg, time_head="context", pointer_space=True)
+    assert model4c.cfg == replace(model.cfg, time_head="context", pointer_space=True,
+                                  first_motion_tokens="object", first_motion_m=0.01)
     assert model4c.time_head.question_dim == 0 < model4.time_head.question_dim
     # stage 5 alone on a finished model: adds the inventory, leaves everything else as it was
     out5 = str(tmp_path / "run5")
@@ -195,6 +198,23 @@ def test_gradient_checkpointing_of_the_prefix_keeps_losses_and_gradients():
     assert g0.keys() == g1.keys() and any(k.startswith("lm.") for k in g0)
     assert all(torch.allclose(g0[k], g1[k], atol=1e-6) for k in g0)
     assert kept1 < 0.8 * kept0, (kept0, kept1)
+
+
+def test_first_motion_in_training_reads_the_slots_object_by_its_labels():
+    from llava4d_ros.model.config import tiny_llama
+    from llava4d_ros.training.losses import first_motion_over
+
+    class Model:  # what first_motion_over reads of a model
+        def __init__(self, reads):
+            self.cfg = LLaVA4DConfig(lm=tiny_llama(10), first_motion_tokens=reads)
+
+    w = torch.full((2, 5), 0.2)
+    batch = {"labels": torch.tensor([3, 3, 7, 7, 7]), "object": [-1, 7, 3, 9]}
+    rows = [1, 3]  # object 7; object 9 has no token
+    got = first_motion_over(Model("object"), batch, rows, w)
+    assert torch.equal(got, torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0], [0.2] * 5]))
+    assert torch.equal(first_motion_over(Model("pointer"), batch, rows, w), w)
+    assert torch.equal(w, torch.full((2, 5), 0.2))  # the pointer's weights are left as they were
 
 
 def test_flags_override_the_preset_without_touching_it():

@@ -22,6 +22,9 @@ DEFAULT_BOX_HEAD = "tokens"
 # of the question's embeddings (the attention pool, shared with the pointer, may drop "ago")
 TIME_HEADS = ("context", "question")
 DEFAULT_TIME_HEAD = "question"
+# which tokens a `<time>` slot's first-motion reading looks at (model/heads.py): those the
+# pointer picks, or those of the object its sentence names (the inventory's colour weights)
+FIRST_MOTION_TOKENS = ("pointer", "object")
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -229,6 +232,11 @@ class LLaVA4DConfig:
     box_hidden: int = 96
     box_head: str = DEFAULT_BOX_HEAD  # one of BOX_HEADS
     time_head: str = DEFAULT_TIME_HEAD  # one of TIME_HEADS
+    # when something started moving: the earliest stamp among these tokens (one of
+    # FIRST_MOTION_TOKENS) whose motion is above `first_motion_m` metres of depth change.
+    # "pointer" and 0.05 are what models trained before read.
+    first_motion_tokens: str = "pointer"
+    first_motion_m: float = 0.05
     inventory: InventoryConfig | None = None  # scene inventory + output bias (stage 5)
     model_id: str = "llava4d-default"
     lm_source: LMSource = field(default_factory=LMSource)
@@ -289,6 +297,11 @@ class LLaVA4DConfig:
             raise ValueError(f"box_head must be one of {BOX_HEADS}, got {self.box_head!r}")
         if self.time_head not in TIME_HEADS:
             raise ValueError(f"time_head must be one of {TIME_HEADS}, got {self.time_head!r}")
+        if self.first_motion_tokens not in FIRST_MOTION_TOKENS:
+            raise ValueError(f"first_motion_tokens must be one of {FIRST_MOTION_TOKENS}, got "
+                             f"{self.first_motion_tokens!r}")
+        if not self.first_motion_m >= 0:
+            raise ValueError(f"first_motion_m must be >= 0 m, got {self.first_motion_m}")
         if min(self.gate_hidden, self.pointer_dim, self.box_hidden) < 1:
             raise ValueError("gate_hidden, pointer_dim and box_hidden must be >= 1")
         if self.confidence_table is not None:

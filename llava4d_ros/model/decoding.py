@@ -214,10 +214,11 @@ class SlotFiller:
             if j not in self.values and not is_box and math.isfinite(self.t_asked_s):
                 self.values[j] = SlotValue.of_time(self.t_asked_s)
             if j not in self.values:
-                # a box is pointed among the named object's tokens (the inventory's colour
-                # weights); a time is not: its first-motion reading did worse so (30 val scenes)
+                # the named object's tokens (the inventory's colour weights): a box is pointed
+                # among them; a time's pointer is not (its first-motion reading did worse so,
+                # 30 val scenes), but that reading may look at them (`first_motion_tokens`)
                 mask = (self.guide.current_weights(generated[:j + 1])
-                        if self.guide is not None and is_box else None)
+                        if self.guide is not None else None)
                 self.values[j] = self.read(tid, hidden_at(j), emb[start:j + 1], t_sentence,
                                            mask)
             if not is_box:

@@ -373,8 +373,9 @@ class SlotReader:
         window's pointer keys `keys (N, K)` and tokens `tt`; `t_question`: the first time the
         question names (NaN if none); `t_sentence`: the value of the `<time>` slot earlier in
         the same sentence (the time a box is asked at), NaN if none; `colour_w (N,)`: the
-        inventory's weights of the tokens of the object the sentence names, the pointer then
-        chooses among those tokens (scores + log(w + 1e-4)); `q_mean (H,)`: `question_mean`
+        inventory's weights of the tokens of the object the sentence names: a box's pointer
+        chooses among those tokens (scores + log(w + 1e-4)), a time's first-motion reading
+        reads them with `cfg.first_motion_tokens` "object"; `q_mean (H,)`: `question_mean`
         of the question (read by a "question" time head)."""
         is_time = token_id == self.time_token_id
         use_time = self.cfg.prompt.use_time
@@ -385,10 +386,15 @@ class SlotReader:
                                           dynamic_tokens(xyz, self.cfg.voxel_m, motion), motion)
         scores = self.pointer(ctx[None], torch.tensor([is_time], device=ctx.device), keys,
                               dt_feat)  # (1, N)
-        if colour_w is not None:
+        if colour_w is not None and not is_time:
             scores = scores + torch.log(colour_w.to(ctx.dtype) + 1e-4)
         if is_time:
-            t_first = first_motion_time(scores.softmax(dim=-1), t, motion) if use_time else None
+            t_first = None
+            if use_time:
+                over = scores.softmax(dim=-1)  # (1, N)
+                if self.cfg.first_motion_tokens == "object" and colour_w is not None:
+                    over = colour_w.to(ctx.dtype)[None]
+                t_first = first_motion_time(over, t, motion, motion_m=self.cfg.first_motion_m)
             t_hat = self.time_head(ctx[None], decode_time(scores, t), t.max(),
                                    t.new_tensor([t_question]), t_first,
                                    None if q_mean is None else q_mean[None])[0]

@@ -150,7 +150,7 @@ def slot_batch(model: LLaVA4D, hidden: torch.Tensor, ids: torch.Tensor, labels: 
     emb, n_prompt, te_q = context
     batch: dict[str, Any] = {"h": [], "question": [], "sentence": [], "te": [],
                              "sample": [], "is_time": [], "targets": [], "values": [],
-                             "t_sentence": []}
+                             "t_sentence": [], "object": []}
     for i, s in enumerate(samples):
         is_slot = ((ids[i] == model.box_token_id) | (ids[i] == model.time_token_id)) & (
             labels[i] != -100)
@@ -174,6 +174,7 @@ def slot_batch(model: LLaVA4D, hidden: torch.Tensor, ids: torch.Tensor, labels: 
             batch["is_time"].append(slot["kind"] == "time")
             batch["targets"].append(tgt)
             batch["values"].append(slot["value"])
+            batch["object"].append(int(slot.get("object_id", -1)))
     batch["keys"] = h_visual
     batch["t"] = torch.as_tensor(np.asarray(tokens.t_s, np.float64) - t_ref_s, dtype=dtype,
                                  device=dev)
@@ -181,6 +182,7 @@ def slot_batch(model: LLaVA4D, hidden: torch.Tensor, ids: torch.Tensor, labels: 
     batch["view"] = torch.as_tensor(np.asarray(tokens.view_dir_world), dtype=dtype,
                                     device=dev)
     batch["motion"] = torch.as_tensor(np.asarray(tokens.motion), dtype=dtype, device=dev)
+    batch["labels"] = torch.as_tensor(np.asarray(tokens.labels), device=dev)
     batch["dyn"] = dynamic_tokens(batch["xyz"], model.cfg.voxel_m, batch["motion"])
     return batch
 
@@ -254,13 +256,33 @@ def slot_losses(model: LLaVA4D, batch: dict[str, Any]) -> dict[str, torch.Tensor
         t_ptr = soft_time(w[rows], batch["t"])
         t_q = torch.tensor([batch["t_question"][k] for k in time_rows], dtype=dtype,
                            device=dev)
-        t_first = (first_motion_time(w[rows], batch["t"], batch["motion"])
-                   if model.cfg.prompt.use_time and "motion" in batch else None)
+        t_first = None
+        if model.cfg.prompt.use_time and "motion" in batch:
+            t_first = first_motion_time(first_motion_over(model, batch, time_rows, w[rows]),
+                                        batch["t"], batch["motion"],
+                                        motion_m=model.cfg.first_motion_m)
         q_mean = torch.stack([question_mean(batch["question"][k]) for k in time_rows])
         t_hat = model.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first, q_mean)
         time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
             t_ptr, gt_t, beta=0.2)
     return {"pointer": pointer, "box": box_loss, "time": time_loss}
+
+
+def first_motion_over(model: LLaVA4D, batch: dict[str, Any], rows: list[int],
+                      w: torch.Tensor) -> torch.Tensor:
+    """`(R, N)` the token weights the first-motion reading of slot rows `rows` looks at: the
+    pointer's `w (R, N)`, or with `first_motion_tokens` "object" the tokens labelled with the
+    slot's object (in training the true labels stand in for the inventory's colour weights an
+    answer reads, as the inventory is fitted after the heads); a slot without an object, or
+    a batch without labels, keeps the pointer's row."""
+    if model.cfg.first_motion_tokens != "object" or "labels" not in batch:
+        return w
+    out = w.clone()
+    for r, k in enumerate(rows):
+        mine = batch["labels"] == batch["object"][k]
+        if batch["object"][k] >= 0 and bool(mine.any()):
+            out[r] = mine.to(w.dtype)
+    return out
 
 
 def inventory_batch(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,

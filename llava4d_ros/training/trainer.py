@@ -63,6 +63,8 @@ class TrainConfig:
     look_change: float | None = None  # a new model's tokens (model_edits.set_span_tokens)
     over_budget: str | None = None  # and what pooling does over the budget (None: coarsen)
     pointer_space: bool | None = None  # None: the model's setting
+    first_motion_tokens: str | None = None  # the time heads' first-motion reading; None: the
+    first_motion_m: float | None = None  # model's setting (LLaVA4DConfig)
     box_head: str = DEFAULT_BOX_HEAD  # the heads stage 4 builds
     time_head: str = DEFAULT_TIME_HEAD
     stage4_box_only: bool = False
@@ -191,6 +193,10 @@ def _prepare(model: Any, cfg: TrainConfig, trained: bool, info: ddp.DistInfo) ->
     model.cfg = replace(model.cfg, confidence_table=None)
     if cfg.pointer_space is not None:
         model.cfg = replace(model.cfg, pointer_space=cfg.pointer_space)
+    reading = {k: v for k, v in (("first_motion_tokens", cfg.first_motion_tokens),
+                                 ("first_motion_m", cfg.first_motion_m)) if v is not None}
+    if reading:  # the time head reads it, so a model trained with another refits stage 4
+        model.cfg = replace(model.cfg, **reading)
     if model.cfg.lm_source.kind == "hf":  # checkpoints keep only the LM's changes (MBs)
         model.cfg = replace(model.cfg, lm_weights="delta")
 
