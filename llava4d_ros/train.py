@@ -25,6 +25,7 @@ from llava4d_ros.model.config import (
     TIME_HEADS,
 )
 from llava4d_ros.training.presets import PRESETS
+from llava4d_ros.training.stages import STAGE4_ONLY
 from llava4d_ros.training.trainer import ABLATIONS, TrainConfig, train
 
 
@@ -65,9 +66,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--first-motion-m", type=float, default=None,
                     help="the depth change (m) above which that reading counts a token as "
                          "moving (default: the model's setting; 0.05 for a new model)")
-    ap.add_argument("--stage4-box-only", action="store_true",
-                    help="stage 4 re-initialises and fits the box head alone: gives a finished "
-                         "model (--stages 4 --init <final>) a new box head, the rest unchanged")
+    ap.add_argument("--stage4-only", default="", choices=STAGE4_ONLY,
+                    help="stage 4 re-initialises and fits this head alone: gives a finished "
+                         "model (--stages 4 --init <final>) a new box or time head, the rest "
+                         "unchanged")
     ap.add_argument("--bias-steps", type=int, default=None,
                     help="stage 5's output-bias steps (default: the preset's, 3000 for small)")
     ap.add_argument("--inventory-scenes", type=int, default=None,
@@ -133,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pointer_space=None if args.pointer_space is None else args.pointer_space == "on",
         first_motion_tokens=args.first_motion, first_motion_m=args.first_motion_m,
         box_head=args.box_head, time_head=args.time_head,
-        stage4_box_only=args.stage4_box_only, device=args.device, threads=args.threads,
+        stage4_only=args.stage4_only, device=args.device, threads=args.threads,
         cache=args.cache, cache_workers=args.cache_workers, save_every=args.save_every,
         seed=args.seed, windows_per_step=args.windows_per_step or 0, bf16=args.bf16,
         grad_checkpointing=args.grad_checkpointing)

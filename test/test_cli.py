@@ -15,10 +15,11 @@ from llava4d_ros.training.evaluation import KITCHEN_LABELS, EvalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FLAGS = """--ablation --bf16 --bias-steps --box-head --cache --cache-workers --config
---device --grad-checkpointing --head-steps --init --inventory-scenes --lm --look-change
+--device --first-motion --first-motion-m --grad-checkpointing --head-steps --init
+--inventory-scenes --lm --look-change
 --lora-rank --out --over-budget
 --pointer-space --refine-scenes --refine-steps --resume --samples-per-window --save-every --seed
---stage4-box-only --stages --steps --text-warmup --threads --time-head --train-scenes
+--stage4-only --stages --steps --text-warmup --threads --time-head --train-scenes
 --windows-per-step""".split()
 EVALUATE_FLAGS = """--ablations --cache --cache-workers --calibrate --crowded --examples --ghosts
 --honesty --honesty-scenes --kitchen --kitchen-labels --model --object-scenes --objects --policy

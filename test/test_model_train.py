@@ -127,10 +127,10 @@ def test_tiny_training_stages_and_resume(tmp_path):
     # a new box head alone on the finished model: every other part keeps its numbers
     out6 = str(tmp_path / "run6")
     train_tiny(out6, cache, stages=(4,), init=os.path.join(out5, "final"), refine_steps=3,
-               stage4_box_only=True, box_head="pooled")
-    with pytest.raises(ValueError, match="stage4-box-only"):
+               stage4_only="box", box_head="pooled")
+    with pytest.raises(ValueError, match="stage4-only"):
         train_tiny(out6, cache, stages=(5,), init=os.path.join(out5, "final"),
-                   stage4_box_only=True)
+                   stage4_only="box")
     model6 = LLaVA4D.from_pretrained(os.path.join(out6, "final"))
     assert model5.cfg.box_head == "tokens"
     assert model6.cfg == replace(model5.cfg, box_head="pooled")
@@ -139,6 +139,16 @@ def test_tiny_training_stages_and_resume(tmp_path):
     assert rest and all(torch.equal(after[k], new[k]) for k in rest)
     assert any(k.startswith("box_head.tokens.") for k in after)
     assert not any(k.startswith("box_head.tokens.") for k in new)
+    # a new time head alone, reading the named object's first motion: the rest as it was
+    out7 = str(tmp_path / "run7")
+    train_tiny(out7, cache, stages=(4,), init=os.path.join(out5, "final"), refine_steps=3,
+               stage4_only="time", first_motion_tokens="object", first_motion_m=0.005)
+    model7 = LLaVA4D.from_pretrained(os.path.join(out7, "final"))
+    assert model7.cfg == replace(model5.cfg, first_motion_tokens="object", first_motion_m=0.005)
+    timed = model7.state_dict()
+    rest = [k for k in after if not k.startswith("time_head.")]
+    assert rest and all(torch.equal(after[k], timed[k]) for k in rest)
+    assert not all(torch.equal(after[k], timed[k]) for k in after if k.startswith("time_head."))
 
 
 def test_a_run_on_ghost_free_tokens_keeps_its_token_settings_and_refuses_others(tmp_path):
@@ -230,7 +240,9 @@ def test_flags_override_the_preset_without_touching_it():
     assert TrainConfig.from_preset("tiny", out="x", stages=(4, 5)).preset.stages == (4, 5)
     with pytest.raises(ValueError, match="stages"):
         TrainConfig.from_preset("tiny", out="x", stages=(6,))
-    with pytest.raises(ValueError, match="stage4-box-only"):
-        TrainConfig.from_preset("tiny", out="x", stages=(5,), stage4_box_only=True)
+    with pytest.raises(ValueError, match="stage4-only"):
+        TrainConfig.from_preset("tiny", out="x", stages=(5,), stage4_only="box")
+    with pytest.raises(ValueError, match="stage4_only"):
+        TrainConfig.from_preset("tiny", out="x", stage4_only="pointer")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.out = "y"

@@ -56,11 +56,16 @@ def lr_at(step: int, total: int, base: float, warmup: int = 20) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def fresh_for(stage: int, box_only: bool) -> tuple[str, ...]:
-    """The parameters a checkpoint loaded to start `stage` does not give (built fresh)."""
+# what stage 4 may fit alone on a finished model, every other part keeping its numbers
+STAGE4_ONLY = ("box", "time")
+
+
+def fresh_for(stage: int, only: str = "") -> tuple[str, ...]:
+    """The parameters a checkpoint loaded to start `stage` does not give (built fresh);
+    `only`: stage 4 fits that head alone (one of STAGE4_ONLY; "" for every head)."""
     if stage != 4:
         return ()
-    return ("box_head.",) if box_only else FRESH_FOR_STAGE4
+    return (f"{only}_head.",) if only else FRESH_FOR_STAGE4
 
 
 # --- stages 1-3 ---------------------------------------------------------------------------
@@ -187,14 +192,15 @@ def window_step(model: Any, replica: Any, opt: torch.optim.Optimizer,
 
 def refine_heads(model: Any, records: list[SceneRecord], steps: int, lr: float,
                  rng: random.Random, log_path: str | None, box_head: str = DEFAULT_BOX_HEAD,
-                 box_only: bool = False, time_head: str = DEFAULT_TIME_HEAD) -> None:
+                 only: str = "", time_head: str = DEFAULT_TIME_HEAD) -> None:
     """Stage 4: the box and time heads, re-initialised, fitted with the pointer and the pooling
     on the frozen model's slot batches of every training window (one forward pass each; a head
     step then costs milliseconds instead of a whole LM pass). `box_head`, `time_head`: the
-    kinds of the new heads; `box_only`: re-initialise and fit the box head alone, every other
-    part as it is (a finished model's pointer, time head and inventory keep their numbers)."""
+    kinds of the new heads; `only` "box" or "time": re-initialise and fit that head alone,
+    every other part as it is (a finished model's pointer, other head and inventory keep
+    their numbers)."""
     batches = collect_slot_batches(model, records)
-    fit_heads(model, batches, steps, lr, rng, log_path, box_head, box_only, time_head)
+    fit_heads(model, batches, steps, lr, rng, log_path, box_head, only, time_head)
 
 
 def collect_slot_batches(model: Any, records: list[SceneRecord],
@@ -218,23 +224,27 @@ def collect_slot_batches(model: Any, records: list[SceneRecord],
 
 def fit_heads(model: Any, batches: list[dict[str, Any]], steps: int, lr: float,
               rng: random.Random, log_path: str | None, box_head: str = DEFAULT_BOX_HEAD,
-              box_only: bool = False, time_head: str = DEFAULT_TIME_HEAD) -> None:
-    """Stage 4's fit on `batches`: a fresh box head of kind `box_head` and, unless `box_only`,
-    a fresh time head of kind `time_head`, with the pointer and the pooling."""
+              only: str = "", time_head: str = DEFAULT_TIME_HEAD) -> None:
+    """Stage 4's fit on `batches`: a fresh box head of kind `box_head` and a fresh time head
+    of kind `time_head`, with the pointer and the pooling; `only` "box" or "time": that head
+    alone, fresh, and nothing else fitted."""
     from tqdm import tqdm
 
     from llava4d_ros.model.heads import BoxHead
 
-    ctx_dim = model.box_head.h_proj.in_features
-    model.cfg = replace(model.cfg, box_head=box_head)
-    model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden, box_head).to(model.device)
-    if not box_only:
+    if only not in ("", *STAGE4_ONLY):
+        raise ValueError(f"only must be one of {STAGE4_ONLY} or '', got {only!r}")
+    if only != "time":
+        ctx_dim = model.box_head.h_proj.in_features
+        model.cfg = replace(model.cfg, box_head=box_head)
+        model.box_head = BoxHead(ctx_dim, model.cfg.box_hidden, box_head).to(model.device)
+    if only != "box":
         model.cfg = replace(model.cfg, time_head=time_head)
         model.time_head = model_edits.fresh_time_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
     params = [p for n, p in model.named_parameters()
-              if n.startswith(("box_head.",) if box_only else HEADS)]
+              if n.startswith((f"{only}_head.",) if only else HEADS)]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)

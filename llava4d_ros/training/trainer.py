@@ -36,6 +36,7 @@ from llava4d_ros.training.presets import PRESETS, Preset, sample_kwargs
 from llava4d_ros.training.scene_cache import load_split
 from llava4d_ros.training.stages import (
     HEADS,
+    STAGE4_ONLY,
     append_log,
     fit_inventory,
     fresh_for,
@@ -67,7 +68,7 @@ class TrainConfig:
     first_motion_m: float | None = None  # model's setting (LLaVA4DConfig)
     box_head: str = DEFAULT_BOX_HEAD  # the heads stage 4 builds
     time_head: str = DEFAULT_TIME_HEAD
-    stage4_box_only: bool = False
+    stage4_only: str = ""  # "box" / "time": stage 4 fits that head alone (stages.STAGE4_ONLY)
     device: str = "cpu"
     threads: int = 1
     cache: str = "runs/cache"
@@ -84,8 +85,11 @@ class TrainConfig:
         if self.box_head not in BOX_HEADS or self.time_head not in TIME_HEADS:
             raise ValueError(f"box_head in {BOX_HEADS}, time_head in {TIME_HEADS}: got "
                              f"{self.box_head!r}, {self.time_head!r}")
-        if self.stage4_box_only and 4 not in self.preset.stages:
-            raise ValueError(f"--stage4-box-only refits the box head in stage 4, but the stages "
+        if self.stage4_only not in ("", *STAGE4_ONLY):
+            raise ValueError(f"stage4_only must be one of {STAGE4_ONLY} or '', got "
+                             f"{self.stage4_only!r}")
+        if self.stage4_only and 4 not in self.preset.stages:
+            raise ValueError(f"--stage4-only refits one head in stage 4, but the stages "
                              f"to run are {list(self.preset.stages)}")
 
     @classmethod
@@ -157,14 +161,14 @@ def start_model(cfg: TrainConfig) -> tuple[Any, int, int, bool]:
     if cfg.init:
         # a trained model (e.g. <run>/stage3) as the start of the requested stages; the
         # heads stage 4 re-initialises, and parts newer than the checkpoint, start fresh
-        model = load_llava4d(cfg.init, fresh=fresh_for(first, cfg.stage4_box_only))
+        model = load_llava4d(cfg.init, fresh=fresh_for(first, cfg.stage4_only))
         print(f"starting stage {first} from {cfg.init}")
         return model, first, 0, False
     if progress is not None:
         stage, step = progress
         # stage 4 re-initialises the box and time heads: their saved shapes may be older
         model = load_llava4d(os.path.join(cfg.out, "last"),
-                             fresh=fresh_for(stage, cfg.stage4_box_only))
+                             fresh=fresh_for(stage, cfg.stage4_only))
         print(f"resuming at stage {stage}, step {step}")
         return model, stage, step, True
     if preset.lm:
@@ -251,7 +255,7 @@ def train(cfg: TrainConfig) -> str:
             n4 = preset.refine_scenes or len(records)
             refine_heads(model, records if n4 == len(records) else first_scenes(n4),
                          preset.refine_steps, preset.lr, rng, log_path, cfg.box_head,
-                         cfg.stage4_box_only, cfg.time_head)
+                         cfg.stage4_only, cfg.time_head)
             ddp.broadcast_module(model, info)
             save(os.path.join(cfg.out, "stage4"))
             save_resume_point(5, 0, None)
