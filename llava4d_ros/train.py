@@ -142,7 +142,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    final = train(config_from_args(parser().parse_args(argv)))
+    ap = parser()
+    args = ap.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:  # flags that do not go together: a usage error, not a traceback
+        ap.error(str(e))
+    final = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(final)
 

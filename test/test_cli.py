@@ -42,6 +42,14 @@ def test_every_flag_is_still_there(module, flags):
     assert not missing, missing
 
 
+def test_train_flags_that_do_not_go_together_are_a_usage_error(tmp_path):
+    proc = command("llava4d_ros.train", "--out", str(tmp_path / "run"), "--stages", "5",
+                   "--stage4-only", "time")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--stage4-only refits one head in stage 4" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_the_kitchen_is_asked_for_not_guessed():
     assert EvalConfig().kitchen == ""  # no kitchen unless one is given
     assert Path(KITCHEN_LABELS).is_relative_to(ROOT) and Path(KITCHEN_LABELS).is_file()
