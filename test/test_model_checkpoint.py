@@ -177,13 +177,13 @@ def test_shipped_default_loads_and_answers():
 # box is back within 2 cm, and the pink cube is named among the movers; the yellow cylinder is
 # still taken for a cube); then its time head reading the named object's first motion (round
 # 4): the pink cube (true start 1.7s) is a miss it was not before (1.9s): no token the
-# inventory takes for pink reports motion here, so the gate falls back on the pointer's time.
+# inventory takes for pink reports motion here, so the pointer's first motion is read instead.
 _DEFAULT_ANSWERS = [
     ("scene40", "Where is the red cube at 2.5s?",
      "At 2.5s, the red cube is at [0.16, -0.94, 0.17, 0.32, 0.32, 0.32]."),
     ("scene40", "Which objects move?", "The yellow cube and the pink cube move."),
     ("scene40", "When did the pink cube start moving?",
-     "The pink cube started moving at 2.7s."),
+     "The pink cube started moving at 2.3s."),
     ("scene40", "When did the red cube start moving?", "The red cube did not move."),
     ("scene40", "When did the blue sphere start moving?", "I do not see a blue sphere."),
     ("scene40", "How many cubes are there?", "There are 3 cubes."),
@@ -194,7 +194,7 @@ _DEFAULT_ANSWERS = [
     ("scene40", "Could you tell me where the red box is at t=2.5?",
      "At 2.5s, the red cube is at [0.16, -0.94, 0.17, 0.32, 0.32, 0.32]."),
     ("scene40", "Tell me which things are moving.", "The yellow cube and the pink cube move."),
-    ("scene40", "pink block start time?", "The pink cube started moving at 2.7s."),
+    ("scene40", "pink block start time?", "The pink cube started moving at 2.3s."),
     ("scene40", "count the boxes", "There are 3 cubes."),
     ("noise", "Where is the green cube at 2.5s?", "I do not see a green cube."),
     ("noise", "Which objects move?", "No object moves."),

@@ -301,11 +301,18 @@ def test_first_motion_reads_the_named_objects_tokens_when_configured(reads):
         got = model.slot_reader.fill(model.time_token_id, ctx, keys, tt, float("nan"),
                                      colour_w=colour_w, q_mean=torch.zeros(cfg.lm_hidden))
         lag = float(model.time_head.lag)
+        still_w = torch.zeros(n)
+        still_w[30:36] = 1.0  # an object none of whose tokens moves
+        still = model.slot_reader.fill(model.time_token_id, ctx, keys, tt, float("nan"),
+                                       colour_w=still_w, q_mean=torch.zeros(cfg.lm_hidden))
     start = float(tokens.t_s[mine[3]] - t_ref)
+    other = float(tokens.t_s[2] - t_ref)  # the untrained pointer weighs every token
     if reads == "object":
         assert got.t_s == pytest.approx(start - lag, abs=0.051)  # written to 0.1 s
-    else:  # the untrained pointer weighs every token: the other object's earlier start
-        assert got.t_s < start - lag - 0.5
+    else:
+        assert got.t_s == pytest.approx(other - lag, abs=0.051)
+    # no token of the named object moves: the pointer's reading, not none
+    assert still.t_s == pytest.approx(other - lag, abs=0.051)
 
 
 def test_question_time_head_tells_at_from_ago_where_the_context_cannot():

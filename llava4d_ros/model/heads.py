@@ -391,10 +391,14 @@ class SlotReader:
         if is_time:
             t_first = None
             if use_time:
-                over = scores.softmax(dim=-1)  # (1, N)
+                t_first = first_motion_time(scores.softmax(dim=-1), t, motion,
+                                            motion_m=self.cfg.first_motion_m)  # (1,)
                 if self.cfg.first_motion_tokens == "object" and colour_w is not None:
-                    over = colour_w.to(ctx.dtype)[None]
-                t_first = first_motion_time(over, t, motion, motion_m=self.cfg.first_motion_m)
+                    t_obj = first_motion_time(colour_w.to(ctx.dtype)[None], t, motion,
+                                              motion_m=self.cfg.first_motion_m)
+                    # none of the tokens the inventory gives the object moves (its moving
+                    # ones went to no colour): the pointer's reading rather than none
+                    t_first = torch.where(torch.isfinite(t_obj), t_obj, t_first)
             t_hat = self.time_head(ctx[None], decode_time(scores, t), t.max(),
                                    t.new_tensor([t_question]), t_first,
                                    None if q_mean is None else q_mean[None])[0]

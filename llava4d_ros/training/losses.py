@@ -258,9 +258,12 @@ def slot_losses(model: LLaVA4D, batch: dict[str, Any]) -> dict[str, torch.Tensor
                            device=dev)
         t_first = None
         if model.cfg.prompt.use_time and "motion" in batch:
+            m = model.cfg.first_motion_m
+            t_ptr = first_motion_time(w[rows], batch["t"], batch["motion"], motion_m=m)
             t_first = first_motion_time(first_motion_over(model, batch, time_rows, w[rows]),
-                                        batch["t"], batch["motion"],
-                                        motion_m=model.cfg.first_motion_m)
+                                        batch["t"], batch["motion"], motion_m=m)
+            # as answers read it (SlotReader.fill): the pointer's where the object's is absent
+            t_first = torch.where(torch.isfinite(t_first), t_first, t_ptr)
         q_mean = torch.stack([question_mean(batch["question"][k]) for k in time_rows])
         t_hat = model.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first, q_mean)
         time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
