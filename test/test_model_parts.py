@@ -184,6 +184,10 @@ def test_generate_and_loss_run(tiny_model):
     losses["total"].backward()
     assert tiny_model.pointer.k.weight.grad is not None
     tiny_model.zero_grad()
+    # a window where nothing moves has no first motion: the time loss stays finite
+    still = replace(tokens, motion=np.zeros(len(tokens), np.float32))
+    assert all(torch.isfinite(v) for v in window_loss(tiny_model, still, 50.0, [sample])[0]
+               .values())
 
 
 def test_pointer_and_box_heads_decode():

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava4d_ros.model.config import LLaVA4DConfig
 from llava4d_ros.model.grounding import GroundedBox
 from llava4d_ros.model.llava4d import LLaVA4D, ModelAnswer
 from llava4d_ros.training.metrics import box_iou, categorical, score
@@ -211,19 +210,14 @@ def test_gradient_checkpointing_of_the_prefix_keeps_losses_and_gradients():
 
 
 def test_first_motion_in_training_reads_the_slots_object_by_its_labels():
-    from llava4d_ros.model.config import tiny_llama
-    from llava4d_ros.training.losses import first_motion_over
-
-    class Model:  # what first_motion_over reads of a model
-        def __init__(self, reads):
-            self.cfg = LLaVA4DConfig(lm=tiny_llama(10), first_motion_tokens=reads)
+    from llava4d_ros.training.losses import object_tokens
 
     w = torch.full((2, 5), 0.2)
     batch = {"labels": torch.tensor([3, 3, 7, 7, 7]), "object": [-1, 7, 3, 9]}
     rows = [1, 3]  # object 7; object 9 has no token
-    got = first_motion_over(Model("object"), batch, rows, w)
+    got = object_tokens(batch, rows, w)
     assert torch.equal(got, torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0], [0.2] * 5]))
-    assert torch.equal(first_motion_over(Model("pointer"), batch, rows, w), w)
+    assert torch.equal(object_tokens(batch, [0], w[:1]), w[:1])  # a slot of no object
     assert torch.equal(w, torch.full((2, 5), 0.2))  # the pointer's weights are left as they were
 
 

@@ -259,11 +259,13 @@ def slot_losses(model: LLaVA4D, batch: dict[str, Any]) -> dict[str, torch.Tensor
         t_first = None
         if model.cfg.prompt.use_time and "motion" in batch:
             m = model.cfg.first_motion_m
-            t_ptr = first_motion_time(w[rows], batch["t"], batch["motion"], motion_m=m)
-            t_first = first_motion_time(first_motion_over(model, batch, time_rows, w[rows]),
-                                        batch["t"], batch["motion"], motion_m=m)
-            # as answers read it (SlotReader.fill): the pointer's where the object's is absent
-            t_first = torch.where(torch.isfinite(t_first), t_first, t_ptr)
+            t_first = first_motion_time(w[rows], batch["t"], batch["motion"], motion_m=m)
+            if model.cfg.first_motion_tokens == "object":
+                t_obj = first_motion_time(object_tokens(batch, time_rows, w[rows]),
+                                          batch["t"], batch["motion"], motion_m=m)
+                # as answers read it (SlotReader.fill): the pointer's where the object's is
+                # absent
+                t_first = torch.where(torch.isfinite(t_obj), t_obj, t_first)
         q_mean = torch.stack([question_mean(batch["question"][k]) for k in time_rows])
         t_hat = model.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first, q_mean)
         time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
@@ -271,21 +273,14 @@ def slot_losses(model: LLaVA4D, batch: dict[str, Any]) -> dict[str, torch.Tensor
     return {"pointer": pointer, "box": box_loss, "time": time_loss}
 
 
-def first_motion_over(model: LLaVA4D, batch: dict[str, Any], rows: list[int],
-                      w: torch.Tensor) -> torch.Tensor:
-    """`(R, N)` the token weights the first-motion reading of slot rows `rows` looks at: the
-    pointer's `w (R, N)`, or with `first_motion_tokens` "object" the tokens labelled with the
-    slot's object (in training the true labels stand in for the inventory's colour weights an
-    answer reads, as the inventory is fitted after the heads); a slot without an object, or
-    a batch without labels, keeps the pointer's row."""
-    if model.cfg.first_motion_tokens != "object" or "labels" not in batch:
-        return w
-    out = w.clone()
-    for r, k in enumerate(rows):
-        mine = batch["labels"] == batch["object"][k]
-        if batch["object"][k] >= 0 and bool(mine.any()):
-            out[r] = mine.to(w.dtype)
-    return out
+def object_tokens(batch: dict[str, Any], rows: list[int], w: torch.Tensor) -> torch.Tensor:
+    """`(R, N)` 1 on the tokens labelled with the object of each slot row in `rows`: what a
+    first-motion reading of `first_motion_tokens` "object" looks at in training (the true labels
+    stand in for the inventory's colour weights an answer reads, as the inventory is fitted
+    after the heads); the pointer's row of `w (R, N)` for a slot without an object or tokens."""
+    obj = torch.tensor([batch["object"][k] for k in rows], device=w.device)  # (R,)
+    mine = (batch["labels"][None, :] == obj[:, None]) & (obj[:, None] >= 0)  # (R, N)
+    return torch.where(mine.any(dim=1, keepdim=True), mine.to(w.dtype), w)
 
 
 def inventory_batch(model: LLaVA4D, tokens: VisualTokens, t_ref_s: float,
