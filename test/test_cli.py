@@ -48,6 +48,10 @@ def test_train_flags_that_do_not_go_together_are_a_usage_error(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--stage4-only refits one head in stage 4" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+    proc = command("llava4d_ros.train", "--out", str(tmp_path / "run"), "--first-motion-m",
+                   "-0.01")
+    assert proc.returncode == 2 and "--first-motion-m is metres" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_kitchen_is_asked_for_not_guessed():

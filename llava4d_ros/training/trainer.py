@@ -88,6 +88,9 @@ class TrainConfig:
         if self.stage4_only not in ("", *STAGE4_ONLY):
             raise ValueError(f"stage4_only must be one of {STAGE4_ONLY} or '', got "
                              f"{self.stage4_only!r}")
+        if self.first_motion_m is not None and not self.first_motion_m >= 0:
+            raise ValueError(f"--first-motion-m is metres of depth change, >= 0; got "
+                             f"{self.first_motion_m}")
         if self.stage4_only and 4 not in self.preset.stages:
             raise ValueError(f"--stage4-only refits one head in stage 4, but the stages "
                              f"to run are {list(self.preset.stages)}")
