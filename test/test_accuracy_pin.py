@@ -38,14 +38,28 @@ def table():
     ingest = model.spec.ingest_config()  # as the node ingests for it
     records = [build_scene(seed, ColourStatsEncoder(), ingest)
                for seed in seeds_for_split("test", N_SCENES)]
-    return evaluate_model(model, records, progress=False)["all"]
+    per_scene: list = []
+    return evaluate_model(model, records, progress=False, per_scene=per_scene), per_scene
 
 
 def test_shipped_default_accuracy_is_pinned(table):
+    table = table[0]["all"]
     got = {key: (table[f"{key}_hits"], table[f"{key}_n"]) for key in PINNED}
     for key, (hits, n) in PINNED.items():
         assert got[key][1] == n, f"{key}: {got[key][1]} questions, pinned {n}"
         assert abs(got[key][0] - hits) <= SLACK, f"{key}: {got[key][0]} hits, pinned {hits}"
+
+
+def test_each_scene_keeps_its_own_counts_and_they_add_up_to_the_table(table):
+    """The intervals (training/intervals.py) draw scenes by these counts."""
+    whole, per_scene = table
+    assert len(per_scene) == N_SCENES
+    for task, row in whole.items():
+        for key in ("box", "time", "em"):
+            assert sum(s.get(task, {}).get(f"{key}_hits", 0) for s in per_scene) == row[
+                f"{key}_hits"]
+            assert sum(s.get(task, {}).get(f"{key}_n", 0) for s in per_scene) == row[f"{key}_n"]
+    assert len({tuple(sorted(s["all"].items())) for s in per_scene}) > 1  # scenes differ
 
 
 def test_describes_all_eight_objects_within_the_default_answer_length():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,59 @@ def test_ablation_table_shows_moving_objects_apart(capsys):
     assert "moving SAcc" in lines[1] and "moving TAcc" in lines[1]
     assert lines[2].split() == ["full", "0.800", "0.900", "0.700", "0.650", "-", "runs/full"]
     assert lines[3].split()[:2] == ["time", "0.500"]
+
+
+def scene(hits: int, n: int, task: str = "grounding") -> dict:
+    counts = {"box_hits": hits, "box_n": n}
+    return {task: counts, "all": dict(counts)}
+
+
+def test_an_interval_over_scenes_that_agree_is_a_point():
+    from llava4d_ros.training.intervals import interval
+
+    assert interval([scene(3, 4)] * 10, "all", "sacc") == (0.75, 0.75)
+    lo, hi = interval([scene(3, 4)] * 10, "all", "tacc")  # no time slots anywhere
+    assert np.isnan(lo) and np.isnan(hi)
+
+
+def test_an_interval_holds_the_figure_and_narrows_with_more_scenes():
+    from llava4d_ros.training.intervals import interval
+
+    def width(n_scenes: int) -> float:
+        rows = [scene(k % 2 * 4, 4) for k in range(n_scenes)]  # half the scenes right
+        lo, hi = interval(rows, "grounding", "sacc")
+        assert lo < 0.5 < hi
+        return hi - lo
+
+    assert width(160) < 0.6 * width(20)
+
+
+def test_a_paired_difference_sees_a_small_lead_that_the_scenes_share():
+    """Scenes from all right to all wrong, and a model one box better in each: unpaired, the
+    two intervals overlap; paired, the lead's interval stays above zero."""
+    from llava4d_ros.training.intervals import difference, interval
+
+    a = [scene(k % 11, 10) if k % 11 < 10 else scene(10, 10) for k in range(40)]
+    b = [scene(max(s["all"]["box_hits"] - 1, 0), 10) for s in a]
+    d, lo, hi = difference(a, b, "all", "sacc")
+    assert d > 0 and 0 < lo <= d <= hi
+    assert interval(b, "all", "sacc")[1] > interval(a, "all", "sacc")[0]  # overlap unpaired
+    assert difference(a, a, "all", "sacc") == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same scenes"):
+        difference(a, a[:-1])
+
+
+def test_the_interval_tables_print_a_row_per_task_and_per_model(capsys):
+    from llava4d_ros.training.intervals import print_differences, print_intervals
+
+    rows = [scene(k % 3, 2) for k in range(9)]
+    print_intervals(rows)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("95% intervals over the 9 scenes")
+    assert [line.split()[0] for line in out[2:]] == ["grounding", "all", "moving"]
+    lo, hi = (float(v.strip("[],")) for v in out[3].split()[1:3])
+    assert lo < 0.5 < hi and out[3].split()[3] == "-"  # half right; no time slots
+    print_differences(("full", rows), [("runs/time", rows)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("full minus each")
+    assert out[2].split()[:4] == ["runs/time", "+0.000", "[0.000,", "0.000]"]

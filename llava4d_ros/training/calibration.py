@@ -82,17 +82,19 @@ def print_reliability(title: str, confidence: Sequence[float], right: Sequence[b
     print(f"ECE {ece:.3f}")
 
 
-def raw_outcomes(model: LLaVA4D, records: list[Any], examples: int = 0, rules: bool = True
+def raw_outcomes(model: LLaVA4D, records: list[Any], examples: int = 0, rules: bool = True,
+                 per_scene: list[dict[str, dict[str, int]]] | None = None
                  ) -> tuple[dict[str, dict[str, float]], list[tuple[float, bool]]]:
     """The evaluation table and each box's (raw score, right): the model runs without its
     confidence table (then a box's confidence is its raw score) and gets the table back after.
-    The model's confidence is `calibrated(raw, table)`, so this one pass gives both."""
+    The model's confidence is `calibrated(raw, table)`, so this one pass gives both;
+    `per_scene`: see `evaluate_model`."""
     table = model.cfg.confidence_table
     model.cfg = replace(model.cfg, confidence_table=None)
     outcomes: list[tuple[float, bool]] = []
     try:
         result = evaluate_model(model, records, examples=examples, outcomes=outcomes,
-                                rules=rules)
+                                rules=rules, per_scene=per_scene)
     finally:
         model.cfg = replace(model.cfg, confidence_table=table)
     return result, outcomes

@@ -60,7 +60,7 @@ def run_objects(cfg: EvalConfig) -> None:
 def run(cfg: EvalConfig) -> None:
     from llava4d_ros.model.llava4d import LLaVA4D
     from llava4d_ros.model.shipped import model_dir
-    from llava4d_ros.training import calibration, metrics
+    from llava4d_ros.training import calibration, intervals, metrics
     from llava4d_ros.training.scene_cache import load_split
 
     torch.set_num_threads(cfg.threads)
@@ -84,13 +84,17 @@ def run(cfg: EvalConfig) -> None:
         run_honesty(model, records[:cfg.honesty_scenes or None], cfg.split, cfg.crowded,
                     cfg.kitchen, name, rules=cfg.rules)
     outcomes: list[tuple[float, bool]] = []
+    per_scene: list[dict[str, dict[str, int]]] = []
     if cfg.reliability or cfg.calibrate:
-        table, outcomes = calibration.raw_outcomes(model, records, cfg.examples, cfg.rules)
+        table, outcomes = calibration.raw_outcomes(model, records, cfg.examples, cfg.rules,
+                                                   per_scene)
     else:
-        table = metrics.evaluate_model(model, records, examples=cfg.examples, rules=cfg.rules)
+        table = metrics.evaluate_model(model, records, examples=cfg.examples, rules=cfg.rules,
+                                       per_scene=per_scene)
     print(f"model {model.model_id} ({name}), split {cfg.split}, {len(records)} scenes, "
           f"policy {'rules' if cfg.rules else 'none'}")
     metrics.print_table(table)
+    intervals.print_intervals(per_scene)
     if outcomes:
         fitted = calibration.report_confidence(model, outcomes, cfg.split, fit=cfg.calibrate)
         if cfg.write and fitted is not None:
@@ -98,11 +102,16 @@ def run(cfg: EvalConfig) -> None:
             print(f"written to {written}")
     if cfg.ablations:
         rows = [(model.cfg.prompt.encoding, name, table["all"])]
+        others = []
         for path in cfg.ablations:
             m = LLaVA4D.from_pretrained(path)
+            theirs: list[dict[str, dict[str, int]]] = []
             t = metrics.evaluate_model(m, load_split(cfg.split, cfg.scenes, cfg.cache, m.cfg,
-                                                     workers=cfg.cache_workers), rules=cfg.rules)
+                                                     workers=cfg.cache_workers), rules=cfg.rules,
+                                       per_scene=theirs)
             rows.append((m.cfg.prompt.encoding, path, t["all"]))
+            others.append((path, theirs))
         metrics.print_ablation(rows)
+        intervals.print_differences((name, per_scene), others)
     r = table["all"]
     print(f"sacc={r['sacc']:.3f} tacc={r['tacc']:.3f}")

@@ -159,11 +159,13 @@ def score(sample: dict[str, Any], answer: ModelAnswer,
 
 def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
                    examples: int = 0, outcomes: list[tuple[float, bool]] | None = None,
-                   rules: bool = True) -> dict[str, dict[str, float]]:
+                   rules: bool = True,
+                   per_scene: list[dict[str, dict[str, int]]] | None = None
+                   ) -> dict[str, dict[str, float]]:
     """Per-task and overall counts/rates over `records` (cached scenes with samples), each
     question answered as the node answers it (`answers.policy`; `rules=False`: by the network
     alone); `outcomes` collects the (confidence, right) of every box answered
-    (`box_outcomes`)."""
+    (`box_outcomes`); `per_scene` each record's counts per task, in order (`intervals.py`)."""
     from tqdm import tqdm
 
     from llava4d_ros.data.scene import make_scene
@@ -178,6 +180,7 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
                                    rec.t_ref_s, rules=rules,
                                    t_end_s=float(scene.frame_times_s[-1]))
         moving = frozenset(o.object_id for o in scene.objects if o.is_dynamic)
+        mine: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for s, a in zip(rec.samples, answers):
             if shown < examples:
                 print(f"Q: {s['question']}\n  A: {a.text}\n  ref: {s['answer']}")
@@ -189,6 +192,9 @@ def evaluate_model(model: LLaVA4D, records: list[Any], progress: bool = True,
                 sums[key]["n"] += 1
                 for k, v in sc.items():
                     sums[key][k] += v
+                    mine[key][k] += v
+        if per_scene is not None:
+            per_scene.append({task: dict(c) for task, c in mine.items()})
     table = {}
     for task, c in sums.items():
         table[task] = {
