@@ -19,6 +19,7 @@ from llava4d_ros.model.inventory import (
     decode_features,
     object_feature_dim,
     object_features,
+    path_extent,
 )
 from llava4d_ros.model.llava4d import build_model
 from llava4d_ros.model.tokenizer import build_tokenizer
@@ -93,6 +94,57 @@ def test_object_features_without_space_read_no_position():
     assert torch.all(blind[:, spatial] == 0) and torch.all(full[:, spatial] != 0)
     kept = [0, *range(9, full.shape[1] - 6), -3, -2, -1]  # mass, appearance, s_t, motion
     assert torch.equal(blind[:, kept], full[:, kept])
+
+
+def test_path_extent_sees_a_mover_by_where_its_tokens_were_seen_when():
+    """Colour 0 is seen at x = 0, 0.5, 1 m in seconds 0, 1, 2 (and its motion reading could be
+    zero); colour 1 stays at one place the whole time; colour 2's second place holds too little
+    token weight to count at the larger mass."""
+    t = torch.tensor([0.2, 0.4, 1.2, 1.4, 2.2, 2.4])
+    xy = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.5, 0.0], [0.5, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    w = torch.tensor([[2.0] * 6, [2.0] * 6, [4.0, 4.0, 3.0, 0.0, 0.0, 0.0]])
+    moved = xy.clone()
+    moved[:, 0] = 3.0  # colour 1's tokens all at one place
+    ext = path_extent(w, xy, t)
+    assert ext.shape == (3, 2)
+    assert torch.allclose(ext[0], torch.tensor([1.0, 0.0]))  # bins of weight 4 < 6
+    assert torch.allclose(path_extent(w[1:2], moved, t), torch.zeros(1, 2))
+    assert torch.allclose(ext[2], torch.tensor([0.5, 0.0]))
+    # stamps past the window or NaN fall into the end bins; nothing fails on them
+    odd = path_extent(w[:1], xy, torch.tensor([0.2, 0.4, 1.2, 1.4, 1e9, float("nan")]))
+    assert torch.isfinite(odd).all()
+    assert torch.equal(path_extent(w[:, :0], xy[:0], t[:0]), torch.zeros(3, 2))
+
+
+def test_object_features_read_the_path_only_with_time_and_space():
+    torch.manual_seed(0)
+    n = 30
+    t = torch.linspace(0.0, 3.0, n)
+    xyz = torch.stack([0.4 * t, torch.zeros(n), torch.zeros(n)], dim=1)
+    motion, feats, w = torch.zeros(n), torch.rand(n, 18), torch.full((1, n), 1.0)
+    full = object_features(w, xyz, t, motion, feats, use_time=True, path=True)
+    assert full.shape == (1, object_feature_dim(18, path=True)) == (1, 9 + 2 * 18 + 7 + 2)
+    assert torch.equal(full[:, :-2], object_features(w, xyz, t, motion, feats, use_time=True))
+    assert full[0, -2] > 0.8  # 1.2 m of path over three seconds, none of it in `motion`
+    for use_time, use_space in ((True, False), (False, True), (False, False)):
+        blind = object_features(w, xyz, t, motion, feats, use_time, use_space, path=True)
+        assert torch.all(blind[:, -2:] == 0)
+
+
+def test_a_model_with_path_features_saves_and_loads_them(tok, tmp_path):
+    from llava4d_ros.model.llava4d import LLaVA4D
+
+    model = tiny(tok, None)
+    add_inventory(model, task_inventory(path_extent=True))
+    model.eval()  # the fresh inventory's dropout
+    assert model.inventory.mu.shape == (object_feature_dim(model.cfg.vision.feature_dim, True),)
+    tokens = make_tokens(40)
+    before = model.scene_inventory(tokens, 10.0).probs()
+    model.save_pretrained(str(tmp_path))
+    loaded = LLaVA4D.from_pretrained(str(tmp_path))
+    assert loaded.cfg.inventory.path_extent and loaded.inventory.path
+    for a, b in zip(before, loaded.scene_inventory(tokens, 10.0).probs()):
+        assert torch.allclose(a, b)
 
 
 def test_inventory_reads_positions_unless_the_encoding_has_no_3d():

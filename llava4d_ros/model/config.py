@@ -182,6 +182,10 @@ class InventoryConfig:
     # reads the positions its prompt is denied. False in models trained before (their
     # inventories read positions whatever the encoding); stage 5 sets it.
     space_follows_encoding: bool = False
+    # the object features also say how far apart a colour's tokens lie by when they were seen
+    # (`inventory.path_extent`), for movers the buffer's motion missed. False in models trained
+    # before (a different feature width); stage 5 sets it.
+    path_extent: bool = False
 
     def __post_init__(self) -> None:
         if self.bias_ids is not None:

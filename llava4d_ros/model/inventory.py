@@ -53,19 +53,53 @@ _MOTION_CLIP_M = 2.0
 _VELOCITY_SIGMA_S = 0.5  # chosen on 30 val scenes' heading questions (0.3 / 0.5 / 1.0 s)
 _VELOCITY_VAR_FLOOR = 0.1
 N_TIME_FEATURES = 7
+# `path_extent`: stamps binned by the second; a bin counts with 3 (6) tokens' weight. On val
+# 60-159, extents of still objects reach 0.34 m (99th percentile) at 3, of movers the
+# inventory had read as still 0.37-0.54 m (runs/diag/r5_path_extent.py)
+PATH_BIN_S = 1.0
+PATH_MIN_MASS = (3.0, 6.0)
+PATH_MAX_BINS = 600  # a window of minutes; the (C, B, B) distances stay small
 #: What the object envelope bounds, per colour (`envelope_features`).
 ENVELOPE_FEATURES: tuple[str, ...] = ("log_mass", "spread_m", "appearance_d2")
 
 
-def object_feature_dim(feature_dim: int) -> int:
-    """Width of `object_features`: the spatial part (9), feature mean and spread (2 D), and the
-    time part (7)."""
-    return 9 + 2 * feature_dim + N_TIME_FEATURES
+def object_feature_dim(feature_dim: int, path: bool = False) -> int:
+    """Width of `object_features`: the spatial part (9), feature mean and spread (2 D), the
+    time part (7) and, with `path`, the path extents (`path_extent`)."""
+    return 9 + 2 * feature_dim + N_TIME_FEATURES + (len(PATH_MIN_MASS) if path else 0)
+
+
+def path_extent(w: torch.Tensor, xy: torch.Tensor, t: torch.Tensor,
+                bin_s: float = PATH_BIN_S, min_mass: Sequence[float] = PATH_MIN_MASS
+                ) -> torch.Tensor:
+    """`(C, K)` per colour of token weights `w (C, N)`: how far apart its tokens lie when
+    grouped by when they were seen. The stamps `t (N,)` (model seconds since the window start)
+    fall into bins of `bin_s`; per `min_mass[k]`, the largest distance [m] between the weighted
+    xy centroids (`xy (N, 2)` world) of two bins that each hold at least that much token
+    weight (0 with fewer than two). Stamps past `PATH_MAX_BINS` bins share the last.
+
+    Why: the buffer's per-patch motion misses a mover it did not see move (it moved while out
+    of view, or slowly), but its tokens still lie along its path, each at the place it was
+    seen then. A still object's bins differ only as much as the views of it do. Only an
+    encoding with both time and place can read this."""
+    t = torch.nan_to_num(t, nan=0.0).clamp(0.0, PATH_MAX_BINS * bin_s)
+    bins = torch.floor(t / bin_s).to(torch.int64)
+    onehot = F.one_hot(bins, int(bins.max()) + 1 if bins.numel() else 1).to(w.dtype)  # (N, B)
+    mass = w @ onehot  # (C, B)
+    centre = torch.stack([(w * xy[:, k]) @ onehot for k in range(2)], dim=-1) / (
+        mass.clamp_min(1e-6)[..., None])  # (C, B, 2)
+    dist = torch.cdist(centre, centre)  # (C, B, B)
+    out = []
+    for m in min_mass:
+        ok = mass >= m
+        both = ok[:, :, None] & ok[:, None, :]
+        out.append(dist.masked_fill(~both, 0.0).flatten(1).amax(1))
+    return torch.stack(out, dim=1)
 
 
 def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion: torch.Tensor,
-                    features: torch.Tensor, use_time: bool, use_space: bool = True
-                    ) -> torch.Tensor:
+                    features: torch.Tensor, use_time: bool, use_space: bool = True,
+                    path: bool = False) -> torch.Tensor:
     """`(C, F)` pooled per colour from token weights `w (C, N)` (>= 0).
 
     Spatial: log(1 + mass), mean z, weighted std of x, y, z, the top (soft max of z), the xy
@@ -80,6 +114,7 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     tokens moving > 5 cm. Without `use_space` (an ablation without a 3D encoding whose
     `InventoryConfig.space_follows_encoding`) every part read from positions is zero: mean z,
     the spreads, the four shape cues and the velocity; mass, appearance, time and motion stay.
+    `path` appends `path_extent` (zeros unless both `use_time` and `use_space`).
     """
     mass = w.sum(1, keepdim=True)  # (C, 1)
     wn = w / mass.clamp_min(1e-6)  # (C, N)
@@ -115,6 +150,9 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
                   (wn @ (mo > 0.05).to(w.dtype))[:, None]]
     else:
         parts.append(w.new_zeros(w.shape[0], N_TIME_FEATURES))
+    if path:
+        parts.append(path_extent(w, xyz[:, :2], t) if use_time and use_space
+                     else w.new_zeros(w.shape[0], len(PATH_MIN_MASS)))
     return torch.cat(parts, dim=1)
 
 
@@ -190,15 +228,15 @@ class SceneInventory(nn.Module):
     the object MLP reads `object_features` standardised by `mu` / `sd` (set when fitted)."""
 
     def __init__(self, feature_dim: int, n_colours: int, n_shapes: int, hidden: int,
-                 appearance: bool = False):
+                 appearance: bool = False, path: bool = False):
         super().__init__()
-        self.n_colours, self.n_shapes = n_colours, n_shapes
+        self.n_colours, self.n_shapes, self.path = n_colours, n_shapes, path
         if appearance:  # a model with an object envelope: each colour's token appearance
             self.set_appearance(torch.zeros(n_colours, feature_dim),
                                 torch.zeros(n_colours, feature_dim, feature_dim))
         self.token_colour = nn.Sequential(nn.Linear(feature_dim, 2 * hidden), nn.GELU(),
                                           nn.Linear(2 * hidden, n_colours + 1))
-        f = object_feature_dim(feature_dim)
+        f = object_feature_dim(feature_dim, path)
         self.register_buffer("mu", torch.zeros(f))
         self.register_buffer("sd", torch.ones(f))
         self.object = nn.Sequential(nn.Linear(f, hidden), nn.GELU(), nn.Dropout(0.2),
@@ -249,7 +287,8 @@ class SceneInventory(nn.Module):
         """(`object_features` `(C, F)` unstandardised, presence inputs `(C, 2)`)."""
         p, w = self.colour_weights(features, xyz, envelope)
         pres_in = torch.stack([p.amax(1), torch.log1p(w.sum(1))], dim=1)
-        return object_features(w, xyz, t, motion, features, use_time, use_space), pres_in
+        return (object_features(w, xyz, t, motion, features, use_time, use_space, self.path),
+                pres_in)
 
     def from_pooled(self, feats: torch.Tensor, pres_in: torch.Tensor, **tokens: torch.Tensor
                     ) -> Inventory:
@@ -461,7 +500,8 @@ def build_inventory(cfg: InventoryConfig, feature_dim: int, lm_hidden: int, voca
     token `text` is written as."""
     words = WordSets(cfg, token_id)
     inventory = SceneInventory(feature_dim, len(cfg.colours), len(cfg.shapes), cfg.hidden,
-                               appearance=cfg.object_envelope is not None)
+                               appearance=cfg.object_envelope is not None,
+                               path=cfg.path_extent)
     return words, inventory, InventoryBias(lm_hidden, vocab_size, words, cfg.bias_hidden,
                                            cfg.bias_ids)
 

@@ -400,7 +400,8 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
             bias_ids = train_losses.answer_token_ids(
                 model, [s for rec in records for s in rec.samples])
         model_edits.add_inventory(model, task_inventory(bias_ids=bias_ids,
-                                                        space_follows_encoding=True))
+                                                        space_follows_encoding=True,
+                                                        path_extent=True))
     model.eval()
     _freeze(list(model.parameters()))
     truth = [train_losses.inventory_truth(r, model) for r in records]
