@@ -240,3 +240,30 @@ def test_flags_override_the_preset_without_touching_it():
         TrainConfig.from_preset("tiny", out="x", stage4_only="pointer")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.out = "y"
+
+
+def test_the_presence_head_is_fitted_to_the_same_answer_from_any_start():
+    """Stage 5's presence head is a logistic regression on (top token probability, log token
+    mass): from a start that reads everything as present it still lands where a good start
+    does, and separates present colours from absent ones with a few stray tokens."""
+    from llava4d_ros.training.stages import fit_presence
+
+    gen = torch.Generator().manual_seed(0)
+    n = 400
+    present = (torch.rand(n, generator=gen) < 0.5).float()
+    mass = torch.where(present > 0, 2.0 + 3.0 * torch.rand(n, generator=gen),
+                       0.6 * torch.rand(n, generator=gen))  # log(1 + token mass)
+    top = torch.where(present > 0, 0.9 + 0.1 * torch.rand(n, generator=gen),
+                      0.8 * torch.rand(n, generator=gen))
+    pres_in = torch.stack([top, mass], dim=1)
+    heads = []
+    for bias, weight in ((5.0, (-1.0, -1.0)), (-1.8, (0.9, 1.2))):
+        head = torch.nn.Linear(2, 1)
+        with torch.no_grad():
+            head.bias.fill_(bias)
+            head.weight.copy_(torch.tensor([weight]))
+        fit_presence(head, pres_in, present)
+        with torch.no_grad():
+            assert torch.equal(head(pres_in)[:, 0] > 0, present > 0)
+        heads.append(torch.cat([head.weight.detach()[0], head.bias.detach()]))
+    assert torch.allclose(heads[0], heads[1], atol=1e-3)
