@@ -24,10 +24,10 @@ pytestmark = pytest.mark.shipped_weights
 N_SCENES = 3
 # (hits, out of) over the first N_SCENES test scenes, measured with abstention, the `tokens`
 # box head, counts of a shape and heading words from the inventory, the default trained on
-# look-change tokens dropped over the budget, and its time head reading the named object's
-# first motion (issue 31, round 4; the one before it, the same but its time head: box 33,
-# time 43, em 25).
-PINNED = {"box": (33, 39), "time": (43, 45), "em": (24, 33)}
+# look-change tokens dropped over the budget, its time head reading the named object's first
+# motion, and a stage 5 with the path extent and the presence head fitted to convergence
+# (issue 31, round 5; the one before it, its stage 5 before those: em 24).
+PINNED = {"box": (33, 39), "time": (43, 45), "em": (23, 33)}
 SLACK = 1  # one hit either way: float summation order may differ across CPUs and thread counts
 
 

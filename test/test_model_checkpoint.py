@@ -177,7 +177,8 @@ def test_shipped_default_loads_and_answers():
 # box is back within 2 cm, and the pink cube is named among the movers; the yellow cylinder is
 # still taken for a cube); then its time head reading the named object's first motion (round
 # 4): the pink cube (true start 1.7s) is a miss it was not before (1.9s): no token the
-# inventory takes for pink reports motion here, so the pointer's first motion is read instead.
+# inventory takes for pink reports motion here, so the pointer's first motion is read instead;
+# then stage 5 again with the path extent and a converged presence head (round 5): the same.
 _DEFAULT_ANSWERS = [
     ("scene40", "Where is the red cube at 2.5s?",
      "At 2.5s, the red cube is at [0.16, -0.94, 0.17, 0.32, 0.32, 0.32]."),
