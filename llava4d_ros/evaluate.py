@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.write and not args.calibrate:
         ap.error("--write stores what --calibrate fits")
+    if args.scenes < 1:
+        ap.error(f"--scenes: at least one scene to evaluate, got {args.scenes}")
     settings = {k: v for k, v in vars(args).items() if k != "policy"}
     run(EvalConfig(**{**settings, "ablations": tuple(args.ablations),
                       "rules": args.policy == "rules"}))

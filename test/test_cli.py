@@ -63,3 +63,5 @@ def test_the_kitchen_is_asked_for_not_guessed():
         EvalConfig(write=True)
     proc = command("llava4d_ros.evaluate", "--write")
     assert proc.returncode == 2 and "--write stores what --calibrate fits" in proc.stderr
+    proc = command("llava4d_ros.evaluate", "--scenes", "0")
+    assert proc.returncode == 2 and "at least one scene" in proc.stderr

@@ -20,6 +20,7 @@ from llava4d_ros.model.heads import (
     TimeHead,
     decode_time,
     dynamic_tokens,
+    first_motion_reading,
     first_motion_time,
     time_match_features,
 )
@@ -258,6 +259,11 @@ def test_time_readings():
     motion = torch.tensor([0.5, 0.0, 0.2, 0.3, 0.9])
     first = first_motion_time(w, t, motion)
     assert float(first[0]) == 2.0 and math.isnan(float(first[1]))
+    # the named object's tokens where one of them moves, else the pointer's
+    obj = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
+    read = first_motion_reading(w[[0, 0]], t, motion, 0.05, obj)
+    assert torch.allclose(read, torch.tensor([0.1, 2.0]))  # row 1's object never moves
+    assert torch.allclose(first_motion_reading(w, t, motion, 0.05), first, equal_nan=True)
     # time head: a candidate that is not there (NaN) gets no weight
     head = TimeHead(4, 8)
     ctx = torch.zeros(2, 4)

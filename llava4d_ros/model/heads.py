@@ -341,6 +341,19 @@ def first_motion_time(w: torch.Tensor, t_s: torch.Tensor, motion: torch.Tensor,
     return torch.where(torch.isfinite(first), first, torch.full_like(first, float("nan")))
 
 
+def first_motion_reading(pointer_w: torch.Tensor, t_s: torch.Tensor, motion: torch.Tensor,
+                         motion_m: float, object_w: torch.Tensor | None = None) -> torch.Tensor:
+    """`(S,)` the first motion the time head reads (`first_motion_time` above `motion_m`):
+    among the tokens of the named object, `object_w (S, N)`, where one of them moves, else
+    among the pointer's `pointer_w (S, N)` (the object's moving tokens may have gone to no
+    colour); the pointer's alone without `object_w`. Training and answering both read it here."""
+    t_first = first_motion_time(pointer_w, t_s, motion, motion_m=motion_m)
+    if object_w is None:
+        return t_first
+    t_obj = first_motion_time(object_w, t_s, motion, motion_m=motion_m)
+    return torch.where(torch.isfinite(t_obj), t_obj, t_first)
+
+
 def decode_time(scores: torch.Tensor, t_s: torch.Tensor) -> torch.Tensor:
     """`scores (S, N)`, `t_s (N,)` -> `(S,)` the time of each slot's best token."""
     return t_s[scores.argmax(dim=-1)]
@@ -391,14 +404,10 @@ class SlotReader:
         if is_time:
             t_first = None
             if use_time:
-                t_first = first_motion_time(scores.softmax(dim=-1), t, motion,
-                                            motion_m=self.cfg.first_motion_m)  # (1,)
-                if self.cfg.first_motion_tokens == "object" and colour_w is not None:
-                    t_obj = first_motion_time(colour_w.to(ctx.dtype)[None], t, motion,
-                                              motion_m=self.cfg.first_motion_m)
-                    # none of the tokens the inventory gives the object moves (its moving
-                    # ones went to no colour): the pointer's reading rather than none
-                    t_first = torch.where(torch.isfinite(t_obj), t_obj, t_first)
+                by_object = self.cfg.first_motion_tokens == "object" and colour_w is not None
+                t_first = first_motion_reading(
+                    scores.softmax(dim=-1), t, motion, self.cfg.first_motion_m,
+                    colour_w.to(ctx.dtype)[None] if by_object else None)  # (1,)
             t_hat = self.time_head(ctx[None], decode_time(scores, t), t.max(),
                                    t.new_tensor([t_question]), t_first,
                                    None if q_mean is None else q_mean[None])[0]

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.model.heads import (
     dynamic_tokens,
-    first_motion_time,
+    first_motion_reading,
     question_mean,
     slot_context,
     soft_time,
@@ -258,14 +258,10 @@ def slot_losses(model: LLaVA4D, batch: dict[str, Any]) -> dict[str, torch.Tensor
                            device=dev)
         t_first = None
         if model.cfg.prompt.use_time and "motion" in batch:
-            m = model.cfg.first_motion_m
-            t_first = first_motion_time(w[rows], batch["t"], batch["motion"], motion_m=m)
-            if model.cfg.first_motion_tokens == "object":
-                t_obj = first_motion_time(object_tokens(batch, time_rows, w[rows]),
-                                          batch["t"], batch["motion"], motion_m=m)
-                # as answers read it (SlotReader.fill): the pointer's where the object's is
-                # absent
-                t_first = torch.where(torch.isfinite(t_obj), t_obj, t_first)
+            by_object = model.cfg.first_motion_tokens == "object"
+            t_first = first_motion_reading(
+                w[rows], batch["t"], batch["motion"], model.cfg.first_motion_m,
+                object_tokens(batch, time_rows, w[rows]) if by_object else None)
         q_mean = torch.stack([question_mean(batch["question"][k]) for k in time_rows])
         t_hat = model.time_head(h_slot[rows], t_ptr, batch["t"].max(), t_q, t_first, q_mean)
         time_loss = F.smooth_l1_loss(t_hat, gt_t, beta=0.2) + 0.2 * F.smooth_l1_loss(
