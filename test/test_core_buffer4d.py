@@ -89,6 +89,23 @@ def test_tokens_static_voxels_collapse_dynamic_keep_time():
         Buffer4D().tokens()
 
 
+def test_a_token_carries_the_share_of_its_patches_that_lie_on_a_plane():
+    buf = Buffer4D(window_s=100.0, max_bytes=2**30)
+    xyz = np.array([[0.05, 0.05, 0.05], [0.07, 0.06, 0.05], [1.05, 0.05, 0.05]], np.float32)
+    # per keyframe: a flat patch and a curved one in voxel A, a patch of unknown fit in B
+    for k in range(2):
+        kf = _kf(float(k), xyz=xyz)
+        buf.add(Keyframe(**{**kf.__dict__,
+                            "plane_rms_m": np.array([0.0004, 0.006, np.nan], np.float32)}))
+    buf.add(_kf(2.0, xyz=xyz))  # a keyframe that does not say: its patches count as not flat
+    tok = buf.tokens(token_budget=100, voxel_m=0.2)
+    a, b = np.argmin(tok.xyz_world[:, 0]), np.argmax(tok.xyz_world[:, 0])
+    assert tok.counts[a] == 6 and tok.flat[a] == pytest.approx(2 / 6)
+    assert tok.counts[b] == 3 and tok.flat[b] == 0.0
+    with pytest.raises(ValueError, match="plane_rms_m"):
+        Keyframe(**{**kf.__dict__, "plane_rms_m": np.zeros(2, np.float32)})
+
+
 def test_a_still_voxel_splits_where_its_look_changes_and_tokens_carry_their_span():
     """An object that sat in a voxel leaves and the floor is seen there (the look jumps):
     with `look_change` the voxel's keyframes before and after are two tokens, each stamped

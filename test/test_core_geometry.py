@@ -15,6 +15,7 @@ from llava4d_ros.core.geometry import (
     interpolate_pose,
     invert_se3,
     majority_label,
+    plane_rms,
     pool_patches,
     quat_from_matrix,
     se3,
@@ -157,3 +158,40 @@ def test_physically_absurd_intrinsics_are_refused(fx, fy, cx, cy, match):
     with pytest.raises(UnsupportedCameraError, match=match):
         PinholeCamera(fx=fx, fy=fy, cx=cx, cy=cy, width=320, height=240)
     PinholeCamera(fx=20.0, fy=20.0, cx=-100.0, cy=300.0, width=320, height=240)  # odd, real
+
+
+def test_plane_rms_is_zero_on_a_plane_and_the_sagitta_on_a_cylinder():
+    rng = np.random.default_rng(0)
+    uv = rng.uniform(-0.05, 0.05, (25, 2))
+    tilt = Rotation.from_euler("xyz", [0.3, -0.5, 0.2]).as_matrix()
+    plane = np.c_[uv, np.zeros(25)] @ tilt.T + [0.2, -0.1, 2.5]
+    # a 10 cm wide strip of a cylinder of radius 0.15 m, the side of a rendered cylinder
+    ang = rng.uniform(-0.05 / 0.15, 0.05 / 0.15, 25)
+    arc = np.c_[0.15 * np.sin(ang), rng.uniform(-0.05, 0.05, 25), 0.15 * np.cos(ang)]
+    valid = np.ones((3, 25), bool)
+    valid[2, 2:] = False  # two valid points define no plane
+    pts = np.stack([plane, arc, plane])
+    pts[0, 5] = np.nan  # an invalid sample is left out, not read as a point
+    valid[0, 5] = False
+    rms = plane_rms(pts, valid)
+    assert rms[0] < 1e-6 and rms[2] == 0.0
+    # the points of a shallow arc lie within its sagitta (~8 mm here) of their plane
+    assert 0.001 < rms[1] < 0.15 * (1 - np.cos(0.05 / 0.15))
+
+
+def test_pooled_patches_of_a_rendered_cube_are_flat_and_of_a_cylinder_are_not():
+    from llava4d_ros.data.scene import make_scene, render
+
+    flat = {"cube": [], "cylinder": []}
+    for seed in range(3):
+        scene = make_scene(seed)
+        shapes = {o.object_id: o.shape for o in scene.objects}
+        f = render(scene, float(scene.frame_times_s[0]))
+        pp = pool_patches(f.depth_m, f.rgb, scene.cam, f.world_from_cam, (24, 32),
+                          labels=f.instance)
+        for label, rms in zip(pp.labels, pp.plane_rms_m):
+            if label >= 0 and shapes[label] in flat and np.isfinite(rms):
+                flat[shapes[label]].append(rms <= 0.001)
+    assert min(len(v) for v in flat.values()) > 20
+    # a patch on a cube's edge is not flat either; on a cylinder only its top is
+    assert np.mean(flat["cube"]) > 0.25 > 0.15 > np.mean(flat["cylinder"])

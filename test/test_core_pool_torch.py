@@ -35,7 +35,10 @@ def random_window(seed: int, n_kf: int = 12, n_patch: int = 96, dim: int = 8) ->
                          depth_m=np.ones(n_patch, np.float32),
                          motion=np.where(rng.random(n_patch) < 0.1, 0.3, 0.02).astype(
                              np.float32),
-                         labels=labels))
+                         labels=labels,
+                         # flat and curved patches on some keyframes, none on the others
+                         plane_rms_m=(rng.uniform(0.0, 0.002, n_patch).astype(np.float32)
+                                      if i % 2 else None)))
     return buf
 
 

@@ -147,6 +147,54 @@ def test_a_model_with_path_features_saves_and_loads_them(tok, tmp_path):
         assert torch.allclose(a, b)
 
 
+def test_object_features_read_flat_sides_only_with_space():
+    n = 20
+    z = torch.cat([torch.full((10,), 0.40), torch.linspace(0.0, 0.2, 10)])  # top, then sides
+    xyz = torch.stack([torch.zeros(n), torch.zeros(n), z], dim=1)
+    t, motion, feats, w = torch.zeros(n), torch.zeros(n), torch.rand(n, 18), torch.ones(1, n)
+    flat_top = torch.cat([torch.ones(10), torch.zeros(10)])  # a cylinder: only its top flat
+    plain = object_features(w, xyz, t, motion, feats, use_time=True)
+    got = object_features(w, xyz, t, motion, feats, use_time=True, flat=flat_top)
+    assert got.shape == (1, object_feature_dim(18, flat=True)) == (1, plain.shape[1] + 2)
+    assert torch.equal(got[:, :-2], plain)
+    assert torch.allclose(got[0, -2:], torch.tensor([0.5, 0.0]))  # all tokens; the sides
+    flat_all = object_features(w, xyz, t, motion, feats, use_time=True, flat=torch.ones(n))
+    assert torch.allclose(flat_all[0, -2:], torch.tensor([1.0, 1.0]))  # a cube
+    for use_time in (True, False):  # read from the depth's 3D points: none without space
+        blind = object_features(w, xyz, t, motion, feats, use_time, False, flat=torch.ones(n))
+        assert torch.all(blind[:, -2:] == 0)
+
+
+def test_a_model_with_flatness_reads_the_tokens_flat_share_and_saves_it(tok, tmp_path):
+    from llava4d_ros.model.llava4d import LLaVA4D
+
+    model = tiny(tok, None)
+    add_inventory(model, task_inventory(path_extent=True, flatness=True))
+    model.eval()
+    dim = object_feature_dim(model.cfg.vision.feature_dim, True, True)
+    assert model.inventory.mu.shape == (dim,)
+    with torch.no_grad():  # every token of the first colour, so that colour has features
+        model.inventory.token_colour[-1].bias[0] = 20.0
+    tokens = make_tokens(40)
+    flat = replace(tokens, flat=torch.ones(len(tokens)).numpy())
+    assert not torch.allclose(model.scene_inventory(tokens, 10.0).shape,
+                              model.scene_inventory(flat, 10.0).shape)
+    before = model.scene_inventory(flat, 10.0).probs()
+    model.save_pretrained(str(tmp_path))
+    loaded = LLaVA4D.from_pretrained(str(tmp_path))
+    assert loaded.cfg.inventory.flatness and loaded.inventory.flat
+    for a, b in zip(before, loaded.scene_inventory(flat, 10.0).probs()):
+        assert torch.allclose(a, b)
+    # a model trained before reads no flatness: the tokens' share changes nothing
+    old = tiny(tok, None)
+    add_inventory(old, task_inventory(path_extent=True))
+    old.eval()
+    with torch.no_grad():
+        old.inventory.token_colour[-1].bias[0] = 20.0
+    assert torch.equal(old.scene_inventory(tokens, 10.0).shape,
+                       old.scene_inventory(flat, 10.0).shape)
+
+
 def test_inventory_reads_positions_unless_the_encoding_has_no_3d():
     cfg = LLaVA4DConfig(lm=tiny_llama(10), inventory=task_inventory())
     follows = replace(cfg, inventory=task_inventory(space_follows_encoding=True))

@@ -246,7 +246,9 @@ class PatchPooling:
     valid sample depths (the patch's own relief: large at depth edges and grazing surfaces,
     where a pixel of misalignment changes depth a lot); `valid_frac (P,)` share of sampled
     pixels with depth; `labels (P,) int32` majority label of the valid samples (-1 if none) or
-    None;
+    None; `plane_rms_m (P,) float32` the RMS distance of the valid samples' points to their
+    best-fitting plane (0 on a flat face, the sagitta on a curved one; NaN with fewer than 3
+    valid samples or where the patch is invalid);
     `sample_depth_m (Ph * s, Pw * s)` the sub-sampled depth grid the patches were computed from,
     kept for motion estimation against the next keyframe; `sample_u (Pw * s,)`, `sample_v
     (Ph * s,)` its pixel columns and rows.
@@ -263,6 +265,7 @@ class PatchPooling:
     sample_depth_m: np.ndarray
     sample_u: np.ndarray
     sample_v: np.ndarray
+    plane_rms_m: np.ndarray | None = None
 
 
 def sample_coords(size: int, patches: int, per_patch: int) -> np.ndarray:
@@ -345,10 +348,29 @@ def pool_patches(depth_m: np.ndarray, rgb: np.ndarray, cam: PinholeCamera,
     if timings is not None:
         timings["backproject"] = (t1 - t0) * 1e3
         timings["pool"] = (time.perf_counter() - t1) * 1e3
+    plane = np.where(ok & (n_valid >= 3), plane_rms(p_blocks, valid), np.nan)
     return PatchPooling(grid=(ph, pw), xyz_world=xyz_world, xyz_cam=xyz_cam.astype(np.float32),
                         rgb=rgb_p.astype(np.float32), depth_m=z, depth_spread_m=spread,
                         valid_frac=valid_frac,
-                        labels=labels_p, sample_depth_m=sub_d, sample_u=cols, sample_v=rows)
+                        labels=labels_p, sample_depth_m=sub_d, sample_u=cols, sample_v=rows,
+                        plane_rms_m=plane.astype(np.float32))
+
+
+def plane_rms(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`(P,)` per row of `points (P, S, 3)`: the RMS distance [m] of its `valid (P, S)` points
+    to their least-squares plane, the square root of the smallest eigenvalue of their
+    covariance (NaN-free; 0 for rows with fewer than 3 valid points).
+
+    Why: a cube's faces are planes and a cylinder's side is not, which 0.2 m voxels cannot
+    show of a 0.3 m object but a patch's 25 depth samples can (docs/RESULTS.md, "Shape")."""
+    w = valid.astype(np.float64)
+    n = w.sum(axis=1)  # (P,)
+    p = np.where(valid[..., None], points, 0.0).astype(np.float64)
+    mean = p.sum(axis=1) / np.maximum(n, 1)[:, None]  # (P, 3)
+    d = (p - mean[:, None]) * w[..., None]
+    cov = np.einsum("psi,psj->pij", d, d) / np.maximum(n, 1)[:, None, None]  # (P, 3, 3)
+    smallest = np.linalg.eigvalsh(cov)[:, 0]
+    return np.where(n >= 3, np.sqrt(np.clip(smallest, 0.0, None)), 0.0)
 
 
 def majority_label(labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

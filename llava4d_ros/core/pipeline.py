@@ -238,7 +238,7 @@ class Ingestor:
 
         kf = Keyframe(stamp_s=stamp_s, world_from_cam=world_from_cam, xyz_world=pooled.xyz_world,
                       rgb=pooled.rgb, features=features, depth_m=pooled.depth_m, motion=motion,
-                      labels=pooled.labels)
+                      labels=pooled.labels, plane_rms_m=pooled.plane_rms_m)
         self.buffer.add(kf)
         self._last_kf_stamp_s = stamp_s
         self._last_kf_pose = world_from_cam

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from llava4d_ros.core.buffer4d import EmptyBufferError, Keyframe, VisualTokens
+from llava4d_ros.core.buffer4d import (
+    EmptyBufferError,
+    Keyframe,
+    VisualTokens,
+    flat_patches,
+)
 
 CELL_BITS = 21  # per axis in the packed voxel key, as buffer4d._groups (+-1e6 cells)
 
@@ -30,13 +35,14 @@ CELL_BITS = 21  # per axis in the packed voxel key, as buffer4d._groups (+-1e6 c
 class _KfOnDevice:
     """One keyframe's arrays on the device: `xyz (P, 3)` float64, `rgb (P, 3)` float32,
     `features (P, D)` float32, `motion (P,)` float32, `labels (P,)` int64 (-1 unknown),
-    `centre (3,)` float64 (camera centre, world)."""
+    `flat (P,)` float32 (1: a flat patch), `centre (3,)` float64 (camera centre, world)."""
 
     xyz: torch.Tensor
     rgb: torch.Tensor
     features: torch.Tensor
     motion: torch.Tensor
     labels: torch.Tensor
+    flat: torch.Tensor
     centre: torch.Tensor
 
 
@@ -68,6 +74,7 @@ class DeviceKeyframes:
                            features=dev(kf.features, torch.float32),
                            motion=dev(kf.motion, torch.float32),
                            labels=dev(labels, torch.int64),
+                           flat=dev(flat_patches(kf), torch.float32),
                            centre=dev(kf.cam_center_world, torch.float64))
 
 
@@ -91,6 +98,7 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
     rgb = torch.cat([k.rgb for k in on_device])[valid_rows]
     motion = torch.cat([k.motion for k in on_device])[valid_rows]
     labels = torch.cat([k.labels for k in on_device])[valid_rows]
+    flat = torch.cat([k.flat for k in on_device])[valid_rows]
     ray = xyz - torch.stack([k.centre for k in on_device])[kf_idx]
     view = ray / _norm(ray).clamp_min(1e-9)[:, None]
 
@@ -105,6 +113,7 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
     inv_c = (1.0 / counts.to(torch.float64))[:, None]
     out_xyz = _sum(group, xyz, n) * inv_c  # (n, 3) float64
     out_rgb = (_sum(group, rgb, n).to(torch.float64) * inv_c).to(torch.float32)
+    out_flat = (_sum(group, flat, n).to(torch.float64) * inv_c[:, 0]).to(torch.float32)
     vsum = _sum(group, view, n)
     out_view = vsum / _norm(vsum).clamp_min(1e-9)[:, None]
     out_t = torch.full((n,), -torch.inf, dtype=torch.float64, device=dev)
@@ -142,7 +151,8 @@ def pool_tokens(kfs: list[Keyframe], on_device: list[_KfOnDevice], token_budget:
         features=host(out_feats), rgb=host(out_rgb[order]), motion=host(out_motion[order]),
         view_dir_world=host(out_view[order].to(torch.float32)),
         labels=host(out_labels[order].to(torch.int32)),
-        counts=host(counts[order].to(torch.int32)), t_first_s=host(out_t0[order]))
+        counts=host(counts[order].to(torch.int32)), t_first_s=host(out_t0[order]),
+        flat=host(out_flat[order]))
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:

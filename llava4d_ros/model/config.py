@@ -186,6 +186,10 @@ class InventoryConfig:
     # (`inventory.path_extent`), for movers the buffer's motion missed. False in models trained
     # before (a different feature width); stage 5 sets it.
     path_extent: bool = False
+    # the object features also read how much of a colour's tokens' patches lie on a plane
+    # (`VisualTokens.flat`): a cube's sides do, a cylinder's do not. False in models trained
+    # before (a different feature width); stage 5 sets it.
+    flatness: bool = False
 
     def __post_init__(self) -> None:
         if self.bias_ids is not None:

@@ -59,14 +59,17 @@ N_TIME_FEATURES = 7
 PATH_BIN_S = 1.0
 PATH_MIN_MASS = (3.0, 6.0)
 PATH_MAX_BINS = 600  # a window of minutes; the (C, B, B) distances stay small
+N_FLAT_FEATURES = 2
 #: What the object envelope bounds, per colour (`envelope_features`).
 ENVELOPE_FEATURES: tuple[str, ...] = ("log_mass", "spread_m", "appearance_d2")
 
 
-def object_feature_dim(feature_dim: int, path: bool = False) -> int:
+def object_feature_dim(feature_dim: int, path: bool = False, flat: bool = False) -> int:
     """Width of `object_features`: the spatial part (9), feature mean and spread (2 D), the
-    time part (7) and, with `path`, the path extents (`path_extent`)."""
-    return 9 + 2 * feature_dim + N_TIME_FEATURES + (len(PATH_MIN_MASS) if path else 0)
+    time part (7) and, with `path`, the path extents (`path_extent`), with `flat` the two
+    flatness shares."""
+    return (9 + 2 * feature_dim + N_TIME_FEATURES + (len(PATH_MIN_MASS) if path else 0)
+            + (N_FLAT_FEATURES if flat else 0))
 
 
 def path_extent(w: torch.Tensor, xy: torch.Tensor, t: torch.Tensor,
@@ -99,7 +102,7 @@ def path_extent(w: torch.Tensor, xy: torch.Tensor, t: torch.Tensor,
 
 def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion: torch.Tensor,
                     features: torch.Tensor, use_time: bool, use_space: bool = True,
-                    path: bool = False) -> torch.Tensor:
+                    path: bool = False, flat: torch.Tensor | None = None) -> torch.Tensor:
     """`(C, F)` pooled per colour from token weights `w (C, N)` (>= 0).
 
     Spatial: log(1 + mass), mean z, weighted std of x, y, z, the top (soft max of z), the xy
@@ -114,7 +117,11 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     tokens moving > 5 cm. Without `use_space` (an ablation without a 3D encoding whose
     `InventoryConfig.space_follows_encoding`) every part read from positions is zero: mean z,
     the spreads, the four shape cues and the velocity; mass, appearance, time and motion stay.
-    `path` appends `path_extent` (zeros unless both `use_time` and `use_space`).
+    `path` appends `path_extent` (zeros unless both `use_time` and `use_space`). Given the
+    tokens' `flat (N,)` (`VisualTokens.flat`: the share of a token's patches on a plane), two
+    more: the weighted mean of it over the colour's tokens, and over those below the top band
+    (the sides: a cube's are planes, a cylinder's are not, where both tops are flat). Read from
+    the depth's 3D points, so zeros without `use_space`.
     """
     mass = w.sum(1, keepdim=True)  # (C, 1)
     wn = w / mass.clamp_min(1e-6)  # (C, N)
@@ -153,6 +160,13 @@ def object_features(w: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor, motion:
     if path:
         parts.append(path_extent(w, xyz[:, :2], t) if use_time and use_space
                      else w.new_zeros(w.shape[0], len(PATH_MIN_MASS)))
+    if flat is not None:
+        if use_space:
+            side = w * (z[None] < top[:, None] - 0.06).to(w.dtype)
+            side_flat = (side @ flat) / side.sum(1).clamp_min(1e-6)
+            parts.append(torch.stack([wn @ flat, side_flat], dim=1))
+        else:
+            parts.append(w.new_zeros(w.shape[0], N_FLAT_FEATURES))
     return torch.cat(parts, dim=1)
 
 
@@ -228,15 +242,15 @@ class SceneInventory(nn.Module):
     the object MLP reads `object_features` standardised by `mu` / `sd` (set when fitted)."""
 
     def __init__(self, feature_dim: int, n_colours: int, n_shapes: int, hidden: int,
-                 appearance: bool = False, path: bool = False):
+                 appearance: bool = False, path: bool = False, flat: bool = False):
         super().__init__()
-        self.n_colours, self.n_shapes, self.path = n_colours, n_shapes, path
+        self.n_colours, self.n_shapes, self.path, self.flat = n_colours, n_shapes, path, flat
         if appearance:  # a model with an object envelope: each colour's token appearance
             self.set_appearance(torch.zeros(n_colours, feature_dim),
                                 torch.zeros(n_colours, feature_dim, feature_dim))
         self.token_colour = nn.Sequential(nn.Linear(feature_dim, 2 * hidden), nn.GELU(),
                                           nn.Linear(2 * hidden, n_colours + 1))
-        f = object_feature_dim(feature_dim, path)
+        f = object_feature_dim(feature_dim, path, flat)
         self.register_buffer("mu", torch.zeros(f))
         self.register_buffer("sd", torch.ones(f))
         self.object = nn.Sequential(nn.Linear(f, hidden), nn.GELU(), nn.Dropout(0.2),
@@ -282,13 +296,16 @@ class SceneInventory(nn.Module):
 
     def pooled(self, features: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor,
                motion: torch.Tensor, use_time: bool,
-               envelope: Sequence[tuple[float, float]] | None = None, use_space: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(`object_features` `(C, F)` unstandardised, presence inputs `(C, 2)`)."""
+               envelope: Sequence[tuple[float, float]] | None = None, use_space: bool = True,
+               flat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`object_features` `(C, F)` unstandardised, presence inputs `(C, 2)`); `flat (N,)`
+        the tokens' flatness, read by an inventory built with `flat` (None: zeros)."""
         p, w = self.colour_weights(features, xyz, envelope)
         pres_in = torch.stack([p.amax(1), torch.log1p(w.sum(1))], dim=1)
-        return (object_features(w, xyz, t, motion, features, use_time, use_space, self.path),
-                pres_in)
+        if self.flat and flat is None:
+            flat = torch.zeros_like(t)
+        return (object_features(w, xyz, t, motion, features, use_time, use_space, self.path,
+                                flat if self.flat else None), pres_in)
 
     def from_pooled(self, feats: torch.Tensor, pres_in: torch.Tensor, **tokens: torch.Tensor
                     ) -> Inventory:
@@ -299,13 +316,14 @@ class SceneInventory(nn.Module):
 
     def forward(self, features: torch.Tensor, xyz: torch.Tensor, t: torch.Tensor,
                 motion: torch.Tensor, use_time: bool,
-                envelope: Sequence[tuple[float, float]] | None = None, use_space: bool = True
-                ) -> Inventory:
-        """`features (N, D)`, `xyz (N, 3)` world m, `t (N,)` model s, `motion (N,)` m;
-        `envelope`: (low, high) per `ENVELOPE_FEATURES`, None for no check; `use_time`,
-        `use_space`: which of the tokens' times and positions the readings may use
-        (`LLaVA4DConfig.inventory_reads`)."""
-        feats, pres_in = self.pooled(features, xyz, t, motion, use_time, envelope, use_space)
+                envelope: Sequence[tuple[float, float]] | None = None, use_space: bool = True,
+                flat: torch.Tensor | None = None) -> Inventory:
+        """`features (N, D)`, `xyz (N, 3)` world m, `t (N,)` model s, `motion (N,)` m, `flat
+        (N,)` share of flat patches (see `pooled`); `envelope`: (low, high) per
+        `ENVELOPE_FEATURES`, None for no check; `use_time`, `use_space`: which of the tokens'
+        times and positions the readings may use (`LLaVA4DConfig.inventory_reads`)."""
+        feats, pres_in = self.pooled(features, xyz, t, motion, use_time, envelope, use_space,
+                                     flat)
         tokens = {"weights": self.colour_weights(features, xyz, envelope)[1]}
         if use_time and use_space:  # a velocity needs both
             tokens.update(xyz=xyz, t=t)
@@ -501,7 +519,7 @@ def build_inventory(cfg: InventoryConfig, feature_dim: int, lm_hidden: int, voca
     words = WordSets(cfg, token_id)
     inventory = SceneInventory(feature_dim, len(cfg.colours), len(cfg.shapes), cfg.hidden,
                                appearance=cfg.object_envelope is not None,
-                               path=cfg.path_extent)
+                               path=cfg.path_extent, flat=cfg.flatness)
     return words, inventory, InventoryBias(lm_hidden, vocab_size, words, cfg.bias_hidden,
                                            cfg.bias_ids)
 

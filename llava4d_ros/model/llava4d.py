@@ -203,11 +203,13 @@ class LLaVA4D(PreTrained):
                             p.temporal_dim, self.cfg.pointer_space)
 
     def inventory_inputs(self, tokens: VisualTokens, t_ref_s: float
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                    torch.Tensor]:
         """What `SceneInventory` reads from `apply_token_budget(tokens)`: features `(N, D)`,
-        xyz `(N, 3)`, model time `(N,)` (seconds since `t_ref_s`) and motion `(N,)`."""
+        xyz `(N, 3)`, model time `(N,)` (seconds since `t_ref_s`), motion `(N,)` and the share
+        of flat patches `(N,)`."""
         tt = self.token_tensors(tokens, t_ref_s)
-        return tt.features, tt.xyz, tt.t, tt.motion
+        return tt.features, tt.xyz, tt.t, tt.motion, tt.flat
 
     def scene_inventory(self, tokens: VisualTokens, t_ref_s: float) -> Inventory:
         """What the window holds per inventory colour (present, moving, shape logits), from
@@ -215,8 +217,9 @@ class LLaVA4D(PreTrained):
         if self.cfg.inventory is None:
             raise ValueError("this model has no scene inventory (cfg.inventory is None)")
         use_time, use_space = self.cfg.inventory_reads
-        return self.inventory(*self.inventory_inputs(tokens, t_ref_s), use_time,
-                              self.cfg.inventory.object_envelope, use_space)
+        features, xyz, t, motion, flat = self.inventory_inputs(tokens, t_ref_s)
+        return self.inventory(features, xyz, t, motion, use_time,
+                              self.cfg.inventory.object_envelope, use_space, flat)
 
     # ------------------------------------------------------------------ language side
 

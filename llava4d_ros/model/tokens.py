@@ -36,6 +36,7 @@ class TokenTensors:
     motion: torch.Tensor  # (N,) metres, the beta of the temporal encoding
     features: torch.Tensor  # (N, D) patch features
     view: torch.Tensor  # (N, 3) unit vectors camera -> point, world frame
+    flat: torch.Tensor | None = None  # (N,) share of the token's patches on a plane
 
 
 def token_tensors(tokens: VisualTokens, t_ref_s: float, dtype: torch.dtype,
@@ -51,4 +52,5 @@ def token_tensors(tokens: VisualTokens, t_ref_s: float, dtype: torch.dtype,
 
     return TokenTensors(xyz=as_t(tokens.xyz_world), t=model_time(tokens.t_s),
                         t_first=model_time(tokens.t_first_s), motion=as_t(tokens.motion),
-                        features=as_t(tokens.features), view=as_t(tokens.view_dir_world))
+                        features=as_t(tokens.features), view=as_t(tokens.view_dir_world),
+                        flat=as_t(tokens.flat))

@@ -31,7 +31,7 @@ from llava4d_ros.core.buffer4d import VisualTokens
 from llava4d_ros.core.pipeline import IngestConfig, Ingestor, PatchEncoder
 
 TOKEN_FIELDS = ("xyz_world", "t_s", "features", "rgb", "motion", "view_dir_world", "labels",
-                "counts", "t_first_s")
+                "counts", "t_first_s", "flat")
 _SAME_PLACE_M = 0.05
 _NEAR_TIME_S = 0.3
 
@@ -126,7 +126,7 @@ def save_record(rec: SceneRecord, path: str) -> None:
 
 def load_record(path: str) -> SceneRecord:
     with np.load(path) as z:
-        tokens = VisualTokens(**{name: z[name] for name in TOKEN_FIELDS})
+        tokens = VisualTokens(**{name: z[name] for name in TOKEN_FIELDS if name in z.files})
         samples = json.loads(str(z["samples"]))
         when_start_targets(tokens, samples)
         return SceneRecord(seed=int(z["seed"]), tokens=tokens, t_ref_s=float(z["t_ref_s"]),

@@ -33,7 +33,7 @@ def _colour_tokens(model: Any, rec: Any) -> tuple[torch.Tensor, ...]:
     `(C, N)`, each token's true colour index `(N,)` (C: none) and the colours present `(C,)`."""
     from llava4d_ros.training.losses import inventory_truth
 
-    features, xyz, _, _ = model.inventory_inputs(rec.tokens, rec.t_ref_s)
+    features, xyz, *_ = model.inventory_inputs(rec.tokens, rec.t_ref_s)
     _, w = model.inventory.colour_weights(features)
     truth = inventory_truth(rec, model)
     return features, xyz, w, truth["token_colour"], truth["present"].bool() & (w.sum(1) > 0)

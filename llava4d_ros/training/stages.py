@@ -315,7 +315,8 @@ def fit_objects(model: Any, windows: list[tuple], truth: list[dict[str, Any]], l
     inv, dev = model.inventory, model.device
     use_time, use_space = model.cfg.inventory_reads
     with torch.no_grad():
-        pooled = [inv.pooled(*w, use_time, use_space=use_space) for w in windows]
+        pooled = [inv.pooled(f, xyz, t, mo, use_time, use_space=use_space, flat=flat)
+                  for f, xyz, t, mo, flat in windows]
         obj_f = torch.stack([p[0] for p in pooled])  # (W, C, F)
         has = obj_f[..., 0] > 0  # some token of that colour
         rows = obj_f[has]
@@ -374,7 +375,8 @@ def collect_bias_batches(model: Any, records: list[SceneRecord], windows: list[t
         for rec, w in tqdm(list(zip(records, windows)), desc="stage 5 (LM states)",
                            disable=not progress):
             b = train_losses.inventory_batch(model, rec.tokens, rec.t_ref_s, rec.samples)
-            inv = model.inventory(*w, use_time, use_space=use_space)
+            f, xyz, t, mo, flat = w
+            inv = model.inventory(f, xyz, t, mo, use_time, use_space=use_space, flat=flat)
             b["feats"] = decode_features(inv, b["named"], b["in_q"], b["shape_after"],
                                          b["cur"], b["plural"], b["t_at"])
             batches.append(b)
@@ -424,7 +426,7 @@ def fit_inventory(model: Any, records: list[SceneRecord], steps: int, lr: float,
                 model, [s for rec in records for s in rec.samples])
         model_edits.add_inventory(model, task_inventory(bias_ids=bias_ids,
                                                         space_follows_encoding=True,
-                                                        path_extent=True))
+                                                        path_extent=True, flatness=True))
     model.eval()
     _freeze(list(model.parameters()))
     truth = [train_losses.inventory_truth(r, model) for r in records]
