@@ -116,7 +116,8 @@ def test_tiny_training_stages_and_resume(tmp_path):
     # the object envelope and the colours' appearance are fitted on the same windows
     env = model5.cfg.inventory.object_envelope
     assert env is not None and len(env) == 3 and all(lo < hi for lo, hi in env)
-    inv = task_inventory(object_envelope=env, space_follows_encoding=True, path_extent=True)
+    inv = task_inventory(object_envelope=env, space_follows_encoding=True, path_extent=True,
+                         flatness=True)
     assert model5.cfg.inventory == inv
     assert model5.cfg == replace(model4.cfg, inventory=inv)
     before, after = model4.state_dict(), model5.state_dict()
