@@ -131,20 +131,26 @@ def test_object_features_read_the_path_only_with_time_and_space():
         assert torch.all(blind[:, -2:] == 0)
 
 
-def test_a_model_with_path_features_saves_and_loads_them(tok, tmp_path):
+def saved_and_loaded(model: torch.nn.Module, tokens: VisualTokens, tmp_path) -> torch.nn.Module:
+    """`model` saved to `tmp_path` and loaded again; its inventory reads `tokens` as before."""
     from llava4d_ros.model.llava4d import LLaVA4D
+
+    before = model.scene_inventory(tokens, 10.0).probs()
+    model.save_pretrained(str(tmp_path))
+    loaded = LLaVA4D.from_pretrained(str(tmp_path))
+    for a, b in zip(before, loaded.scene_inventory(tokens, 10.0).probs()):
+        assert torch.allclose(a, b)
+    return loaded
+
+
+def test_a_model_with_path_features_saves_and_loads_them(tok, tmp_path):
 
     model = tiny(tok, None)
     add_inventory(model, task_inventory(path_extent=True))
     model.eval()  # the fresh inventory's dropout
     assert model.inventory.mu.shape == (object_feature_dim(model.cfg.vision.feature_dim, True),)
-    tokens = make_tokens(40)
-    before = model.scene_inventory(tokens, 10.0).probs()
-    model.save_pretrained(str(tmp_path))
-    loaded = LLaVA4D.from_pretrained(str(tmp_path))
+    loaded = saved_and_loaded(model, make_tokens(40), tmp_path)
     assert loaded.cfg.inventory.path_extent and loaded.inventory.path
-    for a, b in zip(before, loaded.scene_inventory(tokens, 10.0).probs()):
-        assert torch.allclose(a, b)
 
 
 def test_object_features_read_flat_sides_only_with_space():
@@ -166,7 +172,6 @@ def test_object_features_read_flat_sides_only_with_space():
 
 
 def test_a_model_with_flatness_reads_the_tokens_flat_share_and_saves_it(tok, tmp_path):
-    from llava4d_ros.model.llava4d import LLaVA4D
 
     model = tiny(tok, None)
     add_inventory(model, task_inventory(path_extent=True, flatness=True))
@@ -179,12 +184,8 @@ def test_a_model_with_flatness_reads_the_tokens_flat_share_and_saves_it(tok, tmp
     flat = replace(tokens, flat=torch.ones(len(tokens)).numpy())
     assert not torch.allclose(model.scene_inventory(tokens, 10.0).shape,
                               model.scene_inventory(flat, 10.0).shape)
-    before = model.scene_inventory(flat, 10.0).probs()
-    model.save_pretrained(str(tmp_path))
-    loaded = LLaVA4D.from_pretrained(str(tmp_path))
+    loaded = saved_and_loaded(model, flat, tmp_path)
     assert loaded.cfg.inventory.flatness and loaded.inventory.flat
-    for a, b in zip(before, loaded.scene_inventory(flat, 10.0).probs()):
-        assert torch.allclose(a, b)
     # a model trained before reads no flatness: the tokens' share changes nothing
     old = tiny(tok, None)
     add_inventory(old, task_inventory(path_extent=True))
